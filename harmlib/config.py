@@ -1,0 +1,206 @@
+"""One typed, frozen config per run, loaded from a profile and overridden field by field.
+
+A profile is a YAML file: one of the shipped ``tiny``, ``cpu`` (the default) and ``paper``
+(``harmlib/profiles/*.yaml``), or the path of a copy a user edited. Notebooks take papermill
+parameters and pass them here as dotted overrides::
+
+    cfg = load_config("cpu", {"ssim.alpha": 0.5, "seed": 3})
+
+The result is frozen: training reads it, never writes it (``cfg.replace(...)`` makes a new one).
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import typing
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, Mapping
+
+import yaml
+
+PROFILE_DIR = Path(__file__).parent / "profiles"
+PROFILES = ("tiny", "cpu", "paper")
+
+
+class ConfigError(ValueError):
+    """A profile, parameter or value that cannot be used; the message names it and what is allowed."""
+
+
+def _require(ok: bool, name: str, value: Any, allowed: str) -> None:
+    if not ok:
+        raise ConfigError(f"invalid value {value!r} for parameter '{name}': {allowed}")
+
+
+@dataclass(frozen=True)
+class RuntimeConfig:
+    device: str = "auto"
+    amp: str = "bf16"
+    threads: int = 0
+
+    def __post_init__(self) -> None:
+        _require(self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:"), "runtime.device", self.device, "use auto, cpu, cuda or cuda:N")
+        _require(self.amp in ("bf16", "fp16", "none"), "runtime.amp", self.amp, "use bf16, fp16 or none")
+        _require(self.threads >= 0, "runtime.threads", self.threads, "use 0 (all cores) or a positive count")
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    voxel_mm: int = 2
+
+    def __post_init__(self) -> None:
+        _require(self.voxel_mm in (1, 2, 4), "data.voxel_mm", self.voxel_mm, "use 1, 2 or 4 (mm, on the FSL MNI grid)")
+
+
+@dataclass(frozen=True)
+class SSIMConfig:
+    """Exponents, mixing weight and window of the SSIM loss (paper 1, Eq. 1-3)."""
+
+    alpha: float = 1.0
+    beta: float = 1.0
+    gamma: float = 1.0
+    lam: float = 0.8
+    win_size: int = 11
+    sigma: float = 1.5
+    k1: float = 0.01
+    k2: float = 0.03
+
+    def __post_init__(self) -> None:
+        for name in ("alpha", "beta", "gamma"):
+            v = getattr(self, name)
+            _require(math.isfinite(v) and v >= 0, f"ssim.{name}", v, "exponents must be finite and >= 0")
+        _require(0.0 <= self.lam <= 1.0, "ssim.lam", self.lam, "lambda must lie in [0, 1]")
+        _require(self.win_size >= 3 and self.win_size % 2 == 1, "ssim.win_size", self.win_size, "use an odd integer >= 3")
+        _require(self.sigma > 0, "ssim.sigma", self.sigma, "use a positive float")
+        _require(0 < self.k1 < 1 and 0 < self.k2 < 1, "ssim.k1/k2", (self.k1, self.k2), "use constants in (0, 1)")
+
+    def window(self) -> dict[str, float]:
+        """Keyword arguments for the functions of ``harmlib.ssim``."""
+        return {"win_size": self.win_size, "sigma": self.sigma, "k1": self.k1, "k2": self.k2}
+
+
+@dataclass(frozen=True)
+class ExplorerConfig:
+    slice_axis: int = 2
+    slice_index: float = 0.55
+    seed: int = 7
+
+    def __post_init__(self) -> None:
+        _require(self.slice_axis in (0, 1, 2), "explorer.slice_axis", self.slice_axis, "use 0 (sagittal), 1 (coronal) or 2 (axial)")
+        _require(0.0 < self.slice_index < 1.0, "explorer.slice_index", self.slice_index, "use a fraction of the axis in (0, 1)")
+
+
+@dataclass(frozen=True)
+class Config:
+    profile: str = "cpu"
+    seed: int = 0
+    runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    ssim: SSIMConfig = field(default_factory=SSIMConfig)
+    explorer: ExplorerConfig = field(default_factory=ExplorerConfig)
+
+    @property
+    def run_dir(self) -> Path:
+        """Where this profile's runs write: ``runs/<profile>/``."""
+        return Path("runs") / self.profile
+
+    def replace(self, overrides: Mapping[str, Any]) -> "Config":
+        """A new config with dotted ``overrides`` applied (this one is left unchanged)."""
+        return _from_dict(_merge(to_dict(self), _nest(overrides)))
+
+
+def to_dict(cfg: Any) -> dict[str, Any]:
+    return dataclasses.asdict(cfg)
+
+
+def _nest(overrides: Mapping[str, Any]) -> dict[str, Any]:
+    """``{"ssim.alpha": 1}`` -> ``{"ssim": {"alpha": 1}}``."""
+    out: dict[str, Any] = {}
+    for key, value in overrides.items():
+        node = out
+        *parents, leaf = str(key).split(".")
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[leaf] = value
+    return out
+
+
+def _merge(base: dict[str, Any], upd: Mapping[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for k, v in upd.items():
+        out[k] = _merge(out[k], v) if isinstance(v, Mapping) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def _coerce(name: str, value: Any, typ: Any) -> Any:
+    """Cast YAML/papermill values to the field's type (papermill may pass ints for floats)."""
+    if typ is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if typ is int and isinstance(value, float) and value.is_integer():
+        return int(value)
+    if typ in (int, str) and isinstance(value, typ) and not isinstance(value, bool):
+        return value
+    if typ is bool and isinstance(value, bool):
+        return value
+    raise ConfigError(f"invalid value {value!r} for parameter '{name}': expected {typ.__name__}")
+
+
+def _build(cls: type, data: Mapping[str, Any], prefix: str = "") -> Any:
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"parameter '{prefix.rstrip('.')}' is a section; give it as a mapping of fields")
+    hints = typing.get_type_hints(cls)
+    known = {f.name for f in fields(cls)}
+    for key in data:
+        if key not in known:
+            raise ConfigError(f"unknown parameter '{prefix}{key}'; known fields{' in ' + prefix.rstrip('.') if prefix else ''}: {', '.join(sorted(known))}")
+    kwargs = {}
+    for key, value in data.items():
+        typ = hints[key]
+        if dataclasses.is_dataclass(typ):
+            kwargs[key] = _build(typ, value, f"{prefix}{key}.")
+        else:
+            kwargs[key] = _coerce(f"{prefix}{key}", value, typ)
+    return cls(**kwargs)
+
+
+def _from_dict(data: Mapping[str, Any]) -> Config:
+    return _build(Config, data)
+
+
+def profile_path(profile: str | Path) -> Path:
+    """The YAML file of a profile name (tiny, cpu, paper) or an explicit path."""
+    p = Path(profile)
+    if p.suffix in (".yaml", ".yml"):
+        if not p.is_file():
+            raise ConfigError(f"profile file {p} does not exist; give one of {', '.join(PROFILES)} or the path of a YAML profile")
+        return p
+    if str(profile) not in PROFILES:
+        raise ConfigError(f"unknown profile '{profile}'; use one of {', '.join(PROFILES)} or the path of a YAML profile")
+    return PROFILE_DIR / f"{profile}.yaml"
+
+
+def parse_overrides(text: str) -> dict[str, Any]:
+    """``"ssim.alpha=0.5, seed=3"`` -> ``{"ssim.alpha": 0.5, "seed": 3}`` (values parsed as YAML)."""
+    out: dict[str, Any] = {}
+    for item in filter(None, (s.strip() for s in text.split(","))):
+        if "=" not in item:
+            raise ConfigError(f"override '{item}' is not of the form field=value (e.g. ssim.alpha=0.5)")
+        key, value = item.split("=", 1)
+        out[key.strip()] = yaml.safe_load(value)
+    return out
+
+
+def load_config(profile: str | Path = "cpu", overrides: Mapping[str, Any] | str | None = None) -> Config:
+    """Load a profile and apply overrides; ``None`` values in ``overrides`` are ignored.
+
+    Raises ``ConfigError`` with one line naming the parameter and what is allowed.
+    """
+    path = profile_path(profile)
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise ConfigError(f"profile file {path} is not valid YAML ({err.__class__.__name__}); fix its syntax") from None
+    if isinstance(overrides, str):
+        overrides = parse_overrides(overrides)
+    upd = {k: v for k, v in (overrides or {}).items() if v is not None}
+    return _from_dict(_merge(raw, _nest(upd)))

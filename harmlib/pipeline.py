@@ -1,0 +1,176 @@
+"""The pipeline driver behind ``make reproduce``: run every notebook with papermill, then the book.
+
+Notebooks ``notebooks/NN_*.ipynb`` run in order with ``-p profile P``. Each executed copy lands in
+``book/notebooks/`` (where the book reads it) only when its run succeeded, beside a stamp that
+records a hash of its inputs: the notebook, the profile file, the parameters, the harmlib source
+and the stamp of the notebook before it. A notebook whose hash is unchanged is skipped, so running
+again after a failure resumes at the notebook that failed. A failed run stops the pipeline with one
+line naming the notebook and the cell, and keeps the partial copy under ``runs/<profile>/failed/``.
+
+The book is then built by Jupyter Book 1 with ``execute_notebooks: off``.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from harmlib.config import load_config, profile_path
+
+HARMLIB_DIR = Path(__file__).parent
+
+
+class PipelineError(RuntimeError):
+    """A notebook or the book build failed; the message says where and what to do."""
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Where the driver reads and writes, relative to the project root."""
+
+    root: Path
+
+    @property
+    def notebooks(self) -> list[Path]:
+        return sorted((self.root / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+
+    @property
+    def executed(self) -> Path:
+        return self.root / "book" / "notebooks"
+
+    def stamp(self, nb: Path) -> Path:
+        return self.executed / ".stamps" / f"{nb.stem}.json"
+
+    def failed(self, profile: str, nb: Path) -> Path:
+        return self.root / "runs" / profile / "failed" / nb.name
+
+
+def _sha(*chunks: bytes) -> str:
+    h = hashlib.sha256()
+    for c in chunks:
+        h.update(hashlib.sha256(c).digest())
+    return h.hexdigest()
+
+
+def library_hash() -> str:
+    """A hash of harmlib's source, profiles and static files (a change re-runs every notebook)."""
+    files = sorted(p for p in HARMLIB_DIR.rglob("*") if p.suffix in (".py", ".yaml", ".js") and "__pycache__" not in p.parts)
+    return _sha(*(str(p.relative_to(HARMLIB_DIR)).encode() + p.read_bytes() for p in files))
+
+
+def input_hash(nb: Path, profile: str, parameters: dict[str, Any], previous: str, lib: str) -> str:
+    return _sha(nb.read_bytes(), profile.encode(), profile_path(profile).read_bytes(), json.dumps(parameters, sort_keys=True).encode(), previous.encode(), lib.encode())
+
+
+def _write_json_atomic(path: Path, data: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2))
+    os.replace(tmp, path)
+
+
+def _read_stamp(path: Path) -> dict[str, Any]:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def _execute(nb: Path, out: Path, parameters: dict[str, Any], cwd: Path, failed: Path) -> float:
+    """Run one notebook to ``out`` (atomically); on failure raise PipelineError naming the cell."""
+    import papermill as pm
+
+    partial = out.with_name(f".partial-{out.name}")
+    t0 = time.perf_counter()
+    try:
+        pm.execute_notebook(str(nb), str(partial), parameters=parameters, cwd=str(cwd), kernel_name="python3", progress_bar=True)
+    except pm.PapermillExecutionError as err:
+        failed.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(partial, failed)
+        raise PipelineError(
+            f"notebook {nb.relative_to(cwd)} failed at cell {err.cell_index} (execution count {err.exec_count}): "
+            f"{err.ename}: {str(err.evalue).splitlines()[0] if err.evalue else ''} -- the executed copy with the traceback is {failed}"
+        ) from None
+    os.replace(partial, out)
+    return time.perf_counter() - t0
+
+
+def run_notebooks(profile: str = "cpu", root: Path = Path("."), force: bool = False, parameters: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+    """Execute every notebook in order; skip those whose inputs are unchanged. Returns the stamps."""
+    load_config(profile)  # fail early, with a clear line, on an unknown profile or a broken file
+    lay = Layout(root.resolve())
+    if not lay.notebooks:
+        raise PipelineError(f"no notebooks found under {lay.root / 'notebooks'}; run from the project root")
+    params = {"profile": profile, **(parameters or {})}
+    lib, previous, stamps = library_hash(), "", []
+    lay.executed.mkdir(parents=True, exist_ok=True)
+    for nb in lay.notebooks:
+        out, stamp_path = lay.executed / nb.name, lay.stamp(nb)
+        digest = input_hash(nb, profile, params, previous, lib)
+        stamp = _read_stamp(stamp_path)
+        if not force and stamp.get("hash") == digest and out.is_file():
+            print(f"harmlib: {nb.name} is up to date (profile {profile}), skipped", flush=True)
+        else:
+            print(f"harmlib: running {nb.name} (profile {profile})", flush=True)
+            seconds = _execute(nb, out, params, lay.root, lay.failed(profile, nb))
+            stamp = {"notebook": nb.name, "hash": digest, "profile": profile, "parameters": params, "seconds": round(seconds, 1), "finished": time.strftime("%Y-%m-%d %H:%M:%S")}
+            _write_json_atomic(stamp_path, stamp)
+        stamps.append(stamp)
+        previous = digest
+    return stamps
+
+
+def _notebook_parameters(nb: Path) -> dict[str, str]:
+    """The parameters cell of a notebook, as name -> default (source text)."""
+    import papermill as pm
+
+    return {name: str(p["default"]) for name, p in pm.inspect_notebook(str(nb)).items()}
+
+
+def write_pipeline_page(root: Path = Path(".")) -> Path:
+    """``book/notebooks/pipeline.md``: every notebook, its parameters and its last run time."""
+    lay = Layout(root.resolve())
+    lines = [
+        "# The notebooks and their parameters",
+        "",
+        "Every chapter of this book is a notebook executed by `make reproduce` with papermill. Change a "
+        "parameter and re-run one notebook with, for example:",
+        "",
+        "```bash",
+        ".venv/bin/papermill notebooks/03_ssim_loss.ipynb book/notebooks/03_ssim_loss.ipynb -p profile cpu -p alpha 0.5",
+        "```",
+        "",
+        "| notebook | parameters (defaults) | profile | run time (s) | finished |",
+        "|---|---|---|---|---|",
+    ]
+    for nb in lay.notebooks:
+        params = ", ".join(f"`{k} = {v}`" for k, v in _notebook_parameters(nb).items())
+        st = _read_stamp(lay.stamp(nb))
+        lines.append(f"| `{nb.name}` | {params} | {st.get('profile', 'not run')} | {st.get('seconds', '')} | {st.get('finished', '')} |")
+    page = lay.executed / "pipeline.md"
+    page.parent.mkdir(parents=True, exist_ok=True)
+    tmp = page.with_name(".pipeline.md.tmp")
+    tmp.write_text("\n".join(lines) + "\n")
+    os.replace(tmp, page)
+    return page
+
+
+def build_book(root: Path = Path(".")) -> Path:
+    """Build the book with Jupyter Book 1 into ``book/_build/html``; never executes notebooks."""
+    root = root.resolve()
+    write_pipeline_page(root)
+    exe = Path(sys.executable).with_name("jupyter-book")
+    cmd = [str(exe) if exe.exists() else (shutil.which("jupyter-book") or "jupyter-book"), "build", str(root / "book")]
+    print("harmlib: building the book:", " ".join(cmd), flush=True)
+    if subprocess.run(cmd, cwd=root).returncode != 0:
+        raise PipelineError("the book build failed (see the Sphinx messages above); fix the page it names and run 'make book'")
+    index = root / "book" / "_build" / "html" / "index.html"
+    print(f"harmlib: the book is at {index}", flush=True)
+    return index

@@ -1,0 +1,124 @@
+"""The SSIM-exponent explorer: live ipywidgets in a kernel, self-contained HTML/JS in the book.
+
+* ``live_explorer``: sliders for alpha, beta, gamma, the window and the constants; every move
+  recomputes with ``harmlib.ssim`` and redraws the l, c, s and combined maps.
+* ``explorer_html``: the same explorer for the static book, where no kernel runs. It embeds the
+  two slices (float32, base64) and ``static/ssim_explorer.js``, a port of ``harmlib.ssim`` that
+  recomputes in the browser. It loads nothing from anywhere: no CDN, no widget manager.
+"""
+from __future__ import annotations
+
+import base64
+import html
+import json
+import uuid
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from harmlib.config import SSIMConfig
+from harmlib.ssim import ssim_components
+
+_JS = Path(__file__).parent / "static" / "ssim_explorer.js"
+
+# (name, min, max, step) of every control; the same ranges for both explorers.
+CONTROLS = {
+    "alpha": (0.0, 3.0, 0.05),
+    "beta": (0.0, 3.0, 0.05),
+    "gamma": (0.0, 3.0, 0.05),
+    "win_size": (3, 21, 2),
+    "sigma": (0.5, 3.0, 0.1),
+    "k1": (0.001, 0.1, 0.001),
+    "k2": (0.001, 0.1, 0.001),
+}
+
+
+def _as_tensor(img: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(np.ascontiguousarray(img, dtype=np.float32))[None, None]
+
+
+def _check_pair(x: np.ndarray, y: np.ndarray) -> None:
+    if np.ndim(x) != 2 or np.shape(x) != np.shape(y):
+        raise ValueError(f"explorer: x and y must be 2D slices of the same shape, got {np.shape(x)} and {np.shape(y)}")
+
+
+def live_explorer(x: np.ndarray, y: np.ndarray, data_range: float, cfg: SSIMConfig = SSIMConfig()):
+    """ipywidgets sliders that recompute the SSIM maps of two 2D slices with ``harmlib.ssim``."""
+    import ipywidgets as W
+    import matplotlib.pyplot as plt
+    from IPython.display import display
+
+    from harmlib.plots import plot_ssim_maps
+
+    _check_pair(x, y)
+    tx, ty = _as_tensor(x), _as_tensor(y)
+    fig = plt.figure(figsize=(13, 2.8))
+    plt.close(fig)  # drawn into the Output widget only
+    out, label = W.Output(), W.HTML()
+    sliders = {}
+    for name, (lo, hi, step) in CONTROLS.items():
+        cls = W.IntSlider if name == "win_size" else W.FloatSlider
+        kw = {} if name == "win_size" else {"readout_format": ".3f"}
+        sliders[name] = cls(value=getattr(cfg, name), min=lo, max=hi, step=step, description=name, continuous_update=False, **kw)
+
+    def update(_=None) -> None:
+        v = {k: s.value for k, s in sliders.items()}
+        comps = ssim_components(tx, ty, data_range, win_size=v["win_size"], sigma=v["sigma"], k1=v["k1"], k2=v["k2"])
+        value = comps.combine(v["alpha"], v["beta"], v["gamma"]).mean().item()
+        label.value = f"<b>SSIM = {value:.5f}</b> &nbsp; L_SSIM = {1 - value:.5f}"
+        with out:
+            out.clear_output(wait=True)
+            display(plot_ssim_maps(x, y, comps, v["alpha"], v["beta"], v["gamma"], fig=fig))
+
+    for s in sliders.values():
+        s.observe(update, names="value")
+    update()
+    return W.VBox([W.HBox(list(sliders.values())[:4]), W.HBox(list(sliders.values())[4:]), label, out])
+
+
+def _b64(a: np.ndarray) -> str:
+    return base64.b64encode(np.ascontiguousarray(a, dtype="<f4").tobytes()).decode("ascii")
+
+
+def explorer_html(x: np.ndarray, y: np.ndarray, data_range: float, cfg: SSIMConfig = SSIMConfig(), scale: int = 2) -> str:
+    """A self-contained HTML explorer of two 2D slices; recomputes SSIM in the browser."""
+    _check_pair(x, y)
+    uid = f"ssim-explorer-{uuid.uuid4().hex[:8]}"
+    spec = {"x": _b64(x), "y": _b64(y), "shape": list(np.shape(x)), "data_range": float(data_range)}
+    rows = []
+    for name, (lo, hi, step) in CONTROLS.items():
+        value = getattr(cfg, name)
+        rows.append(
+            f'<label style="display:inline-block;width:24em">{name} '
+            f'<input type="range" data-param="{name}" min="{lo}" max="{hi}" step="{step}" value="{value}" style="vertical-align:middle">'
+            f' <span data-show="{name}">{value}</span></label>'
+        )
+    h, w = np.shape(x)
+    titles = {"x": "x (reference)", "y": "y (other scanner)", "l": "luminance l", "c": "contrast c", "s": "structure s", "ssim": "l^a c^b s^g"}
+    canvases = "".join(
+        f'<figure style="display:inline-block;margin:2px;text-align:center"><canvas data-map="{k}" '
+        f'style="width:{scale * h}px;height:{scale * w}px;image-rendering:pixelated"></canvas>'
+        f'<figcaption style="font-size:80%">{html.escape(t)}</figcaption></figure>'
+        for k, t in titles.items()
+    )
+    return (
+        f'<div class="harmlib-ssim-explorer" id="{uid}">'
+        f'<script type="application/json">{json.dumps(spec)}</script>'
+        f'<div>{"".join(rows)}</div>'
+        f'<p><b class="ssim-value" data-value=""></b></p>'
+        f"<div>{canvases}</div>"
+        f"<p style='font-size:80%'>Maps: viridis, l and c on [0, 1], s and the product on [-1, 1]. "
+        f"Computed in your browser by a port of <code>harmlib.ssim</code>.</p>"
+        f"<script>{_JS.read_text()}</script></div>"
+    )
+
+
+class StaticExplorer:
+    """Displays ``explorer_html`` in a notebook (rich HTML output, kept by the book)."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        self.html = explorer_html(*args, **kwargs)
+
+    def _repr_html_(self) -> str:
+        return self.html
