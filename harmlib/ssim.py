@@ -98,10 +98,20 @@ def _band_matrix(n: int, win_size: int, sigma: float, device: str) -> torch.Tens
 
 
 def _filter(v: torch.Tensor, win_size: int, sigma: float) -> torch.Tensor:
-    """Separable valid Gaussian filter over every spatial axis of (B, *spatial)."""
-    for axis in range(1, v.ndim):
-        band = _band_matrix(v.shape[axis], win_size, float(sigma), str(v.device))
-        v = torch.movedim(torch.movedim(v, axis, -1) @ band, -1, axis)
+    """Separable valid Gaussian filter over every spatial axis of (B, *spatial).
+
+    Each axis is one matrix product with its band matrix, arranged so that no axis is ever
+    transposed in memory: the last axis multiplies from the right, every other axis from the
+    left with the rest of the tensor flattened behind it (a broadcast batched GEMM).
+    """
+    dev = str(v.device)
+    band = lambda n: _band_matrix(n, win_size, float(sigma), dev)  # noqa: E731
+    v = v @ band(v.shape[-1])
+    for axis in range(v.ndim - 2, 0, -1):
+        lead, n = v.shape[:axis], v.shape[axis]
+        rest = v.shape[axis + 1 :]
+        out = band(n).t() @ v.reshape(*lead, n, -1)
+        v = out.reshape(*lead, out.shape[-2], *rest)
     return v
 
 

@@ -90,9 +90,9 @@ def explorer_html(x: np.ndarray, y: np.ndarray, data_range: float, cfg: SSIMConf
     for name, (lo, hi, step) in CONTROLS.items():
         value = getattr(cfg, name)
         rows.append(
-            f'<label style="display:inline-block;width:24em">{name} '
-            f'<input type="range" data-param="{name}" min="{lo}" max="{hi}" step="{step}" value="{value}" style="vertical-align:middle">'
-            f' <span data-show="{name}">{value}</span></label>'
+            f'<tr><td style="padding:0 .5em"><code>{name}</code></td><td style="padding:0"><input type="range" data-param="{name}" '
+            f'min="{lo}" max="{hi}" step="{step}" value="{value}" style="width:14em"></td>'
+            f'<td style="padding:0 .5em;min-width:4em"><span data-show="{name}">{value}</span></td></tr>'
         )
     h, w = np.shape(x)
     titles = {"x": "x (reference)", "y": "y (other scanner)", "l": "luminance l", "c": "contrast c", "s": "structure s", "ssim": "l^a c^b s^g"}
@@ -105,7 +105,7 @@ def explorer_html(x: np.ndarray, y: np.ndarray, data_range: float, cfg: SSIMConf
     return (
         f'<div class="harmlib-ssim-explorer" id="{uid}">'
         f'<script type="application/json">{json.dumps(spec)}</script>'
-        f'<div>{"".join(rows)}</div>'
+        f'<table style="border:none;margin:0">{"".join(rows)}</table>'
         f'<p><b class="ssim-value" data-value=""></b></p>'
         f"<div>{canvases}</div>"
         f"<p style='font-size:80%'>Maps: viridis, l and c on [0, 1], s and the product on [-1, 1]. "

@@ -1,0 +1,115 @@
+"""End to end: the tiny profile through every notebook, the book build, and the explorer in Chromium."""
+from __future__ import annotations
+
+import base64
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import harmlib
+
+ROOT = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="session")
+def built_book(tmp_path_factory) -> Path:
+    """A copy of the project's notebooks and book, run with the tiny profile and built."""
+    root = tmp_path_factory.mktemp("project")
+    shutil.copytree(ROOT / "notebooks", root / "notebooks")
+    shutil.copytree(ROOT / "book", root / "book", ignore=shutil.ignore_patterns("_build", "notebooks"))
+    cmd = [sys.executable, "-m", "harmlib.cli", "reproduce", "--profile", "tiny", "--root", str(root)]
+    proc = subprocess.run(cmd, cwd=root, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return root
+
+
+def test_every_notebook_is_executed_and_in_the_book(built_book):
+    html = built_book / "book" / "_build" / "html"
+    assert (html / "index.html").is_file()
+    for nb in sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb")):
+        executed = json.loads((built_book / "book" / "notebooks" / nb.name).read_text())
+        assert executed["metadata"]["papermill"]["parameters"]["profile"] == "tiny"
+        assert (html / "notebooks" / f"{nb.stem}.html").is_file(), f"{nb.name} is missing from the book"
+    page = (html / "notebooks" / "pipeline.html").read_text()
+    assert "03_ssim_loss.ipynb" in page and "tiny" in page
+
+
+def test_book_loads_no_widget_script_from_a_cdn(built_book):
+    import re
+
+    page = (built_book / "book" / "_build" / "html" / "notebooks" / "03_ssim_loss.html").read_text()
+    assert "harmlib-ssim-explorer" in page
+    external = [s for s in re.findall(r'<script[^>]*src="([^"]+)"', page) if s.startswith(("http:", "https:", "//"))]
+    assert all("mathjax" in s for s in external), external  # math typesetting only; nothing for the explorer
+    assert "embed-amd" not in page and "require.min.js" not in page
+
+
+def test_second_run_skips_every_notebook(built_book):
+    cmd = [sys.executable, "-m", "harmlib.cli", "reproduce", "--profile", "tiny", "--root", str(built_book), "--no-book"]
+    out = subprocess.run(cmd, cwd=built_book, capture_output=True, text=True, check=True).stdout
+    n = len(list((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb")))
+    assert out.count("up to date") == n, out
+
+
+def _chromium_driver():
+    chromium, driver = shutil.which("chromium"), shutil.which("chromedriver")
+    if not (chromium and driver):
+        msg = "headless Chromium is needed for the explorer test: sudo apt-get install chromium chromium-driver"
+        if os.environ.get("CI"):
+            pytest.fail(msg)
+        pytest.skip(msg)
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = chromium
+    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                 "--disable-dev-shm-usage", "--allow-file-access-from-files"):
+        opts.add_argument(flag)
+    return webdriver.Chrome(service=Service(driver), options=opts)
+
+
+def _decode(b64: str, shape: list[int]) -> np.ndarray:
+    return np.frombuffer(base64.b64decode(b64), dtype="<f4").reshape(shape)
+
+
+def test_static_explorer_recomputes_like_harmlib(built_book):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+
+    page = built_book / "book" / "_build" / "html" / "notebooks" / "03_ssim_loss.html"
+    browser = _chromium_driver()
+    try:
+        browser.get(page.as_uri())
+        root = browser.find_element(By.CSS_SELECTOR, ".harmlib-ssim-explorer")
+        spec = json.loads(root.find_element(By.CSS_SELECTOR, "script[type='application/json']").get_attribute("textContent"))
+        shown = root.find_element(By.CSS_SELECTOR, ".ssim-value")
+        before = shown.text
+        slider = root.find_element(By.CSS_SELECTOR, "input[data-param='alpha']")
+        browser.execute_script("arguments[0].focus()", slider)
+        for _ in range(7):  # move the slider with the keyboard, as a reader would
+            slider.send_keys(Keys.ARROW_LEFT)
+        gamma = root.find_element(By.CSS_SELECTOR, "input[data-param='gamma']")
+        browser.execute_script("arguments[0].focus()", gamma)
+        for _ in range(6):
+            gamma.send_keys(Keys.ARROW_RIGHT)
+        params = {el.get_attribute("data-param"): float(el.get_attribute("value")) for el in root.find_elements(By.CSS_SELECTOR, "input[data-param]")}
+        after = shown.text
+        value = float(after.split("SSIM = ")[1].split()[0])
+    finally:
+        browser.quit()
+    assert after != before
+    assert params["alpha"] == pytest.approx(0.65) and params["gamma"] == pytest.approx(1.3)
+    x, y = (torch.from_numpy(_decode(spec[k], spec["shape"]).copy())[None, None] for k in ("x", "y"))
+    expected = harmlib.ssim(x, y, params["alpha"], params["beta"], params["gamma"], data_range=spec["data_range"],
+                            win_size=int(params["win_size"]), sigma=params["sigma"], k1=params["k1"], k2=params["k2"]).item()
+    assert value == pytest.approx(expected, abs=1e-4)

@@ -1,0 +1,94 @@
+"""The driver on two small notebooks: order, resume, failure reporting, atomic outputs."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from harmlib.pipeline import PipelineError, run_notebooks
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _notebook(path: Path, body: str) -> None:
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    params = nbformat.v4.new_code_cell('profile = "cpu"')
+    params.metadata["tags"] = ["parameters"]
+    nb.cells = [params, nbformat.v4.new_code_cell(body)]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    nbformat.write(nb, path)
+
+
+@pytest.fixture()
+def project(tmp_path) -> Path:
+    _notebook(tmp_path / "notebooks" / "01_first.ipynb", "open('first.log', 'a').write(profile + '\\n')")
+    _notebook(tmp_path / "notebooks" / "02_second.ipynb", "open('second.log', 'a').write(profile + '\\n')")
+    return tmp_path
+
+
+def _runs(root: Path, name: str) -> int:
+    p = root / f"{name}.log"
+    return len(p.read_text().splitlines()) if p.exists() else 0
+
+
+def test_runs_in_order_then_skips_unchanged(project, capsys):
+    stamps = run_notebooks("tiny", project)
+    assert [s["notebook"] for s in stamps] == ["01_first.ipynb", "02_second.ipynb"]
+    assert (_runs(project, "first"), _runs(project, "second")) == (1, 1)
+    executed = json.loads((project / "book" / "notebooks" / "02_second.ipynb").read_text())
+    assert executed["metadata"]["papermill"]["parameters"] == {"profile": "tiny"}
+    run_notebooks("tiny", project)
+    assert (_runs(project, "first"), _runs(project, "second")) == (1, 1)
+    assert capsys.readouterr().out.count("up to date") == 2
+
+
+def test_a_changed_notebook_reruns_it_and_those_after(project):
+    run_notebooks("tiny", project)
+    _notebook(project / "notebooks" / "01_first.ipynb", "open('first.log', 'a').write('changed\\n')")
+    run_notebooks("tiny", project)
+    assert (_runs(project, "first"), _runs(project, "second")) == (2, 2)
+
+
+def test_another_profile_reruns(project):
+    run_notebooks("tiny", project)
+    run_notebooks("cpu", project)
+    assert (project / "second.log").read_text().splitlines() == ["tiny", "cpu"]
+
+
+def test_failure_names_notebook_and_cell_keeps_good_output_and_resumes(project):
+    run_notebooks("tiny", project)
+    good = (project / "book" / "notebooks" / "02_second.ipynb").read_text()
+    _notebook(project / "notebooks" / "02_second.ipynb", "raise ValueError('bad site name')")
+    with pytest.raises(PipelineError) as err:
+        run_notebooks("tiny", project)
+    msg = str(err.value)
+    assert "notebooks/02_second.ipynb failed at cell 2" in msg and "ValueError: bad site name" in msg
+    assert "\n" not in msg
+    assert (project / "runs" / "tiny" / "failed" / "02_second.ipynb").is_file()
+    assert (project / "book" / "notebooks" / "02_second.ipynb").read_text() == good  # the last good copy survives
+    assert not list((project / "book" / "notebooks").glob(".partial-*"))
+    # fix it: the first notebook is not run again, the second is
+    _notebook(project / "notebooks" / "02_second.ipynb", "open('second.log', 'a').write('fixed\\n')")
+    run_notebooks("tiny", project)
+    assert _runs(project, "first") == 1 and (project / "second.log").read_text().splitlines()[-1] == "fixed"
+
+
+def test_project_notebooks_are_clean_parameterized_and_in_the_toc():
+    toc = (ROOT / "book" / "_toc.yml").read_text()
+    nbs = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+    assert nbs
+    for path in nbs:
+        nb = nbformat.read(path, as_version=4)
+        params = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
+        assert len(params) == 1 and params[0].source.splitlines()[0].startswith('profile = "cpu"'), path.name
+        assert all(not c.get("outputs") for c in nb.cells if c.cell_type == "code"), f"{path.name} is committed with outputs"
+        assert f"notebooks/{path.stem}" in toc, f"{path.name} is not in book/_toc.yml"
+
+
+def test_environment_yml_installs_the_project_not_a_second_list():
+    env = (ROOT / "environment.yml").read_text()
+    assert "-e .[all]" in env
+    assert "torch==2.13.0" in env and "torch==2.13.0" in (ROOT / "Makefile").read_text()
