@@ -1,0 +1,78 @@
+"""NIfTI in and out: validated loading with one-line errors, atomic writing.
+
+Every loader error names the file and the fix; every write goes to a temporary file in the same
+folder and is renamed into place, so a killed run never leaves a half-written volume that looks
+complete, and inputs are only ever opened for reading.
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+
+
+class DataError(ValueError):
+    """An input file or manifest row that cannot be used; the message names it and the fix."""
+
+
+def load_volume(path: str | Path, allow_empty: bool = False) -> nib.Nifti1Image:
+    """Load a 3D NIfTI and check it: readable, 3D, finite, not all zero, invertible affine.
+
+    The returned image's data are cached float32 (``img.get_fdata(dtype=np.float32)``).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: file not found; check the path (or the manifest's 'path' column)")
+    try:
+        img = nib.load(str(path))
+        data = np.asanyarray(img.dataobj)
+    except Exception as err:  # nibabel raises many types for truncated or corrupt files
+        raise DataError(f"{path}: cannot read it as NIfTI ({type(err).__name__}: {str(err).splitlines()[0][:120]}); re-export or re-download the file") from None
+    data = np.squeeze(data) if data.ndim == 4 and data.shape[3] == 1 else data
+    if data.ndim != 3:
+        raise DataError(f"{path}: image is {data.ndim}D with shape {data.shape}; a 3D T1 volume is needed (split 4D series, e.g. with fslsplit)")
+    data = data.astype(np.float32)
+    if not np.isfinite(data).all():
+        raise DataError(f"{path}: contains {int((~np.isfinite(data)).sum())} NaN/Inf voxels; fix the export or replace them (e.g. numpy.nan_to_num) first")
+    if not allow_empty and not data.any():
+        raise DataError(f"{path}: every voxel is zero; the file is empty or the export failed")
+    aff = img.affine
+    if aff is None or not np.isfinite(aff).all() or abs(np.linalg.det(aff[:3, :3])) < 1e-6:
+        raise DataError(f"{path}: the affine is not invertible; repair the header (qform/sform) before using the file")
+    out = nib.Nifti1Image(data, aff, header=img.header if isinstance(img, nib.Nifti1Image) else None)
+    out.set_data_dtype(np.float32)
+    return out
+
+
+def save_volume(path: str | Path, data: np.ndarray, affine: np.ndarray, header: nib.Nifti1Header | None = None) -> Path:
+    """Write a NIfTI atomically (temporary file + rename) and return its path."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    img = nib.Nifti1Image(np.asarray(data, dtype=np.float32), affine, header=header)
+    img.set_data_dtype(np.float32)
+    img.set_qform(affine, code=1)
+    img.set_sform(affine, code=1)
+    suffix = ".nii.gz" if path.name.endswith(".nii.gz") else path.suffix
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=suffix, dir=path.parent)
+    os.close(fd)
+    try:
+        nib.save(img, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def write_text_atomic(path: str | Path, text: str) -> Path:
+    """Write a text file (CSV, JSON) atomically."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=path.parent)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(text)
+    os.replace(tmp, path)
+    return path
