@@ -53,6 +53,26 @@ class DataConfig:
 
 
 @dataclass(frozen=True)
+class SynthConfig:
+    """Size of the synthetic cohort (``harmlib.data.synthetic``): subjects per site and cohort."""
+
+    n_train_per_site: int = 10
+    labeled_fraction: float = 0.5
+    n_test_per_site: int = 4
+    n_age_per_site: int = 8
+    n_ad_per_site: int = 8
+    n_raw: int = 4
+    out_dir: str = ""
+
+    def __post_init__(self) -> None:
+        for name in ("n_train_per_site", "n_test_per_site", "n_age_per_site", "n_ad_per_site"):
+            _require(getattr(self, name) >= 1, f"synth.{name}", getattr(self, name), "use at least 1")
+        _require(self.n_train_per_site >= 2, "synth.n_train_per_site", self.n_train_per_site, "use at least 2 (labeled and unlabeled)")
+        _require(0.0 < self.labeled_fraction < 1.0, "synth.labeled_fraction", self.labeled_fraction, "use a fraction in (0, 1)")
+        _require(self.n_raw >= 0, "synth.n_raw", self.n_raw, "use 0 or more raw scanner-space volumes")
+
+
+@dataclass(frozen=True)
 class SSIMConfig:
     """Exponents, mixing weight and window of the SSIM loss (paper 1, Eq. 1-3)."""
 
@@ -96,8 +116,14 @@ class Config:
     seed: int = 0
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
     data: DataConfig = field(default_factory=DataConfig)
+    synth: SynthConfig = field(default_factory=SynthConfig)
     ssim: SSIMConfig = field(default_factory=SSIMConfig)
     explorer: ExplorerConfig = field(default_factory=ExplorerConfig)
+
+    @property
+    def data_dir(self) -> Path:
+        """Where the synthetic cohort of this profile is written: ``data/generated/<profile>/``."""
+        return Path(self.synth.out_dir) if self.synth.out_dir else Path("data") / "generated" / self.profile
 
     @property
     def run_dir(self) -> Path:

@@ -14,10 +14,11 @@ One row per T1 volume. Paths are relative to the manifest's folder (or absolute)
 | diagnosis | HC, AD, MCI, ASD, PD or empty |
 | split | train or test |
 | role | labeled / unlabeled (training), test (healthy test cohort), age (brain-age cohort), ad (AD/HC cohort) |
-| truth_path | synthetic traveling subjects only: the subject's rendering at every training domain, a path with ``{domain}`` in it; empty for real data |
+| truth_path | synthetic test subjects only: the subject's rendering at the reference sites (targets A and B), a path with ``{domain}`` in it (filled with ``slug(domain)``); empty for real data |
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,6 +35,11 @@ ALLOWED = {
     "role": ("labeled", "unlabeled", "test", "age", "ad"),
 }
 REQUIRED = ("path", "subject", "dataset", "scanner", "site", "domain", "split", "role")
+
+
+def slug(domain: str) -> str:
+    """A file-name-safe form of a domain: ``"Gyroscan Intera@Guys"`` -> ``"Gyroscan-Intera-Guys"``."""
+    return re.sub(r"[^A-Za-z0-9]+", "-", domain).strip("-")
 
 
 def domain_name(scanner: str, site: str) -> str:
@@ -62,7 +68,7 @@ def validate(df: pd.DataFrame, root: Path, name: str = "manifest", check_files: 
         bad = df.index[~df[col].isin(allowed)]
         if len(bad):
             raise DataError(f"{_where(name, bad[0], df)}: unknown {col} '{df.at[bad[0], col]}'; allowed: {', '.join(a or '(empty)' for a in allowed)}")
-    raw = df["age"].fillna("").astype(str).str.strip()
+    raw = df["age"].astype(object).fillna("").astype(str).str.strip()
     age = pd.to_numeric(raw.replace("", np.nan), errors="coerce")
     bad = df.index[(age.isna() & (raw != "")) | (age < 0) | (age > 120)]
     if len(bad):
@@ -119,7 +125,7 @@ class Manifest:
         tmpl = self.df.at[i, "truth_path"]
         if not tmpl:
             raise DataError(f"row {i + 2} (subject {self.df.at[i, 'subject']}): no traveling-subject truth; only synthetic test subjects have one")
-        return _resolve(self.root, tmpl.replace("{domain}", domain.replace("@", "_")))
+        return _resolve(self.root, tmpl.replace("{domain}", slug(domain)))
 
     def check_domain(self, domain: str, split: str = "train") -> str:
         known = self.domains(split)

@@ -1,0 +1,191 @@
+"""The embedded default data: a seeded synthetic multi-site traveling-subject cohort.
+
+Anatomy comes from ``harmlib.data.anatomy``; this module defines the scanner-site pairs, renders an
+anatomy as a site sees it, plans the cohorts of the papers' design and writes NIfTI + manifest:
+
+* training cohort: 5 scanner-site pairs, half of each labeled, half unlabeled (paper 1's
+  semi-supervised pairs); ``Gyroscan Intera@Guys`` and ``TrioTim@SWU`` play targets A and B;
+* healthy test cohort on 4 unseen sites;
+* an age cohort whose age ranges differ by site (as in ABIDE);
+* an AD/HC cohort across sites with different AD proportions (as in ADNI);
+* every test subject also rendered at A and B: traveling-subject truth, written under ``truth/``
+  and referenced only by the manifest's ``truth_path`` column, never by what the models load.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from scipy import ndimage
+from tqdm.auto import tqdm
+
+from harmlib.config import Config, SynthConfig
+from harmlib.data.anatomy import Subject, make_anatomy, priors, smooth_noise
+from harmlib.data.appearance import Appearance
+from harmlib.data.io import save_volume
+from harmlib.data.manifest import domain_name, slug, write_manifest
+from harmlib.data.mni import fsl_grid_affine
+
+
+@dataclass(frozen=True)
+class Site:
+    """A scanner-site pair: tissue means (CSF, GM, WM, WM lesion) and the scanner's look."""
+
+    scanner: str
+    site: str
+    tissue: tuple[float, float, float, float]
+    look: Appearance
+    bias_seed: int
+    strength: str  # how far from the training sites: "reference", "mild", "strong"
+
+    @property
+    def domain(self) -> str:
+        return domain_name(self.scanner, self.site)
+
+
+def _site(scanner, site, tissue, gamma, bias, blur, noise, scale, offset, seed, strength) -> Site:
+    return Site(scanner, site, tissue, Appearance(gamma=gamma, scale=scale, offset=offset, bias=bias, bias_scale_mm=70, blur_mm=blur, noise=noise), seed, strength)
+
+
+# fmt: off
+#            scanner            site        CSF   GM    WM    lesion gamma bias blur noise scale offset seed
+TRAIN_SITES = (
+    _site("Gyroscan Intera", "Guys",     (0.22, 0.55, 0.85, 0.62), 1.00, 0.25, 1.5, 0.020, 1.00, 0.00, 11, "reference"),  # target A
+    _site("TrioTim",         "SWU",      (0.15, 0.48, 0.90, 0.58), 0.85, 0.15, 1.0, 0.015, 1.15, 0.02, 12, "reference"),  # target B
+    _site("Intera",          "HH",       (0.26, 0.60, 0.88, 0.66), 1.15, 0.30, 2.0, 0.025, 0.90, 0.00, 13, "reference"),
+    _site("Prisma",          "ADNI-S01", (0.18, 0.52, 0.92, 0.60), 0.95, 0.12, 1.0, 0.012, 1.05, 0.03, 14, "reference"),
+    _site("Prisma Fit",      "ADNI-S02", (0.19, 0.53, 0.93, 0.61), 0.95, 0.14, 1.0, 0.013, 1.00, 0.03, 15, "reference"),
+)
+TEST_SITES = (
+    _site("GE 1.5T",         "IOP",      (0.32, 0.62, 0.80, 0.68), 1.40, 0.40, 2.5, 0.035, 0.80, 0.00, 21, "strong"),
+    _site("Achieva dStream", "PPMI-S03", (0.24, 0.57, 0.87, 0.64), 1.05, 0.22, 1.5, 0.020, 0.95, 0.01, 22, "mild"),
+    _site("Achieva",         "ADNI-S04", (0.28, 0.50, 0.78, 0.58), 1.25, 0.35, 2.0, 0.030, 1.20, 0.05, 23, "strong"),
+    _site("Skyra",           "ADNI-S05", (0.17, 0.50, 0.91, 0.60), 0.90, 0.18, 1.2, 0.015, 1.10, 0.02, 24, "mild"),
+)
+AGE_SITES = (  # (site, age range): ABIDE-like, each site recruits its own ages
+    (_site("Signa",          "ABIDE-NYU",  (0.30, 0.58, 0.82, 0.64), 1.30, 0.30, 2.0, 0.030, 0.85, 0.00, 31, "strong"), (8, 20)),
+    (_site("Allegra",        "ABIDE-UM",   (0.16, 0.46, 0.86, 0.56), 0.80, 0.20, 1.0, 0.018, 1.25, 0.04, 32, "strong"), (14, 40)),
+    (_site("TrioTim",        "ABIDE-USM",  (0.15, 0.49, 0.90, 0.59), 0.88, 0.17, 1.0, 0.016, 1.10, 0.02, 33, "mild"), (30, 65)),
+    (_site("MR750",          "ABIDE-SDSU", (0.27, 0.61, 0.84, 0.66), 1.20, 0.33, 1.8, 0.028, 0.90, 0.00, 34, "strong"), (55, 90)),
+)
+AD_SITES = (  # (site, fraction AD): ADNI-like, diagnosis prevalence differs by site
+    (TRAIN_SITES[3], 0.5),
+    (TEST_SITES[3], 0.35),
+    (TEST_SITES[2], 0.6),
+    (_site("Discovery MR750", "ADNI-S08", (0.30, 0.60, 0.83, 0.65), 1.30, 0.38, 2.2, 0.032, 0.85, 0.01, 41, "strong"), 0.45),
+)
+# fmt: on
+TARGET_A, TARGET_B = TRAIN_SITES[0], TRAIN_SITES[1]
+
+
+def all_sites() -> dict[str, Site]:
+    sites = [*TRAIN_SITES, *TEST_SITES, *(s for s, _ in AGE_SITES), *(s for s, _ in AD_SITES)]
+    return {s.domain: s for s in sites}
+
+
+@lru_cache(maxsize=64)
+def _site_bias(shape: tuple[int, ...], voxel_mm: int, seed: int, fwhm_mm: float) -> np.ndarray:
+    return _bias(shape, voxel_mm, seed, fwhm_mm)
+
+
+def _bias(shape: tuple[int, ...], voxel_mm: int, seed: int, fwhm_mm: float) -> np.ndarray:
+    """A smooth field in [-0.5, 0.5] from a seed (a site's pattern or a scan's jitter)."""
+    f = smooth_noise(np.random.default_rng(seed), shape, voxel_mm, fwhm_mm)[0]
+    return ((f - f.min()) / (np.ptp(f) + 1e-12) - 0.5).astype(np.float32)
+
+
+def render(anat: dict[str, np.ndarray], site: Site, voxel_mm: int, scan_seed: int) -> np.ndarray:
+    """The anatomy as ``site`` images it: tissue means, residual detail, gamma, bias, blur, noise."""
+    csf, gm, wm, les = site.tissue
+    contrast = (wm - gm) / float(priors(voxel_mm)["template_contrast"])
+    img = anat["csf"] * csf + anat["gm"] * gm + anat["wm"] * wm + anat["lesion"] * les + 0.8 * contrast * anat["resid"]
+    img = np.clip(img * anat["texture"], 0.0, None) * (anat["mask"] > 0.5)
+    look = site.look
+    out = img ** look.gamma
+    field = _site_bias(img.shape, voxel_mm, site.bias_seed, look.bias_scale_mm) + 0.3 * _bias(img.shape, voxel_mm, scan_seed, 2 * look.bias_scale_mm)
+    out = out * (1.0 + look.bias * field)
+    if look.blur_mm:
+        out = ndimage.gaussian_filter(out, np.sqrt(max(look.blur_mm**2 - voxel_mm**2 / 2, 0.0)) / voxel_mm / 2.355)
+    out = look.scale * out + look.offset * (anat["mask"] > 0.5)
+    rng = np.random.default_rng(scan_seed)
+    sd = look.noise * float(out.max())
+    out = np.sqrt((out + sd * rng.standard_normal(out.shape)) ** 2 + (sd * rng.standard_normal(out.shape)) ** 2)
+    return out.astype(np.float32)
+
+
+@dataclass(frozen=True)
+class Scan:
+    """One planned acquisition: who, where, in which cohort."""
+
+    subject: Subject
+    site: Site
+    split: str
+    role: str
+
+
+def plan_cohort(cfg: SynthConfig, seed: int) -> list[Scan]:
+    """Every scan of the cohort, deterministic from the seed."""
+    rng = np.random.default_rng([seed, 1])
+    scans: list[Scan] = []
+
+    def subject(prefix: str, age: float, dx: str = "HC") -> Subject:
+        k = len(scans)
+        return Subject(f"sub-{prefix}{k:04d}", round(float(age), 1), str(rng.choice(["M", "F"])), dx, int(rng.integers(2**31)))
+
+    for site in TRAIN_SITES:
+        for i in range(cfg.n_train_per_site):
+            role = "labeled" if i < round(cfg.labeled_fraction * cfg.n_train_per_site) else "unlabeled"
+            scans.append(Scan(subject("tr", rng.uniform(20, 80)), site, "train", role))
+    for site in TEST_SITES:
+        for _ in range(cfg.n_test_per_site):
+            scans.append(Scan(subject("te", rng.uniform(20, 80)), site, "test", "test"))
+    for site, (lo, hi) in AGE_SITES:
+        for _ in range(cfg.n_age_per_site):
+            scans.append(Scan(subject("ag", rng.uniform(lo, hi)), site, "test", "age"))
+    for site, frac in AD_SITES:
+        for i in range(cfg.n_ad_per_site):
+            dx = "AD" if i < round(frac * cfg.n_ad_per_site) else "HC"
+            scans.append(Scan(subject("ad", rng.uniform(60, 90), dx), site, "test", "ad"))
+    return scans
+
+
+def _row(scan: Scan, path: str, truth: str) -> dict[str, object]:
+    s = scan.subject
+    return {"path": path, "subject": s.subject, "session": "1", "dataset": "synthetic", "scanner": scan.site.scanner, "site": scan.site.site,
+            "domain": scan.site.domain, "age": s.age, "sex": s.sex, "diagnosis": s.diagnosis, "split": scan.split, "role": scan.role, "truth_path": truth}
+
+
+def _scan_seed(scan: Scan, site: Site) -> int:
+    return (scan.subject.seed * 1_000_003 + site.bias_seed) % 2**32
+
+
+def write_cohort(cfg: Config, out: str | Path) -> Path:
+    """Write the cohort of ``cfg`` under ``out`` (NIfTI + ``manifest.csv``); returns the manifest path.
+
+    Existing complete files are kept (writes are atomic), so a killed run resumes.
+    """
+    out = Path(out)
+    voxel, aff = cfg.data.voxel_mm, fsl_grid_affine(cfg.data.voxel_mm)
+    scans = plan_cohort(cfg.synth, cfg.seed)
+    rows = []
+    n_files = len(scans) + 2 * sum(s.split == "test" for s in scans)
+    bar = tqdm(total=n_files, desc=f"synth {cfg.profile} ({voxel} mm)", unit="vol")
+    for scan in scans:
+        rel = f"{scan.split}/{scan.subject.subject}_{slug(scan.site.domain)}.nii.gz"
+        truth = f"truth/{scan.subject.subject}_{{domain}}.nii.gz" if scan.split == "test" else ""
+        targets = [(scan.site, out / rel)] + ([(ref, out / truth.replace("{domain}", slug(ref.domain))) for ref in (TARGET_A, TARGET_B)] if truth else [])
+        if all(p.is_file() for _, p in targets):
+            bar.update(len(targets))
+        else:
+            anat = make_anatomy(scan.subject, voxel)
+            for site, path in targets:
+                if not path.is_file():
+                    save_volume(path, render(anat, site, voxel, _scan_seed(scan, site)), aff)
+                bar.update(1)
+        rows.append(_row(scan, rel, truth))
+    bar.close()
+    write_manifest(pd.DataFrame(rows), out / "manifest.csv")
+    return out / "manifest.csv"

@@ -1,0 +1,113 @@
+"""The synthetic traveling-subject cohort: determinism, pairing, cohort design, effects."""
+from __future__ import annotations
+
+import hashlib
+
+import numpy as np
+import pytest
+import torch
+
+import harmlib
+from harmlib.data import read_manifest
+from harmlib.data.anatomy import Subject, atrophy_level, make_anatomy
+from harmlib.data.synthetic import AD_SITES, AGE_SITES, TARGET_A, TARGET_B, TEST_SITES, TRAIN_SITES, all_sites, plan_cohort, render, write_cohort
+
+SMALL = {"synth.n_train_per_site": 2, "synth.n_test_per_site": 1, "synth.n_age_per_site": 1, "synth.n_ad_per_site": 1}
+
+
+@pytest.fixture(scope="module")
+def cohort(tmp_path_factory):
+    cfg = harmlib.load_config("tiny", SMALL)
+    out = tmp_path_factory.mktemp("cohort")
+    return cfg, read_manifest(write_cohort(cfg, out))
+
+
+def _digest(paths) -> str:
+    h = hashlib.sha256()
+    for p in sorted(paths):
+        h.update(p.read_bytes())
+    return h.hexdigest()
+
+
+def test_same_seed_same_bytes_other_seed_other_bytes(cohort, tmp_path):
+    cfg, man = cohort
+    again = read_manifest(write_cohort(cfg, tmp_path / "again"))
+    assert (again.root / "manifest.csv").read_bytes() == (man.root / "manifest.csv").read_bytes()
+    assert _digest(again.root.rglob("*.nii.gz")) == _digest(man.root.rglob("*.nii.gz"))
+    first = plan_cohort(cfg.synth, cfg.seed)[0]
+    assert plan_cohort(cfg.synth, cfg.seed + 1)[0].subject != first.subject  # another seed, other subjects
+
+
+def test_cohort_design(cohort):
+    cfg, man = cohort
+    df = man.df
+    assert man.domains("train") == sorted(s.domain for s in TRAIN_SITES)
+    assert len(TRAIN_SITES) >= 5 and len(TEST_SITES) >= 4
+    assert not set(s.domain for s in TEST_SITES) & set(man.domains("train"))  # unseen test sites
+    assert set(df.loc[df.split == "train", "role"]) == {"labeled", "unlabeled"}
+    assert set(df.loc[df.role == "ad", "diagnosis"]) == {"AD", "HC"}
+    assert (df.loc[df.role == "age", "age"].between(8, 90)).all()
+    vol = harmlib.data.load_volume(man.path(0))
+    assert vol.shape == (46, 55, 46)
+    np.testing.assert_allclose(vol.affine, harmlib.data.fsl_grid_affine(4))
+
+
+def test_age_ranges_differ_by_site_and_ad_fraction_by_site():
+    lows = [lo for _, (lo, hi) in AGE_SITES]
+    assert len(set(lows)) == len(lows) and min(lows) <= 10 and max(hi for _, (lo, hi) in AGE_SITES) >= 85
+    assert len({frac for _, frac in AD_SITES}) > 1
+
+
+def test_every_test_subject_has_truth_at_a_and_b_and_training_rows_do_not(cohort):
+    _, man = cohort
+    for i, row in man.df.iterrows():
+        if row.split == "train":
+            assert row.truth_path == ""
+            continue
+        for ref in (TARGET_A, TARGET_B):
+            assert man.truth(i, ref.domain).is_file()
+        assert "truth/" in row.truth_path and not any("truth/" in p for p in man.df.path)
+
+
+def _t(v: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(v)[None, None]
+
+
+def test_traveling_subject_pairing(cohort):
+    """The truth at A shares its anatomy with the test scan, not with another subject."""
+    _, man = cohort
+    tests = man.df.index[man.df.role == "test"]
+    i, j = tests[0], man.df.index[man.df.role == "age"][0]
+    scan = harmlib.data.load_volume(man.path(i)).get_fdata(dtype=np.float32)
+    truth_same = harmlib.data.load_volume(man.truth(i, TARGET_A.domain)).get_fdata(dtype=np.float32)
+    truth_other = harmlib.data.load_volume(man.truth(j, TARGET_A.domain)).get_fdata(dtype=np.float32)
+    dr = float(max(scan.max(), truth_same.max(), truth_other.max()))
+    s_same = harmlib.structural_consistency(_t(scan), _t(truth_same), dr, win_size=7).item()
+    s_other = harmlib.structural_consistency(_t(scan), _t(truth_other), dr, win_size=7).item()
+    assert s_same < 0.5 * s_other  # 1 - structure: the same subject is far more similar
+
+
+def test_site_changes_appearance_not_anatomy():
+    anat = make_anatomy(Subject("s", 50, "F", "HC", 3), 4)
+    a, b = render(anat, TARGET_A, 4, 1), render(anat, TEST_SITES[0], 4, 1)
+    brain = anat["mask"] > 0.5
+    assert abs(a[brain].mean() - b[brain].mean()) > 0.02  # sites differ in intensity
+    assert np.corrcoef(a[brain], b[brain])[0, 1] > 0.8  # ... but show the same anatomy
+    assert (a[~brain] < 0.2).all()  # skull-stripped: only noise outside the brain
+
+
+def test_age_and_ad_effects_move_tissue_volumes():
+    def vols(age, dx):
+        m = make_anatomy(Subject("s", age, "M", dx, 9), 4)  # same seed: same warp, only age and diagnosis differ
+        return m["csf"].sum(), m["gm"].sum(), (m["gm"] * m["hippo"]).sum()
+
+    young, old, ad = vols(25, "HC"), vols(85, "HC"), vols(85, "AD")
+    assert old[0] > 1.2 * young[0] and old[1] < young[1]  # ventricles and sulci grow, GM shrinks
+    assert ad[0] > old[0] and ad[2] < 0.8 * old[2]  # AD: more atrophy, medial-temporal GM loss
+    assert atrophy_level(30, "HC") < atrophy_level(70, "HC") < atrophy_level(70, "AD")
+
+
+def test_sites_are_named_and_unique():
+    sites = all_sites()
+    assert TARGET_A.domain == "Gyroscan Intera@Guys" and TARGET_B.domain == "TrioTim@SWU"
+    assert {"mild", "strong"} <= {s.strength for s in sites.values()}
