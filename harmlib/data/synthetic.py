@@ -13,6 +13,8 @@ anatomy as a site sees it, plans the cohorts of the papers' design and writes NI
 """
 from __future__ import annotations
 
+import json
+
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -25,9 +27,10 @@ from tqdm.auto import tqdm
 from harmlib.config import Config, SynthConfig
 from harmlib.data.anatomy import Subject, make_anatomy, priors, smooth_noise
 from harmlib.data.appearance import Appearance
-from harmlib.data.io import save_volume
+from harmlib.data.io import save_volume, write_text_atomic
 from harmlib.data.manifest import domain_name, slug, write_manifest
 from harmlib.data.mni import fsl_grid_affine
+from harmlib.data.scanner_space import to_scanner_space
 
 
 @dataclass(frozen=True)
@@ -162,30 +165,59 @@ def _scan_seed(scan: Scan, site: Site) -> int:
     return (scan.subject.seed * 1_000_003 + site.bias_seed) % 2**32
 
 
-def write_cohort(cfg: Config, out: str | Path) -> Path:
+def _pose_path(raw_path: Path) -> Path:
+    return raw_path.with_name(raw_path.name.replace(".nii.gz", ".pose.json"))
+
+
+def _write_raw(path: Path, vol: np.ndarray, affine: np.ndarray, seed: int, voxel_mm: int) -> None:
+    """The scan in scanner space, then its true pose (written last: it marks the pair complete)."""
+    sv = to_scanner_space(vol, affine, seed=seed, voxel_mm=voxel_mm, order=1)
+    save_volume(path, sv.data, sv.affine)
+    pose = {"pose": sv.pose.round(6).tolist(), "rotation_deg": sv.rotation_deg, "translation_mm": sv.translation_mm,
+            "voxel_size": sv.voxel_size, "axcodes": "".join(sv.axcodes)}
+    write_text_atomic(_pose_path(path), json.dumps(pose))
+
+
+def write_cohort(cfg: Config, out: str | Path, raw: bool = True) -> Path:
     """Write the cohort of ``cfg`` under ``out`` (NIfTI + ``manifest.csv``); returns the manifest path.
 
-    Existing complete files are kept (writes are atomic), so a killed run resumes.
+    With ``raw``, the first ``synth.n_raw`` healthy test scans are also written in scanner space
+    (``raw/``, with ``raw/manifest.csv`` and their true poses in ``raw/poses.json``) for the
+    preprocessing pipeline to undo. Existing complete files are kept (writes are atomic), so a
+    killed run resumes where it stopped.
     """
     out = Path(out)
     voxel, aff = cfg.data.voxel_mm, fsl_grid_affine(cfg.data.voxel_mm)
     scans = plan_cohort(cfg.synth, cfg.seed)
-    rows = []
-    n_files = len(scans) + 2 * sum(s.split == "test" for s in scans)
+    raw_scans = [s for s in scans if s.role == "test"][: cfg.synth.n_raw] if raw else []
+    rows, raw_rows, poses = [], [], []
+    n_files = len(scans) + 2 * sum(s.split == "test" for s in scans) + len(raw_scans)
     bar = tqdm(total=n_files, desc=f"synth {cfg.profile} ({voxel} mm)", unit="vol")
     for scan in scans:
         rel = f"{scan.split}/{scan.subject.subject}_{slug(scan.site.domain)}.nii.gz"
         truth = f"truth/{scan.subject.subject}_{{domain}}.nii.gz" if scan.split == "test" else ""
         targets = [(scan.site, out / rel)] + ([(ref, out / truth.replace("{domain}", slug(ref.domain))) for ref in (TARGET_A, TARGET_B)] if truth else [])
-        if all(p.is_file() for _, p in targets):
-            bar.update(len(targets))
-        else:
+        raw_path = out / "raw" / Path(rel).name if scan in raw_scans else None
+        need_raw = raw_path is not None and not _pose_path(raw_path).is_file()
+        needed = [(site, path) for site, path in targets if not path.is_file()]
+        if need_raw and all(site is not scan.site for site, _ in needed):
+            needed.insert(0, (scan.site, None))  # rendered again only to move it to scanner space
+        if needed:
             anat = make_anatomy(scan.subject, voxel)
-            for site, path in targets:
-                if not path.is_file():
-                    save_volume(path, render(anat, site, voxel, _scan_seed(scan, site)), aff)
-                bar.update(1)
+            for site, path in needed:
+                vol = render(anat, site, voxel, _scan_seed(scan, site))
+                if path is not None:
+                    save_volume(path, vol, aff)
+                if site is scan.site and need_raw:
+                    _write_raw(raw_path, vol, aff, _scan_seed(scan, site), voxel)
+        bar.update(len(targets) + (raw_path is not None))
+        if raw_path is not None:
+            raw_rows.append(_row(scan, raw_path.name, truth and f"../{truth}"))
+            poses.append({"path": raw_path.name, **json.loads(_pose_path(raw_path).read_text())})
         rows.append(_row(scan, rel, truth))
     bar.close()
+    if raw_rows:
+        write_manifest(pd.DataFrame(raw_rows), out / "raw" / "manifest.csv")
+        write_text_atomic(out / "raw" / "poses.json", json.dumps(poses, indent=1))
     write_manifest(pd.DataFrame(rows), out / "manifest.csv")
     return out / "manifest.csv"
