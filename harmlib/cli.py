@@ -32,6 +32,14 @@ def _synth(args: argparse.Namespace) -> None:
     print(f"harmlib: wrote {write_cohort(cfg, out, raw=not args.no_raw)}")
 
 
+def _preprocess(args: argparse.Namespace) -> None:
+    from harmlib.preprocess import preprocess_manifest
+
+    out, qc = preprocess_manifest(args.manifest, args.out_dir, voxel_mm=args.voxel_mm, workers=args.workers,
+                                  skull_strip=args.skull_strip, keep_going=args.keep_going)
+    print(f"harmlib: wrote {out} and {Path(args.out_dir) / 'qc.csv'}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="harmlib", description="Deep MRI harmonization: the papers' companion.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -50,6 +58,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", default="", help="config overrides, e.g. 'seed=3,synth.n_test_per_site=2'")
     p.add_argument("--no-raw", action="store_true", help="skip the raw scanner-space volumes")
     p.set_defaults(func=_synth)
+
+    p = sub.add_parser("preprocess", help="raw T1 NIfTI -> RAS, N4, affine to MNI152, FSL grid, normalized")
+    p.add_argument("--manifest", required=True, help="manifest.csv of the raw volumes")
+    p.add_argument("--out-dir", required=True, help="output folder (volumes/, qc/, qc.csv, manifest.csv)")
+    p.add_argument("--voxel-mm", type=int, default=1, choices=(1, 2, 4), help="output grid: the FSL MNI grid at 1 (default), 2 or 4 mm")
+    p.add_argument("--workers", type=int, default=2, help="parallel processes")
+    p.add_argument("--skull-strip", action="store_true", help="skull-strip with deepbet (pip install deepbet)")
+    p.add_argument("--keep-going", action="store_true", help="go on after a failed volume and list the failures at the end")
+    p.set_defaults(func=_preprocess)
 
     p = sub.add_parser("book", help="build the book from the executed notebooks (never executes)")
     p.add_argument("--root", default=".", help="the project root")

@@ -51,3 +51,14 @@ def plot_exponent_grid(values: np.ndarray, alphas: Sequence[float], gammas: Sequ
             ax.text(j, i, f"{values[i, j]:.2f}", ha="center", va="center", fontsize=7, color="w")
     fig.colorbar(im, ax=ax)
     return fig
+
+
+def plot_volumes_grid(vols: dict[str, np.ndarray], planes: Sequence[tuple[int, float]] = ((1, 0.5), (2, 0.55)), vmax: float | None = None, width: float = 1.8) -> plt.Figure:
+    """One column per volume (titled by its key), one row per plane (axis, fraction of the axis)."""
+    fig, axes = plt.subplots(len(planes), len(vols), figsize=(width * len(vols), width * 1.1 * len(planes)), squeeze=False)
+    vmax = vmax or float(np.percentile(np.concatenate([v.ravel() for v in vols.values()]), 99.8))
+    for j, (name, v) in enumerate(vols.items()):
+        for i, (axis, frac) in enumerate(planes):
+            show_slice(axes[i, j], np.take(v, int(frac * v.shape[axis]), axis=axis), name if i == 0 else "", vmin=0, vmax=vmax)
+    fig.tight_layout()
+    return fig

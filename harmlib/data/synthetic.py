@@ -221,3 +221,23 @@ def write_cohort(cfg: Config, out: str | Path, raw: bool = True) -> Path:
         write_text_atomic(out / "raw" / "poses.json", json.dumps(poses, indent=1))
     write_manifest(pd.DataFrame(rows), out / "manifest.csv")
     return out / "manifest.csv"
+
+
+def render_at_sites(subject: Subject, voxel_mm: int, sites: list[Site] | None = None) -> dict[str, np.ndarray]:
+    """One anatomy rendered at every site (default: all of them): a traveling subject."""
+    anat = make_anatomy(subject, voxel_mm)
+    return {s.domain: render(anat, s, voxel_mm, subject.seed) for s in (sites or list(all_sites().values()))}
+
+
+def site_table() -> pd.DataFrame:
+    """Every scanner-site pair with its role in the cohort and its appearance parameters."""
+    roles = {s.domain: "train" for s in TRAIN_SITES} | {s.domain: "test" for s in TEST_SITES}
+    roles |= {s.domain: f"age {lo}-{hi} y" for s, (lo, hi) in AGE_SITES}
+    for s, frac in AD_SITES:
+        roles[s.domain] = roles.get(s.domain, "") + (", " if s.domain in roles else "") + f"AD/HC ({frac:.0%} AD)"
+    rows = []
+    for d, s in all_sites().items():
+        tag = " (target A)" if s is TARGET_A else " (target B)" if s is TARGET_B else ""
+        rows.append({"domain": d + tag, "cohorts": roles[d], "difference": s.strength, "CSF/GM/WM": "/".join(f"{t:.2f}" for t in s.tissue[:3]),
+                     "gamma": s.look.gamma, "bias": s.look.bias, "blur FWHM mm": s.look.blur_mm, "noise": s.look.noise, "scale": s.look.scale})
+    return pd.DataFrame(rows)
