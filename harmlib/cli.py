@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -40,6 +41,49 @@ def _preprocess(args: argparse.Namespace) -> None:
     print(f"harmlib: wrote {out} and {Path(args.out_dir) / 'qc.csv'}")
 
 
+def _harmonize(args: argparse.Namespace) -> None:
+    from tqdm.auto import tqdm
+
+    from harmlib.data.manifest import read_manifest
+    from harmlib.harmonize import harmonize_file, load_harmonizer
+
+    inputs = [Path(p) for p in args.inputs]
+    if args.manifest:
+        inputs += read_manifest(args.manifest).paths()
+    if not inputs:
+        raise ValueError("no input volumes; give NIfTI files or --manifest M")
+    names = [p.name for p in inputs]
+    if len(set(names)) != len(names):
+        raise ValueError("two inputs share a file name, and outputs keep their input's name; harmonize them into separate --out-dir folders")
+    out_dir = Path(args.out_dir)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise ValueError(f"{out_dir}: cannot create the output folder ({err.strerror}); choose a writable --out-dir") from None
+    if not os.access(out_dir, os.W_OK):
+        raise ValueError(f"{out_dir}: the output folder is not writable; choose another --out-dir")
+    model = load_harmonizer(args.model, args.device)
+    model.label(args.target)
+    for p in tqdm(inputs, desc=f"harmonize -> {args.target}", unit="vol"):
+        harmonize_file(model, p, out_dir / p.name, args.target, seed=args.seed, overwrite=args.overwrite)
+    print(f"harmlib: wrote {len(inputs)} volume(s) to {out_dir}")
+
+
+def _models(args: argparse.Namespace) -> None:
+    from harmlib.checkpoint import CheckpointError, load_checkpoint
+
+    found = sorted(Path(args.runs).glob("*/models/*.pt"))
+    if not found:
+        print(f"harmlib: no models under {args.runs}/<profile>/models/; 'make reproduce' trains them")
+    for path in found:
+        try:
+            ck = load_checkpoint(path)
+            doms = ", ".join(ck.get("domains", []))
+            print(f"{path}  kind={ck['kind']}  profile={ck.get('config', {}).get('profile', '?')}  voxel={ck.get('voxel_mm', '?')} mm  created={ck.get('created', '?')}  sites: {doms}")
+        except CheckpointError as err:
+            print(f"{path}  unreadable: {err}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="harmlib", description="Deep MRI harmonization: the papers' companion.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -67,6 +111,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--skull-strip", action="store_true", help="skull-strip with deepbet (pip install deepbet)")
     p.add_argument("--keep-going", action="store_true", help="go on after a failed volume and list the failures at the end")
     p.set_defaults(func=_preprocess)
+
+    p = sub.add_parser("harmonize", help="harmonize MNI-aligned T1 NIfTI files with a trained model")
+    p.add_argument("inputs", nargs="*", help="input NIfTI files (preprocessed, MNI-aligned)")
+    p.add_argument("--manifest", default="", help="a manifest.csv whose volumes to harmonize (as well)")
+    p.add_argument("--model", required=True, help="a model file, e.g. runs/cpu/models/ssim_harmonizer.pt")
+    p.add_argument("--target", required=True, help="a training site (name, scanner@site or site) or agnostic")
+    p.add_argument("--out-dir", required=True, help="output folder; each output keeps its input's file name")
+    p.add_argument("--overwrite", action="store_true", help="replace outputs that already exist")
+    p.add_argument("--seed", type=int, default=0, help="seed of the agnostic noise code")
+    p.add_argument("--device", default="cpu", help="cpu or cuda")
+    p.set_defaults(func=_harmonize)
+
+    p = sub.add_parser("models", help="list the trained models under runs/")
+    p.add_argument("--runs", default="runs", help="the runs folder")
+    p.set_defaults(func=_models)
 
     p = sub.add_parser("book", help="build the book from the executed notebooks (never executes)")
     p.add_argument("--root", default=".", help="the project root")

@@ -100,6 +100,73 @@ class SSIMConfig:
 
 
 @dataclass(frozen=True)
+class AGUITWeights:
+    """The lambdas of paper 1's objectives (AGUIT reference values; struct and lum are ours)."""
+
+    rec: float = 10.0
+    cc: float = 10.0
+    struct: float = 10.0
+    lum: float = 10.0
+    cla_s: float = 10.0
+    adv_b: float = 1.0
+    pre_b: float = 1.0
+    adv_x: float = 1.0
+    pre_x_g: float = 10.0
+    pre_x_d: float = 10.0
+    lat: float = 10.0
+    kl: float = 1.0
+
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            v = getattr(self, f.name)
+            _require(math.isfinite(v) and v >= 0, f"weights.{f.name}", v, "loss weights must be finite and >= 0")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """One training run: optimizer (Adam as in the references), length, checkpoints, logging."""
+
+    iterations: int = 1000
+    batch_size: int = 2
+    lr: float = 1e-4
+    beta1: float = 0.5
+    beta2: float = 0.999
+    weight_decay: float = 1e-4
+    checkpoint_every: int = 100
+    log_every: int = 10
+
+    def __post_init__(self) -> None:
+        _require(self.iterations >= 1, "train.iterations", self.iterations, "use at least 1")
+        _require(self.batch_size >= 1, "train.batch_size", self.batch_size, "use at least 1")
+        _require(self.lr > 0, "train.lr", self.lr, "use a positive learning rate")
+        _require(0 <= self.beta1 < 1 and 0 <= self.beta2 < 1, "train.beta1/beta2", (self.beta1, self.beta2), "use values in [0, 1)")
+        _require(self.checkpoint_every >= 1 and self.log_every >= 1, "train.checkpoint_every/log_every", (self.checkpoint_every, self.log_every), "use at least 1")
+
+
+@dataclass(frozen=True)
+class HarmonizerConfig:
+    """Paper 1's 3D model: its grid, architecture widths and depths, loss weights, training."""
+
+    voxel_mm: int = 0  # the model's grid; 0: the data's. 4 with 2 mm data trains on exact 2x2x2 block means
+    width: int = 64
+    n_down: int = 2
+    n_res: int = 4
+    noise_dim: int = 8
+    mlp_hidden: int = 256
+    style_width: int = 64
+    d_width: int = 64
+    d_layers: int = 3
+    d_scales: int = 2
+    weights: AGUITWeights = field(default_factory=AGUITWeights)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def __post_init__(self) -> None:
+        _require(self.voxel_mm in (0, 1, 2, 4), "harmonizer.voxel_mm", self.voxel_mm, "use 0 (the data's), 1, 2 or 4")
+        for name in ("width", "n_down", "n_res", "noise_dim", "mlp_hidden", "style_width", "d_width", "d_layers", "d_scales"):
+            _require(getattr(self, name) >= 1, f"harmonizer.{name}", getattr(self, name), "use a positive integer")
+
+
+@dataclass(frozen=True)
 class ExplorerConfig:
     slice_axis: int = 2
     slice_index: float = 0.55
@@ -119,6 +186,7 @@ class Config:
     synth: SynthConfig = field(default_factory=SynthConfig)
     ssim: SSIMConfig = field(default_factory=SSIMConfig)
     explorer: ExplorerConfig = field(default_factory=ExplorerConfig)
+    harmonizer: HarmonizerConfig = field(default_factory=HarmonizerConfig)
 
     @property
     def data_dir(self) -> Path:

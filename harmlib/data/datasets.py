@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from harmlib.data.mni import block_average
 from harmlib.data.io import DataError, load_volume
 from harmlib.data.manifest import Manifest
 
@@ -146,8 +147,9 @@ class VolumeDataset(Dataset):
 
     def __init__(self, manifest: Manifest, split: str | None = None, role: str | None = None,
                  domains: Sequence[str] | None = None, normalizer: Normalizer = Normalizer(),
-                 cache: bool = True, pad_multiple: int | None = 8, allow_unknown: bool = False):
+                 cache: bool = True, pad_multiple: int | None = 8, allow_unknown: bool = False, downsample: int = 1):
         self.manifest = manifest.select(split, role)
+        self.downsample = int(downsample)  # exact block averaging, e.g. 2 mm files -> a 4 mm model grid
         if not len(self.manifest):
             raise DataError(f"no volumes with split={split or 'any'}, role={role or 'any'} in the manifest "
                             f"({len(manifest)} rows; splits: {_values(manifest, 'split')}; roles: {_values(manifest, 'role')}); choose another selection")
@@ -162,10 +164,11 @@ class VolumeDataset(Dataset):
         self.normalizer, self.cache, self.pad_multiple = normalizer, cache, pad_multiple
         # Shapes from the headers (no data read): a mismatch fails now, not mid-epoch.
         paths = self.manifest.paths()
-        self.shape = _header_shape(paths[0])
+        self.file_shape = _header_shape(paths[0])
         for p in paths[1:]:
-            if _header_shape(p) != self.shape:
-                raise _shape_error(p, _header_shape(p), self.shape, paths[0])
+            if _header_shape(p) != self.file_shape:
+                raise _shape_error(p, _header_shape(p), self.file_shape, paths[0])
+        self.shape = tuple(-(-s // self.downsample) for s in self.file_shape)
         self.pads = pads_for(self.shape, pad_multiple)
         self._cache: dict[int, tuple[torch.Tensor, dict[str, float]]] = {}
 
@@ -181,16 +184,20 @@ class VolumeDataset(Dataset):
         return list(self.manifest.df["diagnosis"])
 
     def affine(self, i: int = 0) -> np.ndarray:
-        """The voxel-to-world affine of row ``i``, to write harmonized outputs on the input's grid."""
-        return nib.load(str(self.manifest.path(i))).affine
+        """The voxel-to-world affine of row ``i`` on the dataset's grid (after any downsampling)."""
+        aff = nib.load(str(self.manifest.path(i))).affine
+        f = self.downsample
+        scale = np.diag([f, f, f, 1.0])
+        scale[:3, 3] = (f - 1) / 2  # a block's centre sits (f - 1) / 2 voxels from its first voxel
+        return aff @ scale
 
     def normalized(self, i: int) -> tuple[np.ndarray, dict[str, float]]:
         """Row ``i`` normalized, unpadded (float32, the grid's shape), and its {low, high}."""
         path = self.manifest.path(i)
         vol = np.asarray(load_volume(path).dataobj, dtype=np.float32)
-        if vol.shape != self.shape:  # the file changed since the dataset was built
-            raise _shape_error(path, vol.shape, self.shape, self.manifest.path(0))
-        return self.normalizer.forward(vol)
+        if vol.shape != self.file_shape:  # the file changed since the dataset was built
+            raise _shape_error(path, vol.shape, self.file_shape, self.manifest.path(0))
+        return self.normalizer.forward(block_average(vol, self.downsample) if self.downsample > 1 else vol)
 
     def _image(self, i: int) -> tuple[torch.Tensor, dict[str, float]]:
         if i in self._cache:

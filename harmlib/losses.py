@@ -1,0 +1,95 @@
+"""Losses as plain functions; each objective returns (total, {name: term}) so logging is free.
+
+Paper 1's terms (Sec. 2), on images in [-1, 1] (data range 2):
+
+    L_rec^x    = lam * L_SSIM(x_u, x_{u->u}) + (1 - lam) * |x_u - x_{u->u}|_1
+    L_cc^x     = lam * L_SSIM(x_u, x_u^cc)  + (1 - lam) * |x_u - x_u^cc|_1
+    L_struct^x = 1 - s(x_{u->u}, x_{u->l})          L_lum^x = 1 - l(x_l, x_{u->l})
+    L_cla^s    E_s predicts x_l's label              L_lat    E_b, E_s recover c_u and n_r from x_{u->l}
+    L_adv^x    LSGAN of D_a^x on x_{u->l}            L_pre^{x,G}  D_p^x reads label l from x_{u->l}
+    L_pre^{x,D} D_p^x reads the label of real x_l    L_adv^b, L_pre^b  the content discriminator's games
+    KL         the noise part of E_s(x_u) towards N(0, 1)
+
+Two readings we had to choose (the paper gives no more detail):
+* The content game D_a^b tells labeled from unlabeled structure codes (c_l real, c_u fake), so that
+  the structure space is shared by both sets.
+* The objective writes ``- lambda_pre^b L_pre^b`` for the encoders: maximizing a cross-entropy is
+  unbounded, so the encoders instead push D_p^b's site predictions to 1/2 (the maximum-entropy
+  point), the usual domain-confusion form of the same goal.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from harmlib.config import AGUITWeights, SSIMConfig
+from harmlib.ssim import luminance_consistency, ssim_l1_loss, structural_consistency
+
+DATA_RANGE = 2.0  # the models' images live in [-1, 1]
+
+
+def _window(t: SSIMConfig, shape: torch.Size) -> dict:
+    """The configured window, shrunk (with its sigma) when an axis is narrower, as at 4 mm."""
+    win = min(t.win_size, (min(shape[2:]) - 1) // 2 * 2 + 1)
+    return {"win_size": win, "sigma": t.sigma * win / t.win_size, "k1": t.k1, "k2": t.k2}
+
+
+def mixed(x: torch.Tensor, y: torch.Tensor, t: SSIMConfig) -> torch.Tensor:
+    """``lam * L_SSIM + (1 - lam) * L1``: the form of L_rec^x and L_cc^x."""
+    return ssim_l1_loss(x, y, t.lam, t.alpha, t.beta, t.gamma, DATA_RANGE, **_window(t, x.shape))
+
+
+def l_struct(x_uu: torch.Tensor, x_ul: torch.Tensor, t: SSIMConfig) -> torch.Tensor:
+    return structural_consistency(x_uu, x_ul, DATA_RANGE, **_window(t, x_uu.shape))
+
+
+def l_lum(x_l: torch.Tensor, x_ul: torch.Tensor, t: SSIMConfig) -> torch.Tensor:
+    return luminance_consistency(x_l, x_ul, DATA_RANGE, **_window(t, x_l.shape))
+
+
+def label_bce(logits: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy of per-site logits against a label vector in {-1, 1}^K."""
+    return F.binary_cross_entropy_with_logits(logits.float(), (label.float() + 1) / 2)
+
+
+def lsgan(pred: torch.Tensor, real: bool) -> torch.Tensor:
+    """Least-squares GAN: (D - 1)^2 for real targets, D^2 for fake ones."""
+    return ((pred.float() - (1.0 if real else 0.0)) ** 2).mean()
+
+
+def kl_noise(n: torch.Tensor) -> torch.Tensor:
+    """KL of a deterministic code towards N(0, I), up to a constant: mean(n^2) / 2."""
+    return 0.5 * (n.float() ** 2).mean()
+
+
+def aguit_generator_loss(f: dict[str, torch.Tensor], d_x_fake: list, d_b: tuple, w: AGUITWeights, t: SSIMConfig) -> tuple[torch.Tensor, dict[str, float]]:
+    """L_{G, E_b, E_s}: ``f`` holds the forward pass (see ``harmlib.train.aguit``)."""
+    adv_b_logit, pre_b_logits = d_b  # D^b on c_u: the encoders want it judged "labeled" and site-less
+    terms = {
+        "rec": mixed(f["x_u"], f["x_uu"], t),
+        "cc": mixed(f["x_u"], f["x_cc"], t),
+        "struct": l_struct(f["x_uu"], f["x_ul"], t),
+        "lum": l_lum(f["x_l"], f["x_ul"], t),
+        "cla_s": label_bce(f["logit_l"], f["label"]),
+        "adv_b": lsgan(adv_b_logit, True),
+        "pre_b": F.binary_cross_entropy_with_logits(pre_b_logits.float(), torch.full_like(pre_b_logits.float(), 0.5)),
+        "adv_x": sum(lsgan(adv, True) for adv, _ in d_x_fake) / len(d_x_fake),
+        "pre_x_g": sum(label_bce(lab, f["label"]) for _, lab in d_x_fake) / len(d_x_fake),
+        "lat": (f["c_ul"].float() - f["c_u"].detach().float()).abs().mean() + (f["n_ul"].float() - f["n_r"]).abs().mean(),
+        "kl": kl_noise(f["n_u"]),
+    }
+    total = sum(getattr(w, k) * v for k, v in terms.items())
+    return total, {k: float(v.detach()) for k, v in terms.items()}
+
+
+def aguit_discriminator_loss(d_x_real: list, d_x_fake: list, d_b_real: tuple, d_b_fake: tuple, label: torch.Tensor, w: AGUITWeights) -> tuple[torch.Tensor, dict[str, float]]:
+    """L_D: D^x tells real x_l from x_{u->l} and reads x_l's label; D^b plays the content games."""
+    terms = {
+        "d_adv_x": sum(lsgan(r[0], True) + lsgan(f[0], False) for r, f in zip(d_x_real, d_x_fake)) / len(d_x_real),
+        "d_pre_x": sum(label_bce(r[1], label) for r in d_x_real) / len(d_x_real),
+        "d_adv_b": lsgan(d_b_real[0], True) + lsgan(d_b_fake[0], False),
+        "d_pre_b": label_bce(d_b_real[1], label),
+    }
+    weights = {"d_adv_x": w.adv_x, "d_pre_x": w.pre_x_d, "d_adv_b": w.adv_b, "d_pre_b": w.pre_b}
+    total = sum(weights[k] * v for k, v in terms.items())
+    return total, {k: float(v.detach()) for k, v in terms.items()}

@@ -1,0 +1,1 @@
+"""Networks: blocks shared by 2D and 3D, one module per model family."""

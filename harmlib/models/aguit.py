@@ -1,0 +1,164 @@
+"""The SSIM-guided disentanglement harmonizer (paper 1, Sec. 2): AGUIT's networks, in 2D or 3D.
+
+* ``E_b`` (:class:`StructureEncoder`): image -> brain-structure code c in B (a feature map).
+* ``E_s`` (:class:`StyleEncoder`): image -> style s = (n, l): noise n in N (``noise_dim``) and label
+  logits over the K scanner-site pairs; l = tanh(logits) lies in (-1, 1), the paper's {-1, 1}^K.
+* ``G`` (:class:`Generator`): (c, s) -> image; an MLP maps s to the AdaIN parameters of its
+  residual blocks, so the style modulates every channel of the structure code.
+* ``D^x`` (:class:`ImageDiscriminator`): multi-scale PatchGAN whose last layer has 1 + K outputs:
+  D_a^x (real/fake, LSGAN) and D_p^x (label prediction).
+* ``D^b`` (:class:`ContentDiscriminator`): on c, 1 + K outputs: D_a^b (which domain-agnostic
+  real/fake game the structure code plays) and D_p^b (can the site be read from c?).
+
+Facts from the AGUIT reference (DESIGN section 7): conv7(64), two stride-2 conv4 (128, 256), four
+IN residual blocks; the style encoder the same without norm, global pooling and a 1x1 layer to
+noise_dim (8) + K; the decoder four AdaIN residual blocks, two (upsample, conv5, LayerNorm) and a
+conv7 with tanh; an MLP with 256 hidden units. Widths and depths are config fields.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+
+from harmlib.models.blocks import MLP, ConvBlock, ResBlock, assign_adain_params, conv, downsample, global_pool, n_adain_params, upsample
+
+
+@dataclass(frozen=True)
+class AGUITSpec:
+    """Architecture of one harmonizer; every number comes from the config."""
+
+    dim: int = 3
+    n_domains: int = 5
+    width: int = 64
+    n_down: int = 2
+    n_res: int = 4
+    noise_dim: int = 8
+    mlp_hidden: int = 256
+    style_width: int = 64
+    d_width: int = 64
+    d_layers: int = 3
+    d_scales: int = 2
+
+
+class StructureEncoder(nn.Module):
+    """E_b: conv7 -> ``n_down`` stride-2 conv4 -> ``n_res`` residual blocks, all instance-normed."""
+
+    def __init__(self, s: AGUITSpec) -> None:
+        super().__init__()
+        layers: list[nn.Module] = [ConvBlock(s.dim, 1, s.width, 7)]
+        ch = s.width
+        for _ in range(s.n_down):
+            layers.append(ConvBlock(s.dim, ch, ch * 2, 4, stride=2))
+            ch *= 2
+        layers += [ResBlock(s.dim, ch) for _ in range(s.n_res)]
+        self.net = nn.Sequential(*layers)
+        self.out_ch = ch
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+class StyleEncoder(nn.Module):
+    """E_s: unnormalized convs, global pooling, then a linear layer to (noise n, label logits)."""
+
+    def __init__(self, s: AGUITSpec) -> None:
+        super().__init__()
+        layers: list[nn.Module] = [ConvBlock(s.dim, 1, s.style_width, 7, norm="none")]
+        ch = s.style_width
+        for i in range(s.n_down + 2):  # two more stride-2 steps than E_b: style is global
+            nxt = min(ch * 2, 4 * s.style_width)
+            layers.append(ConvBlock(s.dim, ch, nxt, 4, stride=2, norm="none"))
+            ch = nxt
+        self.net = nn.Sequential(*layers)
+        self.head = nn.Linear(ch, s.noise_dim + s.n_domains)
+        self.noise_dim = s.noise_dim
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Returns (n, label logits)."""
+        out = self.head(global_pool(self.net(x)))
+        return out[:, : self.noise_dim], out[:, self.noise_dim :]
+
+
+def style_vector(noise: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
+    """s = (n, l): the generator's input; ``label`` in [-1, 1]^K."""
+    return torch.cat([noise, label], 1)
+
+
+class Generator(nn.Module):
+    """G: AdaIN residual blocks on c, then (upsample, conv5, LayerNorm) x n_down, conv7 + tanh."""
+
+    def __init__(self, s: AGUITSpec, content_ch: int) -> None:
+        super().__init__()
+        ch = content_ch
+        self.res = nn.Sequential(*[ResBlock(s.dim, ch, norm="adain") for _ in range(s.n_res)])
+        ups: list[nn.Module] = []
+        for _ in range(s.n_down):
+            ups.append(ConvBlock(s.dim, ch, ch // 2, 5, norm="ln"))
+            ch //= 2
+        self.ups = nn.ModuleList(ups)
+        self.out = ConvBlock(s.dim, ch, 1, 7, norm="none", act="tanh")
+        self.mlp = MLP(s.noise_dim + s.n_domains, n_adain_params(self.res), s.mlp_hidden)
+
+    def forward(self, content: torch.Tensor, style: torch.Tensor) -> torch.Tensor:
+        assign_adain_params(self.res, self.mlp(style))
+        h = self.res(content)
+        for up in self.ups:
+            h = up(upsample(h))
+        return self.out(h)
+
+
+class _PatchD(nn.Module):
+    def __init__(self, s: AGUITSpec) -> None:
+        super().__init__()
+        layers: list[nn.Module] = [ConvBlock(s.dim, 1, s.d_width, 4, stride=2, norm="none", act="lrelu")]
+        ch = s.d_width
+        for _ in range(s.d_layers - 1):
+            layers.append(ConvBlock(s.dim, ch, ch * 2, 4, stride=2, norm="none", act="lrelu"))
+            ch *= 2
+        layers.append(conv(s.dim, ch, 1 + s.n_domains, 1))
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        out = self.net(x)
+        return out[:, :1], global_pool(out[:, 1:])  # adversarial map, label logits
+
+
+class ImageDiscriminator(nn.Module):
+    """D^x = (D_a^x, D_p^x) at ``d_scales`` scales: a list of (real/fake map, label logits)."""
+
+    def __init__(self, s: AGUITSpec) -> None:
+        super().__init__()
+        self.scales = nn.ModuleList([_PatchD(s) for _ in range(s.d_scales)])
+
+    def forward(self, x: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        outs = []
+        for d in self.scales:
+            outs.append(d(x))
+            x = downsample(x)
+        return outs
+
+
+class ContentDiscriminator(nn.Module):
+    """D^b = (D_a^b, D_p^b) on the brain-structure code: (real/fake logit, label logits)."""
+
+    def __init__(self, s: AGUITSpec, content_ch: int) -> None:
+        super().__init__()
+        ch = content_ch
+        self.net = nn.Sequential(
+            ConvBlock(s.dim, ch, s.d_width, 3, norm="none", act="lrelu"),
+            ConvBlock(s.dim, s.d_width, s.d_width, 4, stride=2, norm="none", act="lrelu"),
+            ConvBlock(s.dim, s.d_width, s.d_width, 4, stride=2, norm="none", act="lrelu"),
+        )
+        self.head = nn.Linear(s.d_width, 1 + s.n_domains)
+
+    def forward(self, c: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        out = self.head(global_pool(self.net(c)))
+        return out[:, :1], out[:, 1:]
+
+
+def build_aguit(spec: AGUITSpec) -> dict[str, nn.Module]:
+    """The nets by the paper's names: E_b, E_s, G, D_x (D_a^x, D_p^x), D_b (D_a^b, D_p^b)."""
+    e_b = StructureEncoder(spec)
+    return {"E_b": e_b, "E_s": StyleEncoder(spec), "G": Generator(spec, e_b.out_ch), "D_x": ImageDiscriminator(spec), "D_b": ContentDiscriminator(spec, e_b.out_ch)}

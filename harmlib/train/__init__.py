@@ -1,0 +1,1 @@
+"""Training: one shared loop (loop.fit) and one task builder per model family."""

@@ -1,0 +1,106 @@
+"""Paper 1's semi-supervised step on (x_l, x_u) pairs, as a :class:`~harmlib.train.loop.Task`.
+
+One iteration (Fig. 1 of the paper): encode x_u and x_l; reconstruct x_{u->u} = G(c_u, s_u);
+translate x_{u->l} = G(c_u, s_r) with s_r = (n_r ~ N(0, 1), l of x_l); re-encode x_{u->l} to
+(c_{u->l}, s_{u->l}) and close the cycle x_u^cc = G(c_{u->l}, s_u). The D step updates D^x and D^b
+on detached translations; the G step updates E_b, E_s and G on every term of L_{G, E_b, E_s}.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import default_collate
+
+from harmlib.checkpoint import save_checkpoint
+from harmlib.config import Config, to_dict
+from harmlib.data.datasets import LabeledUnlabeledPairs, Normalizer, VolumeDataset
+from harmlib.data.manifest import Manifest
+from harmlib.losses import aguit_discriminator_loss, aguit_generator_loss
+from harmlib.models.aguit import AGUITSpec, build_aguit, style_vector
+from harmlib.train.loop import Task
+
+KIND = "ssim_harmonizer"
+
+
+def spec_from_config(cfg: Config, n_domains: int) -> AGUITSpec:
+    h = cfg.harmonizer
+    return AGUITSpec(dim=3, n_domains=n_domains, width=h.width, n_down=h.n_down, n_res=h.n_res, noise_dim=h.noise_dim, mlp_hidden=h.mlp_hidden,
+                     style_width=h.style_width, d_width=h.d_width, d_layers=h.d_layers, d_scales=h.d_scales)
+
+
+def model_downsample(cfg: Config) -> int:
+    """Block-averaging factor from the data's grid to the model's (``harmonizer.voxel_mm``)."""
+    v = cfg.harmonizer.voxel_mm or cfg.data.voxel_mm
+    if v % cfg.data.voxel_mm:
+        raise ValueError(f"harmonizer.voxel_mm={v} is not a multiple of data.voxel_mm={cfg.data.voxel_mm}; use a coarser or equal grid")
+    return v // cfg.data.voxel_mm
+
+
+def forward(nets: dict, x_l: torch.Tensor, label: torch.Tensor, x_u: torch.Tensor, noise_dim: int) -> dict[str, torch.Tensor]:
+    """Every image and code of one iteration, by the paper's names."""
+    c_u, (n_u, logit_u) = nets["E_b"](x_u), nets["E_s"](x_u)
+    _, logit_l = nets["E_s"](x_l)
+    s_u = style_vector(n_u, torch.tanh(logit_u))
+    n_r = torch.randn(x_u.shape[0], noise_dim, device=x_u.device)
+    x_uu = nets["G"](c_u, s_u)
+    x_ul = nets["G"](c_u, style_vector(n_r, label.to(n_r.dtype)))
+    c_ul, (n_ul, _) = nets["E_b"](x_ul), nets["E_s"](x_ul)
+    x_cc = nets["G"](c_ul, s_u)
+    return {"x_l": x_l, "x_u": x_u, "label": label, "c_u": c_u, "n_u": n_u, "logit_l": logit_l, "n_r": n_r,
+            "x_uu": x_uu, "x_ul": x_ul, "c_ul": c_ul, "n_ul": n_ul, "x_cc": x_cc}
+
+
+def _unpack(batch: tuple[dict, dict]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    lab, unl = batch
+    return lab["image"], lab["label"], unl["image"]
+
+
+def build_task(cfg: Config, manifest: Manifest) -> tuple[Task, dict[str, Any]]:
+    """The task and the metadata that the exported model file carries."""
+    domains = manifest.domains("train")
+    norm = Normalizer()
+    pad = max(8, 2 ** (cfg.harmonizer.n_down + 1))
+    down = model_downsample(cfg)
+    labeled = VolumeDataset(manifest, split="train", role="labeled", domains=domains, normalizer=norm, pad_multiple=pad, downsample=down)
+    unlabeled = VolumeDataset(manifest, split="train", role="unlabeled", domains=domains, normalizer=norm, pad_multiple=pad, downsample=down)
+    pairs = LabeledUnlabeledPairs(labeled, unlabeled, seed=cfg.seed)
+    spec = spec_from_config(cfg, len(domains))
+    torch.manual_seed(cfg.seed)
+    nets = build_aguit(spec)
+    w, t, bs = cfg.harmonizer.weights, cfg.ssim, cfg.harmonizer.train.batch_size
+
+    def batch(step: int):
+        items = []
+        for k in range(step * bs, (step + 1) * bs):
+            epoch, i = divmod(k, len(pairs))
+            pairs.set_epoch(epoch)
+            items.append(pairs[i])
+        return default_collate(items)
+
+    def d_step(b):
+        x_l, label, x_u = _unpack(b)
+        with torch.no_grad():
+            c_u, c_l = nets["E_b"](x_u), nets["E_b"](x_l)
+            n_r = torch.randn(x_u.shape[0], spec.noise_dim, device=x_u.device)
+            x_ul = nets["G"](c_u, style_vector(n_r, label.to(n_r.dtype)))
+        return aguit_discriminator_loss(nets["D_x"](x_l), nets["D_x"](x_ul), nets["D_b"](c_l), nets["D_b"](c_u), label, w)
+
+    def g_step(b):
+        f = forward(nets, *_unpack(b), spec.noise_dim)
+        return aguit_generator_loss(f, nets["D_x"](f["x_ul"]), nets["D_b"](f["c_u"]), w, t)
+
+    meta = {"domains": domains, "spec": asdict(spec), "normalizer": norm.to_dict(), "pads": labeled.pads, "shape": list(labeled.shape),
+            "voxel_mm": float(abs(labeled.affine(0)[0, 0])), "affine": labeled.affine(0).tolist(), "config": to_dict(cfg)}
+    task = Task(KIND, nets, g_nets=["E_b", "E_s", "G"], batch=batch, g_step=g_step, d_nets=["D_x", "D_b"], d_step=d_step)
+    return task, meta
+
+
+def export_model(task: Task, meta: dict[str, Any], path: str | Path) -> Path:
+    """The self-describing model file: everything ``harmlib harmonize`` needs, and nothing else."""
+    unwrap = lambda m: getattr(m, "module", m)  # noqa: E731
+    state = {k: unwrap(task.nets[k]).state_dict() for k in ("E_b", "E_s", "G")}
+    return save_checkpoint(path, {"kind": KIND, **meta, "state": state, "created": np.datetime_as_string(np.datetime64("now"), unit="s")})

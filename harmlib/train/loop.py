@@ -1,0 +1,175 @@
+"""The one training loop every model shares: D step, then G step, with checkpoints and logs.
+
+A model family hands the loop a :class:`Task`: its nets (a dict, by the papers' names), which of them
+each step optimizes, a deterministic ``batch(step)`` and the two step functions, each returning
+(loss, {term: value}). The loop owns everything else:
+
+* device (GPU when there is one), bf16 autocast where it helps (SSIM stays fp32 inside);
+* Adam with the config's lr, betas and weight decay;
+* a checkpoint every ``checkpoint_every`` steps (atomic) holding nets, optimizers, the RNG state
+  and the step; an existing checkpoint is resumed automatically. Because batches depend only on
+  the step and the RNG state is restored, a resumed run ends with the same weights as an
+  uninterrupted one (on CPU, where kernels are deterministic);
+* per-term losses in ``log.csv`` (rows after the resumed step are dropped) and a tqdm bar;
+* several GPUs with DistributedDataParallel when launched by ``torchrun``.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import pandas as pd
+import torch
+import torch.nn as nn
+from tqdm.auto import tqdm
+
+from harmlib.checkpoint import load_checkpoint, save_checkpoint
+from harmlib.config import RuntimeConfig, TrainConfig
+from harmlib.data.io import write_text_atomic
+
+StepFn = Callable[[Any], tuple[torch.Tensor, dict[str, float]]]
+
+
+@dataclass
+class Task:
+    """What the loop needs from one model family."""
+
+    kind: str
+    nets: dict[str, nn.Module]
+    g_nets: list[str]
+    batch: Callable[[int], Any]
+    g_step: StepFn
+    d_nets: list[str] = field(default_factory=list)
+    d_step: StepFn | None = None
+    frozen: list[str] = field(default_factory=list)  # nets that are used but never trained
+
+
+def pick_device(runtime: RuntimeConfig) -> torch.device:
+    if runtime.device == "auto":
+        return torch.device(f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}" if torch.cuda.is_available() else "cpu")
+    if runtime.device.startswith("cuda") and not torch.cuda.is_available():
+        raise RuntimeError(f"runtime.device={runtime.device} but no CUDA GPU is visible; use device auto or cpu")
+    return torch.device(runtime.device)
+
+
+def autocast(device: torch.device, amp: str) -> contextlib.AbstractContextManager:
+    """bf16 (or fp16 on GPU) autocast; ``none`` or fp16 on CPU run in fp32."""
+    if amp == "none" or (amp == "fp16" and device.type == "cpu"):
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=torch.bfloat16 if amp == "bf16" else torch.float16)
+
+
+def _distributed() -> tuple[int, int]:
+    """(rank, world size); initializes the process group under torchrun."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1 and not torch.distributed.is_initialized():
+        torch.distributed.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    return (torch.distributed.get_rank(), world) if world > 1 else (0, 1)
+
+
+def _adam(nets: dict[str, nn.Module], names: list[str], cfg: TrainConfig) -> torch.optim.Optimizer | None:
+    params = [p for n in names for p in nets[n].parameters()]
+    return torch.optim.Adam(params, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), weight_decay=cfg.weight_decay) if params else None
+
+
+def _to(batch: Any, device: torch.device) -> Any:
+    if isinstance(batch, torch.Tensor):
+        return batch.to(device, non_blocking=True)
+    if isinstance(batch, dict):
+        return {k: _to(v, device) for k, v in batch.items()}
+    if isinstance(batch, (list, tuple)):
+        return type(batch)(_to(v, device) for v in batch)
+    return batch
+
+
+def _update(opt: torch.optim.Optimizer | None, loss: torch.Tensor, scaler: torch.amp.GradScaler) -> None:
+    if opt is None:
+        return
+    opt.zero_grad(set_to_none=True)
+    scaler.scale(loss).backward()
+    scaler.step(opt)
+    scaler.update()
+
+
+def _state(task: Task, opts: dict, step: int) -> dict[str, Any]:
+    unwrap = lambda m: m.module if isinstance(m, nn.parallel.DistributedDataParallel) else m  # noqa: E731
+    return {
+        "kind": f"{task.kind}-training",
+        "step": step,
+        "nets": {k: unwrap(m).state_dict() for k, m in task.nets.items()},
+        "opts": {k: o.state_dict() for k, o in opts.items() if o is not None},
+        "rng": torch.get_rng_state(),
+        "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+    }
+
+
+def _resume(task: Task, opts: dict, path: Path) -> int:
+    ck = load_checkpoint(path, (f"{task.kind}-training",))
+    for k, m in task.nets.items():
+        (m.module if isinstance(m, nn.parallel.DistributedDataParallel) else m).load_state_dict(ck["nets"][k])
+    for k, o in opts.items():
+        if o is not None:
+            o.load_state_dict(ck["opts"][k])
+    torch.set_rng_state(ck["rng"])
+    if ck.get("cuda_rng") is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(ck["cuda_rng"])
+    return int(ck["step"])
+
+
+def _write_log(path: Path, rows: list[dict[str, float]]) -> None:
+    write_text_atomic(path, pd.DataFrame(rows).to_csv(index=False))
+
+
+def fit(task: Task, cfg: TrainConfig, runtime: RuntimeConfig, run_dir: str | Path, seed: int = 0, stop_after: int | None = None) -> pd.DataFrame:
+    """Train ``task`` for ``cfg.iterations`` steps under ``run_dir`` (resuming); returns the log.
+
+    ``stop_after`` ends the run early after that step (as a kill would, but cleanly): tests use
+    it to show that resuming reaches the same weights.
+    """
+    run_dir = Path(run_dir)
+    rank, world = _distributed()
+    device = pick_device(runtime)
+    if runtime.threads:
+        torch.set_num_threads(runtime.threads)
+    torch.manual_seed(seed)
+    for name, net in task.nets.items():
+        net.to(device).train(name not in task.frozen)
+        if world > 1 and name not in task.frozen and any(p.requires_grad for p in net.parameters()):
+            task.nets[name] = nn.parallel.DistributedDataParallel(net, device_ids=[device.index] if device.type == "cuda" else None)
+    opts = {"g": _adam(task.nets, task.g_nets, cfg), "d": _adam(task.nets, task.d_nets, cfg)}
+    scaler = torch.amp.GradScaler(device.type, enabled=runtime.amp == "fp16" and device.type == "cuda")
+    ck_path, log_path = run_dir / "checkpoint.pt", run_dir / "log.csv"
+    start, rows = 0, []
+    if ck_path.is_file():
+        start = _resume(task, opts, ck_path)
+        if log_path.is_file():
+            rows = [r for r in pd.read_csv(log_path).to_dict("records") if r["step"] <= start]
+    bar = tqdm(range(start, cfg.iterations), initial=start, total=cfg.iterations, desc=task.kind, disable=rank != 0)
+    t0 = time.perf_counter()
+    for step in bar:
+        batch = _to(task.batch(step * world + rank), device)
+        terms: dict[str, float] = {}
+        if task.d_step is not None:
+            with autocast(device, runtime.amp):
+                d_loss, d_terms = task.d_step(batch)
+            _update(opts["d"], d_loss, scaler)
+            terms |= d_terms
+        with autocast(device, runtime.amp):
+            g_loss, g_terms = task.g_step(batch)
+        _update(opts["g"], g_loss, scaler)
+        terms |= g_terms
+        done = step + 1
+        if rank == 0 and (done % cfg.log_every == 0 or done == cfg.iterations):
+            rows.append({"step": done, "seconds": round(time.perf_counter() - t0, 2), **terms})
+            bar.set_postfix({k: f"{v:.3f}" for k, v in list(terms.items())[:4]})
+        if rank == 0 and (done % cfg.checkpoint_every == 0 or done == cfg.iterations):
+            save_checkpoint(ck_path, _state(task, opts, done))
+            _write_log(log_path, rows)
+        if stop_after is not None and done >= stop_after:
+            break
+    bar.close()
+    return pd.DataFrame(rows)

@@ -1,0 +1,155 @@
+"""Paper 1's harmonizer: nets, losses, the shared loop's resume, inference and its CLI."""
+from __future__ import annotations
+
+import shutil
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+
+import harmlib
+from harmlib.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from harmlib.cli import main
+from harmlib.data import fsl_grid_affine, read_manifest
+from harmlib.data.synthetic import write_cohort
+from harmlib.harmonize import harmonize_file, load_harmonizer
+from harmlib.models.aguit import AGUITSpec, build_aguit, style_vector
+from harmlib.train.aguit import build_task, export_model
+from harmlib.train.loop import fit
+
+TINY_NET = {"harmonizer.width": 4, "harmonizer.style_width": 4, "harmonizer.d_width": 4, "harmonizer.n_res": 1, "harmonizer.mlp_hidden": 16,
+            "harmonizer.d_layers": 2, "harmonizer.voxel_mm": 4, "harmonizer.train.batch_size": 2, "harmonizer.train.log_every": 1,
+            "runtime.amp": "none", "synth.n_train_per_site": 2, "synth.n_test_per_site": 1, "synth.n_age_per_site": 1, "synth.n_ad_per_site": 1}
+
+
+@pytest.fixture(scope="module")
+def cohort(tmp_path_factory):
+    out = tmp_path_factory.mktemp("cohort")
+    cfg = harmlib.load_config("tiny", TINY_NET)
+    return cfg, read_manifest(write_cohort(cfg, out, raw=False))
+
+
+@pytest.mark.parametrize("dim, shape", [(3, (2, 1, 16, 24, 16)), (2, (2, 1, 32, 32))])
+def test_nets_in_2d_and_3d(dim, shape):
+    nets = build_aguit(AGUITSpec(dim=dim, n_domains=3, width=4, style_width=4, d_width=4, n_res=1, mlp_hidden=8))
+    x = torch.randn(shape)
+    c, (n, logits) = nets["E_b"](x), nets["E_s"](x)
+    y = nets["G"](c, style_vector(n, torch.tanh(logits)))
+    assert y.shape == x.shape and y.abs().max() <= 1
+    assert n.shape == (2, 8) and logits.shape == (2, 3)
+    adv, lab = nets["D_x"](y)[0]
+    assert adv.shape[1] == 1 and lab.shape == (2, 3)
+    assert [t.shape for t in nets["D_b"](c)] == [(2, 1), (2, 3)]
+
+
+def _weights(task) -> dict[str, torch.Tensor]:
+    return {f"{k}.{n}": p.detach().clone() for k, m in task.nets.items() for n, p in m.state_dict().items()}
+
+
+def test_resumed_training_reaches_the_same_weights(cohort, tmp_path):
+    cfg, man = cohort
+    cfg = cfg.replace({"harmonizer.train.iterations": 4, "harmonizer.train.checkpoint_every": 2})
+    task, _ = build_task(cfg, man)
+    log = fit(task, cfg.harmonizer.train, cfg.runtime, tmp_path / "straight", seed=cfg.seed)
+    straight = _weights(task)
+    assert list(log.step) == [1, 2, 3, 4]
+    for k in ("rec", "cc", "struct", "lum", "cla_s", "adv_b", "pre_b", "adv_x", "pre_x_g", "lat", "kl", "d_adv_x", "d_pre_x", "d_adv_b", "d_pre_b"):
+        assert np.isfinite(log[k]).all(), k
+    # A run killed after step 3 (its last checkpoint is step 2), then started again:
+    task_a, _ = build_task(cfg, man)
+    fit(task_a, cfg.harmonizer.train, cfg.runtime, tmp_path / "killed", seed=cfg.seed, stop_after=3)
+    assert load_checkpoint(tmp_path / "killed" / "checkpoint.pt")["step"] == 2
+    task_b, _ = build_task(cfg, man)
+    log_b = fit(task_b, cfg.harmonizer.train, cfg.runtime, tmp_path / "killed", seed=cfg.seed)
+    assert list(log_b.step) == [1, 2, 3, 4]
+    resumed = _weights(task_b)
+    assert straight.keys() == resumed.keys()
+    assert all(torch.equal(straight[k], resumed[k]) for k in straight)
+    assert not torch.equal(straight["G.out.conv.weight"], _weights(build_task(cfg, man)[0])["G.out.conv.weight"])  # it did train
+
+
+@pytest.fixture(scope="module")
+def model_file(cohort, tmp_path_factory):
+    cfg, man = cohort
+    cfg = cfg.replace({"harmonizer.train.iterations": 1})
+    task, meta = build_task(cfg, man)
+    run = tmp_path_factory.mktemp("run")
+    fit(task, cfg.harmonizer.train, cfg.runtime, run, seed=0)
+    return export_model(task, meta, run / "models" / "ssim_harmonizer.pt")
+
+
+def _nifti(path, data, affine):
+    img = nib.Nifti1Image(data.astype(np.float32), affine)
+    img.header["descrip"] = b"test volume"
+    nib.save(img, str(path))
+    return path
+
+
+def test_harmonize_keeps_grid_header_and_affine(model_file, tmp_path, brain_pair):
+    x2, _, _ = brain_pair  # the MNI template at 2 mm, on its FSL grid: not the model's 4 mm grid
+    src = _nifti(tmp_path / "sub-01_T1w.nii.gz", x2, fsl_grid_affine(2))
+    before = src.read_bytes()
+    h = load_harmonizer(model_file)
+    assert h.domains == sorted(h.domains) and len(h.domains) == 5
+    for target in ("TrioTim@SWU", "Guys", "agnostic"):
+        out = harmonize_file(h, src, tmp_path / target / src.name, target)
+        img = nib.load(str(out))
+        assert img.shape == x2.shape and np.allclose(img.affine, fsl_grid_affine(2))
+        assert img.header["descrip"].tobytes().rstrip(b"\0") == b"test volume"
+        data = img.get_fdata()
+        assert np.isfinite(data).all() and (data[x2 == 0] == 0).all() and data.std() > 0
+    assert src.read_bytes() == before  # the input is never touched
+    a = harmonize_file(h, src, tmp_path / "a1.nii.gz", "agnostic", seed=3)
+    b = harmonize_file(h, src, tmp_path / "a2.nii.gz", "agnostic", seed=3)
+    assert np.array_equal(nib.load(str(a)).get_fdata(), nib.load(str(b)).get_fdata())  # seeded
+
+
+def test_cli_harmonize_and_its_refusals(model_file, tmp_path, capsys):
+    x, aff = harmlib.data.mni_t1(4)
+    src = _nifti(tmp_path / "in.nii.gz", x, aff)
+    out_dir = tmp_path / "out"
+    assert main(["harmonize", str(src), "--model", str(model_file), "--target", "agnostic", "--out-dir", str(out_dir)]) == 0
+    assert (out_dir / "in.nii.gz").is_file()
+    # refuses to overwrite without --overwrite, and says so in one line
+    assert main(["harmonize", str(src), "--model", str(model_file), "--target", "agnostic", "--out-dir", str(out_dir)]) == 1
+    assert "exists; pass --overwrite" in capsys.readouterr().err
+    assert main(["harmonize", str(src), "--model", str(model_file), "--target", "agnostic", "--out-dir", str(out_dir), "--overwrite"]) == 0
+    # unknown site: the error lists the known ones, nothing is written
+    assert main(["harmonize", str(src), "--model", str(model_file), "--target", "Mars", "--out-dir", str(tmp_path / "o2")]) == 1
+    err = capsys.readouterr().err
+    assert "unknown target site 'Mars'; known: Gyroscan Intera@Guys" in err and not list((tmp_path / "o2").glob("*.nii.gz"))
+    # an output folder that cannot be created
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    assert main(["harmonize", str(src), "--model", str(model_file), "--target", "agnostic", "--out-dir", str(blocker / "sub")]) == 1
+    assert "cannot create the output folder" in capsys.readouterr().err
+    assert main(["models", "--runs", str(model_file.parents[2])]) == 0
+    assert "kind=ssim_harmonizer" in capsys.readouterr().out
+
+
+def test_bad_inputs_and_checkpoints(model_file, tmp_path):
+    h = load_harmonizer(model_file)
+    x, aff = harmlib.data.mni_t1(4)
+    oblique = aff.copy()
+    oblique[:3, :3] = aff[:3, :3] @ np.array([[1, 0, 0], [0, 0.9, -0.44], [0, 0.44, 0.9]])
+    nan = x.copy()
+    nan[10, 10, 10] = np.nan
+    cases = {
+        _nifti(tmp_path / "oblique.nii.gz", x, oblique): "not aligned to MNI space",
+        _nifti(tmp_path / "small.nii.gz", x[:20, :20, :20], aff): "not aligned to MNI space",
+        _nifti(tmp_path / "nan.nii.gz", nan, aff): "NaN",
+        _nifti(tmp_path / "4d.nii.gz", np.stack([x, x], -1), aff): "4D",
+    }
+    for path, match in cases.items():
+        with pytest.raises(ValueError, match=match) as err:
+            harmonize_file(h, path, tmp_path / "out" / path.name, "agnostic")
+        assert path.name in str(err.value) and "\n" not in str(err.value)
+        assert not (tmp_path / "out" / path.name).exists()
+    corrupt = tmp_path / "corrupt.pt"
+    corrupt.write_bytes(model_file.read_bytes()[:1000])
+    with pytest.raises(CheckpointError, match="corrupt or truncated"):
+        load_harmonizer(corrupt)
+    other = save_checkpoint(tmp_path / "gmvae.pt", {"kind": "gmvae"})
+    with pytest.raises(CheckpointError, match="a 'gmvae' checkpoint, but this needs one of: ssim_harmonizer"):
+        load_harmonizer(other)
