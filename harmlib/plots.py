@@ -62,3 +62,20 @@ def plot_volumes_grid(vols: dict[str, np.ndarray], planes: Sequence[tuple[int, f
             show_slice(axes[i, j], np.take(v, int(frac * v.shape[axis]), axis=axis), name if i == 0 else "", vmin=0, vmax=vmax)
     fig.tight_layout()
     return fig
+
+
+def plot_loss_curves(log, title: str = "") -> plt.Figure:
+    """Every logged loss term against the step, one small panel each."""
+    terms = [c for c in log.columns if c not in ("step", "seconds")]
+    cols = min(5, len(terms))
+    rows = -(-len(terms) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(2.6 * cols, 2.0 * rows), squeeze=False)
+    for ax, term in zip(axes.ravel(), terms):
+        ax.plot(log["step"], log[term], lw=1)
+        ax.set_title(term, fontsize=9)
+        ax.tick_params(labelsize=7)
+    for ax in axes.ravel()[len(terms):]:
+        ax.set_axis_off()
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig

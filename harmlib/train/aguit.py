@@ -16,7 +16,7 @@ import torch
 from torch.utils.data import default_collate
 
 from harmlib.checkpoint import save_checkpoint
-from harmlib.config import Config, to_dict
+from harmlib.config import AGUITWeights, Config, SSIMConfig, to_dict
 from harmlib.data.datasets import LabeledUnlabeledPairs, Normalizer, VolumeDataset
 from harmlib.data.manifest import Manifest
 from harmlib.losses import aguit_discriminator_loss, aguit_generator_loss
@@ -54,6 +54,21 @@ def forward(nets: dict, x_l: torch.Tensor, label: torch.Tensor, x_u: torch.Tenso
             "x_uu": x_uu, "x_ul": x_ul, "c_ul": c_ul, "n_ul": n_ul, "x_cc": x_cc}
 
 
+def discriminator_objective(nets: dict, x_l: torch.Tensor, label: torch.Tensor, x_u: torch.Tensor, noise_dim: int, w: AGUITWeights):
+    """L_D on detached translations x_{u->l} and structure codes."""
+    with torch.no_grad():
+        c_u, c_l = nets["E_b"](x_u), nets["E_b"](x_l)
+        n_r = torch.randn(x_u.shape[0], noise_dim, device=x_u.device)
+        x_ul = nets["G"](c_u, style_vector(n_r, label.to(n_r.dtype)))
+    return aguit_discriminator_loss(nets["D_x"](x_l), nets["D_x"](x_ul), nets["D_b"](c_l), nets["D_b"](c_u), label, w)
+
+
+def generator_objective(nets: dict, x_l: torch.Tensor, label: torch.Tensor, x_u: torch.Tensor, noise_dim: int, w: AGUITWeights, t: SSIMConfig):
+    """L_{G, E_b, E_s} on one full forward pass."""
+    f = forward(nets, x_l, label, x_u, noise_dim)
+    return aguit_generator_loss(f, nets["D_x"](f["x_ul"]), nets["D_b"](f["c_u"]), w, t)
+
+
 def _unpack(batch: tuple[dict, dict]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     lab, unl = batch
     return lab["image"], lab["label"], unl["image"]
@@ -82,16 +97,10 @@ def build_task(cfg: Config, manifest: Manifest) -> tuple[Task, dict[str, Any]]:
         return default_collate(items)
 
     def d_step(b):
-        x_l, label, x_u = _unpack(b)
-        with torch.no_grad():
-            c_u, c_l = nets["E_b"](x_u), nets["E_b"](x_l)
-            n_r = torch.randn(x_u.shape[0], spec.noise_dim, device=x_u.device)
-            x_ul = nets["G"](c_u, style_vector(n_r, label.to(n_r.dtype)))
-        return aguit_discriminator_loss(nets["D_x"](x_l), nets["D_x"](x_ul), nets["D_b"](c_l), nets["D_b"](c_u), label, w)
+        return discriminator_objective(nets, *_unpack(b), spec.noise_dim, w)
 
     def g_step(b):
-        f = forward(nets, *_unpack(b), spec.noise_dim)
-        return aguit_generator_loss(f, nets["D_x"](f["x_ul"]), nets["D_b"](f["c_u"]), w, t)
+        return generator_objective(nets, *_unpack(b), spec.noise_dim, w, t)
 
     meta = {"domains": domains, "spec": asdict(spec), "normalizer": norm.to_dict(), "pads": labeled.pads, "shape": list(labeled.shape),
             "voxel_mm": float(abs(labeled.affine(0)[0, 0])), "affine": labeled.affine(0).tolist(), "config": to_dict(cfg)}

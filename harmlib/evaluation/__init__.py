@@ -1,0 +1,1 @@
+"""Metrics and evaluations of harmonized images (tables and figures build on these)."""
