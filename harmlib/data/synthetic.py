@@ -181,7 +181,7 @@ def _write_raw(path: Path, vol: np.ndarray, affine: np.ndarray, seed: int, voxel
 def write_cohort(cfg: Config, out: str | Path, raw: bool = True) -> Path:
     """Write the cohort of ``cfg`` under ``out`` (NIfTI + ``manifest.csv``); returns the manifest path.
 
-    With ``raw``, the first ``synth.n_raw`` healthy test scans are also written in scanner space
+    With ``raw``, ``synth.n_raw`` healthy test scans (spread over the test sites) are also written in scanner space
     (``raw/``, with ``raw/manifest.csv`` and their true poses in ``raw/poses.json``) for the
     preprocessing pipeline to undo. Existing complete files are kept (writes are atomic), so a
     killed run resumes where it stopped.
@@ -189,7 +189,8 @@ def write_cohort(cfg: Config, out: str | Path, raw: bool = True) -> Path:
     out = Path(out)
     voxel, aff = cfg.data.voxel_mm, fsl_grid_affine(cfg.data.voxel_mm)
     scans = plan_cohort(cfg.synth, cfg.seed)
-    raw_scans = [s for s in scans if s.role == "test"][: cfg.synth.n_raw] if raw else []
+    tests = [s for s in scans if s.role == "test"]
+    raw_scans = tests[:: max(1, len(tests) // max(cfg.synth.n_raw, 1))][: cfg.synth.n_raw] if raw else []  # spread over the test sites
     rows, raw_rows, poses = [], [], []
     n_files = len(scans) + 2 * sum(s.split == "test" for s in scans) + len(raw_scans)
     bar = tqdm(total=n_files, desc=f"synth {cfg.profile} ({voxel} mm)", unit="vol")

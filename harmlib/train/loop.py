@@ -139,7 +139,8 @@ def fit(task: Task, cfg: TrainConfig, runtime: RuntimeConfig, run_dir: str | Pat
     for name, net in task.nets.items():
         net.to(device).train(name not in task.frozen)
         if world > 1 and name not in task.frozen and any(p.requires_grad for p in net.parameters()):
-            task.nets[name] = nn.parallel.DistributedDataParallel(net, device_ids=[device.index] if device.type == "cuda" else None)
+            # static_graph: the same net runs several times per step (E_b on x_u and x_{u->l}, D on real and fake)
+            task.nets[name] = nn.parallel.DistributedDataParallel(net, device_ids=[device.index] if device.type == "cuda" else None, static_graph=True)
     opts = {"g": _adam(task.nets, task.g_nets, cfg), "d": _adam(task.nets, task.d_nets, cfg)}
     scaler = torch.amp.GradScaler(device.type, enabled=runtime.amp == "fp16" and device.type == "cuda")
     ck_path, log_path = run_dir / "checkpoint.pt", run_dir / "log.csv"
