@@ -158,7 +158,7 @@ def test_sald_errors(sald, tmp_path):
     nifti(sald[0] / "sub-031300" / "rest" / "rest.nii.gz")
     with pytest.raises(DataError, match=r"sub-031300: no T1 NIfTI"):
         import_sald(*sald)
-    with pytest.raises(DataError, match="no sub-XXXXXX subject folders"):
+    with pytest.raises(DataError, match="no sub-<id> subject folders"):
         import_sald(tmp_path / "missing", sald[1])
     with pytest.raises(DataError, match=r"missing column\(s\) Sex"):
         import_sald(sald[0], csv(tmp_path / "p.csv", [{"Sub_ID": 1, "Age": 3}]))

@@ -200,7 +200,7 @@ def import_ixi(root: str | Path, demographics: str | Path, split: str = "train",
 
 def import_sald(root: str | Path, phenotype: str | Path, split: str = "train", role: str = "labeled",
                 relative_to: str | Path | None = None, sex_codes: dict[str, str] = CODED_SEX) -> pd.DataFrame:
-    """SALD: ``root`` holds one ``sub-XXXXXX`` folder per subject with its T1 NIfTI somewhere below
+    """SALD: ``root`` holds one ``sub-<id>`` folder per subject with its T1 NIfTI somewhere below
     (``anat/`` or ``session_1/anat_1/``); ``phenotype`` is the sheet or CSV with Sub_ID, Sex, Age.
 
     Numeric Sex codes are read with ``sex_codes`` (default 1 = M, 2 = F; the full sheet has 187 males).
@@ -212,7 +212,7 @@ def import_sald(root: str | Path, phenotype: str | Path, split: str = "train", r
              for i, r in df.iterrows()}
     subjects = sorted(p for p in root.iterdir() if p.is_dir() and re.fullmatch(r"sub-\d+", p.name)) if root.is_dir() else []
     if not subjects:
-        raise DataError(f"{root}: no sub-XXXXXX subject folders; pass the folder that holds them (layout: data/README.md)")
+        raise DataError(f"{root}: no sub-<id> subject folders; pass the folder that holds them (layout: data/README.md)")
     rows = []
     for sub in subjects:
         files = [f for f in _nifti_files(sub, "SALD subject") if _is_t1(f, sub)]
