@@ -153,3 +153,13 @@ def test_bad_inputs_and_checkpoints(model_file, tmp_path):
     other = save_checkpoint(tmp_path / "gmvae.pt", {"kind": "gmvae"})
     with pytest.raises(CheckpointError, match="a 'gmvae' checkpoint, but this needs one of: ssim_harmonizer"):
         load_harmonizer(other)
+
+
+def test_a_checkpoint_of_another_configuration_is_set_aside(cohort, tmp_path, capsys):
+    cfg, man = cohort
+    cfg = cfg.replace({"harmonizer.train.iterations": 1})
+    fit(build_task(cfg, man)[0], cfg.harmonizer.train, cfg.runtime, tmp_path, seed=0)
+    other = cfg.replace({"harmonizer.n_res": 2})  # another architecture: resuming would not even load
+    log = fit(build_task(other, man)[0], other.harmonizer.train, other.runtime, tmp_path, seed=0)
+    assert list(log.step) == [1] and (tmp_path / "checkpoint.pt.stale").is_file()
+    assert "trained with another configuration" in capsys.readouterr().out

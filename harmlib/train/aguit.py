@@ -7,6 +7,8 @@ on detached translations; the G step updates E_b, E_s and G on every term of L_{
 """
 from __future__ import annotations
 
+import hashlib
+import json
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -104,7 +106,9 @@ def build_task(cfg: Config, manifest: Manifest) -> tuple[Task, dict[str, Any]]:
 
     meta = {"domains": domains, "spec": asdict(spec), "normalizer": norm.to_dict(), "pads": labeled.pads, "shape": list(labeled.shape),
             "voxel_mm": float(abs(labeled.affine(0)[0, 0])), "affine": labeled.affine(0).tolist(), "config": to_dict(cfg)}
-    task = Task(KIND, nets, g_nets=["E_b", "E_s", "G"], batch=batch, g_step=g_step, d_nets=["D_x", "D_b"], d_step=d_step)
+    shaping = {"spec": meta["spec"], "harmonizer": to_dict(cfg.harmonizer), "ssim": to_dict(cfg.ssim), "seed": cfg.seed, "domains": domains, "shape": meta["shape"]}
+    fingerprint = hashlib.sha256(json.dumps(shaping, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    task = Task(KIND, nets, g_nets=["E_b", "E_s", "G"], batch=batch, g_step=g_step, d_nets=["D_x", "D_b"], d_step=d_step, fingerprint=fingerprint)
     return task, meta
 
 

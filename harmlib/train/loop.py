@@ -46,6 +46,7 @@ class Task:
     d_nets: list[str] = field(default_factory=list)
     d_step: StepFn | None = None
     frozen: list[str] = field(default_factory=list)  # nets that are used but never trained
+    fingerprint: str = ""  # of everything that shapes training; a checkpoint of another one is not resumed
 
 
 def pick_device(runtime: RuntimeConfig) -> torch.device:
@@ -104,7 +105,16 @@ def _state(task: Task, opts: dict, step: int) -> dict[str, Any]:
         "opts": {k: o.state_dict() for k, o in opts.items() if o is not None},
         "rng": torch.get_rng_state(),
         "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+        "fingerprint": task.fingerprint,
     }
+
+
+def _set_aside(run_dir: Path) -> None:
+    """Keep a checkpoint of another configuration as ``*.stale`` instead of resuming from it."""
+    for name in ("checkpoint.pt", "log.csv"):
+        if (run_dir / name).exists():
+            os.replace(run_dir / name, run_dir / f"{name}.stale")
+    print(f"harmlib: {run_dir}/checkpoint.pt was trained with another configuration; kept as checkpoint.pt.stale, starting afresh", flush=True)
 
 
 def _resume(task: Task, opts: dict, path: Path) -> int:
@@ -145,6 +155,8 @@ def fit(task: Task, cfg: TrainConfig, runtime: RuntimeConfig, run_dir: str | Pat
     scaler = torch.amp.GradScaler(device.type, enabled=runtime.amp == "fp16" and device.type == "cuda")
     ck_path, log_path = run_dir / "checkpoint.pt", run_dir / "log.csv"
     start, rows = 0, []
+    if ck_path.is_file() and load_checkpoint(ck_path).get("fingerprint", "") != task.fingerprint:
+        _set_aside(run_dir)
     if ck_path.is_file():
         start = _resume(task, opts, ck_path)
         if log_path.is_file():
