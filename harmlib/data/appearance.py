@@ -11,6 +11,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
+from harmlib.data.anatomy import smooth_noise
+
 
 @dataclass(frozen=True)
 class Appearance:
@@ -27,22 +29,26 @@ class Appearance:
     noise: float = 0.0
 
 
-def _smooth_field(shape: tuple[int, ...], voxel_mm: float, scale_mm: float, rng: np.random.Generator) -> np.ndarray:
-    """A smooth random field in [-0.5, 0.5]: white noise low-passed at ``scale_mm``."""
-    f = ndimage.gaussian_filter(rng.standard_normal(shape), sigma=scale_mm / voxel_mm / 2.355, mode="reflect")
-    f -= f.min()
-    return (f / max(f.max(), 1e-12) - 0.5).astype(np.float32)
+def smooth_field(shape: tuple[int, ...], voxel_mm: float, fwhm_mm: float, rng: np.random.Generator) -> np.ndarray:
+    """A smooth random field in [-0.5, 0.5], correlated over ``fwhm_mm`` (a bias-field pattern)."""
+    f = smooth_noise(rng, shape, voxel_mm, fwhm_mm)[0]
+    return ((f - f.min()) / (np.ptp(f) + 1e-12) - 0.5).astype(np.float32)
 
 
-def apply_appearance(img: np.ndarray, look: Appearance, voxel_mm: float = 1.0, seed: int = 0) -> np.ndarray:
-    """Render ``img`` (intensities in [0, 1], background 0) as the scanner ``look`` sees it."""
+def apply_appearance(img: np.ndarray, look: Appearance, voxel_mm: float = 1.0, seed: int = 0,
+                     field: np.ndarray | None = None, mask: np.ndarray | None = None) -> np.ndarray:
+    """Render ``img`` (intensities in [0, 1], background 0) as the scanner ``look`` sees it.
+
+    ``field`` is the bias pattern in [-0.5, 0.5] (default: one drawn from ``seed``); ``mask`` is
+    where the offset applies (default: ``img > 0``).
+    """
     rng = np.random.default_rng(seed)
     out = np.clip(img, 0, None).astype(np.float32) ** look.gamma
     if look.bias:
-        out *= 1.0 + look.bias * _smooth_field(img.shape, voxel_mm, look.bias_scale_mm, rng)
+        out *= 1.0 + look.bias * (smooth_field(img.shape, voxel_mm, look.bias_scale_mm, rng) if field is None else field)
     if look.blur_mm:
         out = ndimage.gaussian_filter(out, sigma=look.blur_mm / voxel_mm / 2.355)
-    out = look.scale * out + look.offset * (img > 0)
+    out = look.scale * out + look.offset * (img > 0 if mask is None else mask)
     if look.noise:
         sd = look.noise * float(out.max())
         out = np.sqrt((out + sd * rng.standard_normal(out.shape)) ** 2 + (sd * rng.standard_normal(out.shape)) ** 2)

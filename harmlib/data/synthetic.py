@@ -21,12 +21,11 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from scipy import ndimage
 from tqdm.auto import tqdm
 
 from harmlib.config import Config, SynthConfig
-from harmlib.data.anatomy import Subject, make_anatomy, priors, smooth_noise
-from harmlib.data.appearance import Appearance
+from harmlib.data.anatomy import Subject, make_anatomy, priors
+from harmlib.data.appearance import Appearance, apply_appearance, smooth_field
 from harmlib.data.io import save_volume, write_text_atomic
 from harmlib.data.manifest import domain_name, slug, write_manifest
 from harmlib.data.mni import fsl_grid_affine
@@ -91,13 +90,8 @@ def all_sites() -> dict[str, Site]:
 
 @lru_cache(maxsize=64)
 def _site_bias(shape: tuple[int, ...], voxel_mm: int, seed: int, fwhm_mm: float) -> np.ndarray:
-    return _bias(shape, voxel_mm, seed, fwhm_mm)
-
-
-def _bias(shape: tuple[int, ...], voxel_mm: int, seed: int, fwhm_mm: float) -> np.ndarray:
-    """A smooth field in [-0.5, 0.5] from a seed (a site's pattern or a scan's jitter)."""
-    f = smooth_noise(np.random.default_rng(seed), shape, voxel_mm, fwhm_mm)[0]
-    return ((f - f.min()) / (np.ptp(f) + 1e-12) - 0.5).astype(np.float32)
+    """A site's bias pattern: the same for every scan there (cached)."""
+    return smooth_field(shape, voxel_mm, fwhm_mm, np.random.default_rng(seed))
 
 
 def render(anat: dict[str, np.ndarray], site: Site, voxel_mm: int, scan_seed: int) -> np.ndarray:
@@ -106,17 +100,10 @@ def render(anat: dict[str, np.ndarray], site: Site, voxel_mm: int, scan_seed: in
     contrast = (wm - gm) / float(priors(voxel_mm)["template_contrast"])
     img = anat["csf"] * csf + anat["gm"] * gm + anat["wm"] * wm + anat["lesion"] * les + 0.8 * contrast * anat["resid"]
     img = np.clip(img * anat["texture"], 0.0, None) * (anat["mask"] > 0.5)
-    look = site.look
-    out = img ** look.gamma
-    field = _site_bias(img.shape, voxel_mm, site.bias_seed, look.bias_scale_mm) + 0.3 * _bias(img.shape, voxel_mm, scan_seed, 2 * look.bias_scale_mm)
-    out = out * (1.0 + look.bias * field)
-    if look.blur_mm:
-        out = ndimage.gaussian_filter(out, np.sqrt(max(look.blur_mm**2 - voxel_mm**2 / 2, 0.0)) / voxel_mm / 2.355)
-    out = look.scale * out + look.offset * (anat["mask"] > 0.5)
-    rng = np.random.default_rng(scan_seed)
-    sd = look.noise * float(out.max())
-    out = np.sqrt((out + sd * rng.standard_normal(out.shape)) ** 2 + (sd * rng.standard_normal(out.shape)) ** 2)
-    return out.astype(np.float32)
+    look, mask = site.look, anat["mask"] > 0.5
+    jitter = smooth_field(img.shape, voxel_mm, 2 * look.bias_scale_mm, np.random.default_rng([scan_seed, 1]))
+    field = _site_bias(img.shape, voxel_mm, site.bias_seed, look.bias_scale_mm) + 0.3 * jitter
+    return apply_appearance(img, look, voxel_mm, seed=scan_seed, field=field, mask=mask)
 
 
 @dataclass(frozen=True)

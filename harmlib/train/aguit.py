@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict
+from dataclasses import asdict, fields
 from pathlib import Path
 from typing import Any
 
@@ -29,9 +29,9 @@ KIND = "ssim_harmonizer"
 
 
 def spec_from_config(cfg: Config, n_domains: int) -> AGUITSpec:
-    h = cfg.harmonizer
-    return AGUITSpec(dim=3, n_domains=n_domains, width=h.width, n_down=h.n_down, n_res=h.n_res, noise_dim=h.noise_dim, mlp_hidden=h.mlp_hidden,
-                     style_width=h.style_width, d_width=h.d_width, d_layers=h.d_layers, d_scales=h.d_scales)
+    """The 3D architecture: every field of AGUITSpec that ``harmonizer.*`` sets."""
+    arch = {f.name: getattr(cfg.harmonizer, f.name) for f in fields(AGUITSpec) if hasattr(cfg.harmonizer, f.name)}
+    return AGUITSpec(dim=3, n_domains=n_domains, **arch)
 
 
 def model_downsample(cfg: Config) -> int:
