@@ -83,14 +83,26 @@ def _read_stamp(path: Path) -> dict[str, Any]:
         return {}
 
 
-def _execute(nb: Path, out: Path, parameters: dict[str, Any], cwd: Path, failed: Path) -> float:
+# A cell of the laptop profiles that runs this long has hung (a kernel once went idle mid-run):
+# stop with a clear line instead of waiting forever. The paper profile's training cells run for hours.
+CELL_TIMEOUT_S = {"tiny": 1800, "cpu": 1800}
+
+
+def _execute(nb: Path, out: Path, parameters: dict[str, Any], cwd: Path, failed: Path, timeout: int | None = None) -> float:
     """Run one notebook to ``out`` (atomically); on failure raise PipelineError naming the cell."""
     import papermill as pm
+    from nbclient.exceptions import CellTimeoutError, DeadKernelError
 
     partial = out.with_name(f".partial-{out.name}")
     t0 = time.perf_counter()
     try:
-        pm.execute_notebook(str(nb), str(partial), parameters=parameters, cwd=str(cwd), kernel_name="python3", progress_bar=True)
+        pm.execute_notebook(str(nb), str(partial), parameters=parameters, cwd=str(cwd), kernel_name="python3", progress_bar=True, execution_timeout=timeout)
+    except (CellTimeoutError, DeadKernelError) as err:
+        failed.parent.mkdir(parents=True, exist_ok=True)
+        if partial.exists():
+            os.replace(partial, failed)
+        what = f"a cell ran longer than {timeout} s" if isinstance(err, CellTimeoutError) else "the kernel died (out of memory?)"
+        raise PipelineError(f"notebook {nb.relative_to(cwd)} stopped: {what}; run again to resume at this notebook -- partial copy: {failed}") from None
     except pm.PapermillExecutionError as err:
         failed.parent.mkdir(parents=True, exist_ok=True)
         os.replace(partial, failed)
@@ -119,7 +131,7 @@ def run_notebooks(profile: str = "cpu", root: Path = Path("."), force: bool = Fa
             print(f"harmlib: {nb.name} is up to date (profile {profile}), skipped", flush=True)
         else:
             print(f"harmlib: running {nb.name} (profile {profile})", flush=True)
-            seconds = _execute(nb, out, params, lay.root, lay.failed(profile, nb))
+            seconds = _execute(nb, out, params, lay.root, lay.failed(profile, nb), CELL_TIMEOUT_S.get(profile))
             stamp = {"notebook": nb.name, "hash": digest, "profile": profile, "parameters": params, "seconds": round(seconds, 1), "finished": time.strftime("%Y-%m-%d %H:%M:%S")}
             _write_json_atomic(stamp_path, stamp)
         stamps.append(stamp)

@@ -92,3 +92,14 @@ def test_environment_yml_installs_the_project_not_a_second_list():
     env = (ROOT / "environment.yml").read_text()
     assert "-e .[all]" in env
     assert "torch==2.13.0" in env and "torch==2.13.0" in (ROOT / "Makefile").read_text()
+
+
+def test_a_hung_cell_stops_with_a_clear_line(project, monkeypatch):
+    import harmlib.pipeline as pipeline
+
+    _notebook(project / "notebooks" / "02_second.ipynb", "import time; time.sleep(60)")
+    monkeypatch.setitem(pipeline.CELL_TIMEOUT_S, "tiny", 3)
+    with pytest.raises(PipelineError, match=r"02_second.ipynb stopped: a cell ran longer than 3 s"):
+        run_notebooks("tiny", project)
+    assert (project / "book" / "notebooks" / "01_first.ipynb").is_file()
+    assert not (project / "book" / "notebooks" / "02_second.ipynb").exists()
