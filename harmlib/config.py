@@ -162,8 +162,134 @@ class HarmonizerConfig:
 
     def __post_init__(self) -> None:
         _require(self.voxel_mm in (0, 1, 2, 4), "harmonizer.voxel_mm", self.voxel_mm, "use 0 (the data's), 1, 2 or 4")
-        for name in ("width", "n_down", "n_res", "noise_dim", "mlp_hidden", "style_width", "d_width", "d_layers", "d_scales"):
+        for name in ("width", "n_res", "noise_dim", "mlp_hidden", "style_width", "d_width", "d_layers", "d_scales"):
             _require(getattr(self, name) >= 1, f"harmonizer.{name}", getattr(self, name), "use a positive integer")
+        _require(self.n_down >= 0, "harmonizer.n_down", self.n_down, "use 0 or more stride-2 steps")
+
+
+@dataclass(frozen=True)
+class EvaluationConfig:
+    """Evaluation of both papers (``harmlib.evaluation``): pair sampling, bootstrap, FID/KID feature
+    extractor and the downstream 3D ResNets of paper 1's Tables 3-4 (MONAI ``ResNet``)."""
+
+    n_pairs: int = 5000            # random image pairs for luminance SSIM (paper 2, E3: M = 5000)
+    n_struct_pairs: int = 100      # random pairs of different subjects for structural SSIM (paper 1: 100)
+    bootstrap: int = 1000          # bootstrap resamples for 95 % CIs of mean differences (paper 2)
+    ci: float = 0.95
+    feature_dim: int = 64          # FID/KID feature space: penultimate layer of a scanner classifier
+    feature_width: int = 16
+    feature_epochs: int = 20
+    kid_subset_size: int = 1000    # capped at the smaller sample size
+    kid_subsets: int = 100
+    folds: int = 5                 # downstream k-fold cross-validation (paper 1: 5)
+    voxel_mm: int = 4              # downstream grid (block means of the data's grid)
+    depth: int = 10                # MONAI ResNet depth: 10, 18 or 34
+    width: int = 64                # block_inplanes = (w, 2w, 4w, 8w); MONAI default 64
+    stem_stride: int = 2           # stride of the first conv (conv1_t_stride)
+    max_pool: bool = True          # max-pool after the stem (MONAI no_max_pool = not max_pool)
+    epochs: int = 30
+    batch_size: int = 4
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+
+    def __post_init__(self) -> None:
+        for name in ("n_pairs", "n_struct_pairs", "bootstrap", "feature_dim", "feature_width", "feature_epochs",
+                     "kid_subset_size", "kid_subsets", "width", "stem_stride", "epochs", "batch_size"):
+            _require(getattr(self, name) >= 1, f"evaluation.{name}", getattr(self, name), "use a positive integer")
+        _require(0.5 <= self.ci < 1.0, "evaluation.ci", self.ci, "use a confidence level in [0.5, 1), e.g. 0.95")
+        _require(self.folds >= 2, "evaluation.folds", self.folds, "use at least 2 cross-validation folds")
+        _require(self.voxel_mm in (1, 2, 4, 8), "evaluation.voxel_mm", self.voxel_mm, "use 1, 2, 4 or 8 (a multiple of the data's grid)")
+        _require(self.depth in (10, 18, 34), "evaluation.depth", self.depth, "use 10, 18 or 34 (MONAI ResNet depths with basic blocks)")
+        _require(self.lr > 0 and self.weight_decay >= 0, "evaluation.lr/weight_decay", (self.lr, self.weight_decay), "use lr > 0 and weight_decay >= 0")
+
+
+@dataclass(frozen=True)
+class SliceConfig:
+    """Which coronal planes a 2D model trains on (``harmlib.data.datasets.SliceDataset``)."""
+
+    n_slices: int = 3
+    spacing_mm: float = 4.0
+    centre_mm: float = -18.0
+
+    def __post_init__(self) -> None:
+        _require(self.n_slices >= 1, "slices.n_slices", self.n_slices, "use at least 1")
+        _require(self.spacing_mm > 0, "slices.spacing_mm", self.spacing_mm, "use a positive spacing in mm")
+
+
+@dataclass(frozen=True)
+class GMVAEWeights:
+    """The thesis's lambdas of L_GMVAE = l_rec L_rec + l_gauss L_gauss + l_cat L_cat (Sec. 7.1)."""
+
+    rec: float = 0.7
+    gauss: float = 2.0
+    cat: float = 1.0
+
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            v = getattr(self, f.name)
+            _require(math.isfinite(v) and v >= 0, f"gmvae.weights.{f.name}", v, "loss weights must be finite and >= 0")
+
+
+@dataclass(frozen=True)
+class GMVAEConfig:
+    """Stage 1 of GMM-DRIT: the GM-VAE on 2D coronal slices; K is the number of training domains."""
+
+    gaussian_size: int = 64
+    width: int = 32
+    n_down: int = 3
+    hidden: int = 256
+    temp_init: float = 1.0
+    temp_min: float = 0.5
+    slices: SliceConfig = field(default_factory=SliceConfig)
+    weights: GMVAEWeights = field(default_factory=GMVAEWeights)
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(batch_size=64, lr=1e-3, beta1=0.9, weight_decay=0.0))
+
+    def __post_init__(self) -> None:
+        for name in ("gaussian_size", "width", "n_down", "hidden"):
+            _require(getattr(self, name) >= 1, f"gmvae.{name}", getattr(self, name), "use a positive integer")
+        _require(0 < self.temp_min <= self.temp_init, "gmvae.temp_min/temp_init", (self.temp_min, self.temp_init), "use 0 < temp_min <= temp_init")
+
+
+@dataclass(frozen=True)
+class DRITWeights:
+    """DRIT++'s lambdas (MDMM); GMM-DRIT uses the same ones, without lat and kl (its E^a is frozen)."""
+
+    adv: float = 1.0
+    cls_g: float = 5.0
+    cls_d: float = 1.0
+    self_rec: float = 10.0
+    cc: float = 10.0
+    lat: float = 10.0
+    kl: float = 0.01
+    content_reg: float = 0.01
+    content_adv: float = 1.0
+
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            v = getattr(self, f.name)
+            _require(math.isfinite(v) and v >= 0, f"drit.weights.{f.name}", v, "loss weights must be finite and >= 0")
+
+
+@dataclass(frozen=True)
+class DRITConfig:
+    """Stage 2 (GMM-DRIT) and the DRIT++ baseline: one architecture, data and budget for both."""
+
+    width: int = 64
+    n_down: int = 2
+    n_res: int = 3
+    nz: int = 8
+    attr_width: int = 64
+    d_width: int = 64
+    d_layers: int = 4
+    content_noise: float = 1.0
+    slices: SliceConfig = field(default_factory=SliceConfig)
+    weights: DRITWeights = field(default_factory=DRITWeights)
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(batch_size=2, weight_decay=1e-4))
+
+    def __post_init__(self) -> None:
+        for name in ("width", "n_down", "n_res", "nz", "attr_width", "d_width", "d_layers"):
+            _require(getattr(self, name) >= 1, f"drit.{name}", getattr(self, name), "use a positive integer")
+        _require(self.content_noise >= 0, "drit.content_noise", self.content_noise, "use a standard deviation >= 0")
 
 
 @dataclass(frozen=True)
@@ -186,7 +312,10 @@ class Config:
     synth: SynthConfig = field(default_factory=SynthConfig)
     ssim: SSIMConfig = field(default_factory=SSIMConfig)
     explorer: ExplorerConfig = field(default_factory=ExplorerConfig)
+    evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
     harmonizer: HarmonizerConfig = field(default_factory=HarmonizerConfig)
+    gmvae: GMVAEConfig = field(default_factory=GMVAEConfig)
+    drit: DRITConfig = field(default_factory=DRITConfig)
 
     @property
     def data_dir(self) -> Path:

@@ -79,3 +79,76 @@ def plot_loss_curves(log, title: str = "") -> plt.Figure:
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     return fig
+
+
+def plot_wasserstein_heatmaps(matrices: dict, vmax: float | None = None, width: float = 3.4) -> plt.Figure:
+    """Paper 1, Fig. 5: one heatmap of pairwise Wasserstein distances (square DataFrames) per version, one color scale."""
+    vmax = vmax or max(float(np.max(m.to_numpy())) for m in matrices.values()) or 1.0
+    fig, axes = plt.subplots(1, len(matrices), figsize=(width * len(matrices), width * 0.95), squeeze=False)
+    for ax, (title, m) in zip(axes[0], matrices.items()):
+        im = ax.imshow(m.to_numpy(), cmap="magma", vmin=0, vmax=vmax)
+        labels = [str(s).split("@")[-1] for s in m.index]  # sites are shorter than scanner@site
+        ax.set_xticks(range(len(labels)), labels, rotation=90, fontsize=7)
+        ax.set_yticks(range(len(labels)), labels, fontsize=7)
+        ax.set_title(title, fontsize=9)
+    fig.colorbar(im, ax=axes[0].tolist(), shrink=0.8, label="Wasserstein distance")
+    return fig
+
+
+def plot_intensity_distributions(panels: dict, xlabel: str = "mean voxel intensity", width: float = 3.2) -> plt.Figure:
+    """Paper 1, Fig. 4 / paper 2, Fig. 4: per-domain distributions, one panel per version.
+
+    ``panels``: {version: {domain: values}} (samples: drawn as kernel densities) or
+    {version: (bin_edges, {domain: density})} (histograms: drawn as curves).
+    """
+    from scipy.stats import gaussian_kde
+
+    fig, axes = plt.subplots(1, len(panels), figsize=(width * len(panels), width * 0.8), squeeze=False, sharey=False)
+    for ax, (title, data) in zip(axes[0], panels.items()):
+        if isinstance(data, tuple):
+            edges, dens = data
+            for d, y in dens.items():
+                ax.plot((edges[:-1] + edges[1:]) / 2, y, lw=1, label=str(d).split("@")[-1])
+        else:
+            lo = min(float(np.min(v)) for v in data.values())
+            hi = max(float(np.max(v)) for v in data.values())
+            grid = np.linspace(lo - 0.1 * (hi - lo), hi + 0.1 * (hi - lo), 200)
+            for d, v in data.items():
+                v = np.asarray(v, dtype=float)
+                y = gaussian_kde(v)(grid) if len(v) > 1 and np.ptp(v) > 0 else np.zeros_like(grid)
+                ax.plot(grid, y, lw=1, label=str(d).split("@")[-1])
+        ax.set_title(title, fontsize=9)
+        ax.set_xlabel(xlabel, fontsize=8)
+        ax.tick_params(labelsize=7)
+    axes[0, -1].legend(fontsize=6, frameon=False)
+    fig.tight_layout()
+    return fig
+
+
+def plot_attribute_pca(xy: np.ndarray, labels: Sequence[int], names: Sequence[str], ratio: Sequence[float] | None = None, title: str = "") -> plt.Figure:
+    """Paper 2, Fig. 2: the 2D PCA projection of the attribute space, one colour per scanner."""
+    fig, ax = plt.subplots(figsize=(4.6, 3.8))
+    labels = np.asarray(labels)
+    for k, name in enumerate(names):
+        pts = xy[labels == k]
+        ax.scatter(pts[:, 0], pts[:, 1], s=10, alpha=0.75, label=str(name).split("@")[-1])
+    r = ratio if ratio is not None else (np.nan, np.nan)
+    ax.set_xlabel(f"PC 1 ({r[0]:.0%} of variance)", fontsize=8)
+    ax.set_ylabel(f"PC 2 ({r[1]:.0%} of variance)", fontsize=8)
+    ax.tick_params(labelsize=7)
+    ax.legend(fontsize=7, frameon=False, title="scanner", title_fontsize=7)
+    ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def plot_translation_grid(rows: dict[str, dict[str, np.ndarray]], width: float = 1.5, vmin: float = -1.0, vmax: float = 1.0) -> plt.Figure:
+    """Paper 2, Fig. 3: one row per source image, its columns (input, scanner-free, each target) as given."""
+    cols = list(next(iter(rows.values())))
+    fig, axes = plt.subplots(len(rows), len(cols), figsize=(width * len(cols), width * 1.05 * len(rows)), squeeze=False)
+    for i, (row, images) in enumerate(rows.items()):
+        for j, col in enumerate(cols):
+            show_slice(axes[i, j], images[col], col if i == 0 else "", vmin=vmin, vmax=vmax)
+        axes[i, 0].text(-0.08, 0.5, row, transform=axes[i, 0].transAxes, rotation=90, va="center", ha="right", fontsize=8)
+    fig.tight_layout()
+    return fig

@@ -1,0 +1,198 @@
+"""harmlib.evaluation against known values: SSIM terms, Wasserstein, random pairs, bootstrap, FID/KID,
+classical baselines, tables."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from torch import nn
+
+from harmlib.config import ConfigError, load_config
+from harmlib.evaluation.baselines import Nyul, WhiteStripe, ZScore, make_baseline
+from harmlib.evaluation.distributions import (mean_sd, off_diagonal, pair_luminance, pair_ssim_terms, pairwise_wasserstein,
+                                              sample_pairs, samples_by_domain, site_mean_intensities, voxel_intensity_histograms)
+from harmlib.evaluation.features import fid_kid, train_feature_extractor
+from harmlib.evaluation.metrics import brain_mask, ssim_terms
+from harmlib.evaluation.stats import bootstrap_mean_difference
+from harmlib.evaluation.tables import claim_table, paper1_values, tables_dir, wide, write_table
+
+
+# --------------------------------------------------------------------------- SSIM
+def test_ssim_of_identical_volumes_is_one(brain_pair):
+    x, _, dr = brain_pair
+    terms = ssim_terms(x, x.copy(), dr)
+    assert terms == pytest.approx({"ssim": 1.0, "luminance": 1.0, "contrast": 1.0, "structure": 1.0}, abs=1e-5)
+
+
+def test_fast_pair_luminance_equals_ssim_terms(brain_pair):
+    x, y, _ = brain_pair
+    lum = pair_luminance([x, y], np.array([[0, 1], [0, 0]]))
+    assert lum[0] == pytest.approx(ssim_terms(x, y)["luminance"], abs=1e-5)
+    assert lum[1] == pytest.approx(1.0, abs=1e-6)
+    assert lum[0] < 0.999  # another scanner's brightness lowers luminance similarity
+    brain = pair_luminance([x, y], np.array([[0, 1]]), brain_only=True)
+    assert brain[0] == pytest.approx(ssim_terms(x, y, mask=brain_mask(x) | brain_mask(y))["luminance"], abs=1e-5)
+    assert brain[0] > lum[0] + 0.3  # x's zero background vs y's noise floor scores l ~ 0 there, not the brain
+
+
+def test_pair_ssim_terms_rows(brain_pair):
+    x, y, _ = brain_pair
+    df = pair_ssim_terms([x], np.array([[0, 0]]), vols_b=[y])
+    assert list(df.columns) == ["i", "j", "ssim", "luminance", "contrast", "structure"]
+    assert 0.5 < df.at[0, "structure"] <= 1.0  # same anatomy: high structure term
+    same = pair_ssim_terms([x], np.array([[0, 0]]), vols_b=[x], brain_only=True)
+    assert same.at[0, "structure"] == pytest.approx(1.0, abs=1e-5)
+
+
+# --------------------------------------------------------------------------- distributions
+def test_wasserstein_of_shifted_distributions_is_the_shift():
+    rng = np.random.default_rng(0)
+    a = rng.normal(size=500)
+    mat = pairwise_wasserstein({"s1": a, "s2": a + 3.0, "s3": a - 1.0})
+    assert mat.loc["s1", "s2"] == pytest.approx(3.0)
+    assert mat.loc["s2", "s3"] == pytest.approx(4.0)
+    assert np.allclose(mat.to_numpy(), mat.to_numpy().T) and np.all(np.diag(mat) == 0)
+    assert sorted(off_diagonal(mat)) == pytest.approx([1.0, 3.0, 4.0])
+    assert mean_sd(off_diagonal(mat)) == pytest.approx((8 / 3, np.std([1.0, 3.0, 4.0])))
+
+
+def test_wasserstein_on_histograms_matches_samples():
+    edges = np.arange(11.0)
+    centres = (edges[:-1] + edges[1:]) / 2
+    w = {"a": np.eye(10)[2], "b": np.eye(10)[5]}  # point masses at 2.5 and 5.5
+    mat = pairwise_wasserstein(w, weights=w, support=centres)
+    assert mat.loc["a", "b"] == pytest.approx(3.0)
+
+
+def test_site_intensities_and_histograms(brain_pair):
+    x, y, _ = brain_pair
+    df = site_mean_intensities([x, y, x], ["A", "B", "A"])
+    assert samples_by_domain(df)["A"].shape == (2,)
+    edges, dens = voxel_intensity_histograms([x, y], ["A", "B"], bins=20)
+    assert len(edges) == 21 and set(dens) == {"A", "B"}
+    assert (dens["A"] * np.diff(edges)).sum() == pytest.approx(1.0)
+
+
+def test_sample_pairs_exhaustive_seeded_and_restricted():
+    assert len(sample_pairs(5, n_pairs=5000)) == 10  # all distinct pairs when fewer exist than asked
+    a, b = sample_pairs(60, n_pairs=100, seed=3), sample_pairs(60, n_pairs=100, seed=3)
+    assert len(a) == 100 and np.array_equal(a, b) and (a[:, 0] < a[:, 1]).all()
+    groups = np.array([0, 0, 1, 1, 2])
+    cross = sample_pairs(5, groups_a=groups, relation="different")
+    assert len(cross) == 8 and (groups[cross[:, 0]] != groups[cross[:, 1]]).all()
+    two = sample_pairs(3, 4, n_pairs=5000)
+    assert len(two) == 12
+    with pytest.raises(ValueError, match="relation"):
+        sample_pairs(3, relation="cross")
+
+
+# --------------------------------------------------------------------------- bootstrap
+def test_bootstrap_ci_covers_the_true_mean_difference():
+    rng = np.random.default_rng(1)
+    a, b = rng.normal(1.0, 1.0, 400), rng.normal(0.5, 1.0, 300)
+    ci = bootstrap_mean_difference(a, b, n_boot=2000, seed=0)
+    assert ci.low < 0.5 < ci.high and ci.excludes_zero and ci.low < ci.delta < ci.high
+    base = rng.normal(0.9, 0.05, 200)  # paired: one image scored by two methods
+    paired = bootstrap_mean_difference(base + 0.02 + rng.normal(0, 0.01, 200), base, paired=True, seed=0)
+    assert paired.low < 0.02 < paired.high and paired.high - paired.low < 0.01
+    assert bootstrap_mean_difference(a, b, seed=5) == bootstrap_mean_difference(a, b, seed=5)
+    with pytest.raises(ValueError, match="paired samples must have equal length"):
+        bootstrap_mean_difference(a, b, paired=True)
+
+
+# --------------------------------------------------------------------------- FID / KID
+class _Identity(nn.Module):
+    """Features = the inputs: FID reduces to the Frechet distance of the inputs' Gaussians."""
+
+    num_features = 3
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.double()
+
+
+def test_fid_zero_for_identical_and_mean_shift_squared():
+    g = torch.Generator().manual_seed(0)
+    a = torch.randn(3000, 3, generator=g)
+    same = fid_kid(a, a.clone(), _Identity(), subset_size=500, subsets=20)
+    assert same["fid"] == pytest.approx(0.0, abs=1e-6)
+    b = torch.randn(3000, 3, generator=g) + torch.tensor([2.0, 0.0, 0.0])
+    shifted = fid_kid(a, b, _Identity(), subset_size=500, subsets=20)
+    assert shifted["fid"] == pytest.approx(4.0, rel=0.05)  # |mu_a - mu_b|^2 with equal covariances
+    assert shifted["kid"] > 10 * abs(same["kid"])
+
+
+def test_kid_is_unbiased_for_one_distribution():
+    g = torch.Generator().manual_seed(1)
+    a, b = torch.randn(2000, 3, generator=g), torch.randn(2000, 3, generator=g)
+    out = fid_kid(a, b, _Identity(), subset_size=200, subsets=200, seed=2)
+    assert abs(out["kid"]) < 3 * out["kid_std"] / np.sqrt(200) + 1e-3  # mean over subsets ~ 0, may be < 0
+
+
+def test_feature_extractor_learns_scanners():
+    g = torch.Generator().manual_seed(0)
+    base = torch.rand(40, 1, 16, 16, generator=g)
+    images = torch.cat([base[:20] * 0.5, base[20:] * 1.5])  # two "scanners": a global intensity scale
+    labels = np.repeat([0, 1], 20)
+    cfg = load_config("tiny").evaluation
+    ext, log = train_feature_extractor(images, labels, cfg.__class__(**{**cfg.__dict__, "feature_epochs": 8}), seed=0)
+    assert ext(images).shape == (40, cfg.feature_dim) and ext.num_features == cfg.feature_dim
+    assert log["accuracy"].iloc[-1] > 0.8
+    out = fid_kid(images[:20], images[20:], ext, subset_size=20, subsets=5)
+    assert out["fid"] > 0 and np.isfinite(out["kid"])
+
+
+# --------------------------------------------------------------------------- baselines
+def test_zscore_gives_mean_zero_sd_one_in_the_brain(brain_pair):
+    _, y, _ = brain_pair
+    z = ZScore()(y)
+    m = brain_mask(y)
+    assert z[m].mean() == pytest.approx(0.0, abs=1e-4) and z[m].std() == pytest.approx(1.0, abs=1e-4)
+    ref = ZScore().fit([y * 2.0])
+    out = ref(y)
+    assert out[m].mean() == pytest.approx(2.0 * y[m].mean(), rel=1e-3)  # into the reference's units
+
+
+def test_nyul_maps_landmarks_to_the_standard_scale(brain_pair):
+    x, y, _ = brain_pair
+    nyul = Nyul().fit([x, x * 1.2])
+    out = nyul(y)
+    got = np.percentile(out[brain_mask(y)], nyul.landmarks)
+    assert got == pytest.approx(nyul.standard_scale, rel=1e-3, abs=1e-3 * nyul.standard_scale.max())
+    with pytest.raises(ValueError, match="not fitted"):
+        Nyul()(y)
+
+
+def test_whitestripe_matches_the_reference_white_matter(brain_pair):
+    x, y, _ = brain_pair
+    ws = WhiteStripe().fit([x])
+    out = ws(y)
+    mu_out, _ = WhiteStripe().image_stats(out)
+    assert mu_out == pytest.approx(ws.reference[0], rel=0.05)
+    assert out.shape == y.shape and out.min() >= 0
+    with pytest.raises(ValueError, match="unknown baseline"):
+        make_baseline("combat")
+
+
+# --------------------------------------------------------------------------- tables, config
+def test_write_table_and_claim_table(tmp_path):
+    stats = pd.DataFrame({"version": ["unharmonized", "A", "unharmonized", "A"], "metric": ["mae", "mae", "auc", "auc"],
+                          "mean": [5.0, 3.0, 0.8, 0.7], "sd": [1.0, 0.5, 0.1, 0.1]})
+    tab = claim_table(stats, paper1_values("table3"), "unharmonized", "tiny")
+    assert list(tab.columns) == ["metric", "version", "paper", "ours", "claim holds", "profile"]
+    assert tab["claim holds"].tolist() == ["", True, "", False]  # lower MAE holds, lower AUC does not
+    assert tab.loc[1, "paper"] == "3.30 ± 0.48" and tab.loc[1, "ours"] == "3.000 ± 0.500"
+    assert wide(stats).loc["mae", "A"] == "3.000 ± 0.500"
+    assert tables_dir(load_config("tiny")) == Path("runs") / "tiny" / "tables"
+    path = write_table(tab, tmp_path, "t3")
+    assert path == tmp_path / "t3.csv" and pd.read_csv(path).shape == tab.shape
+    with pytest.raises(ValueError, match="plain file name"):
+        write_table(tab, tmp_path, "../t3")
+
+
+def test_evaluation_config_validates():
+    assert load_config("cpu").evaluation.n_pairs == 5000
+    with pytest.raises(ConfigError, match="evaluation.folds"):
+        load_config("tiny", {"evaluation.folds": 1})
