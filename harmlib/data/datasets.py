@@ -218,6 +218,17 @@ class VolumeDataset(Dataset):
         image, params = self._image(i)
         return {"image": image, **self._meta(i), "norm": dict(params)}
 
+    def intensity_scales(self) -> dict[str, float]:
+        """Each site's typical scale (median of the Normalizer's ``high`` over its volumes).
+
+        A harmonized image is mapped back to intensities with the *target* site's scale, so an
+        image harmonized to A has A's intensity units (not its source scanner's); ``"*"`` is the
+        median over every volume, the scale of style-agnostic outputs.
+        """
+        highs = np.array([self._image(i)[1]["high"] for i in range(len(self))])
+        doms = np.array(self.manifest.df["domain"])
+        return {**{d: float(np.median(highs[doms == d])) for d in self.domains if (doms == d).any()}, "*": float(np.median(highs))}
+
 
 def _values(manifest: Manifest, col: str) -> str:
     return ", ".join(sorted(manifest.df[col].unique())) or "none"

@@ -104,7 +104,8 @@ def build_task(cfg: Config, manifest: Manifest) -> tuple[Task, dict[str, Any]]:
     def g_step(b):
         return generator_objective(nets, *_unpack(b), spec.noise_dim, w, t)
 
-    meta = {"domains": domains, "spec": asdict(spec), "normalizer": norm.to_dict(), "pads": labeled.pads, "shape": list(labeled.shape),
+    scales = VolumeDataset(manifest, split="train", domains=domains, normalizer=norm, pad_multiple=pad, downsample=down).intensity_scales()
+    meta = {"domains": domains, "spec": asdict(spec), "normalizer": norm.to_dict(), "scales": scales, "pads": labeled.pads, "shape": list(labeled.shape),
             "voxel_mm": float(abs(labeled.affine(0)[0, 0])), "affine": labeled.affine(0).tolist(), "config": to_dict(cfg)}
     shaping = {"spec": meta["spec"], "harmonizer": to_dict(cfg.harmonizer), "ssim": to_dict(cfg.ssim), "seed": cfg.seed, "domains": domains, "shape": meta["shape"]}
     fingerprint = hashlib.sha256(json.dumps(shaping, sort_keys=True, default=str).encode()).hexdigest()[:16]
