@@ -4,11 +4,14 @@ Volume in, volume out on the input's grid, with its header and affine. The input
 MNI-aligned (``harmlib preprocess`` output: the FSL 182x218x182 1 mm grid, or any axis-aligned
 grid covering the MNI brain); it is resampled to the model's grid, normalized as in training
 (background -> -1, 99.5th percentile of the brain -> +1; see ``harmlib.data.datasets.Normalizer``),
-harmonized, mapped back to the input's intensity scale by the inverse of that normalization, and
-resampled back to the input grid.
+harmonized, mapped back to intensities by the inverse of that normalization with the *target*
+site's typical scale (the median 99.5th percentile of its training volumes, stored in the model
+file; the median over all sites for agnostic), and resampled back to the input grid. So an image
+harmonized to A is in A's intensity units, as a scan at A would be.
 
 Targets (paper 1, Fig. 2): a training scanner-site (its label +1, the others -1, the image's own
 noise code) or ``agnostic`` (every label -1, noise drawn from N(0, 1) with a fixed seed).
+The 2D models of paper 2 (GMM-DRIT, DRIT++) run on every coronal slice: see ``harmlib.harmonize2d``.
 """
 from __future__ import annotations
 
@@ -23,6 +26,7 @@ from scipy import ndimage
 from harmlib.checkpoint import load_checkpoint
 from harmlib.data.datasets import Normalizer, crop_pads, pad_to_multiple
 from harmlib.data.io import DataError, load_volume, save_volume
+from harmlib.harmonize2d import SLICE_KINDS, SliceHarmonizer, harmonize_slices, load_slice_harmonizer
 from harmlib.models.aguit import AGUITSpec, StructureEncoder, StyleEncoder, Generator, style_vector
 
 AGNOSTIC = ("agnostic", "scanner-free")
@@ -42,6 +46,13 @@ class Harmonizer:
     noise_dim: int
     pad_multiple: int
     device: torch.device
+    scales: dict[str, float] | None = None  # each training site's intensity scale (None: older model files)
+
+    def scale(self, target: str, own: float) -> float:
+        """The intensity scale an output is mapped back with: the target site's (all sites' for agnostic)."""
+        if not self.scales:
+            return own
+        return self.scales["*"] if target in AGNOSTIC else self.scales[self.domains[int(self.label(target).argmax())]]
 
     def label(self, target: str) -> torch.Tensor:
         """The label vector of a target: +1 at the site, -1 elsewhere; all -1 for agnostic."""
@@ -55,8 +66,11 @@ class Harmonizer:
         return lab
 
 
-def load_harmonizer(path: str | Path, device: str = "cpu") -> Harmonizer:
-    ck = load_checkpoint(path, ("ssim_harmonizer",))
+def load_harmonizer(path: str | Path, device: str = "cpu") -> Harmonizer | SliceHarmonizer:
+    """A model file of any harmonizer kind: paper 1's 3D model, or a 2D GMM-DRIT / DRIT++ (slice by slice)."""
+    ck = load_checkpoint(path, ("ssim_harmonizer", *SLICE_KINDS))
+    if ck["kind"] in SLICE_KINDS:
+        return load_slice_harmonizer(ck, path, device)
     spec = AGUITSpec(**ck["spec"])
     e_b = StructureEncoder(spec)
     nets = {"E_b": e_b, "E_s": StyleEncoder(spec), "G": Generator(spec, e_b.out_ch)}
@@ -65,7 +79,7 @@ def load_harmonizer(path: str | Path, device: str = "cpu") -> Harmonizer:
         net.load_state_dict(ck["state"][k])
         net.to(dev).eval()
     return Harmonizer(ck["kind"], nets, list(ck["domains"]), np.asarray(ck["affine"]), tuple(int(v) for v in ck["shape"]),
-                      Normalizer.from_dict(ck["normalizer"]), spec.noise_dim, max(8, 2 ** (spec.n_down + 1)), dev)
+                      Normalizer.from_dict(ck["normalizer"]), spec.noise_dim, max(8, 2 ** (spec.n_down + 1)), dev, ck.get("scales"))
 
 
 def check_mni_aligned(img: nib.Nifti1Image, path: Path) -> None:
@@ -85,8 +99,10 @@ def resample(vol: np.ndarray, src_affine: np.ndarray, dst_affine: np.ndarray, ds
 
 
 @torch.no_grad()
-def harmonize_array(h: Harmonizer, vol: np.ndarray, target: str, seed: int = 0) -> np.ndarray:
+def harmonize_array(h: Harmonizer | SliceHarmonizer, vol: np.ndarray, target: str, seed: int = 0) -> np.ndarray:
     """Harmonize a volume already on the model's grid; returns it in the input's intensity units."""
+    if isinstance(h, SliceHarmonizer):
+        return harmonize_slices(h, vol, target, seed)
     x, params = h.normalizer.forward(vol)
     x, pads = pad_to_multiple(np.asarray(x, np.float32), h.pad_multiple, value=-1.0)
     xt = torch.from_numpy(np.ascontiguousarray(x))[None, None].to(h.device)
@@ -95,11 +111,11 @@ def harmonize_array(h: Harmonizer, vol: np.ndarray, target: str, seed: int = 0) 
     if target in AGNOSTIC:
         noise = torch.randn(1, h.noise_dim, generator=torch.Generator().manual_seed(seed)).to(h.device)
     y = h.nets["G"](c, style_vector(noise, h.label(target).to(h.device)))[0, 0].float().cpu().numpy()
-    out = h.normalizer.inverse(crop_pads(y, pads), params)
+    out = h.normalizer.inverse(crop_pads(y, pads), {"low": params["low"], "high": h.scale(target, params["high"])})
     return np.where(vol > 0, np.clip(out, 0, None), 0).astype(np.float32)
 
 
-def harmonize_file(h: Harmonizer, in_path: str | Path, out_path: str | Path, target: str, seed: int = 0, overwrite: bool = False) -> Path:
+def harmonize_file(h: Harmonizer | SliceHarmonizer, in_path: str | Path, out_path: str | Path, target: str, seed: int = 0, overwrite: bool = False) -> Path:
     """Harmonize one NIfTI to ``out_path`` (atomic), keeping the input's grid, header and affine."""
     in_path, out_path = Path(in_path), Path(out_path)
     h.label(target)  # unknown targets fail before any work
@@ -109,8 +125,12 @@ def harmonize_file(h: Harmonizer, in_path: str | Path, out_path: str | Path, tar
         raise DataError(f"{out_path}: exists; pass --overwrite to replace it")
     img = load_volume(in_path)
     check_mni_aligned(img, in_path)
-    vol = img.get_fdata(dtype=np.float32)
-    on_grid = resample(vol, img.affine, h.affine, h.shape)
+    out = harmonize_volume(h, img.get_fdata(dtype=np.float32), img.affine, target, seed)
+    return save_volume(out_path, out, img.affine, header=img.header)
+
+
+def harmonize_volume(h: Harmonizer | SliceHarmonizer, vol: np.ndarray, affine: np.ndarray, target: str, seed: int = 0) -> np.ndarray:
+    """Harmonize an MNI-aligned volume on its own grid: resample to the model's grid, harmonize, resample back."""
+    on_grid = resample(vol, affine, h.affine, h.shape)
     out = harmonize_array(h, on_grid, target, seed)
-    back = np.where(vol > 0, resample(out, h.affine, img.affine, img.shape[:3]), 0.0)  # the input's background stays 0
-    return save_volume(out_path, back, img.affine, header=img.header)
+    return np.where(vol > 0, resample(out, h.affine, affine, vol.shape[:3]), 0.0).astype(np.float32)  # the input's background stays 0

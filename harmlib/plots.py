@@ -152,3 +152,33 @@ def plot_translation_grid(rows: dict[str, dict[str, np.ndarray]], width: float =
         axes[i, 0].text(-0.08, 0.5, row, transform=axes[i, 0].transAxes, rotation=90, va="center", ha="right", fontsize=8)
     fig.tight_layout()
     return fig
+
+
+PLANES = {"axial": (2, 0.55), "coronal": (1, 0.5), "sagittal": (0, 0.42)}
+
+
+def _plane(v: np.ndarray, axis: int, frac: float) -> np.ndarray:
+    return np.take(v, int(frac * (v.shape[axis] - 1)), axis=axis)
+
+
+def plot_harmonization_planes(original: np.ndarray, harmonized: dict[str, np.ndarray], title: str = "", width: float = 1.55) -> plt.Figure:
+    """Paper 1, Fig. 3: axial, coronal and sagittal slices of an original and its harmonized versions,
+    each followed by a row of differences (harmonized - original) on one symmetric colour scale."""
+    cols = {"original": original, **harmonized}
+    vmax = float(np.percentile(original[original > 0], 99.5)) if (original > 0).any() else 1.0
+    diffs = {k: v - original for k, v in harmonized.items()}
+    dmax = max(float(np.percentile(np.abs(d), 99.5)) for d in diffs.values()) or 1.0
+    fig, axes = plt.subplots(2 * len(PLANES), len(cols), figsize=(width * len(cols), width * 2 * len(PLANES)), squeeze=False)
+    for p, (plane, (axis, frac)) in enumerate(PLANES.items()):
+        for j, (name, vol) in enumerate(cols.items()):
+            show_slice(axes[2 * p, j], _plane(vol, axis, frac), name if p == 0 else "", vmin=0, vmax=vmax)
+            ax = axes[2 * p + 1, j]
+            ax.set_axis_off()
+            if name in diffs:
+                im = show_slice(ax, _plane(diffs[name], axis, frac), cmap="RdBu_r", vmin=-dmax, vmax=dmax)
+        axes[2 * p, 0].text(-0.1, 0.5, plane, transform=axes[2 * p, 0].transAxes, rotation=90, va="center", ha="right", fontsize=8)
+    axes[1, 0].text(0.5, 0.5, "difference\n(harmonized -\noriginal)", ha="center", va="center", fontsize=7, transform=axes[1, 0].transAxes)
+    if diffs:
+        fig.colorbar(im, ax=axes[:, -1].tolist(), shrink=0.3, label="intensity difference")
+    fig.suptitle(title, fontsize=9)
+    return fig

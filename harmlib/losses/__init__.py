@@ -5,3 +5,5 @@ GMM-DRIT) and ``drit`` (DRIT++ and GMM-DRIT). The names below are re-exported fo
 """
 from harmlib.losses.aguit import *  # noqa: F401,F403
 from harmlib.losses.aguit import aguit_discriminator_loss, aguit_generator_loss  # noqa: F401
+from harmlib.losses.drit import drit_discriminator_loss, drit_generator_loss  # noqa: F401,E402
+from harmlib.losses.gmvae import gmvae_loss  # noqa: F401,E402

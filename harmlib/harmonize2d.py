@@ -1,0 +1,148 @@
+"""Inference with the 2D models (GMM-DRIT, DRIT++): slice-by-slice harmonization of whole volumes.
+
+A volume on the model's grid is normalized as in training (as a whole), cut into all of its coronal
+slices, each slice padded as in training and translated, then stacked back and mapped to the
+input's intensity units. ``harmlib.harmonize`` resamples files to and from that grid and
+dispatches here for these kinds.
+
+Targets (thesis Sec. 3):
+* a training scanner (domain-to-domain): c is its one-hot code (for GMM-DRIT, the GM-VAE component
+  matched to that scanner) and z^a is sampled from that scanner's attribute distribution: the
+  mixture component p(z|y=k) for GMM-DRIT, DRIT++'s unimodal N(0, I) otherwise; or, with a
+  reference slice of the target scanner, z^a = E^a(reference);
+* ``scanner-free``: z^a ~ N(0, I) and c = c_sf = 0.
+One z^a (seeded) serves every slice of a volume, so the slices of one output share one appearance.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from harmlib.checkpoint import CheckpointError
+from harmlib.data.datasets import Normalizer, crop_pads
+from harmlib.data.io import DataError
+from harmlib.models.drit import AttributeEncoder, ContentEncoder, DRITSpec, Generator
+from harmlib.models.gmvae import GMVAE, GMVAESpec
+
+SLICE_KINDS = ("gmm_drit", "drit")
+SCANNER_FREE = ("scanner-free", "agnostic")
+
+
+@dataclass
+class SliceHarmonizer:
+    """A loaded 2D model file: E^c, E^a, G, its domains, the volume grid and the slice grid."""
+
+    kind: str
+    nets: dict[str, torch.nn.Module]
+    domains: list[str]
+    component: dict[str, int]  # scanner -> index of its code c (the matched GM-VAE component for GMM-DRIT)
+    affine: np.ndarray
+    shape: tuple[int, ...]
+    slice_shape: tuple[int, int]
+    pads: tuple[tuple[int, int], ...]
+    normalizer: Normalizer
+    spec: DRITSpec
+    device: torch.device
+
+    def label(self, target: str) -> int | None:
+        """The code index of a target scanner (by domain, site or scanner name); None for scanner-free."""
+        if target in SCANNER_FREE:
+            return None
+        matches = [d for d in self.domains if target in (d, d.split("@")[-1], d.split("@")[0])]
+        if len(matches) != 1:
+            raise DataError(f"unknown target site '{target}'; known: {', '.join(self.domains)} or scanner-free")
+        return self.component[matches[0]]
+
+    def code(self, target: str, n: int) -> torch.Tensor:
+        """c for ``n`` slices: the target's one-hot code, or c_sf = 0."""
+        k = self.label(target)
+        c = torch.zeros(n, self.spec.n_domains)
+        if k is not None:
+            c[:, k] = 1.0
+        return c.to(self.device)
+
+    def attribute(self, target: str, seed: int = 0, reference: torch.Tensor | None = None) -> torch.Tensor:
+        """z^a (1, nz): from a reference slice of the target scanner, or sampled (see the module docstring)."""
+        k = self.label(target)
+        if reference is not None:
+            if k is None:
+                raise DataError("a reference image gives a scanner's attribute; the scanner-free target takes none")
+            ref = reference.to(self.device).reshape(1, 1, *reference.shape[-2:])
+            return self.nets["E_a"].attribute(ref)[0] if self.kind == "gmm_drit" else self.nets["E_a"](ref, self.code(target, 1))[0]
+        gen = torch.Generator().manual_seed(seed)
+        if k is not None and self.kind == "gmm_drit":
+            return self.nets["E_a"].component(k, 1, gen)
+        return torch.randn(1, self.spec.nz, generator=gen).to(self.device)
+
+
+def load_slice_harmonizer(ck: dict[str, Any], path: Any = "model file", device: str = "cpu") -> SliceHarmonizer:
+    """Rebuild a GMM-DRIT or DRIT++ model file's E^c, E^a and G (eval mode); an incomplete file is a CheckpointError."""
+    try:
+        return _build(ck, device)
+    except (KeyError, TypeError, RuntimeError) as err:  # missing fields, another architecture's weights
+        raise CheckpointError(f"{path}: an incomplete or inconsistent '{ck.get('kind')}' model file ({type(err).__name__}: "
+                              f"{str(err).splitlines()[0][:120]}); export it again with harmlib.train.drit.export_model") from None
+
+
+def _build(ck: dict[str, Any], device: str) -> SliceHarmonizer:
+    spec = DRITSpec(**ck["spec"])
+    e_c = ContentEncoder(spec)
+    if ck["kind"] == "gmm_drit":
+        e_a: torch.nn.Module = GMVAE(GMVAESpec(**{**ck["gmvae_spec"], "size": tuple(ck["gmvae_spec"]["size"])}))
+        component = {d: int(k) for d, k in ck["component"].items()}
+    else:
+        e_a = AttributeEncoder(spec)
+        component = {d: i for i, d in enumerate(ck["domains"])}
+    nets = {"E_c": e_c, "E_a": e_a, "G": Generator(spec, e_c.out_ch)}
+    dev = torch.device(device)
+    for k, net in nets.items():
+        net.load_state_dict(ck["state"][k])
+        net.to(dev).eval()
+    pads = tuple(tuple(int(v) for v in p) for p in ck["pads"])
+    return SliceHarmonizer(ck["kind"], nets, list(ck["domains"]), component, np.asarray(ck["affine"]), tuple(int(v) for v in ck["shape"]),
+                           tuple(int(v) for v in ck["slice_shape"]), pads, Normalizer.from_dict(ck["normalizer"]), spec, dev)
+
+
+@torch.no_grad()
+def translate_slices(h: SliceHarmonizer, x: torch.Tensor, target: str, seed: int = 0, reference: torch.Tensor | None = None,
+                     batch_size: int = 32) -> torch.Tensor:
+    """G(E^c(x), z^a, c) for normalized, padded slices ``x`` (N, 1, H, W) in [-1, 1]."""
+    z_a = h.attribute(target, seed, reference)
+    out = []
+    for start in range(0, x.shape[0], batch_size):
+        xb = x[start:start + batch_size].to(h.device)
+        out.append(h.nets["G"](h.nets["E_c"](xb), z_a.expand(xb.shape[0], -1), h.code(target, xb.shape[0])).float().cpu())
+    return torch.cat(out) if out else x.new_zeros(x.shape)
+
+
+def harmonize_slices(h: SliceHarmonizer, vol: np.ndarray, target: str, seed: int = 0) -> np.ndarray:
+    """Harmonize a volume on the model's grid, coronal slice by coronal slice; input intensity units out."""
+    if vol.ndim != 3 or (vol.shape[0], vol.shape[2]) != h.slice_shape:
+        raise DataError(f"a volume of shape {vol.shape} has coronal slices of {tuple(vol.shape[::2]) if vol.ndim == 3 else '?'}, but this {h.kind} "
+                        f"model was trained on {h.slice_shape} slices; resample it to the model's grid first (harmonize_file does)")
+    x, params = h.normalizer.forward(vol)
+    slices = np.ascontiguousarray(np.moveaxis(np.asarray(x, np.float32), 1, 0))  # (Y, X, Z): one coronal plane per item
+    brain = np.flatnonzero((np.moveaxis(vol, 1, 0) > 0).reshape(vol.shape[1], -1).any(1))  # planes outside the head stay background
+    out = np.full_like(slices, -1.0)
+    if brain.size:
+        xp = F.pad(torch.from_numpy(slices[brain])[:, None], [h.pads[1][0], h.pads[1][1], h.pads[0][0], h.pads[0][1]], value=-1.0)
+        y = translate_slices(h, xp, target, seed)
+        out[brain] = crop_pads(y, h.pads).numpy()[:, 0]
+    res = h.normalizer.inverse(np.moveaxis(out, 0, 1), params)
+    return np.where(vol > 0, np.clip(res, 0, None), 0).astype(np.float32)
+
+
+def translate_dataset(h: SliceHarmonizer, data: Any, target: str, seed: int = 0, indices: list[int] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Translate slices of a ``SliceDataset`` built like the model's training data; returns (inputs, outputs),
+    both (N, X, Z) in the normalized range [-1, 1], padding cropped."""
+    idx = list(range(len(data))) if indices is None else list(indices)
+    if tuple(data.shape) != h.slice_shape:
+        raise DataError(f"the dataset's slices are {tuple(data.shape)}, but this {h.kind} model was trained on {h.slice_shape} slices; "
+                        "build the dataset at the model's resolution")
+    x = torch.stack([data[i]["image"] for i in idx]) if idx else torch.zeros(0, 1, 1, 1)
+    y = translate_slices(h, x, target, seed)
+    return crop_pads(x, h.pads).numpy()[:, 0], crop_pads(y, h.pads).numpy()[:, 0]

@@ -1,0 +1,174 @@
+"""DRIT++ (Lee et al., the multi-domain MDMM variant) and GMM-DRIT (thesis Sec. 3) on 2D slices.
+
+The networks, named as in the thesis:
+
+* ``E_c`` (:class:`ContentEncoder`) E^c: x -> z^c, a feature map meant to hold anatomy only. During
+  training a Gaussian noise layer perturbs z^c (DRIT++), so the generator cannot rely on tiny values.
+* ``E_a`` E^a: x -> attribute z^a. DRIT++: :class:`AttributeEncoder` on the image and its tiled
+  one-hot domain code, giving (mu, logvar) of a unimodal q(z^a|x) pulled to N(0, I) (nz 8).
+  GMM-DRIT: the frozen GM-VAE (``harmlib.models.gmvae.GMVAE.attribute``), giving (z^a, y~).
+* ``G`` (:class:`Generator`) G(z^c, z^a, c): the attribute and the domain code c (one-hot over K, or
+  c_sf = 0 for scanner-free) pass through an MLP whose output is tiled and concatenated to the
+  features inside every residual block before the upsamplings, as in DRIT++'s multi-domain generator.
+* ``D_s1``, ``D_s2`` (:class:`ScannerDiscriminator`) D_s^1 and D_s^2: real/fake patch map plus K
+  scanner logits; D_s^1 judges encoded translations, D_s^2 random-attribute (DRIT++) or
+  scanner-free (GMM-DRIT) ones.
+* ``D_c`` (:class:`ContentDiscriminator`) D_c: K scanner logits read from z^c.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+
+from harmlib.models.blocks import MLP, ConvBlock, LayerNorm, ResBlock, conv, global_pool, upsample
+
+
+@dataclass(frozen=True)
+class DRITSpec:
+    """Architecture shared by DRIT++ and GMM-DRIT; ``nz`` is the attribute size (8, or the GM-VAE's)."""
+
+    n_domains: int = 5
+    nz: int = 8
+    width: int = 64
+    n_down: int = 2
+    n_res: int = 3
+    attr_width: int = 64
+    d_width: int = 64
+    d_layers: int = 4
+    content_noise: float = 1.0
+
+
+def tile(v: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """A (B, C) vector repeated over the spatial grid of ``like`` (B, *, H, W)."""
+    return v.to(like.dtype)[:, :, None, None].expand(-1, -1, *like.shape[2:])
+
+
+class ContentEncoder(nn.Module):
+    """E^c: conv7 -> ``n_down`` stride-2 convs -> ``n_res`` residual blocks (instance norm), + noise in training."""
+
+    def __init__(self, s: DRITSpec) -> None:
+        super().__init__()
+        layers: list[nn.Module] = [ConvBlock(2, 1, s.width, 7, norm="in", act="lrelu")]
+        ch = s.width
+        for _ in range(s.n_down):
+            layers.append(ConvBlock(2, ch, ch * 2, 4, stride=2, norm="in", act="relu"))
+            ch *= 2
+        layers += [ResBlock(2, ch) for _ in range(s.n_res)]
+        self.net = nn.Sequential(*layers)
+        self.out_ch, self.noise = ch, s.content_noise
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        z = self.net(x)
+        return z + self.noise * torch.randn_like(z) if self.training and self.noise > 0 else z
+
+
+class AttributeEncoder(nn.Module):
+    """DRIT++'s E^a: convs (no norm) on [x, tiled c], global pooling, then (mu, logvar) of q(z^a|x)."""
+
+    def __init__(self, s: DRITSpec) -> None:
+        super().__init__()
+        layers: list[nn.Module] = [ConvBlock(2, 1 + s.n_domains, s.attr_width, 7, norm="none", act="lrelu")]
+        ch = s.attr_width
+        for _ in range(s.n_down + 2):  # style is global: downsample further than E^c
+            nxt = min(ch * 2, 4 * s.attr_width)
+            layers.append(ConvBlock(2, ch, nxt, 4, stride=2, norm="none", act="lrelu"))
+            ch = nxt
+        self.net = nn.Sequential(*layers)
+        self.mu, self.logvar = nn.Linear(ch, s.nz), nn.Linear(ch, s.nz)
+
+    def forward(self, x: torch.Tensor, c: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        h = global_pool(self.net(torch.cat([x, tile(c, x)], 1)))
+        return self.mu(h), self.logvar(h).clamp(-10, 10)
+
+
+class _ConcatRes(nn.Module):
+    """DRIT++'s residual block with an injected vector: after each 3x3 conv, the tiled vector is
+    concatenated and fused back to ``ch`` channels by two 1x1 convs (cheap at any resolution)."""
+
+    def __init__(self, ch: int, ns: int) -> None:
+        super().__init__()
+        self.c1, self.c2 = ConvBlock(2, ch, ch, 3, norm="in", act="none"), ConvBlock(2, ch, ch, 3, norm="in", act="none")
+        self.f1, self.f2 = self._fuse(ch, ns), self._fuse(ch, ns)
+
+    @staticmethod
+    def _fuse(ch: int, ns: int) -> nn.Module:
+        return nn.Sequential(nn.Conv2d(ch + ns, ch + ns, 1), nn.ReLU(inplace=True), nn.Conv2d(ch + ns, ch, 1), nn.ReLU(inplace=True))
+
+    def forward(self, h: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
+        t = tile(s, h)
+        y = self.f1(torch.cat([self.c1(h), t], 1))
+        y = self.f2(torch.cat([self.c2(y), t], 1))
+        return h + y
+
+
+class Generator(nn.Module):
+    """G(z^c, z^a, c): an MLP maps (z^a, c) to one vector per residual block, which is tiled and concatenated
+    to its features (at the content code's resolution, before the upsamplings, as in DRIT++'s multi-domain
+    generator); then (upsample, conv3, LayerNorm) x n_down (DRIT++'s 3x3 transposed convs) and conv7 + tanh."""
+
+    def __init__(self, s: DRITSpec, content_ch: int) -> None:
+        super().__init__()
+        ch = content_ch
+        self.mlp = MLP(s.nz + s.n_domains, s.n_res * ch, hidden=4 * s.width)
+        self.res = nn.ModuleList([_ConcatRes(ch, ch) for _ in range(s.n_res)])
+        self.ups = nn.ModuleList()
+        for _ in range(s.n_down):
+            self.ups.append(nn.Sequential(conv(2, ch, ch // 2, 3), LayerNorm(ch // 2), nn.ReLU(inplace=True)))
+            ch //= 2
+        self.out = ConvBlock(2, ch, 1, 7, norm="none", act="tanh")
+
+    def forward(self, z_c: torch.Tensor, z_a: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+        s = self.mlp(torch.cat([z_a, c.to(z_a.dtype)], 1)).chunk(len(self.res), 1)
+        h = z_c
+        for block, s_i in zip(self.res, s):
+            h = block(h, s_i)
+        for up in self.ups:
+            h = up(upsample(h))
+        return self.out(h)
+
+
+class ScannerDiscriminator(nn.Module):
+    """D_s^i: a PatchGAN; returns (real/fake map, K scanner logits pooled over the image)."""
+
+    def __init__(self, s: DRITSpec) -> None:
+        super().__init__()
+        layers: list[nn.Module] = [ConvBlock(2, 1, s.d_width, 4, stride=2, norm="none", act="lrelu")]
+        ch = s.d_width
+        for _ in range(s.d_layers - 1):
+            layers.append(ConvBlock(2, ch, min(ch * 2, 8 * s.d_width), 4, stride=2, norm="none", act="lrelu"))
+            ch = min(ch * 2, 8 * s.d_width)
+        self.net = nn.Sequential(*layers)
+        self.adv = conv(2, ch, 1, 3)
+        self.cls = conv(2, ch, s.n_domains, 3)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        h = self.net(x)
+        return self.adv(h), global_pool(self.cls(h))
+
+
+class ContentDiscriminator(nn.Module):
+    """D_c: which scanner does z^c come from? (K logits; E^c is trained to make them uninformative)."""
+
+    def __init__(self, s: DRITSpec, content_ch: int) -> None:
+        super().__init__()
+        self.net = nn.Sequential(
+            ConvBlock(2, content_ch, s.d_width, 3, norm="none", act="lrelu"),
+            ConvBlock(2, s.d_width, s.d_width, 4, stride=2, norm="none", act="lrelu"),
+            ConvBlock(2, s.d_width, s.d_width, 4, stride=2, norm="none", act="lrelu"),
+        )
+        self.head = nn.Linear(s.d_width, s.n_domains)
+
+    def forward(self, z_c: torch.Tensor) -> torch.Tensor:
+        return self.head(global_pool(self.net(z_c)))
+
+
+def build_drit(spec: DRITSpec, attribute_encoder: nn.Module | None = None) -> dict[str, nn.Module]:
+    """The nets by the thesis's names. DRIT++ when ``attribute_encoder`` is None, else GMM-DRIT with that (frozen) E^a."""
+    e_c = ContentEncoder(spec)
+    e_a = attribute_encoder if attribute_encoder is not None else AttributeEncoder(spec)
+    if attribute_encoder is not None:
+        e_a.requires_grad_(False)  # stage 2 never updates the pretrained GM-VAE
+    return {"E_c": e_c, "E_a": e_a, "G": Generator(spec, e_c.out_ch), "D_s1": ScannerDiscriminator(spec),
+            "D_s2": ScannerDiscriminator(spec), "D_c": ContentDiscriminator(spec, e_c.out_ch)}

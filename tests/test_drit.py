@@ -1,0 +1,145 @@
+"""GMM-DRIT and DRIT++ (paper 2): nets, losses, a few training steps, model files, slice-by-slice inference."""
+from __future__ import annotations
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+
+import harmlib
+from harmlib.checkpoint import CheckpointError, save_checkpoint
+from harmlib.cli import main
+from harmlib.data import DataError, fsl_grid_affine, read_manifest
+from harmlib.data.manifest import Manifest
+from harmlib.data.synthetic import write_cohort
+from harmlib.harmonize import harmonize_array, harmonize_file, load_harmonizer
+from harmlib.harmonize2d import SliceHarmonizer, translate_slices
+from harmlib.models.drit import DRITSpec, build_drit
+from harmlib.models.gmvae import GMVAE, GMVAESpec
+from harmlib.train import drit as train_drit
+from harmlib.train import gmvae as train_gmvae
+from harmlib.train.loop import fit
+
+TINY = {"gmvae.width": 4, "gmvae.hidden": 16, "gmvae.gaussian_size": 8, "gmvae.train.batch_size": 8, "gmvae.train.iterations": 2,
+        "drit.width": 4, "drit.attr_width": 4, "drit.d_width": 4, "drit.n_res": 1, "drit.d_layers": 2, "drit.train.batch_size": 2,
+        "drit.train.iterations": 2, "drit.train.log_every": 1, "runtime.amp": "none", "synth.n_train_per_site": 2,
+        "synth.n_test_per_site": 1, "synth.n_age_per_site": 1, "synth.n_ad_per_site": 1}
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A tiny cohort, a GM-VAE, and one GMM-DRIT and one DRIT++ model file trained for two steps."""
+    root = tmp_path_factory.mktemp("drit")
+    cfg = harmlib.load_config("tiny", TINY)
+    man = read_manifest(write_cohort(cfg, root / "cohort", raw=False))
+    task, meta = train_gmvae.build_task(cfg, man)
+    fit(task, cfg.gmvae.train, cfg.runtime, root / "gmvae", seed=0)
+    gmvae_path, _ = train_gmvae.export_model(task, meta, root / "models" / "gmvae.pt")
+    out = {"cfg": cfg, "man": man, "gmvae": gmvae_path, "root": root}
+    for variant in train_drit.VARIANTS:
+        task, meta = train_drit.build_task(cfg, man, variant, gmvae_path)
+        before = {k: {n: p.clone() for n, p in task.nets[k].state_dict().items()} for k in ("E_a", "E_c")}
+        log = fit(task, cfg.drit.train, cfg.runtime, root / variant, seed=0)
+        out[variant] = {"log": log, "task": task, "before": before, "path": train_drit.export_model(task, meta, root / "models" / f"{variant}.pt")}
+    return out
+
+
+@pytest.mark.parametrize("gmm", [False, True])
+def test_nets_and_generator_codes(gmm):
+    k, nz = 3, (6 if gmm else 8)
+    gmvae = GMVAE(GMVAESpec(size=(32, 32), n_components=k, gaussian_size=nz, width=4, hidden=8)) if gmm else None
+    nets = build_drit(DRITSpec(n_domains=k, nz=nz, width=4, attr_width=4, d_width=4, n_res=1, d_layers=2), gmvae)
+    x, c = torch.rand(2, 1, 32, 32) * 2 - 1, torch.eye(k)[:2]
+    z_c = nets["E_c"](x)
+    assert z_c.shape == (2, 16, 8, 8)
+    z_a = nets["E_a"].attribute(x)[0] if gmm else nets["E_a"](x, c)[0]
+    assert z_a.shape == (2, nz)
+    y = nets["G"](z_c, z_a, c)
+    assert y.shape == x.shape and y.abs().max() <= 1
+    y_sf = nets["G"](z_c, torch.randn(2, nz), torch.zeros(2, k))  # scanner-free: c_sf = 0
+    assert not torch.allclose(y, y_sf)
+    adv, cls = nets["D_s1"](y)
+    assert adv.shape[:2] == (2, 1) and cls.shape == (2, k) and nets["D_c"](z_c).shape == (2, k)
+    assert all(not p.requires_grad for p in nets["E_a"].parameters()) == gmm
+
+
+def test_training_steps_are_finite_and_e_a_is_frozen_only_in_gmm_drit(trained):
+    for variant, g_terms in (("gmm_drit", set()), ("drit", {"kl", "lat"})):
+        log = trained[variant]["log"]
+        terms = {"d_adv1", "d_cls1", "d_adv2", "d_cls2", "d_content", "adv1", "cls1", "adv2", "cls2", "self_rec", "cc", "content_adv", "content_reg"} | g_terms
+        assert terms <= set(log.columns) and np.isfinite(log[sorted(terms)].to_numpy()).all()
+        task, before = trained[variant]["task"], trained[variant]["before"]
+        e_a_same = all(torch.equal(before["E_a"][n], p) for n, p in task.nets["E_a"].state_dict().items())
+        assert e_a_same == (variant == "gmm_drit")
+        assert not all(torch.equal(before["E_c"][n], p) for n, p in task.nets["E_c"].state_dict().items())
+    assert "kl" not in trained["gmm_drit"]["log"].columns
+
+
+def _nifti(path, data, affine):
+    img = nib.Nifti1Image(data.astype(np.float32), affine)
+    img.header["descrip"] = b"test volume"
+    nib.save(img, str(path))
+    return path
+
+
+@pytest.mark.parametrize("variant", ["gmm_drit", "drit"])
+def test_volume_harmonized_slice_by_slice_keeps_grid_and_header(trained, variant, tmp_path, brain_pair):
+    x2, _, _ = brain_pair  # the template at 2 mm on the FSL grid: not the model's 4 mm grid
+    src = _nifti(tmp_path / "sub-01_T1w.nii.gz", x2, fsl_grid_affine(2))
+    h = load_harmonizer(trained[variant]["path"])
+    assert isinstance(h, SliceHarmonizer) and h.kind == variant and len(h.domains) == 5
+    for target in ("scanner-free", "Guys", "TrioTim@SWU"):
+        img = nib.load(str(harmonize_file(h, src, tmp_path / target / src.name, target, seed=1)))
+        assert img.shape == x2.shape and np.allclose(img.affine, fsl_grid_affine(2))
+        assert img.header["descrip"].tobytes().rstrip(b"\0") == b"test volume"
+        data = img.get_fdata()
+        assert np.isfinite(data).all() and (data[x2 == 0] == 0).all() and data.std() > 0
+    a = harmonize_array(h, np.ones(h.shape, np.float32), "scanner-free", seed=3)
+    assert np.array_equal(a, harmonize_array(h, np.ones(h.shape, np.float32), "scanner-free", seed=3))  # seeded
+    with pytest.raises(DataError, match="trained on .* slices; resample it to the model's grid"):
+        harmonize_array(h, np.ones((h.shape[0] + 2, h.shape[1], h.shape[2]), np.float32), "scanner-free")
+    ref = torch.rand(1, 1, *[s + a + b for s, (a, b) in zip(h.slice_shape, h.pads)]) * 2 - 1
+    assert translate_slices(h, ref.repeat(2, 1, 1, 1), "Guys", reference=ref).shape == (2, 1, *ref.shape[2:])
+
+
+def test_cli_refusals_and_listing(trained, tmp_path, capsys):
+    path = trained["gmm_drit"]["path"]
+    x, aff = harmlib.data.mni_t1(4)
+    src = _nifti(tmp_path / "in.nii.gz", x, aff)
+    assert main(["harmonize", str(src), "--model", str(path), "--target", "scanner-free", "--out-dir", str(tmp_path / "o")]) == 0
+    assert main(["harmonize", str(src), "--model", str(path), "--target", "Mars", "--out-dir", str(tmp_path / "o2")]) == 1
+    err = capsys.readouterr().err
+    assert "unknown target site 'Mars'; known: Gyroscan Intera@Guys" in err and "scanner-free" in err
+    assert not list((tmp_path / "o2").glob("*.nii.gz"))
+    nan = x.copy()
+    nan[10, 10, 10] = np.nan
+    bad = _nifti(tmp_path / "nan.nii.gz", nan, aff)
+    assert main(["harmonize", str(bad), "--model", str(path), "--target", "scanner-free", "--out-dir", str(tmp_path / "o3")]) == 1
+    assert "NaN" in capsys.readouterr().err and not (tmp_path / "o3" / "nan.nii.gz").exists()
+    assert main(["models", "--runs", str(path.parents[2])]) == 0
+    out = capsys.readouterr().out
+    assert "kind=gmm_drit" in out and "kind=drit" in out and "kind=gmvae" in out
+
+
+def test_bad_checkpoints_and_k_mismatch(trained, tmp_path):
+    cfg, man = trained["cfg"], trained["man"]
+    corrupt = tmp_path / "corrupt.pt"
+    corrupt.write_bytes(trained["drit"]["path"].read_bytes()[:1000])
+    with pytest.raises(CheckpointError, match="corrupt or truncated"):
+        load_harmonizer(corrupt)
+    with pytest.raises(CheckpointError, match="a 'gmvae' checkpoint, but this needs one of: ssim_harmonizer, gmm_drit, drit"):
+        load_harmonizer(trained["gmvae"])
+    with pytest.raises(CheckpointError, match="a 'drit' checkpoint, but this needs one of: gmvae"):
+        train_drit.build_task(cfg, man, "gmm_drit", trained["drit"]["path"])
+    fewer = Manifest(man.df[man.df["domain"] != man.domains("train")[0]].reset_index(drop=True), man.root)
+    with pytest.raises(CheckpointError, match="K=5 components .* 4 training domains .* re-run the GM-VAE pretraining"):
+        train_drit.build_task(cfg, fewer, "gmm_drit", trained["gmvae"])
+    with pytest.raises(ValueError, match="needs the pretrained GM-VAE"):
+        train_drit.build_task(cfg, man, "gmm_drit")
+    with pytest.raises(ValueError, match="unknown DRIT variant"):
+        train_drit.build_task(cfg, man, "munit")
+    torch.save({"weights": 1}, tmp_path / "plain.pt")
+    with pytest.raises(CheckpointError, match="not a harmlib checkpoint"):
+        load_harmonizer(tmp_path / "plain.pt")
+    with pytest.raises(CheckpointError, match="empty.pt: an incomplete or inconsistent 'drit' model file"):
+        load_harmonizer(save_checkpoint(tmp_path / "empty.pt", {"kind": "drit"}))
