@@ -86,8 +86,9 @@ def _verdict(df: pd.DataFrame, metric: str, versions: tuple[str, ...]) -> tuple[
     if rows.empty:
         return None, "", ""
     holds = rows[col].astype(str).eq("True")
-    ours = "; ".join(f"{v}: {o}" for v, o in zip(rows["version"], rows.get("ours", rows.get("SSIM to truth", pd.Series("", index=rows.index)))))
-    paper = "; ".join(f"{v}: {p}" for v, p in zip(rows["version"], rows["paper"])) if "paper" in rows.columns else "(not in the paper)"
+    names = rows["version"] + (" to " + rows["target"].astype(str) if "target" in rows.columns and "closer than before" not in rows.columns else "")
+    ours = "; ".join(f"{v}: {o}" for v, o in zip(names, rows.get("ours", rows.get("SSIM to truth", pd.Series("", index=rows.index)))))
+    paper = "; ".join(f"{v}: {p}" for v, p in zip(names, rows["paper"])) if "paper" in rows.columns else "(not in the paper)"
     return bool(holds.all()), ours, paper if paper.replace(";", "").replace(":", "").strip() else ""
 
 
