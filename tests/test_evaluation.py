@@ -196,3 +196,23 @@ def test_evaluation_config_validates():
     assert load_config("cpu").evaluation.n_pairs == 5000
     with pytest.raises(ConfigError, match="evaluation.folds"):
         load_config("tiny", {"evaluation.folds": 1})
+
+
+def test_claims_page_reads_verdicts_notes_and_missing_tables(tmp_path):
+    import pandas as pd
+
+    from harmlib.evaluation.claims import CLAIMS, claims_markdown, collect_claims
+
+    tables = tmp_path / "tables"
+    tables.mkdir()
+    pd.DataFrame([{"metric": "wasserstein", "version": v, "paper": "", "ours": "0.1 ± 0.0", "claim holds": h, "profile": "x"}
+                  for v, h in (("unharmonized", ""), ("A", True), ("B", True), ("agnostic", False))]).to_csv(tables / "paper1_table2.csv", index=False)
+    pd.DataFrame([{"note": "no traveling-subject truth in this manifest (real data)", "profile": "x"}]).to_csv(tables / "traveling_subjects_paper1.csv", index=False)
+    claims = collect_claims(tables)
+    assert len(claims) == len(CLAIMS)
+    wasser = claims[claims.claim.str.contains("Wasserstein")].iloc[0]
+    assert wasser.holds is False  # one of A, B, agnostic fails: the claim does not hold
+    travel = claims[claims.table == "traveling_subjects_paper1"].iloc[0]
+    assert travel.holds is None and "no traveling-subject truth" in travel.why
+    assert claims[claims.table == "paper1_table3"].iloc[0].why.startswith("not run")
+    assert "**does not hold**" in claims_markdown(claims) and "**not measured**" in claims_markdown(claims)
