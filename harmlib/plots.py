@@ -89,7 +89,7 @@ def plot_wasserstein_heatmaps(matrices: dict, vmax: float | None = None, width: 
         im = ax.imshow(m.to_numpy(), cmap="magma", vmin=0, vmax=vmax)
         labels = [str(s).split("@")[-1] for s in m.index]  # sites are shorter than scanner@site
         ax.set_xticks(range(len(labels)), labels, rotation=90, fontsize=7)
-        ax.set_yticks(range(len(labels)), labels, fontsize=7)
+        ax.set_yticks(range(len(labels)), labels if ax is axes[0][0] else [], fontsize=7)
         ax.set_title(title, fontsize=9)
     fig.colorbar(im, ax=axes[0].tolist(), shrink=0.8, label="Wasserstein distance")
     return fig
@@ -165,13 +165,15 @@ def plot_harmonization_planes(original: np.ndarray, harmonized: dict[str, np.nda
     """Paper 1, Fig. 3: axial, coronal and sagittal slices of an original and its harmonized versions,
     each followed by a row of differences (harmonized - original) on one symmetric colour scale."""
     cols = {"original": original, **harmonized}
-    vmax = float(np.percentile(original[original > 0], 99.5)) if (original > 0).any() else 1.0
+    # each image on its own grey scale (its brain's 99.5th percentile) so its contrast shows; the
+    # difference rows show the intensity changes on one scale
+    vmax = {k: float(np.percentile(v[v > 0], 99.5)) if (v > 0).any() else 1.0 for k, v in cols.items()}
     diffs = {k: v - original for k, v in harmonized.items()}
     dmax = max(float(np.percentile(np.abs(d), 99.5)) for d in diffs.values()) or 1.0
     fig, axes = plt.subplots(2 * len(PLANES), len(cols), figsize=(width * len(cols), width * 2 * len(PLANES)), squeeze=False)
     for p, (plane, (axis, frac)) in enumerate(PLANES.items()):
         for j, (name, vol) in enumerate(cols.items()):
-            show_slice(axes[2 * p, j], _plane(vol, axis, frac), name if p == 0 else "", vmin=0, vmax=vmax)
+            show_slice(axes[2 * p, j], _plane(vol, axis, frac), name if p == 0 else "", vmin=0, vmax=vmax[name])
             ax = axes[2 * p + 1, j]
             ax.set_axis_off()
             if name in diffs:
