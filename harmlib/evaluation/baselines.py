@@ -29,7 +29,7 @@ where the input is exactly 0 stay 0, and outputs in reference units are clipped 
 """
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 from intensity_normalization import NyulNormalizer, WhiteStripeNormalizer, ZScoreNormalizer, create_image
@@ -70,16 +70,14 @@ class _LinearBaseline:
 
     name = ""
 
-    def __init__(self) -> None:
+    def __init__(self, make_normalizer: Callable[[], Any]) -> None:
+        self.make_normalizer = make_normalizer  # a fresh intensity-normalization normalizer per image
         self.reference: tuple[float, float] | None = None
-
-    def _normalizer(self):
-        raise NotImplementedError
 
     def image_stats(self, vol: np.ndarray) -> tuple[float, float]:
         """(mu, sd) of this image by the method (brain for z-score, white stripe for WhiteStripe)."""
         vol = np.asarray(vol, dtype=np.float64)
-        return _stats(self._normalizer(), vol, brain_mask(vol), self.name)
+        return _stats(self.make_normalizer(), vol, brain_mask(vol), self.name)
 
     def fit(self, volumes: Sequence[np.ndarray]) -> "_LinearBaseline":
         """Average (mu, sd) over the reference cohort: outputs get these statistics."""
@@ -105,8 +103,8 @@ class ZScore(_LinearBaseline):
 
     name = "zscore"
 
-    def _normalizer(self):
-        return ZScoreNormalizer()
+    def __init__(self) -> None:
+        super().__init__(ZScoreNormalizer)
 
 
 class WhiteStripe(_LinearBaseline):
@@ -115,15 +113,12 @@ class WhiteStripe(_LinearBaseline):
     name = "whitestripe"
 
     def __init__(self, width: float = 0.05, max_voxels: int = 250_000) -> None:
-        super().__init__()
+        super().__init__(lambda: WhiteStripeNormalizer(width=self.width))
         self.width = width  # quantile half-width of the stripe (the paper's tau = 5 %)
         # The package's kernel density estimate runs over every brain voxel: ~0.5 s at 2 mm (~200k voxels,
         # kept whole by the default), ~8x more at 1 mm, where a regular subsample of ``max_voxels`` is used.
         # Measured at 2 mm, a 50k subsample moved the stripe mean by up to 2 %: keep it large.
         self.max_voxels = max_voxels
-
-    def _normalizer(self):
-        return WhiteStripeNormalizer(width=self.width)
 
     def image_stats(self, vol: np.ndarray) -> tuple[float, float]:
         vol = np.asarray(vol, dtype=np.float64)
@@ -131,7 +126,7 @@ class WhiteStripe(_LinearBaseline):
         stride = max(1, int(mask.sum()) // self.max_voxels)
         sub = np.zeros(mask.shape, dtype=bool)  # C order: flat indices below are C order
         sub.ravel()[np.flatnonzero(mask)[::stride]] = True
-        return _stats(self._normalizer(), vol, sub, self.name)
+        return _stats(self.make_normalizer(), vol, sub, self.name)
 
 
 class Nyul:
