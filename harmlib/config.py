@@ -134,9 +134,15 @@ class TrainConfig:
     weight_decay: float = 1e-4
     checkpoint_every: int = 100
     log_every: int = 10
+    warmup: int = 0           # reconstruction-only steps at the start (HACA3's first epoch); 0 = none
+    grad_clip: float = 0.0    # clip each optimizer's gradient norm to this (DRIT++ 5, DISARM++ 1.0); 0 = off
+    snapshot_every: int = 0   # keep the trained nets every N steps for a convergence figure; 0 = off
 
     def __post_init__(self) -> None:
         _require(self.iterations >= 1, "train.iterations", self.iterations, "use at least 1")
+        _require(0 <= self.warmup < self.iterations, "train.warmup", self.warmup, f"use 0 <= warmup < iterations ({self.iterations})")
+        _require(math.isfinite(self.grad_clip) and self.grad_clip >= 0, "train.grad_clip", self.grad_clip, "use 0 (off) or a positive norm")
+        _require(self.snapshot_every >= 0, "train.snapshot_every", self.snapshot_every, "use 0 (off) or a positive step count")
         _require(self.batch_size >= 1, "train.batch_size", self.batch_size, "use at least 1")
         _require(self.lr > 0, "train.lr", self.lr, "use a positive learning rate")
         _require(0 <= self.beta1 < 1 and 0 <= self.beta2 < 1, "train.beta1/beta2", (self.beta1, self.beta2), "use values in [0, 1)")
@@ -157,11 +163,17 @@ class HarmonizerConfig:
     d_width: int = 64
     d_layers: int = 3
     d_scales: int = 2
+    residual: bool = False     # G outputs x + delta with delta's last layer zero at init (IGUANE): identity at step 0
+    crop: int = 0              # train on random cubic crops of this many voxels a side (0: whole volumes)
+    mask_losses: bool = False  # average L_rec, L_cc, L_struct, L_lum over the brain only (IGUANE, HACA3)
+    content_d_lr: float = 1.0  # D^b's learning rate as a fraction of train.lr (DRIT++ / DISARM++: 1 / 2.5)
     weights: AGUITWeights = field(default_factory=AGUITWeights)
     train: TrainConfig = field(default_factory=TrainConfig)
 
     def __post_init__(self) -> None:
         _require(self.voxel_mm in (0, 1, 2, 4), "harmonizer.voxel_mm", self.voxel_mm, "use 0 (the data's), 1, 2 or 4")
+        _require(self.crop == 0 or self.crop >= 16, "harmonizer.crop", self.crop, "use 0 (whole volumes) or at least 16 voxels")
+        _require(0 < self.content_d_lr <= 10, "harmonizer.content_d_lr", self.content_d_lr, "use a factor in (0, 10], e.g. 0.4")
         for name in ("width", "n_res", "noise_dim", "mlp_hidden", "style_width", "d_width", "d_layers", "d_scales"):
             _require(getattr(self, name) >= 1, f"harmonizer.{name}", getattr(self, name), "use a positive integer")
         _require(self.n_down >= 0, "harmonizer.n_down", self.n_down, "use 0 or more stride-2 steps")
@@ -201,6 +213,26 @@ class EvaluationConfig:
         _require(self.voxel_mm in (1, 2, 4, 8), "evaluation.voxel_mm", self.voxel_mm, "use 1, 2, 4 or 8 (a multiple of the data's grid)")
         _require(self.depth in (10, 18, 34), "evaluation.depth", self.depth, "use 10, 18 or 34 (MONAI ResNet depths with basic blocks)")
         _require(self.lr > 0 and self.weight_decay >= 0, "evaluation.lr/weight_decay", (self.lr, self.weight_decay), "use lr > 0 and weight_decay >= 0")
+
+
+@dataclass(frozen=True)
+class GateConfig:
+    """A trained model's quality gate (``harmlib.evaluation.gate``): it must pass before its tables count."""
+
+    reconstruction: float = 0.95   # SSIM of held-out x -> G(E_b(x), E_s(x)) over the brain
+    translation: float = 0.8       # accuracy of an independent scanner classifier on outputs (x -> A read as A)
+    improved: float = 0.9          # share of traveling-subject cases closer to the truth (SSIM) after harmonization
+    min_gain: float = 0.02         # mean SSIM-to-truth gain over those cases
+    structure: float = 0.93        # structural SSIM of harmonized vs original
+    classifier_epochs: int = 30    # of the independent 3D scanner classifier
+    classifier_mm: int = 4         # its grid (block means of the data's grid)
+
+    def __post_init__(self) -> None:
+        for name in ("reconstruction", "translation", "improved", "min_gain", "structure"):
+            v = getattr(self, name)
+            _require(math.isfinite(v) and 0.0 <= v <= 1.0, f"gate.{name}", v, "gate thresholds lie in [0, 1]")
+        _require(self.classifier_epochs >= 1, "gate.classifier_epochs", self.classifier_epochs, "use at least 1")
+        _require(self.classifier_mm in (1, 2, 4, 8), "gate.classifier_mm", self.classifier_mm, "use 1, 2, 4 or 8 (a multiple of the data's grid)")
 
 
 @dataclass(frozen=True)
@@ -313,6 +345,7 @@ class Config:
     ssim: SSIMConfig = field(default_factory=SSIMConfig)
     explorer: ExplorerConfig = field(default_factory=ExplorerConfig)
     evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
+    gate: GateConfig = field(default_factory=GateConfig)
     harmonizer: HarmonizerConfig = field(default_factory=HarmonizerConfig)
     gmvae: GMVAEConfig = field(default_factory=GMVAEConfig)
     drit: DRITConfig = field(default_factory=DRITConfig)

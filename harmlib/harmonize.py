@@ -27,9 +27,10 @@ from harmlib.checkpoint import load_checkpoint
 from harmlib.data.datasets import Normalizer, crop_pads, pad_to_multiple
 from harmlib.data.io import DataError, load_volume, save_volume
 from harmlib.harmonize2d import SLICE_KINDS, SliceHarmonizer, harmonize_slices, load_slice_harmonizer
-from harmlib.models.aguit import AGUITSpec, StructureEncoder, StyleEncoder, Generator, style_vector
+from harmlib.models.aguit import AGUITSpec, build_aguit, style_vector
 
 AGNOSTIC = ("agnostic", "scanner-free")
+SELF = "self"  # reconstruction with the image's own style (the quality gate's x -> G(E_b(x), E_s(x)))
 MNI_CENTRE_MM = np.array([0.0, -18.0, 18.0])
 
 
@@ -71,15 +72,21 @@ def load_harmonizer(path: str | Path, device: str = "cpu") -> Harmonizer | Slice
     ck = load_checkpoint(path, ("ssim_harmonizer", *SLICE_KINDS))
     if ck["kind"] in SLICE_KINDS:
         return load_slice_harmonizer(ck, path, device)
-    spec = AGUITSpec(**ck["spec"])
-    e_b = StructureEncoder(spec)
-    nets = {"E_b": e_b, "E_s": StyleEncoder(spec), "G": Generator(spec, e_b.out_ch)}
+    return harmonizer_from(ck, ck["state"], device)
+
+
+def harmonizer_from(meta: dict, state: dict, device: str = "cpu") -> Harmonizer:
+    """A 3D harmonizer from a model file's metadata and the E_b, E_s, G weights (of the file, or of a
+    training snapshot: the convergence figure evaluates those)."""
+    spec = AGUITSpec(**meta["spec"])
+    nets = build_aguit(spec)
+    nets = {k: nets[k] for k in ("E_b", "E_s", "G")}
     dev = torch.device(device)
     for k, net in nets.items():
-        net.load_state_dict(ck["state"][k])
+        net.load_state_dict(state[k])
         net.to(dev).eval()
-    return Harmonizer(ck["kind"], nets, list(ck["domains"]), np.asarray(ck["affine"]), tuple(int(v) for v in ck["shape"]),
-                      Normalizer.from_dict(ck["normalizer"]), spec.noise_dim, max(8, 2 ** (spec.n_down + 1)), dev, ck.get("scales"))
+    return Harmonizer(meta.get("kind", "ssim_harmonizer"), nets, list(meta["domains"]), np.asarray(meta["affine"]), tuple(int(v) for v in meta["shape"]),
+                      Normalizer.from_dict(meta["normalizer"]), spec.noise_dim, max(8, 2 ** (spec.n_down + 1)), dev, meta.get("scales"))
 
 
 def check_mni_aligned(img: nib.Nifti1Image, path: Path) -> None:
@@ -100,25 +107,32 @@ def resample(vol: np.ndarray, src_affine: np.ndarray, dst_affine: np.ndarray, ds
 
 @torch.no_grad()
 def harmonize_array(h: Harmonizer | SliceHarmonizer, vol: np.ndarray, target: str, seed: int = 0) -> np.ndarray:
-    """Harmonize a volume already on the model's grid; returns it in the input's intensity units."""
+    """Harmonize a volume already on the model's grid; returns it in the target's intensity units.
+
+    ``target`` ``"self"`` reconstructs the volume with its own style (label read by E_s, in its own
+    units): x -> G(E_b(x), E_s(x)), the quality gate's reconstruction.
+    """
     if isinstance(h, SliceHarmonizer):
         return harmonize_slices(h, vol, target, seed)
     x, params = h.normalizer.forward(vol)
     x, pads = pad_to_multiple(np.asarray(x, np.float32), h.pad_multiple, value=-1.0)
     xt = torch.from_numpy(np.ascontiguousarray(x))[None, None].to(h.device)
     c = h.nets["E_b"](xt)
-    noise, _ = h.nets["E_s"](xt)
+    noise, logits = h.nets["E_s"](xt)
     if target in AGNOSTIC:
         noise = torch.randn(1, h.noise_dim, generator=torch.Generator().manual_seed(seed)).to(h.device)
-    y = h.nets["G"](c, style_vector(noise, h.label(target).to(h.device)))[0, 0].float().cpu().numpy()
-    out = h.normalizer.inverse(crop_pads(y, pads), {"low": params["low"], "high": h.scale(target, params["high"])})
+    label = torch.tanh(logits) if target == SELF else h.label(target).to(h.device)
+    y = h.nets["G"](c, style_vector(noise, label), xt)[0, 0].float().cpu().numpy()
+    high = params["high"] if target == SELF else h.scale(target, params["high"])
+    out = h.normalizer.inverse(np.clip(crop_pads(y, pads), -1.0, 1.0), {"low": params["low"], "high": high})
     return np.where(vol > 0, np.clip(out, 0, None), 0).astype(np.float32)
 
 
 def harmonize_file(h: Harmonizer | SliceHarmonizer, in_path: str | Path, out_path: str | Path, target: str, seed: int = 0, overwrite: bool = False) -> Path:
     """Harmonize one NIfTI to ``out_path`` (atomic), keeping the input's grid, header and affine."""
     in_path, out_path = Path(in_path), Path(out_path)
-    h.label(target)  # unknown targets fail before any work
+    if target != SELF:
+        h.label(target)  # unknown targets fail before any work
     if out_path.resolve() == in_path.resolve():
         raise DataError(f"{in_path}: the output would overwrite the input; choose another --out-dir")
     if out_path.exists() and not overwrite:

@@ -184,3 +184,33 @@ def plot_harmonization_planes(original: np.ndarray, harmonized: dict[str, np.nda
         fig.colorbar(im, ax=axes[:, -1].tolist(), shrink=0.3, label="intensity difference")
     fig.suptitle(title, fontsize=9)
     return fig
+
+
+def plot_convergence(df, thresholds: dict[str, float] | None = None, title: str = "") -> plt.Figure:
+    """The quality gate's image metrics against the training step (`harmlib.evaluation.gate.convergence`).
+
+    One solid line per metric; a metric's ``"<name> (unharmonized)"`` column (SSIM of the input to the truth,
+    the bar to beat) is drawn dashed in the same colour; ``thresholds`` ({metric: value}, e.g. the gate's
+    reconstruction threshold) are dotted horizontal lines in their metric's colour.
+    """
+    thresholds = thresholds or {}
+    metrics = [c for c in df.columns if c != "step" and not c.endswith(" (unharmonized)")]
+    fig, ax = plt.subplots(figsize=(6.4, 3.6))
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for k, m in enumerate(metrics):
+        color = colors[k % len(colors)]
+        ax.plot(df["step"], df[m], marker="o", ms=3, lw=1.3, color=color, label=m)
+        if f"{m} (unharmonized)" in df.columns:
+            ax.plot(df["step"], df[f"{m} (unharmonized)"], ls="--", lw=1, color=color, label=f"{m} (unharmonized)")
+        if m in thresholds:
+            ax.axhline(thresholds[m], ls=":", lw=1.2, color=color, label=f"gate: {m} >= {thresholds[m]:g}")
+    for m, v in thresholds.items():
+        if m not in metrics:
+            ax.axhline(v, ls=":", lw=1.2, color="0.3", label=f"gate: {m} >= {v:g}")
+    ax.set_xlabel("training step")
+    ax.set_ylabel("SSIM over the brain")
+    ax.set_title(title, fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
+    fig.tight_layout()
+    return fig

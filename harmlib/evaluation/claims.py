@@ -4,6 +4,11 @@ Each evaluation notebook writes a claim table (``metric, version, paper, ours, c
 see `harmlib.evaluation.tables.claim_table`) to ``runs/<profile>/tables/``. `collect_claims` reads them all
 and groups the rows into the papers' claims; a missing table is reported as "not run", never guessed.
 The reasons are written per claim and per outcome: they explain the mechanism, the numbers come from the run.
+
+Every claim belongs to the trained model(s) that produced its numbers (`CLAIM_MODELS`). A model's quality gate
+(``gate_<model>.csv``, `harmlib.evaluation.gate`) comes first: when it fails, the claim's verdict is
+"model below its quality gate" with the failing numbers, not "does not hold", since an untrained model says
+nothing about the method. A model without a gate table is judged on its tables alone, and says so.
 """
 from __future__ import annotations
 
@@ -11,7 +16,8 @@ from typing import Any
 
 import pandas as pd
 
-from harmlib.evaluation.tables import tables_dir
+from harmlib.evaluation.gate import gate_failures, gate_passed
+from harmlib.evaluation.tables import read_gates, tables_dir
 
 # (claim, table, metric, versions, reason if it holds, reason if it does not)
 CLAIMS: tuple[tuple[str, str, str, tuple[str, ...], str, str], ...] = (
@@ -92,30 +98,122 @@ def _verdict(df: pd.DataFrame, metric: str, versions: tuple[str, ...]) -> tuple[
     return bool(holds.all()), ours, paper if paper.replace(";", "").replace(":", "").strip() else ""
 
 
+# The trained models behind the claims, in the book's order, with the names a reader knows them by.
+MODELS = {"ssim_harmonizer": "SSIM-guided harmonizer (paper 1)", "gmvae": "GM-VAE attribute encoder (paper 2, stage 1)",
+          "gmm_drit": "GMM-DRIT (paper 2)", "drit": "DRIT++ (paper 2's baseline)"}
+# Which models' gates a claim's table depends on (E2-E5 compare GMM-DRIT with DRIT++, so both count).
+CLAIM_MODELS: dict[str, tuple[str, ...]] = {
+    "paper1_table2": ("ssim_harmonizer",), "paper1_structural_ssim": ("ssim_harmonizer",), "paper1_table3": ("ssim_harmonizer",),
+    "paper1_table4": ("ssim_harmonizer",), "traveling_subjects_paper1": ("ssim_harmonizer",),
+    "paper2_e1_clustering": ("gmvae",),
+    "paper2_table1": ("gmm_drit", "drit"), "paper2_table2": ("gmm_drit", "drit"), "paper2_table3": ("gmm_drit", "drit"),
+    "paper2_e5_fid_kid": ("gmm_drit", "drit"), "traveling_subjects_paper2": ("gmm_drit",),
+}
+BELOW_GATE = "model below its quality gate"
+VERDICTS = {True: "holds", False: "does not hold", None: "not measured"}
+
+
+def gate_line(table: pd.DataFrame) -> str:
+    """'gate passed', or 'model below its quality gate: <criterion value < threshold; ...>' for one model's gate."""
+    if gate_passed(table):
+        return "gate passed"
+    return f"{BELOW_GATE}: " + ("; ".join(gate_failures(table)) or "no criterion with a threshold was measured")
+
+
+def gate_status(gates: pd.DataFrame, model: str) -> list[str] | None:
+    """None when ``model`` has no gate table; [] when it passed; else its failing criteria (value < threshold)."""
+    g = gates[gates["model"] == model]
+    if g.empty:
+        return None
+    return [] if gate_passed(g) else (gate_failures(g) or ["no criterion with a threshold was measured"])
+
+
+def _gate_reason(models: tuple[str, ...], status: dict[str, list[str] | None]) -> tuple[bool, str]:
+    """(any of the claim's models failed its gate, the text appended to or replacing the reason)."""
+    failed = {m: status.get(m) for m in models if status.get(m)}
+    if failed:
+        who = (lambda m: "the model") if len(models) == 1 else (lambda m: m)
+        return True, " — ".join(f"{who(m)} failed its gate: {'; '.join(f)}" for m, f in failed.items())
+    if not models:
+        return False, ""
+    missing = [m for m in models if status.get(m) is None]
+    if len(missing) == len(models):
+        return False, " (no quality gate measured)"
+    if missing:
+        return False, f" (no quality gate measured for {', '.join(missing)}; the others passed theirs)"
+    return False, " (the model passed its quality gate)" if len(models) == 1 else " (the models passed their quality gates)"
+
+
 def collect_claims(cfg: Any) -> pd.DataFrame:
-    """One row per claim: the verdict on this run (True, False, or None when its table is missing) and why."""
+    """One row per claim: the verdict on this run and why.
+
+    ``verdict``: holds, does not hold, not measured (its table is missing or says why), or "model below its
+    quality gate" (then ``holds`` is None and ``why`` gives the failing numbers). ``models``: whose gates count.
+    """
+    gates = read_gates(cfg)
+    status = {m: gate_status(gates, m) for m in dict.fromkeys([*MODELS, *gates["model"]])}
     out = []
     for claim, table, metric, versions, why_yes, why_no in CLAIMS:
+        models = CLAIM_MODELS.get(table, ())
+        row = {"claim": claim, "verdict": VERDICTS[None], "holds": None, "ours": "", "paper": "", "why": "", "table": table, "models": ", ".join(models)}
         path = tables_dir(cfg) / f"{table}.csv"
         if not path.is_file():
-            out.append({"claim": claim, "holds": None, "ours": "", "paper": "", "why": f"not run: {path} is missing", "table": table})
+            out.append(row | {"why": f"not run: {path} is missing"})
             continue
         df = pd.read_csv(path)
         if "note" in df.columns:  # e.g. no traveling-subject truth on real data
-            out.append({"claim": claim, "holds": None, "ours": "", "paper": "", "why": str(df["note"].iloc[0]), "table": table})
+            out.append(row | {"why": str(df["note"].iloc[0])})
             continue
         holds, ours, paper = _verdict(df, metric, versions)
-        why = "no comparable rows in the table" if holds is None else (why_yes if holds else why_no)
-        out.append({"claim": claim, "holds": holds, "ours": ours, "paper": paper, "why": why, "table": table})
+        row |= {"ours": ours, "paper": paper}
+        if holds is None:
+            out.append(row | {"why": "no comparable rows in the table"})
+            continue
+        failed, gate_text = _gate_reason(models, status)
+        if failed:
+            row |= {"verdict": BELOW_GATE, "why": f"{gate_text} (its tables, not counted, say the claim {VERDICTS[holds]})"}
+        else:
+            row |= {"verdict": VERDICTS[holds], "holds": holds, "why": (why_yes if holds else why_no) + gate_text}
+        out.append(row)
     return pd.DataFrame(out)
+
+
+def _verdict_of(r: Any) -> str:
+    verdict = getattr(r, "verdict", None)
+    if isinstance(verdict, str) and verdict:
+        return verdict
+    return VERDICTS[None if pd.isna(r.holds) else bool(r.holds)]
 
 
 def claims_markdown(claims: pd.DataFrame) -> str:
     """The page's list: one bullet per claim with its verdict, our numbers, the paper's, and the reason."""
-    mark = {True: "**holds**", False: "**does not hold**", None: "**not measured**"}
     lines = []
     for r in claims.itertuples(index=False):
-        holds = None if pd.isna(r.holds) else bool(r.holds)
-        lines.append(f"- {mark[holds]}: {r.claim}. Ours: {r.ours or 'n/a'}. Paper: {r.paper or 'n/a'}. *Why:* {r.why} "
+        lines.append(f"- **{_verdict_of(r)}**: {r.claim}. Ours: {r.ours or 'n/a'}. Paper: {r.paper or 'n/a'}. *Why:* {r.why} "
                      f"(table `{r.table}.csv`).")
     return "\n".join(lines)
+
+
+def _cell(v: Any) -> str:
+    if isinstance(v, bool) or str(v) in ("True", "False"):
+        return "yes" if str(v) == "True" else "**no**"
+    if isinstance(v, float):
+        return "" if pd.isna(v) else f"{v:.4g}"
+    return str(v).replace("|", "\\|")
+
+
+def gates_markdown(gates: pd.DataFrame, models: Any = tuple(MODELS)) -> str:
+    """Each model's quality gate, first on the What-reproduced page: its verdict line and a table
+    (criterion, value, threshold, passed); a model without a gate table gets one line saying so."""
+    blocks = []
+    for m in dict.fromkeys([*models, *gates["model"]]):
+        g = gates[gates["model"] == m]
+        name = f"**{MODELS.get(m, m)}** (`{m}`)"
+        if g.empty:
+            blocks.append(f"{name}: no quality gate computed by its chapter yet; its claims below are judged on their tables alone.")
+            continue
+        profile = f", profile {g['profile'].iloc[0]}" if "profile" in g.columns else ""
+        rows = ["| criterion | value | threshold | passed |", "|---|---|---|---|"]
+        rows += [f"| {_cell(r.criterion)} | {_cell(r.value)} | {_cell(r.threshold)} | {_cell(r.passed)} |" for r in g.itertuples(index=False)]
+        blocks.append(f"{name}{profile}: {gate_line(g)}\n\n" + "\n".join(rows))
+    return "\n\n".join(blocks)

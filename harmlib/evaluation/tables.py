@@ -109,3 +109,33 @@ def summary_row(version: str, metric: str, values: np.ndarray) -> dict[str, Any]
     """One row of a long stats table from raw values (e.g. pair SSIMs): mean and SD with ddof=0."""
     v = np.asarray(values, dtype=float)
     return {"version": version, "metric": metric, "mean": float(v.mean()), "sd": float(v.std())}
+
+
+GATE_COLUMNS = ("model", "criterion", "value", "threshold", "passed", "profile")
+
+
+def write_gate(table: pd.DataFrame, cfg_or_dir: Any, model: str) -> Path:
+    """Write a model's quality gate (`harmlib.evaluation.gate.evaluate_gate`) to ``<tables dir>/gate_<model>.csv``."""
+    missing = [c for c in ("criterion", "value", "threshold", "passed") if c not in table.columns]
+    if missing:
+        raise ValueError(f"write_gate: the gate table of '{model}' lacks the column(s) {', '.join(missing)}; pass the table of evaluate_gate")
+    return write_table(table, cfg_or_dir, f"gate_{model}")
+
+
+def read_gates(cfg_or_dir: Any) -> pd.DataFrame:
+    """Every ``gate_<model>.csv`` of a run in one table (columns `GATE_COLUMNS`); empty when there is none.
+
+    Cells are read as text, so that an informational row's empty threshold stays "" (not NaN) and
+    `harmlib.evaluation.gate.gate_passed` / `gate_failures` read the table as they read the one in memory.
+    The ``model`` column is the file's model name (what the claims look up).
+    """
+    frames = []
+    for path in sorted(tables_dir(cfg_or_dir).glob("gate_*.csv")):
+        df = pd.read_csv(path, dtype=str, keep_default_na=False)
+        df["model"] = path.stem[len("gate_"):]
+        frames.append(df)
+    if not frames:
+        return pd.DataFrame(columns=list(GATE_COLUMNS))
+    out = pd.concat(frames, ignore_index=True)
+    first = [c for c in GATE_COLUMNS if c in out.columns]
+    return out[first + [c for c in out.columns if c not in first]]

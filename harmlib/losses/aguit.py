@@ -1,6 +1,6 @@
 """Losses as plain functions; each objective returns (total, {name: term}) so logging is free.
 
-Paper 1's terms (Sec. 2), on images in [-1, 1] (data range 2):
+Paper 1's terms (Sec. 2), on the models' images in [-1, 1]; SSIM terms see them shifted to [0, 1]:
 
     L_rec^x    = lam * L_SSIM(x_u, x_{u->u}) + (1 - lam) * |x_u - x_{u->u}|_1
     L_cc^x     = lam * L_SSIM(x_u, x_u^cc)  + (1 - lam) * |x_u - x_u^cc|_1
@@ -23,9 +23,16 @@ import torch
 import torch.nn.functional as F
 
 from harmlib.config import AGUITWeights, SSIMConfig
-from harmlib.ssim import luminance_consistency, ssim_l1_loss, structural_consistency
+from harmlib.ssim import ssim_components
 
-DATA_RANGE = 2.0  # the models' images live in [-1, 1]
+DATA_RANGE = 1.0  # SSIM terms are computed on the images shifted from [-1, 1] to [0, 1] (see _unit)
+
+
+def _unit(x: torch.Tensor) -> torch.Tensor:
+    """[-1, 1] -> [0, 1]. SSIM's luminance term (2 mu_x mu_y + C1) / (mu_x^2 + mu_y^2 + C1) assumes
+    non-negative intensities: on [-1, 1] the local means of grey matter sit near 0 and change sign, where
+    l swings between -1 and 1 for a small intensity change. Contrast and structure are shift-invariant."""
+    return (x.float() + 1.0) * 0.5
 
 
 def _window(t: SSIMConfig, shape: torch.Size) -> dict:
@@ -34,17 +41,42 @@ def _window(t: SSIMConfig, shape: torch.Size) -> dict:
     return {"win_size": win, "sigma": t.sigma * win / t.win_size, "k1": t.k1, "k2": t.k2}
 
 
-def mixed(x: torch.Tensor, y: torch.Tensor, t: SSIMConfig) -> torch.Tensor:
-    """``lam * L_SSIM + (1 - lam) * L1``: the form of L_rec^x and L_cc^x."""
-    return ssim_l1_loss(x, y, t.lam, t.alpha, t.beta, t.gamma, DATA_RANGE, **_window(t, x.shape))
+def _mean(m: torch.Tensor, mask: torch.Tensor | None, win: int) -> torch.Tensor:
+    """Mean of a map; with a mask (N, 1, *spatial) the mean over the brain. SSIM maps are "valid"
+    (each value is its window's centre), so the mask is cropped by the window's radius to match."""
+    if mask is None:
+        return m.mean()
+    r = (mask.shape[-1] - m.shape[-1]) // 2
+    if r:
+        mask = mask[(..., *[slice(r, -r)] * (mask.ndim - 2))]
+    return (m * mask).sum() / mask.sum().clamp_min(1.0) / m.shape[1]
 
 
-def l_struct(x_uu: torch.Tensor, x_ul: torch.Tensor, t: SSIMConfig) -> torch.Tensor:
-    return structural_consistency(x_uu, x_ul, DATA_RANGE, **_window(t, x_uu.shape))
+def brain_mask(x: torch.Tensor, threshold: float = -0.8) -> torch.Tensor:
+    """Where a normalized image (background -1) holds brain, dilated by one voxel: the region the
+    losses are averaged over with ``harmonizer.mask_losses`` (the synthetic background is Rician noise)."""
+    pool = F.max_pool2d if x.ndim == 4 else F.max_pool3d
+    return pool((x.detach().float() > threshold).float(), 3, stride=1, padding=1)
 
 
-def l_lum(x_l: torch.Tensor, x_ul: torch.Tensor, t: SSIMConfig) -> torch.Tensor:
-    return luminance_consistency(x_l, x_ul, DATA_RANGE, **_window(t, x_l.shape))
+def mixed(x: torch.Tensor, y: torch.Tensor, t: SSIMConfig, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """``lam * L_SSIM + (1 - lam) * L1``: the form of L_rec^x and L_cc^x (over ``mask`` if given)."""
+    w = _window(t, x.shape)
+    l1 = _mean((x.float() - y.float()).abs(), mask, 0)
+    if t.lam == 0:
+        return l1
+    s = ssim_components(_unit(x), _unit(y), DATA_RANGE, **w).combine(t.alpha, t.beta, t.gamma)
+    return t.lam * (1 - _mean(s, mask, w["win_size"])) + (1 - t.lam) * l1
+
+
+def l_struct(x_uu: torch.Tensor, x_ul: torch.Tensor, t: SSIMConfig, mask: torch.Tensor | None = None) -> torch.Tensor:
+    w = _window(t, x_uu.shape)
+    return 1 - _mean(ssim_components(_unit(x_uu), _unit(x_ul), DATA_RANGE, **w).structure, mask, w["win_size"])
+
+
+def l_lum(x_l: torch.Tensor, x_ul: torch.Tensor, t: SSIMConfig, mask: torch.Tensor | None = None) -> torch.Tensor:
+    w = _window(t, x_l.shape)
+    return 1 - _mean(ssim_components(_unit(x_l), _unit(x_ul), DATA_RANGE, **w).luminance, mask, w["win_size"])
 
 
 def label_bce(logits: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
@@ -65,11 +97,13 @@ def kl_noise(n: torch.Tensor) -> torch.Tensor:
 def aguit_generator_loss(f: dict[str, torch.Tensor], d_x_fake: list, d_b: tuple, w: AGUITWeights, t: SSIMConfig) -> tuple[torch.Tensor, dict[str, float]]:
     """L_{G, E_b, E_s}: ``f`` holds the forward pass (see ``harmlib.train.aguit``)."""
     adv_b_logit, pre_b_logits = d_b  # D^b on c_u: the encoders want it judged "labeled" and site-less
+    m_u, m_l = f.get("mask_u"), f.get("mask_l")
+    m_lum = None if m_u is None else m_u * m_l  # luminance compares x_l with x_{u->l}: both brains
     terms = {
-        "rec": mixed(f["x_u"], f["x_uu"], t),
-        "cc": mixed(f["x_u"], f["x_cc"], t),
-        "struct": l_struct(f["x_uu"], f["x_ul"], t),
-        "lum": l_lum(f["x_l"], f["x_ul"], t),
+        "rec": mixed(f["x_u"], f["x_uu"], t, m_u),
+        "cc": mixed(f["x_u"], f["x_cc"], t, m_u),
+        "struct": l_struct(f["x_uu"], f["x_ul"], t, m_u),
+        "lum": l_lum(f["x_l"], f["x_ul"], t, m_lum),
         "cla_s": label_bce(f["logit_l"], f["label"]),
         "adv_b": lsgan(adv_b_logit, True),
         "pre_b": F.binary_cross_entropy_with_logits(pre_b_logits.float(), torch.full_like(pre_b_logits.float(), 0.5)),
@@ -79,6 +113,13 @@ def aguit_generator_loss(f: dict[str, torch.Tensor], d_x_fake: list, d_b: tuple,
         "kl": kl_noise(f["n_u"]),
     }
     total = sum(getattr(w, k) * v for k, v in terms.items())
+    return total, {k: float(v.detach()) for k, v in terms.items()}
+
+
+def aguit_reconstruction_loss(f: dict[str, torch.Tensor], w: AGUITWeights, t: SSIMConfig) -> tuple[torch.Tensor, dict[str, float]]:
+    """The warm-up objective (``train.warmup`` steps, as HACA3's first epoch): L_rec^x and L_cla^s only."""
+    terms = {"rec": mixed(f["x_u"], f["x_uu"], t, f.get("mask_u")), "cla_s": label_bce(f["logit_l"], f["label"])}
+    total = w.rec * terms["rec"] + w.cla_s * terms["cla_s"]
     return total, {k: float(v.detach()) for k, v in terms.items()}
 
 

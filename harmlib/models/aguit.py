@@ -40,6 +40,7 @@ class AGUITSpec:
     d_width: int = 64
     d_layers: int = 3
     d_scales: int = 2
+    residual: bool = False  # G(c, s, x) = x + delta(c, s), delta's last layer zero at init (IGUANE's generator)
 
 
 class StructureEncoder(nn.Module):
@@ -87,7 +88,13 @@ def style_vector(noise: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
 
 
 class Generator(nn.Module):
-    """G: AdaIN residual blocks on c, then (upsample, conv5, LayerNorm) x n_down, conv7 + tanh."""
+    """G: AdaIN residual blocks on c, then (upsample, conv5, LayerNorm) x n_down, conv7 + tanh.
+
+    With ``spec.residual`` the last conv7 has no tanh and starts at zero, and G returns x + delta:
+    the harmonizer is the identity at initialization (IGUANE's residual generator), so a short
+    training run only has to learn the change of appearance, not to redraw the anatomy through the
+    bottleneck. AGUIT (and the paper profile) have no residual.
+    """
 
     def __init__(self, s: AGUITSpec, content_ch: int) -> None:
         super().__init__()
@@ -98,15 +105,24 @@ class Generator(nn.Module):
             ups.append(ConvBlock(s.dim, ch, ch // 2, 5, norm="ln"))
             ch //= 2
         self.ups = nn.ModuleList(ups)
-        self.out = ConvBlock(s.dim, ch, 1, 7, norm="none", act="tanh")
+        self.residual = s.residual
+        self.out = ConvBlock(s.dim, ch, 1, 7, norm="none", act="none" if s.residual else "tanh")
+        if s.residual:
+            nn.init.zeros_(self.out.conv.weight)
+            nn.init.zeros_(self.out.conv.bias)
         self.mlp = MLP(s.noise_dim + s.n_domains, n_adain_params(self.res), s.mlp_hidden)
 
-    def forward(self, content: torch.Tensor, style: torch.Tensor) -> torch.Tensor:
+    def forward(self, content: torch.Tensor, style: torch.Tensor, x: torch.Tensor | None = None) -> torch.Tensor:
+        """G(c, s); a residual G also needs the image x whose structure code c is."""
         assign_adain_params(self.res, self.mlp(style))
         h = self.res(content)
         for up in self.ups:
             h = up(upsample(h))
-        return self.out(h)
+        if not self.residual:
+            return self.out(h)
+        if x is None:
+            raise ValueError("a residual generator (harmonizer.residual) needs the input image: G(c, s, x)")
+        return x + self.out(h)
 
 
 class _PatchD(nn.Module):

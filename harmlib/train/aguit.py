@@ -22,6 +22,7 @@ from harmlib.config import AGUITWeights, Config, SSIMConfig, to_dict
 from harmlib.data.datasets import LabeledUnlabeledPairs, Normalizer, VolumeDataset
 from harmlib.data.manifest import Manifest
 from harmlib.losses import aguit_discriminator_loss, aguit_generator_loss
+from harmlib.losses.aguit import aguit_reconstruction_loss, brain_mask
 from harmlib.models.aguit import AGUITSpec, build_aguit, style_vector
 from harmlib.train.loop import Task
 
@@ -42,18 +43,22 @@ def model_downsample(cfg: Config) -> int:
     return v // cfg.data.voxel_mm
 
 
-def forward(nets: dict, x_l: torch.Tensor, label: torch.Tensor, x_u: torch.Tensor, noise_dim: int) -> dict[str, torch.Tensor]:
-    """Every image and code of one iteration, by the paper's names."""
+def forward(nets: dict, x_l: torch.Tensor, label: torch.Tensor, x_u: torch.Tensor, noise_dim: int, masked: bool = False,
+            translate: bool = True) -> dict[str, torch.Tensor]:
+    """Every image and code of one iteration, by the paper's names (``translate=False``: x_{u->u} only)."""
     c_u, (n_u, logit_u) = nets["E_b"](x_u), nets["E_s"](x_u)
     _, logit_l = nets["E_s"](x_l)
     s_u = style_vector(n_u, torch.tanh(logit_u))
-    n_r = torch.randn(x_u.shape[0], noise_dim, device=x_u.device)
-    x_uu = nets["G"](c_u, s_u)
-    x_ul = nets["G"](c_u, style_vector(n_r, label.to(n_r.dtype)))
-    c_ul, (n_ul, _) = nets["E_b"](x_ul), nets["E_s"](x_ul)
-    x_cc = nets["G"](c_ul, s_u)
-    return {"x_l": x_l, "x_u": x_u, "label": label, "c_u": c_u, "n_u": n_u, "logit_l": logit_l, "n_r": n_r,
-            "x_uu": x_uu, "x_ul": x_ul, "c_ul": c_ul, "n_ul": n_ul, "x_cc": x_cc}
+    x_uu = nets["G"](c_u, s_u, x_u)
+    f = {"x_l": x_l, "x_u": x_u, "label": label, "c_u": c_u, "n_u": n_u, "logit_l": logit_l, "x_uu": x_uu}
+    if masked:
+        f |= {"mask_u": brain_mask(x_u), "mask_l": brain_mask(x_l)}
+    if translate:
+        n_r = torch.randn(x_u.shape[0], noise_dim, device=x_u.device)
+        x_ul = nets["G"](c_u, style_vector(n_r, label.to(n_r.dtype)), x_u)
+        c_ul, (n_ul, _) = nets["E_b"](x_ul), nets["E_s"](x_ul)
+        f |= {"n_r": n_r, "x_ul": x_ul, "c_ul": c_ul, "n_ul": n_ul, "x_cc": nets["G"](c_ul, s_u, x_ul)}
+    return f
 
 
 def discriminator_objective(nets: dict, x_l: torch.Tensor, label: torch.Tensor, x_u: torch.Tensor, noise_dim: int, w: AGUITWeights):
@@ -61,14 +66,32 @@ def discriminator_objective(nets: dict, x_l: torch.Tensor, label: torch.Tensor, 
     with torch.no_grad():
         c_u, c_l = nets["E_b"](x_u), nets["E_b"](x_l)
         n_r = torch.randn(x_u.shape[0], noise_dim, device=x_u.device)
-        x_ul = nets["G"](c_u, style_vector(n_r, label.to(n_r.dtype)))
+        x_ul = nets["G"](c_u, style_vector(n_r, label.to(n_r.dtype)), x_u)
     return aguit_discriminator_loss(nets["D_x"](x_l), nets["D_x"](x_ul), nets["D_b"](c_l), nets["D_b"](c_u), label, w)
 
 
-def generator_objective(nets: dict, x_l: torch.Tensor, label: torch.Tensor, x_u: torch.Tensor, noise_dim: int, w: AGUITWeights, t: SSIMConfig):
+def generator_objective(nets: dict, x_l: torch.Tensor, label: torch.Tensor, x_u: torch.Tensor, noise_dim: int, w: AGUITWeights, t: SSIMConfig,
+                        masked: bool = False):
     """L_{G, E_b, E_s} on one full forward pass."""
-    f = forward(nets, x_l, label, x_u, noise_dim)
+    f = forward(nets, x_l, label, x_u, noise_dim, masked)
     return aguit_generator_loss(f, nets["D_x"](f["x_ul"]), nets["D_b"](f["c_u"]), w, t)
+
+
+def reconstruction_objective(nets: dict, x_l: torch.Tensor, label: torch.Tensor, x_u: torch.Tensor, noise_dim: int, w: AGUITWeights,
+                             t: SSIMConfig, masked: bool = False):
+    """The warm-up steps: L_rec^x and L_cla^s only (no translation, no discriminators)."""
+    return aguit_reconstruction_loss(forward(nets, x_l, label, x_u, noise_dim, masked, translate=False), w, t)
+
+
+def random_crop(images: list[torch.Tensor], size: int, rng: np.random.Generator) -> list[torch.Tensor]:
+    """The same random cube of ``size`` voxels from each (N, 1, *spatial) batch: x_l and x_u stay
+    aligned in MNI space, which L_lum (a local-mean comparison of two subjects) needs."""
+    spatial = images[0].shape[2:]
+    if any(size > s for s in spatial):
+        raise ValueError(f"harmonizer.crop={size} is larger than the padded volume {tuple(spatial)}; use a crop of at most {min(spatial)} voxels")
+    start = [int(rng.integers(0, s - size + 1)) for s in spatial]
+    sl = (..., *[slice(a, a + size) for a in start])
+    return [im[sl] for im in images]
 
 
 def _unpack(batch: tuple[dict, dict]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -89,6 +112,12 @@ def build_task(cfg: Config, manifest: Manifest) -> tuple[Task, dict[str, Any]]:
     torch.manual_seed(cfg.seed)
     nets = build_aguit(spec)
     w, t, bs = cfg.harmonizer.weights, cfg.ssim, cfg.harmonizer.train.batch_size
+    crop, masked = cfg.harmonizer.crop, cfg.harmonizer.mask_losses
+    padded = [s_ + a + b for s_, (a, b) in zip(labeled.shape, labeled.pads)]
+    if crop > min(padded):
+        raise ValueError(f"harmonizer.crop={crop} is larger than the volumes ({'x'.join(map(str, padded))} voxels after padding); use at most {min(padded) // pad * pad}")
+    if crop and crop % pad:
+        raise ValueError(f"harmonizer.crop={crop} is not a multiple of {pad} (2^(n_down+1)); use e.g. {crop // pad * pad or pad}")
 
     def batch(step: int):
         items = []
@@ -96,20 +125,27 @@ def build_task(cfg: Config, manifest: Manifest) -> tuple[Task, dict[str, Any]]:
             epoch, i = divmod(k, len(pairs))
             pairs.set_epoch(epoch)
             items.append(pairs[i])
-        return default_collate(items)
+        lab, unl = default_collate(items)
+        if crop:  # a fresh cube per step, drawn from the step alone so a resumed run sees the same batches
+            lab["image"], unl["image"] = random_crop([lab["image"], unl["image"]], crop, np.random.default_rng([cfg.seed, step]))
+        return lab, unl
 
     def d_step(b):
         return discriminator_objective(nets, *_unpack(b), spec.noise_dim, w)
 
     def g_step(b):
-        return generator_objective(nets, *_unpack(b), spec.noise_dim, w, t)
+        return generator_objective(nets, *_unpack(b), spec.noise_dim, w, t, masked)
+
+    def rec_step(b):
+        return reconstruction_objective(nets, *_unpack(b), spec.noise_dim, w, t, masked)
 
     scales = VolumeDataset(manifest, split="train", domains=domains, normalizer=norm, pad_multiple=pad, downsample=down).intensity_scales()
     meta = {"domains": domains, "spec": asdict(spec), "normalizer": norm.to_dict(), "scales": scales, "pads": labeled.pads, "shape": list(labeled.shape),
             "voxel_mm": float(abs(labeled.affine(0)[0, 0])), "affine": labeled.affine(0).tolist(), "config": to_dict(cfg)}
     shaping = {"spec": meta["spec"], "harmonizer": to_dict(cfg.harmonizer), "ssim": to_dict(cfg.ssim), "seed": cfg.seed, "domains": domains, "shape": meta["shape"]}
     fingerprint = hashlib.sha256(json.dumps(shaping, sort_keys=True, default=str).encode()).hexdigest()[:16]
-    task = Task(KIND, nets, g_nets=["E_b", "E_s", "G"], batch=batch, g_step=g_step, d_nets=["D_x", "D_b"], d_step=d_step, fingerprint=fingerprint)
+    task = Task(KIND, nets, g_nets=["E_b", "E_s", "G"], batch=batch, g_step=g_step, d_nets=["D_x", "D_b"], d_step=d_step, fingerprint=fingerprint,
+                rec_step=rec_step, lr_scale={"D_b": cfg.harmonizer.content_d_lr})
     return task, meta
 
 

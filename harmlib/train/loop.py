@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -47,6 +48,8 @@ class Task:
     d_step: StepFn | None = None
     frozen: list[str] = field(default_factory=list)  # nets that are used but never trained
     fingerprint: str = ""  # of everything that shapes training; a checkpoint of another one is not resumed
+    rec_step: StepFn | None = None  # the G step of the first ``train.warmup`` steps (no D step then)
+    lr_scale: dict[str, float] = field(default_factory=dict)  # a net's learning rate as a fraction of train.lr
 
 
 def pick_device(runtime: RuntimeConfig) -> torch.device:
@@ -72,9 +75,11 @@ def _distributed() -> tuple[int, int]:
     return (torch.distributed.get_rank(), world) if world > 1 else (0, 1)
 
 
-def _adam(nets: dict[str, nn.Module], names: list[str], cfg: TrainConfig) -> torch.optim.Optimizer | None:
-    params = [p for n in names for p in nets[n].parameters()]
-    return torch.optim.Adam(params, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), weight_decay=cfg.weight_decay) if params else None
+def _adam(nets: dict[str, nn.Module], names: list[str], cfg: TrainConfig, lr_scale: dict[str, float]) -> torch.optim.Optimizer | None:
+    """One Adam over ``names``, one parameter group per net (so a net can run at its own learning rate)."""
+    groups = [{"params": list(nets[n].parameters()), "lr": cfg.lr * lr_scale.get(n, 1.0)} for n in names]
+    groups = [g for g in groups if g["params"]]
+    return torch.optim.Adam(groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), weight_decay=cfg.weight_decay) if groups else None
 
 
 def _to(batch: Any, device: torch.device) -> Any:
@@ -87,13 +92,15 @@ def _to(batch: Any, device: torch.device) -> Any:
     return batch
 
 
-def _update(opt: torch.optim.Optimizer | None, loss: torch.Tensor, scaler: torch.amp.GradScaler) -> None:
+def _update(opt: torch.optim.Optimizer | None, loss: torch.Tensor, scaler: torch.amp.GradScaler, clip: float = 0.0) -> None:
     if opt is None:
         return
     opt.zero_grad(set_to_none=True)
     scaler.scale(loss).backward()
+    if clip:
+        scaler.unscale_(opt)
+        torch.nn.utils.clip_grad_norm_([p for g in opt.param_groups for p in g["params"]], clip)
     scaler.step(opt)
-    scaler.update()
 
 
 def _state(task: Task, opts: dict, step: int) -> dict[str, Any]:
@@ -111,8 +118,10 @@ def _state(task: Task, opts: dict, step: int) -> dict[str, Any]:
 
 def _set_aside(run_dir: Path) -> None:
     """Keep a checkpoint of another configuration as ``*.stale`` instead of resuming from it."""
-    for name in ("checkpoint.pt", "log.csv"):
+    for name in ("checkpoint.pt", "log.csv", "snapshots"):  # snapshots of that run would mix into this one's convergence
         if (run_dir / name).exists():
+            if (run_dir / f"{name}.stale").is_dir():
+                shutil.rmtree(run_dir / f"{name}.stale")  # an older stale run's snapshots; only the last is kept
             os.replace(run_dir / name, run_dir / f"{name}.stale")
     print(f"harmlib: {run_dir}/checkpoint.pt was trained with another configuration; kept as checkpoint.pt.stale, starting afresh", flush=True)
 
@@ -128,6 +137,17 @@ def _resume(task: Task, opts: dict, path: Path) -> int:
     if ck.get("cuda_rng") is not None and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(ck["cuda_rng"])
     return int(ck["step"])
+
+
+def snapshot_path(run_dir: str | Path, step: int) -> Path:
+    return Path(run_dir) / "snapshots" / f"step{step:06d}.pt"
+
+
+def save_snapshot(task: Task, run_dir: Path, step: int) -> Path:
+    """The trained nets (not D, not the optimizers) at ``step``: the convergence figure's points."""
+    unwrap = lambda m: m.module if isinstance(m, nn.parallel.DistributedDataParallel) else m  # noqa: E731
+    state = {k: unwrap(task.nets[k]).state_dict() for k in task.g_nets}
+    return save_checkpoint(snapshot_path(run_dir, step), {"kind": f"{task.kind}-snapshot", "step": step, "nets": state, "fingerprint": task.fingerprint})
 
 
 def _write_log(path: Path, rows: list[dict[str, float]]) -> None:
@@ -151,7 +171,7 @@ def fit(task: Task, cfg: TrainConfig, runtime: RuntimeConfig, run_dir: str | Pat
         if world > 1 and name not in task.frozen and any(p.requires_grad for p in net.parameters()):
             # static_graph: the same net runs several times per step (E_b on x_u and x_{u->l}, D on real and fake)
             task.nets[name] = nn.parallel.DistributedDataParallel(net, device_ids=[device.index] if device.type == "cuda" else None, static_graph=True)
-    opts = {"g": _adam(task.nets, task.g_nets, cfg), "d": _adam(task.nets, task.d_nets, cfg)}
+    opts = {"g": _adam(task.nets, task.g_nets, cfg, task.lr_scale), "d": _adam(task.nets, task.d_nets, cfg, task.lr_scale)}
     scaler = torch.amp.GradScaler(device.type, enabled=runtime.amp == "fp16" and device.type == "cuda")
     ck_path, log_path = run_dir / "checkpoint.pt", run_dir / "log.csv"
     start, rows = 0, []
@@ -166,14 +186,16 @@ def fit(task: Task, cfg: TrainConfig, runtime: RuntimeConfig, run_dir: str | Pat
     for step in bar:
         batch = _to(task.batch(step * world + rank), device)
         terms: dict[str, float] = {}
-        if task.d_step is not None:
+        warm = step < cfg.warmup and task.rec_step is not None
+        if task.d_step is not None and not warm:
             with autocast(device, runtime.amp):
                 d_loss, d_terms = task.d_step(batch)
-            _update(opts["d"], d_loss, scaler)
+            _update(opts["d"], d_loss, scaler, cfg.grad_clip)
             terms |= d_terms
         with autocast(device, runtime.amp):
-            g_loss, g_terms = task.g_step(batch)
-        _update(opts["g"], g_loss, scaler)
+            g_loss, g_terms = (task.rec_step if warm else task.g_step)(batch)
+        _update(opts["g"], g_loss, scaler, cfg.grad_clip)
+        scaler.update()  # once per step, after both updates
         terms |= g_terms
         done = step + 1
         if rank == 0 and (done % cfg.log_every == 0 or done == cfg.iterations):
@@ -182,6 +204,8 @@ def fit(task: Task, cfg: TrainConfig, runtime: RuntimeConfig, run_dir: str | Pat
         if rank == 0 and (done % cfg.checkpoint_every == 0 or done == cfg.iterations):
             save_checkpoint(ck_path, _state(task, opts, done))
             _write_log(log_path, rows)
+        if rank == 0 and cfg.snapshot_every and done % cfg.snapshot_every == 0:
+            save_snapshot(task, run_dir, done)
         if stop_after is not None and done >= stop_after:
             break
     bar.close()

@@ -1,0 +1,191 @@
+"""The quality gate: every trained model passes it before its tables count (DESIGN section 4).
+
+A table computed from a model that has not learned says nothing about the method, so each training
+chapter measures, on held-out data and by means independent of the model:
+
+* **reconstruction**: SSIM over the brain of held-out test volumes against x -> G(E_b(x), E_s(x));
+* **translation**: an independent 3D scanner classifier, trained on real training-site volumes and
+  never on model outputs, reads x harmonized to A as A and to B as B (accuracy over all cases);
+* **traveling subjects**: SSIM to the same subject's true rendering at the target, before and after
+  harmonization: the share of cases that moved closer and the mean gain (Nyul fitted to the target's
+  training scans on the same cases is reported beside it, as the classical bar);
+* **structure**: the structural term of SSIM between each harmonized volume and its original.
+
+Each criterion is a row (value, threshold from ``cfg.gate``, passed) of ``gate_<model>.csv``.
+A model whose gate fails is shown as "model below its quality gate" with these numbers.
+"""
+from __future__ import annotations
+
+from typing import Callable, Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+
+from harmlib.config import EvaluationConfig, GateConfig
+from harmlib.data.datasets import Normalizer
+from harmlib.data.io import load_volume
+from harmlib.data.manifest import Manifest
+from harmlib.data.mni import block_average
+from harmlib.evaluation.baselines import make_baseline
+from harmlib.evaluation.features import ScannerClassifier, train_feature_extractor
+from harmlib.evaluation.metrics import brain_mask, psnr, ssim_terms
+
+Harmonize = Callable[[np.ndarray, np.ndarray, str], np.ndarray]  # (volume, affine, target domain or "self"/"agnostic") -> volume
+
+
+def _load(path) -> tuple[np.ndarray, np.ndarray]:
+    img = load_volume(path)
+    return img.get_fdata(dtype=np.float32), img.affine
+
+
+def reconstruction_cases(test: Manifest, harmonize: Harmonize) -> pd.DataFrame:
+    """SSIM over the brain of each held-out volume against its reconstruction (target ``self``)."""
+    recs = []
+    for i in range(len(test)):
+        vol, aff = _load(test.path(i))
+        out = harmonize(vol, aff, "self")
+        recs.append({"subject": test.df.at[i, "subject"], "site": test.df.at[i, "domain"], "reconstruction SSIM": ssim_terms(out, vol, mask=brain_mask(vol))["ssim"]})
+    return pd.DataFrame(recs)
+
+
+def traveling_cases(test: Manifest, harmonize: Harmonize, targets: Mapping[str, str], extra: Sequence[str] = ("agnostic",)) -> tuple[pd.DataFrame, dict]:
+    """One row per (test volume, target): SSIM, structure and PSNR to the true rendering at the target
+    before and after harmonization, and the structural SSIM of the output vs its original.
+
+    ``targets``: {"A": domain, "B": domain}; ``extra`` targets (agnostic) have no truth and only get the
+    structure row. Returns the table and the outputs {target name: [volumes]} for the classifier.
+    """
+    recs, outputs = [], {name: [] for name in [*targets, *extra]}
+    for i in range(len(test)):
+        vol, aff = _load(test.path(i))
+        orig_mask = brain_mask(vol)
+        for name in [*targets, *extra]:
+            out = harmonize(vol, aff, targets.get(name, name))
+            outputs[name].append(out)
+            rec = {"subject": test.df.at[i, "subject"], "site": test.df.at[i, "domain"], "target": name,
+                   "structure vs original": ssim_terms(out, vol, mask=orig_mask)["structure"]}
+            if name in targets:
+                truth, _ = _load(test.truth(i, targets[name]))
+                m = brain_mask(truth)
+                before, after = ssim_terms(vol, truth, mask=m), ssim_terms(out, truth, mask=m)
+                rec |= {"SSIM before": before["ssim"], "SSIM after": after["ssim"], "structure before": before["structure"],
+                        "structure after": after["structure"], "PSNR before": psnr(vol[m], truth[m]), "PSNR after": psnr(out[m], truth[m])}
+            recs.append(rec)
+    return pd.DataFrame(recs), outputs
+
+
+def nyul_cases(manifest: Manifest, targets: Mapping[str, str]) -> pd.DataFrame:
+    """The classical bar: Nyul fitted to each target's training scans, on the same traveling cases."""
+    test, train = manifest.select("test", "test"), manifest.select("train")
+    recs = []
+    for name, domain in targets.items():
+        ref = [_load(p)[0] for p, d in zip(train.paths(), train.df["domain"]) if d == domain]
+        nyul = make_baseline("nyul", ref)
+        for i in range(len(test)):
+            vol, _ = _load(test.path(i))
+            truth, _ = _load(test.truth(i, domain))
+            m = brain_mask(truth)
+            recs.append({"target": name, "site": test.df.at[i, "domain"], "SSIM after": ssim_terms(nyul(vol), truth, mask=m)["ssim"]})
+    return pd.DataFrame(recs)
+
+
+def _classifier_input(vols: Sequence[np.ndarray], factor: int) -> torch.Tensor:
+    """Normalized as in training (percentile scaling), block-averaged to the classifier's grid."""
+    norm = Normalizer()
+    xs = [norm.forward(block_average(v, factor) if factor > 1 else v)[0] for v in vols]
+    return torch.from_numpy(np.stack(xs).astype(np.float32))[:, None]
+
+
+def train_scanner_classifier(manifest: Manifest, gate: GateConfig, evaluation: EvaluationConfig, data_mm: int, seed: int = 0) -> tuple[ScannerClassifier, list[str], pd.DataFrame]:
+    """An independent 3D scanner classifier on the real (unharmonized) training-site volumes only."""
+    train = manifest.select("train")
+    domains = manifest.domains("train")
+    factor = max(1, gate.classifier_mm // data_mm)
+    x = _classifier_input([_load(p)[0] for p in train.paths()], factor)
+    y = np.array([domains.index(d) for d in train.df["domain"]])
+    ev = EvaluationConfig(**{**evaluation.__dict__, "feature_epochs": gate.classifier_epochs})
+    extractor, log = train_feature_extractor(x, y, ev, seed=seed, batch_size=8)
+    return extractor.classifier, domains, log
+
+
+@torch.no_grad()
+def classify(classifier: ScannerClassifier, domains: Sequence[str], vols: Sequence[np.ndarray], factor: int) -> list[str]:
+    logits = classifier(_classifier_input(vols, factor))
+    return [domains[k] for k in logits.argmax(1).tolist()]
+
+
+def gate_table(model: str, profile: str, gate: GateConfig, rec: pd.DataFrame, trav: pd.DataFrame, accuracy: float,
+               nyul: pd.DataFrame | None = None) -> pd.DataFrame:
+    """The gate's rows: criterion, value, threshold, passed (and the model and profile)."""
+    paired = trav.dropna(subset=["SSIM after"])
+    rows = [("reconstruction SSIM (held-out, over the brain)", rec["reconstruction SSIM"].mean(), gate.reconstruction),
+            ("translation accuracy (independent scanner classifier)", accuracy, gate.translation)]
+    for name, grp in paired.groupby("target", sort=True):
+        gain = grp["SSIM after"] - grp["SSIM before"]
+        rows += [(f"traveling subjects -> {name}: share closer to the truth (SSIM)", float((gain > 0).mean()), gate.improved),
+                 (f"traveling subjects -> {name}: mean SSIM gain", float(gain.mean()), gate.min_gain)]
+    rows.append(("structural SSIM harmonized vs original", trav["structure vs original"].mean(), gate.structure))
+    df = pd.DataFrame([{"criterion": c, "value": round(float(v), 4), "threshold": t, "passed": bool(v >= t)} for c, v, t in rows])
+    info = {f"SSIM to truth -> {n}: before / after": f"{g['SSIM before'].mean():.3f} / {g['SSIM after'].mean():.3f}" for n, g in paired.groupby("target")}
+    if nyul is not None and len(nyul):
+        info |= {f"Nyul fitted to {n}'s scans: SSIM to truth": f"{g['SSIM after'].mean():.3f}" for n, g in nyul.groupby("target")}
+    info |= {f"PSNR to truth -> {n}: before / after (dB)": f"{g['PSNR before'].mean():.2f} / {g['PSNR after'].mean():.2f}" for n, g in paired.groupby("target")}
+    extra = pd.DataFrame([{"criterion": k, "value": v, "threshold": "", "passed": ""} for k, v in info.items()])
+    out = pd.concat([df, extra], ignore_index=True)
+    out.insert(0, "model", model)
+    out["profile"] = profile
+    return out
+
+
+def gate_passed(table: pd.DataFrame) -> bool:
+    """Whether every criterion with a threshold holds."""
+    crit = table[table["threshold"].astype(str) != ""]
+    return bool(len(crit)) and bool(crit["passed"].astype(str).eq("True").all())
+
+
+def gate_failures(table: pd.DataFrame) -> list[str]:
+    """The failing criteria as 'criterion value < threshold' lines (the reason a claim is not judged)."""
+    crit = table[table["threshold"].astype(str) != ""]
+    return [f"{r.criterion} {float(r.value):.3f} < {float(r.threshold):.2f}" for r in crit.itertuples() if str(r.passed) != "True"]
+
+
+def evaluate_gate(model: str, cfg, manifest: Manifest, harmonize: Harmonize, targets: Mapping[str, str]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The whole gate of one model on the test cohort: (gate table, per-case traveling table).
+
+    ``cfg`` is the run's config (profile, gate thresholds, data grid); ``targets`` {"A": domain, ...}.
+    """
+    test = manifest.select("test", "test")
+    rec = reconstruction_cases(test, harmonize)
+    trav, outputs = traveling_cases(test, harmonize, targets)
+    clf, domains, _ = train_scanner_classifier(manifest, cfg.gate, cfg.evaluation, cfg.data.voxel_mm, cfg.seed)
+    factor = max(1, cfg.gate.classifier_mm // cfg.data.voxel_mm)
+    hits = [pred == targets[name] for name in targets for pred in classify(clf, domains, outputs[name], factor)]
+    truth_hits = [pred == targets[name] for name in targets
+                  for pred in classify(clf, domains, [_load(test.truth(i, targets[name]))[0] for i in range(len(test))], factor)]
+    table = gate_table(model, cfg.profile, cfg.gate, rec, trav, float(np.mean(hits)), nyul_cases(manifest, targets))
+    sanity = pd.DataFrame([{"model": model, "criterion": "scanner classifier reads the true renderings at the targets correctly",
+                            "value": f"{np.mean(truth_hits):.3f}", "threshold": "", "passed": "", "profile": cfg.profile}])
+    return pd.concat([table, sanity], ignore_index=True), trav
+
+
+def convergence(snapshots: Mapping[int, Callable[[], Harmonize]], manifest: Manifest, targets: Mapping[str, str], n_test: int = 4) -> pd.DataFrame:
+    """The gate's image metrics at each training snapshot, on ``n_test`` test volumes spread over the sites.
+
+    ``snapshots``: {step: a function returning that snapshot's harmonize function}. One row per step:
+    reconstruction SSIM, SSIM to truth after harmonization to each target (and before), structure vs original.
+    """
+    test = manifest.select("test", "test")
+    idx = np.linspace(0, len(test) - 1, min(n_test, len(test))).round().astype(int)
+    sub = Manifest(test.df.iloc[idx].reset_index(drop=True), test.root)
+    rows = []
+    for step, make in sorted(snapshots.items()):
+        fn = make()
+        rec = reconstruction_cases(sub, fn)
+        trav, _ = traveling_cases(sub, fn, targets, extra=())
+        row = {"step": step, "reconstruction SSIM": rec["reconstruction SSIM"].mean(), "structure vs original": trav["structure vs original"].mean()}
+        for name, g in trav.groupby("target"):
+            row[f"SSIM to truth -> {name}"] = g["SSIM after"].mean()
+            row[f"SSIM to truth -> {name} (unharmonized)"] = g["SSIM before"].mean()
+        rows.append(row)
+    return pd.DataFrame(rows)

@@ -1,0 +1,45 @@
+"""Training snapshots as harmonize functions: the points of the convergence figure.
+
+The shared loop (`harmlib.train.loop.fit`) keeps the trained nets every ``train.snapshot_every`` steps under
+``<run dir>/snapshots/stepNNNNNN.pt``. `snapshot_harmonizers` turns each into a loader of a harmonize
+function (``(volume, affine, target) -> volume``, as `harmlib.evaluation.gate` expects), built lazily so
+that only one snapshot's nets are in memory at a time.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from harmlib.checkpoint import load_checkpoint
+from harmlib.harmonize import harmonize_volume, harmonizer_from
+
+Harmonize = Callable[[np.ndarray, np.ndarray, str], np.ndarray]
+
+
+def snapshot_steps(snap_dir: str | Path) -> dict[int, Path]:
+    """{step: path} of the ``stepNNNNNN.pt`` files under ``snap_dir`` (empty when there is none)."""
+    found = {}
+    for p in sorted(Path(snap_dir).glob("step*.pt")):
+        digits = p.stem[len("step"):]
+        if digits.isdigit():
+            found[int(digits)] = p
+    return found
+
+
+def snapshot_harmonizers(snap_dir: str | Path, meta: dict, seed: int = 0, device: str = "cpu") -> dict[int, Callable[[], Harmonize]]:
+    """{step: a function that builds that snapshot's harmonize function} for a 3D harmonizer.
+
+    ``meta``: the model file's metadata (`harmlib.train.aguit.build_task`'s second value); the snapshot
+    holds the E_b, E_s and G weights (``{"nets": ...}``).
+    """
+    kind = f"{meta.get('kind', 'ssim_harmonizer')}-snapshot"
+
+    def loader(path: Path) -> Callable[[], Harmonize]:
+        def make() -> Harmonize:
+            h = harmonizer_from(meta, load_checkpoint(path, (kind,))["nets"], device)
+            return lambda vol, affine, target: harmonize_volume(h, vol, affine, target, seed)
+        return make
+
+    return {step: loader(p) for step, p in snapshot_steps(snap_dir).items()}

@@ -1,0 +1,156 @@
+"""The quality gate: its table and verdict, its config checks, and how a failing gate reaches the claims page."""
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from harmlib import load_config
+from harmlib.config import ConfigError, GateConfig
+from harmlib.evaluation.gate import gate_failures, gate_passed, gate_table
+from harmlib.evaluation.tables import read_gates, write_gate
+
+
+def _cases(rec_ssim: float, after: float, structure: float) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Hand-made per-case tables: 4 held-out volumes, each harmonized to A, B (with truth) and agnostic."""
+    rec = pd.DataFrame({"subject": list("pqrs"), "site": ["X", "X", "Y", "Y"], "reconstruction SSIM": [rec_ssim] * 4})
+    rows = []
+    for subject in "pqrs":
+        for target in ("A", "B"):
+            rows.append({"subject": subject, "site": "X", "target": target, "structure vs original": structure,
+                         "SSIM before": 0.90, "SSIM after": after, "structure before": 0.94, "structure after": 0.95,
+                         "PSNR before": 20.0, "PSNR after": 22.0})
+        rows.append({"subject": subject, "site": "X", "target": "agnostic", "structure vs original": structure})
+    return rec, pd.DataFrame(rows)
+
+
+def _gate(rec_ssim=0.97, after=0.95, structure=0.97, accuracy=0.9, model="ssim_harmonizer") -> pd.DataFrame:
+    rec, trav = _cases(rec_ssim, after, structure)
+    nyul = pd.DataFrame({"target": ["A", "B"], "site": ["X", "X"], "SSIM after": [0.93, 0.92]})
+    return gate_table(model, "tiny", GateConfig(), rec, trav, accuracy, nyul)
+
+
+def test_a_model_that_meets_every_threshold_passes():
+    table = _gate()
+    assert list(table.columns) == ["model", "criterion", "value", "threshold", "passed", "profile"]
+    assert gate_passed(table) and gate_failures(table) == []
+    crit = table[table["threshold"].astype(str) != ""]
+    assert len(crit) == 7  # reconstruction, translation, 2 x (share improved, mean gain), structure
+    info = table[table["threshold"].astype(str) == ""]
+    assert info["criterion"].str.contains("Nyul").any() and info["criterion"].str.contains("before / after").any()
+
+
+def test_a_failing_gate_names_the_criterion_and_both_numbers():
+    table = _gate(rec_ssim=0.85, after=0.89)  # reconstruction below 0.95; harmonization moved away from the truth
+    assert not gate_passed(table)
+    fails = gate_failures(table)
+    rec = [f for f in fails if f.startswith("reconstruction SSIM")]
+    assert rec == ["reconstruction SSIM (held-out, over the brain) 0.850 < 0.95"]
+    assert any("traveling subjects -> A: share closer" in f and "0.000 < 0.90" in f for f in fails)
+    assert any("traveling subjects -> B: mean SSIM gain" in f and "-0.010 < 0.02" in f for f in fails)
+    assert not any("translation" in f or "structural" in f for f in fails)  # those passed
+
+
+def test_a_gate_reads_back_from_its_csv_with_the_same_verdict(tmp_path):
+    good, bad = _gate(), _gate(accuracy=0.5, model="drit")
+    assert write_gate(good, tmp_path, "ssim_harmonizer") == tmp_path / "gate_ssim_harmonizer.csv"
+    write_gate(bad, tmp_path, "drit")
+    gates = read_gates(tmp_path)
+    assert set(gates["model"]) == {"ssim_harmonizer", "drit"} and list(gates.columns)[:6] == list(good.columns)
+    back = gates[gates["model"] == "ssim_harmonizer"]
+    assert gate_passed(back) and gate_failures(back) == []  # empty thresholds of the info rows stay empty
+    assert gate_failures(gates[gates["model"] == "drit"]) == gate_failures(bad) == ["translation accuracy (independent scanner classifier) 0.500 < 0.80"]
+    assert read_gates(tmp_path / "nowhere").empty
+    with pytest.raises(ValueError, match="lacks the column"):
+        write_gate(good.drop(columns=["threshold"]), tmp_path, "x")
+
+
+@pytest.mark.parametrize("overrides, field", [
+    ({"gate.reconstruction": 1.5}, r"gate\.reconstruction"),
+    ({"gate.min_gain": -0.1}, r"gate\.min_gain"),
+    ({"gate.structure": float("nan")}, r"gate\.structure"),
+    ({"harmonizer.crop": 8}, r"harmonizer\.crop"),
+    ({"harmonizer.train.iterations": 10, "harmonizer.train.warmup": 10}, r"train\.warmup.*iterations"),
+])
+def test_bad_gate_crop_and_warmup_settings_fail_with_the_field_name(overrides, field):
+    with pytest.raises(ConfigError, match=field):
+        load_config("tiny", overrides)
+
+
+def test_valid_gate_settings_load():
+    cfg = load_config("tiny", {"gate.reconstruction": 1.0, "gate.min_gain": 0.0, "harmonizer.train.iterations": 10, "harmonizer.train.warmup": 9})
+    assert cfg.gate.reconstruction == 1.0 and cfg.harmonizer.train.warmup == 9
+
+
+def _claims_run(tmp_path, gate: pd.DataFrame | None):
+    """A run whose paper-1 Table 2 and paper-2 Table 1 hold, with ``gate`` as the ssim_harmonizer's gate."""
+    cfg = SimpleNamespace(run_dir=tmp_path, profile="tiny")  # tables_dir(cfg) = tmp_path / "tables"
+    tables = tmp_path / "tables"
+    tables.mkdir(exist_ok=True)
+    pd.DataFrame([{"metric": "wasserstein", "version": v, "paper": "", "ours": "0.1 ± 0.0", "claim holds": h, "profile": "tiny"}
+                  for v, h in (("unharmonized", ""), ("A", True), ("B", True), ("agnostic", True))]).to_csv(tables / "paper1_table2.csv", index=False)
+    pd.DataFrame([{"metric": "structural_ssim", "version": "GMM-DRIT", "paper": "0.96", "ours": "0.9 ± 0.1", "claim holds": True, "profile": "tiny"}]
+                 ).to_csv(tables / "paper2_table1.csv", index=False)
+    if gate is not None:
+        write_gate(gate, cfg, "ssim_harmonizer")
+    return cfg
+
+
+def test_a_failing_gate_turns_the_models_claims_into_below_its_gate(tmp_path):
+    from harmlib.evaluation.claims import BELOW_GATE, claims_markdown, collect_claims, gates_markdown
+
+    cfg = _claims_run(tmp_path, _gate(rec_ssim=0.85))
+    claims = collect_claims(cfg)
+    wasser = claims[claims["claim"].str.contains("Wasserstein")].iloc[0]
+    assert wasser["verdict"] == BELOW_GATE == "model below its quality gate" and wasser["holds"] is None
+    assert wasser["why"].startswith("the model failed its gate: reconstruction SSIM (held-out, over the brain) 0.850 < 0.95")
+    assert "(its tables, not counted, say the claim holds)" in wasser["why"]
+    drit = claims[claims["table"] == "paper2_table1"].iloc[0]  # GMM-DRIT and DRIT++ have no gate: judged as before
+    assert drit["verdict"] == "holds" and drit["holds"] is True and drit["why"].endswith("(no quality gate measured)")
+    page = claims_markdown(claims)
+    assert f"- **{BELOW_GATE}**: Paper 1, Table 2: harmonization lowers the Wasserstein" in page
+    gates = gates_markdown(read_gates(cfg))
+    assert gates.index("ssim_harmonizer") < gates.index("gmvae")  # the page states each model's gate
+    assert "| criterion | value | threshold | passed |" in gates and "| reconstruction SSIM (held-out, over the brain) | 0.85 | 0.95 | **no** |" in gates
+    assert f"{BELOW_GATE}: reconstruction SSIM (held-out, over the brain) 0.850 < 0.95" in gates
+    assert "not measured" not in gates
+
+
+def test_a_passing_gate_lets_the_tables_decide(tmp_path):
+    from harmlib.evaluation.claims import collect_claims, gates_markdown
+
+    cfg = _claims_run(tmp_path, _gate())
+    claims = collect_claims(cfg)
+    wasser = claims[claims["claim"].str.contains("Wasserstein")].iloc[0]
+    assert wasser["verdict"] == "holds" and wasser["why"].endswith("(the model passed its quality gate)")
+    assert "gate passed" in gates_markdown(read_gates(cfg))
+
+
+def test_convergence_plot_draws_metrics_unharmonized_and_threshold():
+    import matplotlib
+    matplotlib.use("Agg")
+    from harmlib.plots import plot_convergence
+
+    df = pd.DataFrame({"step": [50, 100, 150], "reconstruction SSIM": [0.8, 0.9, 0.96], "structure vs original": [0.9, 0.95, 0.97],
+                       "SSIM to truth -> A": [0.7, 0.85, 0.93], "SSIM to truth -> A (unharmonized)": [0.9] * 3,
+                       "SSIM to truth -> B": [0.7, 0.8, 0.92], "SSIM to truth -> B (unharmonized)": [0.88] * 3})
+    fig = plot_convergence(df, {"reconstruction SSIM": 0.95})
+    lines = fig.axes[0].get_lines()
+    assert sum(ln.get_linestyle() == "-" for ln in lines) == 4
+    assert sum(ln.get_linestyle() == "--" for ln in lines) == 2
+    dotted = [ln for ln in lines if ln.get_linestyle() == ":"]
+    assert len(dotted) == 1 and np.allclose(dotted[0].get_ydata(), 0.95)
+
+
+def test_snapshot_steps_lists_the_kept_steps_in_order(tmp_path):
+    from harmlib.evaluation.snapshots import snapshot_harmonizers, snapshot_steps
+    from harmlib.train.loop import snapshot_path
+
+    for step in (100, 50, 150):
+        snapshot_path(tmp_path, step).parent.mkdir(parents=True, exist_ok=True)
+        snapshot_path(tmp_path, step).write_bytes(b"")
+    (tmp_path / "snapshots" / "stepxx.pt").write_bytes(b"")
+    assert list(snapshot_steps(tmp_path / "snapshots")) == [50, 100, 150]
+    assert snapshot_harmonizers(tmp_path / "nowhere", {}) == {}
