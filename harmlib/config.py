@@ -224,6 +224,7 @@ class GateConfig:
     improved: float = 0.9          # share of traveling-subject cases closer to the truth (SSIM) after harmonization
     min_gain: float = 0.02         # mean SSIM-to-truth gain over those cases
     structure: float = 0.93        # structural SSIM of harmonized vs original
+    classifier: str = "histogram"  # histogram (logistic regression on brain-intensity histograms) or cnn (3D ScannerClassifier)
     classifier_epochs: int = 30    # of the independent 3D scanner classifier
     classifier_mm: int = 4         # its grid (block means of the data's grid)
 
@@ -231,6 +232,7 @@ class GateConfig:
         for name in ("reconstruction", "translation", "improved", "min_gain", "structure"):
             v = getattr(self, name)
             _require(math.isfinite(v) and 0.0 <= v <= 1.0, f"gate.{name}", v, "gate thresholds lie in [0, 1]")
+        _require(self.classifier in ("histogram", "cnn"), "gate.classifier", self.classifier, "use histogram or cnn")
         _require(self.classifier_epochs >= 1, "gate.classifier_epochs", self.classifier_epochs, "use at least 1")
         _require(self.classifier_mm in (1, 2, 4, 8), "gate.classifier_mm", self.classifier_mm, "use 1, 2, 4 or 8 (a multiple of the data's grid)")
 

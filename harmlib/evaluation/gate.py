@@ -97,6 +97,41 @@ def _classifier_input(vols: Sequence[np.ndarray], factor: int) -> torch.Tensor:
     return torch.from_numpy(np.stack(xs).astype(np.float32))[:, None]
 
 
+class HistogramClassifier:
+    """A scanner classifier on intensity histograms: multinomial logistic regression on the histogram of
+    each volume's brain voxels after the training normalization (``gate.classifier: histogram``).
+
+    Measured on the cpu cohort: the 3D CNN (``ScannerClassifier``) fits the 50 training volumes (0.96)
+    but reads the true renderings of unseen subjects at A and B as A and B in only 19 % of cases: it
+    learns the training subjects, not the scanners. Histograms carry the scanner's contrast and not the
+    anatomy's shape, so they generalize to new subjects; the gate reports how well (its sanity row).
+    """
+
+    def __init__(self, bins: int = 64, seed: int = 0) -> None:
+        from sklearn.linear_model import LogisticRegression
+        from sklearn.pipeline import make_pipeline
+        from sklearn.preprocessing import StandardScaler
+
+        self.bins = bins
+        self.model = make_pipeline(StandardScaler(), LogisticRegression(C=1.0, max_iter=5000, random_state=seed))
+
+    def features(self, vols: Sequence[np.ndarray]) -> np.ndarray:
+        norm = Normalizer()
+        out = []
+        for v in vols:
+            x = np.asarray(norm.forward(v)[0])
+            h, _ = np.histogram(x[x > -0.8], bins=self.bins, range=(-0.8, 1.0), density=True)
+            out.append(h)
+        return np.stack(out)
+
+    def fit(self, vols: Sequence[np.ndarray], labels: Sequence[str]) -> "HistogramClassifier":
+        self.model.fit(self.features(vols), list(labels))
+        return self
+
+    def predict(self, vols: Sequence[np.ndarray]) -> list[str]:
+        return list(self.model.predict(self.features(vols)))
+
+
 def train_scanner_classifier(manifest: Manifest, gate: GateConfig, evaluation: EvaluationConfig, data_mm: int, seed: int = 0) -> tuple[ScannerClassifier, list[str], pd.DataFrame]:
     """An independent 3D scanner classifier on the real (unharmonized) training-site volumes only."""
     train = manifest.select("train")
@@ -113,6 +148,18 @@ def train_scanner_classifier(manifest: Manifest, gate: GateConfig, evaluation: E
 def classify(classifier: ScannerClassifier, domains: Sequence[str], vols: Sequence[np.ndarray], factor: int) -> list[str]:
     logits = classifier(_classifier_input(vols, factor))
     return [domains[k] for k in logits.argmax(1).tolist()]
+
+
+def scanner_classifier(manifest: Manifest, cfg) -> Callable[[Sequence[np.ndarray]], list[str]]:
+    """The gate's independent scanner classifier, trained on the real training-site volumes only
+    (``cfg.gate.classifier``: ``histogram`` or the 3D CNN ``cnn``); returns its predict function."""
+    train = manifest.select("train")
+    if cfg.gate.classifier == "histogram":
+        clf = HistogramClassifier(seed=cfg.seed).fit([_load(p)[0] for p in train.paths()], list(train.df["domain"]))
+        return lambda vols: [str(p) for p in clf.predict(vols)]
+    net, domains, _ = train_scanner_classifier(manifest, cfg.gate, cfg.evaluation, cfg.data.voxel_mm, cfg.seed)
+    factor = max(1, cfg.gate.classifier_mm // cfg.data.voxel_mm)
+    return lambda vols: classify(net, domains, vols, factor)
 
 
 def gate_table(model: str, profile: str, gate: GateConfig, rec: pd.DataFrame, trav: pd.DataFrame, accuracy: float,
@@ -158,13 +205,11 @@ def evaluate_gate(model: str, cfg, manifest: Manifest, harmonize: Harmonize, tar
     test = manifest.select("test", "test")
     rec = reconstruction_cases(test, harmonize)
     trav, outputs = traveling_cases(test, harmonize, targets)
-    clf, domains, _ = train_scanner_classifier(manifest, cfg.gate, cfg.evaluation, cfg.data.voxel_mm, cfg.seed)
-    factor = max(1, cfg.gate.classifier_mm // cfg.data.voxel_mm)
-    hits = [pred == targets[name] for name in targets for pred in classify(clf, domains, outputs[name], factor)]
-    truth_hits = [pred == targets[name] for name in targets
-                  for pred in classify(clf, domains, [_load(test.truth(i, targets[name]))[0] for i in range(len(test))], factor)]
+    predict = scanner_classifier(manifest, cfg)
+    hits = [pred == targets[name] for name in targets for pred in predict(outputs[name])]
+    truth_hits = [pred == targets[name] for name in targets for pred in predict([_load(test.truth(i, targets[name]))[0] for i in range(len(test))])]
     table = gate_table(model, cfg.profile, cfg.gate, rec, trav, float(np.mean(hits)), nyul_cases(manifest, targets))
-    sanity = pd.DataFrame([{"model": model, "criterion": "scanner classifier reads the true renderings at the targets correctly",
+    sanity = pd.DataFrame([{"model": model, "criterion": f"{cfg.gate.classifier} scanner classifier: true renderings at the targets read correctly",
                             "value": f"{np.mean(truth_hits):.3f}", "threshold": "", "passed": "", "profile": cfg.profile}])
     return pd.concat([table, sanity], ignore_index=True), trav
 
