@@ -62,13 +62,10 @@ def main() -> None:
             parts.append(f"{n}: {g['SSIM before'].mean():.3f}->{g['SSIM after'].mean():.3f} ({(gain > 0).mean():.0%} up)")
         print(" | ".join(parts), flush=True)
     if a.classifier:
-        clf, domains, clog = G.train_scanner_classifier(man, cfg.gate, cfg.evaluation, cfg.data.voxel_mm, cfg.seed)
-        f = max(1, cfg.gate.classifier_mm // cfg.data.voxel_mm)
-        hits = [p == targets[n] for n in targets for p in G.classify(clf, domains, outs[n], f)]
-        truth_hits = [p == targets[n] for n in targets for p in G.classify(clf, domains, [G._load(sub.truth(i, targets[n]))[0] for i in range(len(sub))], f)]
-        orig = G.classify(clf, domains, [G._load(p)[0] for p in sub.paths()], f)
-        print(f"classifier train acc {clog.accuracy.iloc[-1]:.2f}; reads truth at A/B as A/B: {np.mean(truth_hits):.2f}; "
-              f"harmonized: {np.mean(hits):.2f}; originals read as {sorted(set(orig))}", flush=True)
+        predict = G.scanner_classifier(man, cfg)
+        hits = [p == targets[n] for n in targets for p in predict(outs[n])]
+        truth_hits = [p == targets[n] for n in targets for p in predict([G._load(sub.truth(i, targets[n]))[0] for i in range(len(sub))])]
+        print(f"{cfg.gate.classifier} classifier reads truth at A/B as A/B: {np.mean(truth_hits):.2f}; harmonized to A/B read as A/B: {np.mean(hits):.2f}", flush=True)
 
 
 if __name__ == "__main__":

@@ -107,6 +107,7 @@ class AGUITWeights:
     cc: float = 10.0
     struct: float = 10.0
     lum: float = 10.0
+    hist: float = 0.0      # L_hist, not in the paper (0 in the paper profile): see harmlib.losses.aguit.l_hist
     cla_s: float = 10.0
     adv_b: float = 1.0
     pre_b: float = 1.0
@@ -164,6 +165,7 @@ class HarmonizerConfig:
     d_layers: int = 3
     d_scales: int = 2
     residual: bool = False     # G outputs x + delta with delta's last layer zero at init (IGUANE): identity at step 0
+    residual_init: float = 0.0  # delta's last layer at init, as a fraction of PyTorch's default (0: G is exactly the identity)
     crop: int = 0              # train on random cubic crops of this many voxels a side (0: whole volumes)
     mask_losses: bool = False  # average L_rec, L_cc, L_struct, L_lum over the brain only (IGUANE, HACA3)
     content_d_lr: float = 1.0  # D^b's learning rate as a fraction of train.lr (DRIT++ / DISARM++: 1 / 2.5)
@@ -172,6 +174,7 @@ class HarmonizerConfig:
 
     def __post_init__(self) -> None:
         _require(self.voxel_mm in (0, 1, 2, 4), "harmonizer.voxel_mm", self.voxel_mm, "use 0 (the data's), 1, 2 or 4")
+        _require(0 <= self.residual_init <= 1, "harmonizer.residual_init", self.residual_init, "use a fraction in [0, 1]")
         _require(self.crop == 0 or self.crop >= 16, "harmonizer.crop", self.crop, "use 0 (whole volumes) or at least 16 voxels")
         _require(0 < self.content_d_lr <= 10, "harmonizer.content_d_lr", self.content_d_lr, "use a factor in (0, 10], e.g. 0.4")
         for name in ("width", "n_res", "noise_dim", "mlp_hidden", "style_width", "d_width", "d_layers", "d_scales"):
@@ -274,6 +277,11 @@ class GMVAEConfig:
     hidden: int = 256
     temp_init: float = 1.0
     temp_min: float = 0.5
+    likelihood: str = "bce"  # p(x|z): bce (the thesis) or gaussian (Dilokthanakul's -continuous; mean sigmoid(decoder), fixed sigma)
+    sigma: float = 0.1       # the fixed std of the gaussian likelihood on intensities in [0, 1]; unused with bce
+    free_bits: float = 0.0   # L_cat = max(batch-mean KL(q(y|x) || uniform), free_bits) nats (Nat-D/GMVAE -lambda, 0.5 there); 0 = off
+    kl_warmup: int = 0       # steps over which the weights of L_gauss and L_cat ramp linearly from 0; 0 = off
+    init_kmeans: bool = False  # start the means of p(z|y) at the k-means (K) centres of the encoder's codes of the training slices
     slices: SliceConfig = field(default_factory=SliceConfig)
     weights: GMVAEWeights = field(default_factory=GMVAEWeights)
     train: TrainConfig = field(default_factory=lambda: TrainConfig(batch_size=64, lr=1e-3, beta1=0.9, weight_decay=0.0))
@@ -282,6 +290,11 @@ class GMVAEConfig:
         for name in ("gaussian_size", "width", "n_down", "hidden"):
             _require(getattr(self, name) >= 1, f"gmvae.{name}", getattr(self, name), "use a positive integer")
         _require(0 < self.temp_min <= self.temp_init, "gmvae.temp_min/temp_init", (self.temp_min, self.temp_init), "use 0 < temp_min <= temp_init")
+        _require(self.likelihood in ("bce", "gaussian"), "gmvae.likelihood", self.likelihood, "use bce or gaussian")
+        _require(math.isfinite(self.sigma) and self.sigma > 0, "gmvae.sigma", self.sigma, "use a positive standard deviation (intensities in [0, 1]), e.g. 0.1")
+        _require(math.isfinite(self.free_bits) and self.free_bits >= 0, "gmvae.free_bits", self.free_bits, "use 0 (off) or a floor in nats >= 0, e.g. 0.5")
+        _require(0 <= self.kl_warmup < self.train.iterations, "gmvae.kl_warmup", self.kl_warmup,
+                 f"use 0 (off) <= kl_warmup < gmvae.train.iterations ({self.train.iterations})")
 
 
 @dataclass(frozen=True)

@@ -12,10 +12,11 @@ from harmlib.checkpoint import CheckpointError, save_checkpoint
 from harmlib.data import read_manifest
 from harmlib.data.manifest import Manifest
 from harmlib.data.synthetic import write_cohort
-from harmlib.evaluation.clustering import cluster_accuracy, clustering_scores, match_clusters, pca_2d
-from harmlib.losses.gmvae import categorical_kl, gaussian_kl, gmvae_loss, reconstruction_bce
+from harmlib.config import ConfigError
+from harmlib.evaluation.clustering import cluster_accuracy, clustering_scores, histogram_kmeans, match_clusters, pca_2d
+from harmlib.losses.gmvae import categorical_kl, free_bits, gaussian_kl, gmvae_loss, kl_warmup_scale, reconstruction_bce, reconstruction_gaussian
 from harmlib.models.gmvae import GMVAE, GMVAESpec, temperature
-from harmlib.train.gmvae import build_task, export_model, load_gmvae
+from harmlib.train.gmvae import attribute_space, build_task, export_model, load_gmvae
 from harmlib.train.loop import fit
 
 TINY = {"gmvae.width": 4, "gmvae.hidden": 16, "gmvae.gaussian_size": 8, "gmvae.train.batch_size": 8, "gmvae.train.log_every": 1,
@@ -107,3 +108,121 @@ def test_k_follows_the_training_domains(cohort):
     fewer = Manifest(man.df[keep].reset_index(drop=True), man.root)
     task, meta = build_task(cfg, fewer)
     assert task.nets["gmvae"].spec.n_components == 4 == len(meta["domains"])
+
+
+def test_gaussian_likelihood_by_hand():
+    logits = torch.tensor([[[[0.0, 2.0]]], [[[-1.0, 0.5]]]])  # two images of two pixels
+    x = torch.tensor([[[[-1.0, 0.5]]], [[[0.0, 1.0]]]])  # -> targets (0, 0.75) and (0.5, 1)
+    sigma = 0.2
+    per_image = []
+    for lg, t in (((0.0, 2.0), (0.0, 0.75)), ((-1.0, 0.5), (0.5, 1.0))):
+        per_image.append(sum(0.5 * math.log(2 * math.pi * sigma**2) + (1 / (1 + math.exp(-a)) - b) ** 2 / (2 * sigma**2) for a, b in zip(lg, t)))
+    assert math.isclose(reconstruction_gaussian(logits, x, sigma).item(), np.mean(per_image), rel_tol=1e-5)
+    model = GMVAE(GMVAESpec(size=(16, 16), n_components=2, gaussian_size=4, width=2, n_down=2, hidden=8))
+    xb = torch.rand(3, 1, 16, 16) * 2 - 1
+    f = model(xb, 1.0)
+    loss, terms = gmvae_loss(f, xb, harmlib.config.GMVAEWeights(), likelihood="gaussian", sigma=0.3)
+    assert math.isclose(terms["rec"], reconstruction_gaussian(f["x_logits"], xb, 0.3).item(), rel_tol=1e-5)
+    assert terms["rec"] != pytest.approx(reconstruction_bce(f["x_logits"], xb).item())
+
+
+def test_free_bits_clamps_a_small_kl_and_leaves_a_large_one():
+    small, large = torch.tensor(0.1, requires_grad=True), torch.tensor(2.0, requires_grad=True)
+    fs, fl = free_bits(small, 0.5), free_bits(large, 0.5)
+    assert fs.item() == pytest.approx(0.5) and fl.item() == pytest.approx(2.0)
+    (fs + fl).backward()
+    assert small.grad.item() == 0.0 and large.grad.item() == 1.0  # below the floor, no push towards uniform
+    assert free_bits(small, 0.0) is small
+    # through L_GMVAE: a near-uniform q(y|x) (KL ~ 0) costs exactly the floor; a confident one its own KL
+    model = GMVAE(GMVAESpec(size=(16, 16), n_components=3, gaussian_size=4, width=2, n_down=2, hidden=8))
+    xb = torch.rand(4, 1, 16, 16) * 2 - 1
+    f = model(xb, 1.0)
+    w = harmlib.config.GMVAEWeights()
+    for logits in (torch.zeros(4, 3), torch.tensor([[20.0, 0.0, 0.0]] * 4)):
+        f = {**f, "logits": logits}
+        base, t = gmvae_loss(f, xb, w)
+        floored, _ = gmvae_loss(f, xb, w, free_bits_floor=0.5)
+        assert floored.item() == pytest.approx(base.item() + w.cat * max(0.0, 0.5 - t["cat"]), rel=1e-5)
+    assert t["cat"] > 0.5  # the confident case was above the floor, so unchanged
+
+
+def test_kl_warmup_weight_from_the_step(cohort):
+    assert kl_warmup_scale(0, 100) == 0.0 and kl_warmup_scale(50, 100) == 0.5
+    assert kl_warmup_scale(100, 100) == 1.0 and kl_warmup_scale(250, 100) == 1.0
+    assert kl_warmup_scale(0, 0) == 1.0  # off: the thesis's weights from the first step
+    cfg, man = cohort
+    cfg = cfg.replace({"gmvae.train.iterations": 4, "gmvae.kl_warmup": 2})
+    task, _ = build_task(cfg, man)
+    assert [task.batch(s)["kl_scale"] for s in range(4)] == [0.0, 0.5, 1.0, 1.0]
+    loss, terms = task.g_step(task.batch(0))  # step 0: the KL terms weigh nothing
+    assert terms["kl_scale"] == 0.0 and loss.item() == pytest.approx(cfg.gmvae.weights.rec * terms["rec"], rel=1e-5)
+    loss, terms = task.g_step(task.batch(1))
+    w = cfg.gmvae.weights
+    assert loss.item() == pytest.approx(w.rec * terms["rec"] + 0.5 * (w.gauss * terms["gauss"] + w.cat * terms["cat"]), rel=1e-4)
+
+
+@pytest.mark.parametrize("overrides, field", [
+    ({"gmvae.free_bits": -0.1}, "gmvae.free_bits"),
+    ({"gmvae.kl_warmup": 5, "gmvae.train.iterations": 5}, "gmvae.kl_warmup"),
+    ({"gmvae.kl_warmup": -1}, "gmvae.kl_warmup"),
+    ({"gmvae.likelihood": "l2"}, "gmvae.likelihood"),
+    ({"gmvae.sigma": 0.0}, "gmvae.sigma"),
+    ({"gmvae.init_kmeans": "yes"}, "gmvae.init_kmeans"),
+])
+def test_gmvae_lever_errors_are_one_line_naming_the_field(overrides, field):
+    with pytest.raises(ConfigError, match=f"'{field}'") as err:
+        harmlib.load_config("tiny", overrides)
+    assert "\n" not in str(err.value)
+
+
+def test_gmvae_lever_defaults_are_the_thesis_objective():
+    g = harmlib.config.GMVAEConfig()
+    assert (g.likelihood, g.free_bits, g.kl_warmup, g.init_kmeans) == ("bce", 0.0, 0, False)
+    assert harmlib.load_config("tiny", {"gmvae.kl_warmup": 4, "gmvae.train.iterations": 5}).gmvae.kl_warmup == 4
+
+
+def test_kmeans_init_sets_the_prior_means(cohort):
+    cfg, man = cohort
+    plain, _ = build_task(cfg, man)
+    task, meta = build_task(cfg.replace({"gmvae.init_kmeans": True}), man)
+    a, b = plain.nets["gmvae"], task.nets["gmvae"]
+    k, d = b.spec.n_components, b.spec.gaussian_size
+    assert b.p_z_mean.weight.shape == (d, k)
+    assert not torch.allclose(a.p_z_mean.weight, b.p_z_mean.weight)
+    assert torch.equal(a.encoder.q_y.weight, b.encoder.q_y.weight)  # same seed: only p(z|y)'s means changed
+    means = b.prior(torch.eye(k))[0].detach().numpy()
+    z = attribute_space(b, meta["dataset"])["z"]
+    nearest = ((z[:, None] - means[None]) ** 2).sum(-1).argmin(1)
+    for c in range(k):  # a k-means fixed point: every mean is the centroid of the codes nearest to it
+        assert (nearest == c).any()
+        np.testing.assert_allclose(means[c], z[nearest == c].mean(0), rtol=1e-4, atol=1e-5)
+    assert plain.fingerprint != task.fingerprint
+
+
+def test_levers_resume_to_the_same_weights(cohort, tmp_path):
+    cfg, man = cohort
+    cfg = cfg.replace({"gmvae.train.iterations": 4, "gmvae.train.checkpoint_every": 2, "gmvae.kl_warmup": 3, "gmvae.init_kmeans": True,
+                       "gmvae.free_bits": 0.2, "gmvae.likelihood": "gaussian"})
+    full, _ = build_task(cfg, man)
+    fit(full, cfg.gmvae.train, cfg.runtime, tmp_path / "full", seed=0)
+    part, _ = build_task(cfg, man)
+    fit(part, cfg.gmvae.train, cfg.runtime, tmp_path / "part", seed=0, stop_after=2)
+    resumed, _ = build_task(cfg, man)
+    log = fit(resumed, cfg.gmvae.train, cfg.runtime, tmp_path / "part", seed=0)
+    assert list(log.kl_scale) == pytest.approx([0.0, 1 / 3, 2 / 3, 1.0])
+    for k, v in full.nets["gmvae"].state_dict().items():
+        assert torch.allclose(v, resumed.nets["gmvae"].state_dict()[k]), k
+
+
+def test_histogram_kmeans_separates_two_contrasts():
+    rng = np.random.default_rng(0)
+    slices = np.full((20, 1, 16, 16), -1.0)
+    labels = np.repeat(["dark", "bright"], 10)
+    for i, lab in enumerate(labels):
+        centre = 0.0 if lab == "dark" else 0.6
+        r = rng.integers(4, 7)  # brains of different sizes: the histogram must not follow the area
+        slices[i, 0, 8 - r:8 + r, 8 - r:8 + r] = rng.normal(centre, 0.05, size=(2 * r, 2 * r))
+    scores = histogram_kmeans(slices, labels, k=2, bins=32, seed=0)
+    assert scores == pytest.approx({"ACC": 1.0, "NMI": 1.0, "ARI": 1.0})
+    with pytest.raises(ValueError, match="20 slices but 19 labels"):
+        histogram_kmeans(slices, labels[:19], k=2)

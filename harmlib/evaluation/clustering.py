@@ -46,3 +46,24 @@ def pca_2d(z: np.ndarray, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """The 2D PCA projection of attribute codes and the explained variance ratio of both axes."""
     pca = PCA(n_components=2, random_state=seed).fit(np.asarray(z, dtype=np.float64))
     return pca.transform(z), pca.explained_variance_ratio_
+
+
+def histogram_kmeans(slices: np.ndarray, labels, k: int, bins: int = 64, seed: int = 0, floor: float = -0.8) -> dict[str, float]:
+    """E1's sanity baseline: k-means (``k`` clusters, ``seed``) on the intensity histograms of the slices.
+
+    ``slices``: (N, ...) images in the datasets' range [-1, 1] (e.g. (N, 1, H, W)); ``labels``: the N true
+    scanners (names or indices). Each slice's histogram counts its pixels above ``floor`` (the background,
+    -1 after normalization, and the dark rim are left out, as in the gate's histogram classifier) in
+    ``bins`` bins over (floor, 1], normalized to sum 1, so it carries the scanner's contrast rather than
+    the brain's area. Returns :func:`clustering_scores` ({"ACC", "NMI", "ARI"}) of the clusters.
+    """
+    from sklearn.cluster import KMeans
+
+    x = np.asarray(slices, dtype=np.float64).reshape(len(slices), -1)
+    _, true = np.unique(np.asarray(labels), return_inverse=True)
+    if len(true) != len(x):
+        raise ValueError(f"histogram_kmeans: {len(x)} slices but {len(true)} labels; pass one label per slice")
+    feats = np.stack([np.histogram(s[s > floor], bins=bins, range=(floor, 1.0))[0] for s in x]).astype(np.float64)
+    feats /= np.maximum(feats.sum(1, keepdims=True), 1.0)
+    pred = KMeans(n_clusters=k, n_init=10, random_state=seed).fit_predict(feats)
+    return clustering_scores(true, pred)

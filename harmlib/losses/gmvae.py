@@ -6,6 +6,21 @@
   at the sampled z, summed over the Gaussian dimensions.
 * L_cat: KL(q(y|x) || Cat(1/K)) = sum_k q_k log q_k - log(1/K). The PyTorch reference (jariasf/GMVAE)
   hard-codes log(1/10); here K is the number of components, so the term is 0 exactly at the uniform q.
+
+Levers beyond the thesis (each off by default, so the paper profile keeps the thesis's objective):
+
+* ``gmvae.likelihood: gaussian`` replaces L_rec by the Gaussian negative log-likelihood of the slice in
+  [0, 1] with mean sigmoid(decoder) and a fixed standard deviation ``gmvae.sigma`` (Dilokthanakul's
+  ``-continuous``, whose decoder also learns a per-pixel log-variance). A fixed sigma rather than a learned
+  one: the slices' background is exactly 0, where a learned variance shrinks towards 0 and drives the
+  NLL to -infinity, so the reconstruction term would outweigh any KL weight; a fixed sigma keeps the
+  decoder, its output-bias start and the model file unchanged, and is itself the rec-vs-KL lever
+  (L_rec = SSE / (2 sigma^2) + const).
+* ``gmvae.free_bits``: L_cat = max(KL, free_bits) on the batch-mean KL, as Nat-D/GMVAE's ``-lambda``
+  (its categorical-KL gradient is applied only when the batch-mean KL exceeds lambda); below the floor
+  the term has no gradient. The log shows the KL itself.
+* ``gmvae.kl_warmup``: the weights of L_gauss and L_cat are multiplied by min(1, step / kl_warmup),
+  a function of the step only (as the Gumbel temperature), so a resumed run is identical.
 """
 from __future__ import annotations
 
@@ -40,12 +55,41 @@ def categorical_kl(logits: torch.Tensor) -> torch.Tensor:
     return (log_q.exp() * log_q).sum(1).mean() - math.log(1.0 / k)
 
 
-def gmvae_loss(f: dict[str, torch.Tensor], x: torch.Tensor, w: GMVAEWeights) -> tuple[torch.Tensor, dict[str, float]]:
-    """L_GMVAE on one forward pass ``f`` of :class:`harmlib.models.gmvae.GMVAE`."""
+def reconstruction_gaussian(x_logits: torch.Tensor, x: torch.Tensor, sigma: float) -> torch.Tensor:
+    """L_rec as -log N((x + 1) / 2; sigmoid(logits), sigma^2), summed per image, averaged over the batch."""
+    target = ((x.float() + 1) / 2).clamp(0, 1)
+    sq = (torch.sigmoid(x_logits.float()) - target) ** 2
+    nll = 0.5 * math.log(2 * math.pi * sigma**2) + sq / (2 * sigma**2)
+    return nll.flatten(1).sum(1).mean()
+
+
+def free_bits(kl: torch.Tensor, floor: float) -> torch.Tensor:
+    """max(kl, floor): a KL below the floor costs the floor and has no gradient (``floor`` 0: the KL itself)."""
+    return kl.clamp(min=floor) if floor > 0 else kl
+
+
+def kl_warmup_scale(step: int, warmup: int) -> float:
+    """The factor on L_gauss and L_cat at 0-based ``step``: 0 at step 0, rising linearly to 1 at ``warmup``."""
+    return 1.0 if warmup <= 0 else min(1.0, step / warmup)
+
+
+def gmvae_loss(f: dict[str, torch.Tensor], x: torch.Tensor, w: GMVAEWeights, *, likelihood: str = "bce", sigma: float = 0.1,
+               free_bits_floor: float = 0.0, kl_scale: float = 1.0) -> tuple[torch.Tensor, dict[str, float]]:
+    """L_GMVAE on one forward pass ``f`` of :class:`harmlib.models.gmvae.GMVAE`.
+
+    The defaults are the thesis's objective; ``likelihood``, ``sigma``, ``free_bits_floor`` and ``kl_scale``
+    (the warm-up factor of this step) are the levers of ``gmvae.*``. The returned terms are the raw ones.
+    """
+    if likelihood == "bce":
+        rec = reconstruction_bce(f["x_logits"], x)
+    elif likelihood == "gaussian":
+        rec = reconstruction_gaussian(f["x_logits"], x, sigma)
+    else:
+        raise ValueError(f"gmvae_loss: likelihood={likelihood!r}; use bce or gaussian")
     terms = {
-        "rec": reconstruction_bce(f["x_logits"], x),
+        "rec": rec,
         "gauss": gaussian_kl(f["z"], f["mu"], f["var"], f["mu_prior"], f["var_prior"]),
         "cat": categorical_kl(f["logits"]),
     }
-    total = w.rec * terms["rec"] + w.gauss * terms["gauss"] + w.cat * terms["cat"]
+    total = w.rec * terms["rec"] + kl_scale * (w.gauss * terms["gauss"] + w.cat * free_bits(terms["cat"], free_bits_floor))
     return total, {k: float(v.detach()) for k, v in terms.items()}

@@ -120,6 +120,15 @@ class GMVAE(nn.Module):
         p = ((mean_slice.float() + 1) / 2).clamp(1e-3, 1 - 1e-3)
         self.decoder.bias.copy_(torch.logit(p).reshape(self.decoder.bias.shape))
 
+    @torch.no_grad()
+    def set_prior_means(self, centers: torch.Tensor) -> None:
+        """Set the means of p(z|y=k) to ``centers[k]`` (shape (K, gaussian_size)), e.g. k-means centres of codes."""
+        k, d = self.spec.n_components, self.spec.gaussian_size
+        if tuple(centers.shape) != (k, d):
+            raise ValueError(f"GM-VAE: prior means of shape {tuple(centers.shape)}; need (K, gaussian_size) = ({k}, {d})")
+        self.p_z_mean.weight.copy_(centers.T.to(self.p_z_mean.weight))  # mu_y = W y + b with y one-hot: column k
+        self.p_z_mean.bias.zero_()
+
     def prior(self, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(mean, variance) of p(z|y) for a (soft) one-hot y."""
         return self.p_z_mean(y), F.softplus(self.p_z_var(y)) + 1e-6

@@ -2,7 +2,11 @@
 
 One iteration: a batch of slices from every training domain (labeled and unlabeled volumes alike:
 the GM-VAE needs no labels), one forward pass at the Gumbel-softmax temperature of that step
-(annealed from ``temp_init`` to ``temp_min``), one Adam step on L_GMVAE. No discriminator.
+(annealed from ``temp_init`` to ``temp_min``), one Adam step on L_GMVAE with the KL warm-up factor of
+that step (``gmvae.kl_warmup``). Both come from the step alone, so a resumed run is identical.
+No discriminator. With ``gmvae.init_kmeans`` the means of p(z|y) start at the k-means centres (K
+clusters, seeded) of the initial encoder's codes of the training slices; this happens in
+:func:`build_task`, and a resumed run then loads its checkpoint's weights over it.
 The exported ``gmvae.pt`` carries the nets, K and the domains, and the cluster -> scanner matching
 (Hungarian, on the training slices) that lets stage 2 and inference name a target scanner's component.
 """
@@ -22,7 +26,7 @@ from harmlib.config import Config, SliceConfig, to_dict
 from harmlib.data.datasets import Normalizer, SliceDataset
 from harmlib.data.manifest import Manifest
 from harmlib.evaluation.clustering import clustering_scores, match_clusters
-from harmlib.losses.gmvae import gmvae_loss
+from harmlib.losses.gmvae import gmvae_loss, kl_warmup_scale
 from harmlib.models.gmvae import GMVAE, GMVAESpec, temperature
 from harmlib.train.loop import Task
 
@@ -59,16 +63,18 @@ def build_task(cfg: Config, manifest: Manifest) -> tuple[Task, dict[str, Any]]:
     torch.manual_seed(cfg.seed)
     nets = {"gmvae": GMVAE(spec)}
     nets["gmvae"].init_output(torch.stack([data[i]["image"][0] for i in range(len(data))]).mean(0))
+    if g.init_kmeans:
+        kmeans_prior_means(nets["gmvae"], data, cfg.seed)
     n, bs = len(data), g.train.batch_size
 
     def batch(step: int) -> dict[str, Any]:
         x = torch.stack([data[i]["image"] for i in epoch_indices(n, bs, step, cfg.seed)])
-        return {"x": x, "tau": temperature(step, g.train.iterations, g.temp_init, g.temp_min)}
+        return {"x": x, "tau": temperature(step, g.train.iterations, g.temp_init, g.temp_min), "kl_scale": kl_warmup_scale(step, g.kl_warmup)}
 
     def g_step(b: dict[str, Any]):
         f = nets["gmvae"](b["x"], b["tau"])
-        loss, terms = gmvae_loss(f, b["x"], g.weights)
-        return loss, terms | {"temperature": b["tau"]}
+        loss, terms = gmvae_loss(f, b["x"], g.weights, likelihood=g.likelihood, sigma=g.sigma, free_bits_floor=g.free_bits, kl_scale=b["kl_scale"])
+        return loss, terms | {"temperature": b["tau"], "kl_scale": b["kl_scale"]}
 
     meta = {"domains": domains, "spec": asdict(spec), "slices": asdict(g.slices), "pads": data.pads, "slice_shape": list(data.shape),
             "voxel_mm": float(abs(data.volumes.affine(0)[0, 0])), "config": to_dict(cfg)}
@@ -92,6 +98,17 @@ def attribute_space(model: GMVAE, data: SliceDataset, batch_size: int = 64) -> d
     model.train(was_training)
     prob = torch.cat(probs).numpy()
     return {"z": torch.cat(zs).numpy(), "prob": prob, "cluster": prob.argmax(1), "domain": np.asarray(data.domain_indices)}
+
+
+def kmeans_prior_means(model: GMVAE, data: SliceDataset, seed: int) -> np.ndarray:
+    """Set the means of p(z|y) to the k-means centres (K = the model's components, ``seed``) of E^a's codes
+    z^a of ``data``; returns the centres (K, gaussian_size). Which centre becomes which component is arbitrary."""
+    from sklearn.cluster import KMeans
+
+    z = attribute_space(model, data)["z"].astype(np.float64)
+    centers = KMeans(n_clusters=model.spec.n_components, n_init=10, random_state=seed).fit(z).cluster_centers_
+    model.set_prior_means(torch.from_numpy(centers).float())
+    return centers
 
 
 def export_model(task: Task, meta: dict[str, Any], path: str | Path) -> tuple[Path, dict[str, float]]:
