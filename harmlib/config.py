@@ -107,7 +107,6 @@ class AGUITWeights:
     cc: float = 10.0
     struct: float = 10.0
     lum: float = 10.0
-    hist: float = 0.0      # L_hist, not in the paper (0 in the paper profile): see harmlib.losses.aguit.l_hist
     cla_s: float = 10.0
     adv_b: float = 1.0
     pre_b: float = 1.0
@@ -165,7 +164,6 @@ class HarmonizerConfig:
     d_layers: int = 3
     d_scales: int = 2
     residual: bool = False     # G outputs x + delta with delta's last layer zero at init (IGUANE): identity at step 0
-    residual_init: float = 0.0  # delta's last layer at init, as a fraction of PyTorch's default (0: G is exactly the identity)
     crop: int = 0              # train on random cubic crops of this many voxels a side (0: whole volumes)
     mask_losses: bool = False  # average L_rec, L_cc, L_struct, L_lum over the brain only (IGUANE, HACA3)
     content_d_lr: float = 1.0  # D^b's learning rate as a fraction of train.lr (DRIT++ / DISARM++: 1 / 2.5)
@@ -174,7 +172,6 @@ class HarmonizerConfig:
 
     def __post_init__(self) -> None:
         _require(self.voxel_mm in (0, 1, 2, 4), "harmonizer.voxel_mm", self.voxel_mm, "use 0 (the data's), 1, 2 or 4")
-        _require(0 <= self.residual_init <= 1, "harmonizer.residual_init", self.residual_init, "use a fraction in [0, 1]")
         _require(self.crop == 0 or self.crop >= 16, "harmonizer.crop", self.crop, "use 0 (whole volumes) or at least 16 voxels")
         _require(0 < self.content_d_lr <= 10, "harmonizer.content_d_lr", self.content_d_lr, "use a factor in (0, 10], e.g. 0.4")
         for name in ("width", "n_res", "noise_dim", "mlp_hidden", "style_width", "d_width", "d_layers", "d_scales"):

@@ -79,26 +79,6 @@ def l_lum(x_l: torch.Tensor, x_ul: torch.Tensor, t: SSIMConfig, mask: torch.Tens
     return 1 - _mean(ssim_components(_unit(x_l), _unit(x_ul), DATA_RANGE, **w).luminance, mask, w["win_size"])
 
 
-def l_hist(x_l: torch.Tensor, x_ul: torch.Tensor, mask_l: torch.Tensor | None = None, mask_u: torch.Tensor | None = None) -> torch.Tensor:
-    """L_hist (a cpu-profile addition, weight 0 in the paper profile): the 1-D Wasserstein-1 distance
-    between the brain intensities of x_{u->l} and those of x_l, averaged over the pairs.
-
-    It asks of x_{u->l} what L_lum asks (x_l's site intensities), but of the brain's intensity
-    distribution instead of 3 mm local means, so the two subjects' anatomies do not dominate it. Every
-    voxel of x_{u->l} is pulled toward x_l's intensity at its own quantile: a monotone intensity map,
-    the change a scanner makes, which a short run can learn while L_rec, L_cc and L_struct keep the anatomy.
-    """
-    terms = []
-    for k in range(x_ul.shape[0]):
-        a = x_ul[k].float().flatten() if mask_u is None else x_ul[k].float()[mask_u[k] > 0]
-        b = x_l[k].float().flatten() if mask_l is None else x_l[k].float()[mask_l[k] > 0]
-        if a.numel() < 64 or b.numel() < 64:  # a crop with (almost) no brain
-            continue
-        at = torch.linspace(0, b.numel() - 1, a.numel(), device=a.device).round().long()
-        terms.append((a.sort().values - b.detach().sort().values[at]).abs().mean())
-    return torch.stack(terms).mean() if terms else x_ul.sum() * 0.0
-
-
 def label_bce(logits: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
     """Cross-entropy of per-site logits against a label vector in {-1, 1}^K."""
     return F.binary_cross_entropy_with_logits(logits.float(), (label.float() + 1) / 2)
@@ -124,7 +104,6 @@ def aguit_generator_loss(f: dict[str, torch.Tensor], d_x_fake: list, d_b: tuple,
         "cc": mixed(f["x_u"], f["x_cc"], t, m_u),
         "struct": l_struct(f["x_uu"], f["x_ul"], t, m_u),
         "lum": l_lum(f["x_l"], f["x_ul"], t, m_lum),
-        "hist": l_hist(f["x_l"], f["x_ul"], m_l, m_u),
         "cla_s": label_bce(f["logit_l"], f["label"]),
         "adv_b": lsgan(adv_b_logit, True),
         "pre_b": F.binary_cross_entropy_with_logits(pre_b_logits.float(), torch.full_like(pre_b_logits.float(), 0.5)),

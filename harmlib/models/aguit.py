@@ -41,7 +41,6 @@ class AGUITSpec:
     d_layers: int = 3
     d_scales: int = 2
     residual: bool = False  # G(c, s, x) = x + delta(c, s), delta's last layer zero at init (IGUANE's generator)
-    residual_init: float = 0.0  # the last layer's initial weights as a fraction of PyTorch's default (0: exactly zero)
 
 
 class StructureEncoder(nn.Module):
@@ -108,10 +107,9 @@ class Generator(nn.Module):
         self.ups = nn.ModuleList(ups)
         self.residual = s.residual
         self.out = ConvBlock(s.dim, ch, 1, 7, norm="none", act="none" if s.residual else "tanh")
-        if s.residual:  # zero: G is exactly the identity; small: near it, with a gradient to the style path at step 0
-            with torch.no_grad():
-                self.out.conv.weight.mul_(s.residual_init)
-                self.out.conv.bias.zero_()
+        if s.residual:
+            nn.init.zeros_(self.out.conv.weight)
+            nn.init.zeros_(self.out.conv.bias)
         self.mlp = MLP(s.noise_dim + s.n_domains, n_adain_params(self.res), s.mlp_hidden)
 
     def forward(self, content: torch.Tensor, style: torch.Tensor, x: torch.Tensor | None = None) -> torch.Tensor:
