@@ -13,7 +13,9 @@ def _reproduce(args: argparse.Namespace) -> None:
     from harmlib.pipeline import build_book, run_notebooks
 
     params = parse_overrides(args.set) if args.set else {}
-    run_notebooks(args.profile, Path(args.root), force=args.force, parameters=params)
+    if not args.stall_minutes > 0:
+        raise SystemExit(f"harmlib reproduce: --stall-minutes {args.stall_minutes} is invalid; use a positive number of minutes (default 20)")
+    run_notebooks(args.profile, Path(args.root), force=args.force, parameters=params, stall_s=60 * args.stall_minutes)
     if not args.no_book:
         build_book(Path(args.root))
 
@@ -94,6 +96,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="re-run notebooks whose inputs did not change")
     p.add_argument("--no-book", action="store_true", help="run the notebooks only")
     p.add_argument("--set", default="", help="extra papermill parameters, e.g. 'alpha=0.5,gamma=2'")
+    p.add_argument("--stall-minutes", type=float, default=20.0,
+                   help="stop a notebook that shows no progress (no output, no file written under runs/) for this long (default 20)")
     p.set_defaults(func=_reproduce)
 
     p = sub.add_parser("synth", help="write the synthetic traveling-subject cohort and its manifest.csv")

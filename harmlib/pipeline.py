@@ -83,39 +83,131 @@ def _read_stamp(path: Path) -> dict[str, Any]:
         return {}
 
 
-# A cell of the laptop profiles that runs this long has hung (a kernel once went idle mid-run):
-# stop with a clear line instead of waiting forever. The paper profile's training cells run for hours.
-CELL_TIMEOUT_S = {"tiny": 1800, "cpu": 1800}
+# A slow laptop is not a hung kernel: a notebook is stopped only when it shows no sign of progress (no new
+# output saved in its partial copy, no file written under runs/<profile>/) for this long. Training cells
+# print a progress bar and checkpoint, so they count as alive however slow the machine is.
+STALL_S = 20 * 60
+POLL_S = 2.0
 
 
-def _execute(nb: Path, out: Path, parameters: dict[str, Any], cwd: Path, failed: Path, timeout: int | None = None) -> float:
+def _last_progress(paths: list[Path]) -> float:
+    """The newest modification time of these files, or of any file below these folders."""
+    newest = 0.0
+    for p in paths:
+        try:
+            if p.is_dir():
+                for dirpath, _, files in os.walk(p):
+                    for f in files:
+                        newest = max(newest, os.stat(os.path.join(dirpath, f)).st_mtime)
+            elif p.exists():
+                newest = max(newest, p.stat().st_mtime)
+        except OSError:  # a file replaced while we looked: it was written, so it counts next time
+            continue
+    return newest
+
+
+def _kill_kernels() -> None:
+    """Kill the kernels this process started (papermill's); papermill then reports a dead kernel."""
+    import psutil
+
+    for child in psutil.Process().children(recursive=True):
+        try:
+            if "ipykernel" in " ".join(child.cmdline()):
+                child.kill()
+        except psutil.Error:
+            continue
+
+
+def _watched(run, watch: list[Path], stall_s: float) -> bool:
+    """Run ``run()`` in a thread while watching ``watch`` for progress; True if it was stopped for a stall.
+
+    Exceptions of ``run`` are re-raised here. Ctrl-C kills the kernel and re-raises KeyboardInterrupt.
+    """
+    import threading
+
+    box: dict[str, BaseException] = {}
+
+    def target() -> None:
+        try:
+            run()
+        except BaseException as err:  # handed to the caller's thread
+            box["err"] = err
+
+    worker = threading.Thread(target=target, daemon=True)
+    worker.start()
+    seen, stalled = time.time(), False
+    try:
+        while worker.is_alive():
+            worker.join(POLL_S)
+            seen = max(seen, _last_progress(watch))
+            if not stalled and time.time() - seen > stall_s:
+                stalled = True
+                _kill_kernels()
+    except KeyboardInterrupt:
+        _kill_kernels()
+        worker.join(30)
+        raise
+    if "err" in box:
+        if stalled:
+            return True
+        raise box["err"]
+    return stalled
+
+
+def _quiet_kernel_channels() -> None:
+    """A killed kernel makes jupyter_client/zmq log tracebacks from its channels; the driver says it in one line."""
+    import logging
+
+    for name in ("traitlets", "papermill", "nbclient", "jupyter_client", "asyncio"):
+        logging.getLogger(name).setLevel(logging.CRITICAL)
+
+
+def _execute(nb: Path, out: Path, parameters: dict[str, Any], cwd: Path, failed: Path, runs: Path, stall_s: float = STALL_S) -> float:
     """Run one notebook to ``out`` (atomically); on failure raise PipelineError naming the cell."""
     import papermill as pm
-    from nbclient.exceptions import CellTimeoutError, DeadKernelError
+    from nbclient.exceptions import DeadKernelError
 
     partial = out.with_name(f".partial-{out.name}")
     t0 = time.perf_counter()
-    try:
-        pm.execute_notebook(str(nb), str(partial), parameters=parameters, cwd=str(cwd), kernel_name="python3", progress_bar=True, execution_timeout=timeout)
-    except (CellTimeoutError, DeadKernelError) as err:
+    _quiet_kernel_channels()
+
+    def keep_failed() -> None:
         failed.parent.mkdir(parents=True, exist_ok=True)
         if partial.exists():
             os.replace(partial, failed)
-        what = f"a cell ran longer than {timeout} s" if isinstance(err, CellTimeoutError) else "the kernel died (out of memory?)"
-        raise PipelineError(f"notebook {nb.relative_to(cwd)} stopped: {what}; run again to resume at this notebook -- partial copy: {failed}") from None
+
+    def run() -> None:
+        pm.execute_notebook(str(nb), str(partial), parameters=parameters, cwd=str(cwd), kernel_name="python3", progress_bar=True)
+
+    try:
+        stalled = _watched(run, [partial, runs], stall_s)
+    except KeyboardInterrupt:
+        keep_failed()
+        raise PipelineError(f"interrupted in {nb.relative_to(cwd)}; nothing half-written; rerun to resume") from None
+    except DeadKernelError:
+        keep_failed()
+        raise PipelineError(f"notebook {nb.relative_to(cwd)} stopped: the kernel died (out of memory?); run again to resume at this notebook -- partial copy: {failed}") from None
     except pm.PapermillExecutionError as err:
-        failed.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(partial, failed)
+        keep_failed()
         raise PipelineError(
             f"notebook {nb.relative_to(cwd)} failed at cell {err.cell_index} (execution count {err.exec_count}): "
             f"{err.ename}: {str(err.evalue).splitlines()[0] if err.evalue else ''} -- the executed copy with the traceback is {failed}"
         ) from None
+    if stalled:
+        keep_failed()
+        raise PipelineError(f"notebook {nb.relative_to(cwd)} stopped: no progress for {stall_s:g} s (no output, no file written under {runs.relative_to(cwd)}): "
+                            f"the kernel hung; run again to resume at this notebook (training resumes from its checkpoint) -- partial copy: {failed}")
     os.replace(partial, out)
     return time.perf_counter() - t0
 
 
-def run_notebooks(profile: str = "cpu", root: Path = Path("."), force: bool = False, parameters: dict[str, Any] | None = None) -> list[dict[str, Any]]:
-    """Execute every notebook in order; skip those whose inputs are unchanged. Returns the stamps."""
+def run_notebooks(profile: str = "cpu", root: Path = Path("."), force: bool = False, parameters: dict[str, Any] | None = None,
+                  stall_s: float = STALL_S) -> list[dict[str, Any]]:
+    """Execute every notebook in order; skip those whose inputs are unchanged. Returns the stamps.
+
+    ``stall_s``: a notebook with no new output and no file written under ``runs/<profile>/`` for this
+    many seconds has hung and is stopped (a slow machine is not stopped: its progress bars count).
+    """
     load_config(profile)  # fail early, with a clear line, on an unknown profile or a broken file
     lay = Layout(root.resolve())
     if not lay.notebooks:
@@ -131,7 +223,9 @@ def run_notebooks(profile: str = "cpu", root: Path = Path("."), force: bool = Fa
             print(f"harmlib: {nb.name} is up to date (profile {profile}), skipped", flush=True)
         else:
             print(f"harmlib: running {nb.name} (profile {profile})", flush=True)
-            seconds = _execute(nb, out, params, lay.root, lay.failed(profile, nb), CELL_TIMEOUT_S.get(profile))
+            runs = lay.root / "runs" / Path(str(profile)).stem
+            runs.mkdir(parents=True, exist_ok=True)
+            seconds = _execute(nb, out, params, lay.root, lay.failed(profile, nb), runs, stall_s)
             stamp = {"notebook": nb.name, "hash": digest, "profile": profile, "parameters": params, "seconds": round(seconds, 1), "finished": time.strftime("%Y-%m-%d %H:%M:%S")}
             _write_json_atomic(stamp_path, stamp)
         stamps.append(stamp)
