@@ -64,11 +64,21 @@ def _harmonize(args: argparse.Namespace) -> None:
         raise ValueError(f"{out_dir}: cannot create the output folder ({err.strerror}); choose a writable --out-dir") from None
     if not os.access(out_dir, os.W_OK):
         raise ValueError(f"{out_dir}: the output folder is not writable; choose another --out-dir")
+    _check_device(args.device)
     model = load_harmonizer(args.model, args.device)
     model.label(args.target)
     for p in tqdm(inputs, desc=f"harmonize -> {args.target}", unit="vol"):
         harmonize_file(model, p, out_dir / p.name, args.target, seed=args.seed, overwrite=args.overwrite)
     print(f"harmlib: wrote {len(inputs)} volume(s) to {out_dir}")
+
+
+def _check_device(device: str) -> None:
+    import torch
+
+    if device != "cpu" and not (device == "cuda" or (device.startswith("cuda:") and device[5:].isdigit())):
+        raise ValueError(f"--device {device}: unknown device; use cpu, cuda or cuda:N")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"--device {device}: this PyTorch build sees no CUDA GPU; use --device cpu (or install a CUDA build of torch)")
 
 
 def _models(args: argparse.Namespace) -> None:
@@ -146,6 +156,9 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, PipelineError, FileNotFoundError, ValueError) as err:  # DataError is a ValueError
         print(f"harmlib: error: {err}", file=sys.stderr)
         return 2 if isinstance(err, ConfigError) else 1
+    except KeyboardInterrupt:
+        print("harmlib: interrupted; nothing half-written; rerun to resume", file=sys.stderr)
+        return 130
     return 0
 
 

@@ -454,7 +454,10 @@ def parse_overrides(text: str) -> dict[str, Any]:
         if "=" not in item:
             raise ConfigError(f"override '{item}' is not of the form field=value (e.g. ssim.alpha=0.5)")
         key, value = item.split("=", 1)
-        out[key.strip()] = yaml.safe_load(value)
+        try:
+            out[key.strip()] = yaml.safe_load(value)
+        except yaml.YAMLError:
+            raise ConfigError(f"override '{item}': the value is not valid YAML; quote it or fix it (e.g. seed=3, ssim.alpha=0.5)") from None
     return out
 
 
@@ -465,10 +468,44 @@ def load_config(profile: str | Path = "cpu", overrides: Mapping[str, Any] | str 
     """
     path = profile_path(profile)
     try:
-        raw = yaml.safe_load(path.read_text()) or {}
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        raise ConfigError(f"profile file {path} is not UTF-8 text; save it as UTF-8 (a copy of harmlib/profiles/cpu.yaml)") from None
     except yaml.YAMLError as err:
         raise ConfigError(f"profile file {path} is not valid YAML ({err.__class__.__name__}); fix its syntax") from None
+    if raw is None:
+        raise ConfigError(f"profile file {path} is empty; start from a copy of harmlib/profiles/cpu.yaml")
+    if not isinstance(raw, Mapping):
+        raise ConfigError(f"profile file {path} holds a YAML {type(raw).__name__}, not a mapping of sections (profile:, seed:, ssim:, ...); "
+                          "start from a copy of harmlib/profiles/cpu.yaml")
     if isinstance(overrides, str):
         overrides = parse_overrides(overrides)
     upd = {k: v for k, v in (overrides or {}).items() if v is not None}
     return _from_dict(_merge(raw, _nest(upd)))
+
+
+def check_notebook_parameter(name: str, value: Any, notebook_parameters: set[str], cfg: Config) -> None:
+    """A papermill parameter given to every notebook (``harmlib reproduce --set``) must be a parameter of
+    some notebook, and its value must fit the config fields of that name (``gamma`` -> ``ssim.gamma``)."""
+    if name not in notebook_parameters:
+        raise ConfigError(f"unknown parameter '{name}' in --set; the notebooks take: {', '.join(sorted(notebook_parameters))}")
+    if value is None:
+        return
+    candidates = [(path, typ) for path, typ in _leaf_fields(Config) if path.rsplit(".", 1)[-1] == name]
+    errors = []
+    for path, _ in candidates:
+        try:
+            cfg.replace({path: value})
+            return
+        except ConfigError as err:
+            errors.append(str(err))
+    if errors:
+        raise ConfigError(errors[0].replace("invalid value", "--set: invalid value", 1))
+
+
+def _leaf_fields(cls: type, prefix: str = "") -> list[tuple[str, Any]]:
+    out = []
+    for f in fields(cls):
+        typ = typing.get_type_hints(cls)[f.name]
+        out += _leaf_fields(typ, f"{prefix}{f.name}.") if dataclasses.is_dataclass(typ) else [(f"{prefix}{f.name}", typ)]
+    return out

@@ -139,6 +139,8 @@ def harmonize_file(h: Harmonizer | SliceHarmonizer, in_path: str | Path, out_pat
         raise DataError(f"{out_path}: exists; pass --overwrite to replace it")
     img = load_volume(in_path)
     check_mni_aligned(img, in_path)
+    if not np.any(np.asarray(img.dataobj) > 0):
+        raise DataError(f"{in_path}: no voxel above 0 (all negative or zero); a T1 magnitude image is needed -- check the file or its scaling")
     out = harmonize_volume(h, img.get_fdata(dtype=np.float32), img.affine, target, seed)
     return save_volume(out_path, out, img.affine, header=img.header)
 

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from harmlib.config import load_config, profile_path
+from harmlib.config import check_notebook_parameter, load_config, profile_path
 
 HARMLIB_DIR = Path(__file__).parent
 
@@ -208,10 +208,13 @@ def run_notebooks(profile: str = "cpu", root: Path = Path("."), force: bool = Fa
     ``stall_s``: a notebook with no new output and no file written under ``runs/<profile>/`` for this
     many seconds has hung and is stopped (a slow machine is not stopped: its progress bars count).
     """
-    load_config(profile)  # fail early, with a clear line, on an unknown profile or a broken file
+    cfg = load_config(profile)  # fail early, with a clear line, on an unknown profile or a broken file
     lay = Layout(root.resolve())
     if not lay.notebooks:
         raise PipelineError(f"no notebooks found under {lay.root / 'notebooks'}; run from the project root")
+    known = {name for nb in lay.notebooks for name in _notebook_parameters(nb)}
+    for name, value in (parameters or {}).items():  # papermill only warns on unknown parameters: check before any notebook runs
+        check_notebook_parameter(name, value, known, cfg)
     params = {"profile": profile, **(parameters or {})}
     lib, previous, stamps = library_hash(), "", []
     lay.executed.mkdir(parents=True, exist_ok=True)
@@ -271,6 +274,8 @@ def write_pipeline_page(root: Path = Path(".")) -> Path:
 def build_book(root: Path = Path(".")) -> Path:
     """Build the book with Jupyter Book 1 into ``book/_build/html``; never executes notebooks."""
     root = root.resolve()
+    if not (root / "book" / "_toc.yml").is_file():
+        raise PipelineError(f"{root / 'book'} has no _toc.yml: not a project root; run 'harmlib book --root <the folder that holds book/ and notebooks/>'")
     write_pipeline_page(root)
     exe = Path(sys.executable).with_name("jupyter-book")
     cmd = [str(exe) if exe.exists() else (shutil.which("jupyter-book") or "jupyter-book"), "build", str(root / "book")]

@@ -12,6 +12,7 @@ import harmlib
 from harmlib.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from harmlib.cli import main
 from harmlib.data import fsl_grid_affine, read_manifest
+from harmlib.data.io import DataError
 from harmlib.data.synthetic import write_cohort
 from harmlib.harmonize import harmonize_file, load_harmonizer
 from harmlib.models.aguit import AGUITSpec, build_aguit, style_vector
@@ -163,3 +164,11 @@ def test_a_checkpoint_of_another_configuration_is_set_aside(cohort, tmp_path, ca
     log = fit(build_task(other, man)[0], other.harmonizer.train, other.runtime, tmp_path, seed=0)
     assert list(log.step) == [1] and (tmp_path / "checkpoint.pt.stale").is_file()
     assert "trained with another configuration" in capsys.readouterr().out
+
+
+def test_an_all_negative_volume_is_refused_not_harmonized_to_zeros(model_file, tmp_path):
+    x, aff = harmlib.data.mni_t1(4)
+    src = _nifti(tmp_path / "neg.nii.gz", -x - 1.0, aff)
+    with pytest.raises(DataError, match=r"neg.nii.gz: no voxel above 0"):
+        harmonize_file(load_harmonizer(model_file), src, tmp_path / "out.nii.gz", "agnostic")
+    assert not (tmp_path / "out.nii.gz").exists()
