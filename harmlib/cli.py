@@ -41,6 +41,9 @@ def _preprocess(args: argparse.Namespace) -> None:
     out, qc = preprocess_manifest(args.manifest, args.out_dir, voxel_mm=args.voxel_mm, workers=args.workers,
                                   skull_strip=args.skull_strip, keep_going=args.keep_going)
     print(f"harmlib: wrote {out} and {Path(args.out_dir) / 'qc.csv'}")
+    failed = int((qc["status"] == "failed").sum())
+    if failed:  # --keep-going went on; the run still did not do everything it was asked
+        raise ValueError(f"{failed} of {len(qc)} volume(s) failed to preprocess (listed above and in {Path(args.out_dir) / 'qc.csv'}); fix them and rerun")
 
 
 def _harmonize(args: argparse.Namespace) -> None:

@@ -388,6 +388,7 @@ def preprocess_manifest(manifest_path: str | Path, out_dir: str | Path, voxel_mm
     out_dir = Path(out_dir)
     qc_dir = out_dir / "qc"
     dsts = [out_dir / "volumes" / f"{k}.nii.gz" for k in _output_keys(man.df)]
+    _refuse_overwriting_inputs(Path(manifest_path), [man.path(i) for i in range(len(man))], out_dir, dsts)
     records = {i: r for i, d in enumerate(dsts) if (r := _cached(d, qc_dir, voxel_mm)) is not None}
     errors: dict[int, str] = {}
     args = [(i, str(man.path(i)), str(d), str(qc_dir), voxel_mm, skull_strip, settings) for i, d in enumerate(dsts) if i not in records]
@@ -423,6 +424,14 @@ def preprocess_manifest(manifest_path: str | Path, out_dir: str | Path, voxel_mm
     df["truth_path"] = [_rebase(t, man.root, out_dir) for t in df["truth_path"]]
     write_manifest(df.reset_index(drop=True), out_dir / "manifest.csv")
     return out_dir / "manifest.csv", qc
+
+
+def _refuse_overwriting_inputs(manifest_path: Path, inputs: list[Path], out_dir: Path, dsts: list[Path]) -> None:
+    """Never modify an input: no output (manifest, qc.csv, a volume) may be the input manifest or an input volume."""
+    ins = {os.path.abspath(p) for p in [manifest_path, *inputs]}
+    for out in [out_dir / "manifest.csv", out_dir / "qc.csv", *dsts]:
+        if os.path.abspath(out) in ins:
+            raise DataError(f"{out}: the output would overwrite an input; choose another --out-dir (outputs: volumes/, qc/, qc.csv, manifest.csv)")
 
 
 def _rebase(path: str, old_root: Path, new_root: Path) -> str:

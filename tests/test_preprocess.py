@@ -252,3 +252,25 @@ if __name__ == "__main__":
     t = time.perf_counter()
     measure()
     print(f"measured in {time.perf_counter() - t:.0f} s", file=sys.stderr)
+
+
+def test_an_output_that_is_an_input_is_refused(tmp_path):
+    _raw(tmp_path / "raw" / "good0.nii.gz", 4, seed=5)
+    man = _manifest(tmp_path, ["good0"])
+    before = man.read_bytes()
+    with pytest.raises(DataError, match=r"manifest.csv: the output would overwrite an input; choose another --out-dir"):
+        preprocess_manifest(man, tmp_path, voxel_mm=4, workers=1, settings=FAST)  # --out-dir = the manifest's folder
+    assert man.read_bytes() == before and not (tmp_path / "volumes").exists()
+
+
+def test_cli_keep_going_exits_non_zero_when_a_volume_failed(tmp_path, capsys):
+    from harmlib.cli import main
+
+    _raw(tmp_path / "raw" / "good0.nii.gz", 4, seed=6)
+    _bad_files(tmp_path / "raw")
+    man = _manifest(tmp_path, ["good0", "corrupt"])
+    code = main(["preprocess", "--manifest", str(man), "--out-dir", str(tmp_path / "pre"), "--voxel-mm", "4", "--workers", "1", "--keep-going"])
+    err = capsys.readouterr().err
+    last = err.strip().splitlines()[-1]  # after the progress bar: one line
+    assert code == 1 and last.startswith("harmlib: error: 1 of 2 volume(s) failed to preprocess")
+    assert (tmp_path / "pre" / "manifest.csv").is_file()  # the good one is kept
