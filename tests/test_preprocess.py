@@ -274,3 +274,11 @@ def test_cli_keep_going_exits_non_zero_when_a_volume_failed(tmp_path, capsys):
     last = err.strip().splitlines()[-1]  # after the progress bar: one line
     assert code == 1 and last.startswith("harmlib: error: 1 of 2 volume(s) failed to preprocess")
     assert (tmp_path / "pre" / "manifest.csv").is_file()  # the good one is kept
+
+
+def test_a_noise_cube_fails_the_registration_quality_check(tmp_path):
+    src = tmp_path / "noise.nii.gz"
+    nib.save(nib.Nifti1Image(np.random.default_rng(0).random((10, 10, 10)).astype(np.float32) * 100, np.diag([20.0, 20.0, 20.0, 1.0])), str(src))
+    with pytest.raises(DataError, match=r"noise.nii.gz: registration to MNI failed its quality check \(template correlation") as err:
+        preprocess_volume(src, tmp_path / "out.nii.gz", voxel_mm=4, settings=FAST)
+    assert "\n" not in str(err.value) and not (tmp_path / "out.nii.gz").exists()
