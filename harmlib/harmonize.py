@@ -135,6 +135,8 @@ def harmonize_file(h: Harmonizer | SliceHarmonizer, in_path: str | Path, out_pat
         h.label(target)  # unknown targets fail before any work
     if out_path.resolve() == in_path.resolve():
         raise DataError(f"{in_path}: the output would overwrite the input; choose another --out-dir")
+    if out_path.is_dir():
+        raise DataError(f"{out_path}: the output name is a folder; choose another --out-dir or remove that folder")
     if out_path.exists() and not overwrite:
         raise DataError(f"{out_path}: exists; pass --overwrite to replace it")
     img = load_volume(in_path)

@@ -390,8 +390,10 @@ def preprocess_manifest(manifest_path: str | Path, out_dir: str | Path, voxel_mm
 
     if skull_strip:
         _require_deepbet()  # fail before any work
-    man = read_manifest(manifest_path, check_files=False)  # a missing file is that row's failure
     out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():  # before any volume is processed
+        raise DataError(f"{out_dir}: --out-dir is a file, not a folder; choose a folder")
+    man = read_manifest(manifest_path, check_files=False)  # a missing file is that row's failure
     qc_dir = out_dir / "qc"
     dsts = [out_dir / "volumes" / f"{k}.nii.gz" for k in _output_keys(man.df)]
     _refuse_overwriting_inputs(Path(manifest_path), [man.path(i) for i in range(len(man))], out_dir, dsts)

@@ -61,3 +61,34 @@ def test_harmonize_device_errors(tmp_path, capsys, device):
     code = main(["harmonize", str(vol), "--model", str(tmp_path / "m.pt"), "--target", "agnostic", "--out-dir", str(tmp_path / "o"), "--device", device])
     err = capsys.readouterr().err
     assert code == 1 and f"--device {device}" in err and err.count("\n") == 1
+
+
+def _manifest_text(tmp_path, rows: list[str]) -> Path:
+    header = "path,subject,session,dataset,scanner,site,domain,age,sex,diagnosis,split,role,truth_path"
+    p = tmp_path / "manifest.csv"
+    p.write_text("\n".join([header, *rows]) + "\n")
+    return p
+
+
+def test_manifest_row_with_extra_fields_names_the_row(tmp_path):
+    from harmlib.data import read_manifest
+    from harmlib.data.io import DataError
+
+    p = _manifest_text(tmp_path, ["a.nii.gz,s1,1,d,S,A,S@A,40,F,HC,train,labeled,", "b.nii.gz,s2,1,d,S,A,S@A,40,F,HC,train,labeled,,extra"])
+    with pytest.raises(DataError, match=r"row 3 has 14 fields but the header has 13"):
+        read_manifest(p, check_files=False)
+
+
+def test_header_only_manifest_is_one_line(tmp_path):
+    from harmlib.data import read_manifest
+    from harmlib.data.io import DataError
+
+    with pytest.raises(DataError, match="a header and no rows"):
+        read_manifest(_manifest_text(tmp_path, []), check_files=False)
+
+
+def test_preprocess_out_dir_that_is_a_file_fails_before_any_work(tmp_path, capsys):
+    out = tmp_path / "out"
+    out.write_text("not a folder")
+    code = main(["preprocess", "--manifest", str(_manifest_text(tmp_path, ["a.nii.gz,s1,1,d,S,A,S@A,40,F,HC,train,labeled,"])), "--out-dir", str(out)])
+    assert code == 1 and "--out-dir is a file" in capsys.readouterr().err

@@ -142,11 +142,32 @@ def read_manifest(path: str | Path, check_files: bool = True) -> Manifest:
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: manifest not found; create it with 'harmlib synth' or an importer (see data/README.md)")
+    _check_row_lengths(path)
     try:
         df = pd.read_csv(path, dtype=str, keep_default_na=False)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
         raise DataError(f"{path}: not a readable CSV ({type(err).__name__}); check the delimiter (comma) and encoding (UTF-8)") from None
+    if df.empty:
+        raise DataError(f"{path}: a header and no rows; add one row per volume (see data/README.md)")
     return Manifest(validate(df, path.parent, str(path), check_files), path.parent)
+
+
+def _check_row_lengths(path: Path) -> None:
+    """A row with more or fewer fields than the header shifts every column after it: name that row, not a later symptom."""
+    import csv
+
+    try:
+        with open(path, newline="", encoding="utf-8") as fh:
+            rows = csv.reader(fh)
+            header = next(rows, None)
+            for line, row in enumerate(rows, start=2):
+                if header is not None and row and len(row) != len(header):
+                    raise DataError(f"{path}: row {line} has {len(row)} fields but the header has {len(header)}; "
+                                    "quote values that contain commas, or remove the extra fields")
+    except UnicodeDecodeError:
+        raise DataError(f"{path}: not UTF-8 text; save the manifest as UTF-8 CSV") from None
+    except csv.Error as err:
+        raise DataError(f"{path}: not a readable CSV ({err}); check the delimiter (comma) and quotes") from None
 
 
 def write_manifest(df: pd.DataFrame, path: str | Path, check_files: bool = True) -> Manifest:
