@@ -97,6 +97,8 @@ def _models(args: argparse.Namespace) -> None:
             print(f"{path}  kind={ck['kind']}  profile={ck.get('config', {}).get('profile', '?')}  voxel={ck.get('voxel_mm', '?')} mm  created={ck.get('created', '?')}  sites: {doms}")
         except CheckpointError as err:
             print(f"{path}  unreadable: {err}")
+        except (KeyError, TypeError, AttributeError) as err:  # a file of ours, but not with the metadata a model file has
+            print(f"{path}  unreadable: unexpected model-file metadata ({type(err).__name__}: {str(err)[:80]}); export the model again")
 
 
 def build_parser() -> argparse.ArgumentParser:

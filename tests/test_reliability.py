@@ -92,3 +92,11 @@ def test_preprocess_out_dir_that_is_a_file_fails_before_any_work(tmp_path, capsy
     out.write_text("not a folder")
     code = main(["preprocess", "--manifest", str(_manifest_text(tmp_path, ["a.nii.gz,s1,1,d,S,A,S@A,40,F,HC,train,labeled,"])), "--out-dir", str(out)])
     assert code == 1 and "--out-dir is a file" in capsys.readouterr().err
+
+
+def test_models_lists_a_file_with_unexpected_metadata_as_unreadable_and_goes_on(tmp_path, capsys):
+    from harmlib.checkpoint import save_checkpoint
+
+    save_checkpoint(tmp_path / "cpu" / "models" / "odd.pt", {"kind": "ssim_harmonizer", "domains": 5, "config": "x"})
+    assert main(["models", "--runs", str(tmp_path)]) == 0
+    assert "odd.pt  unreadable: unexpected model-file metadata" in capsys.readouterr().out
