@@ -31,7 +31,7 @@ import numpy as np
 import pandas as pd
 import SimpleITK as sitk
 
-from harmlib.data.io import DataError, load_volume, save_volume, write_text_atomic
+from harmlib.data.io import DataError, load_volume, save_volume, write_atomic, write_text_atomic
 from harmlib.data.manifest import read_manifest, write_manifest
 from harmlib.data.mni import FSL_SHAPE_1MM, block_average, fsl_grid_affine, mni_t1
 from harmlib.data.scanner_space import rigid_angles
@@ -250,12 +250,7 @@ def save_qc_figure(path: str | Path, data: np.ndarray, voxel_mm: int = 1, title:
         ax.set_title(name, fontsize=9)
         ax.set_axis_off()
     fig.suptitle(title, fontsize=8)
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".png", dir=Path(path).parent)
-    with os.fdopen(fd, "wb") as fh:
-        fig.savefig(fh, format="png", dpi=80)
-    os.replace(tmp, path)  # atomic: a half-written figure never looks done
-    return Path(path)
+    return write_atomic(path, lambda tmp: fig.savefig(tmp, format="png", dpi=80), ".png")  # a half-written figure never looks done
 
 
 def preprocess_volume(in_path: str | Path, out_path: str | Path, voxel_mm: int = 1, skull_strip: bool = False, qc_dir: str | Path | None = None, settings: Settings = Settings()) -> dict:

@@ -100,3 +100,22 @@ def test_models_lists_a_file_with_unexpected_metadata_as_unreadable_and_goes_on(
     save_checkpoint(tmp_path / "cpu" / "models" / "odd.pt", {"kind": "ssim_harmonizer", "domains": 5, "config": "x"})
     assert main(["models", "--runs", str(tmp_path)]) == 0
     assert "odd.pt  unreadable: unexpected model-file metadata" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("writer", ["volume", "text"])
+def test_a_full_disk_is_one_line_and_leaves_no_partial_file(tmp_path, monkeypatch, writer):
+    import errno
+
+    from harmlib.data.io import DataError, save_volume, write_text_atomic
+
+    def full(*_, **__):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(nib, "save", full)
+    monkeypatch.setattr(Path, "write_text", full)
+    with pytest.raises(DataError, match="the disk is full") as err:
+        if writer == "volume":
+            save_volume(tmp_path / "v.nii.gz", np.zeros((2, 2, 2)), np.eye(4))
+        else:
+            write_text_atomic(tmp_path / "t.csv", "a,b\n")
+    assert "\n" not in str(err.value) and list(tmp_path.iterdir()) == []

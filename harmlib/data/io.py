@@ -6,9 +6,11 @@ complete, and inputs are only ever opened for reading.
 """
 from __future__ import annotations
 
+import errno
 import os
 import tempfile
 from pathlib import Path
+from typing import Any, Callable
 
 import nibabel as nib
 import numpy as np
@@ -47,32 +49,35 @@ def load_volume(path: str | Path, allow_empty: bool = False) -> nib.Nifti1Image:
     return out
 
 
-def save_volume(path: str | Path, data: np.ndarray, affine: np.ndarray, header: nib.Nifti1Header | None = None) -> Path:
-    """Write a NIfTI atomically (temporary file + rename) and return its path."""
+def write_atomic(path: str | Path, write: Callable[[str], Any], suffix: str = "") -> Path:
+    """Write ``path`` through a temporary file in its folder (``write(tmp_path)``) and a rename: a reader
+    never sees half a file. On any failure the temporary file is removed; a full disk is one line naming the file.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    img = nib.Nifti1Image(np.asarray(data, dtype=np.float32), affine, header=header)
-    img.set_data_dtype(np.float32)
-    img.set_qform(affine, code=1)
-    img.set_sform(affine, code=1)
-    suffix = ".nii.gz" if path.name.endswith(".nii.gz") else path.suffix
     fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=suffix, dir=path.parent)
     os.close(fd)
     try:
-        nib.save(img, tmp)
+        write(tmp)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as err:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(err, OSError) and err.errno == errno.ENOSPC:
+            raise DataError(f"{path}: the disk is full; nothing half-written was kept -- free some space and rerun to resume") from None
         raise
     return path
 
 
+def save_volume(path: str | Path, data: np.ndarray, affine: np.ndarray, header: nib.Nifti1Header | None = None) -> Path:
+    """Write a NIfTI atomically (temporary file + rename) and return its path."""
+    img = nib.Nifti1Image(np.asarray(data, dtype=np.float32), affine, header=header)
+    img.set_data_dtype(np.float32)
+    img.set_qform(affine, code=1)
+    img.set_sform(affine, code=1)
+    suffix = ".nii.gz" if Path(path).name.endswith(".nii.gz") else Path(path).suffix
+    return write_atomic(path, lambda tmp: nib.save(img, tmp), suffix)
+
+
 def write_text_atomic(path: str | Path, text: str) -> Path:
     """Write a text file (CSV, JSON) atomically."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=path.parent)
-    with os.fdopen(fd, "w") as fh:
-        fh.write(text)
-    os.replace(tmp, path)
-    return path
+    return write_atomic(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
