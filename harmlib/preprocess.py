@@ -16,6 +16,7 @@ input's world: the direction of :attr:`harmlib.data.scanner_space.ScannerVolume.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import multiprocessing
 import os
@@ -31,7 +32,7 @@ import numpy as np
 import pandas as pd
 import SimpleITK as sitk
 
-from harmlib.data.io import DataError, load_volume, save_volume, write_atomic, write_text_atomic
+from harmlib.data.io import DataError, file_digest, is_done, load_volume, mark_done, save_volume, write_atomic, write_text_atomic
 from harmlib.data.manifest import read_manifest, write_manifest
 from harmlib.data.mni import FSL_SHAPE_1MM, block_average, fsl_grid_affine, mni_t1
 from harmlib.data.scanner_space import rigid_angles
@@ -333,19 +334,30 @@ def _init_worker(threads: int) -> None:
 def _job(i: int, src: str, dst: str, qc_dir: str, voxel_mm: int, skull_strip: bool, settings: Settings) -> tuple[int, dict | None, str | None]:
     """Run one volume and return (row, QC record or None, one-line error or None); never raises."""
     try:
-        return i, preprocess_volume(src, dst, voxel_mm, skull_strip, qc_dir, settings), None
+        made_from = _made_from(Path(src), voxel_mm, skull_strip, settings)
+        rec = preprocess_volume(src, dst, voxel_mm, skull_strip, qc_dir, settings)
+        mark_done(dst, made_from)  # after the volume and its QC: only now does it count as done
+        return i, rec, None
     except (DataError, MissingExtraError) as err:
         return i, None, str(err)
     except Exception as err:  # a bug or an odd file: report it as one line rather than losing the run
         return i, None, f"{src}: {type(err).__name__}: {(str(err).strip().splitlines() or [''])[0]}"
 
 
-def _cached(dst: Path, qc_dir: Path, voxel_mm: int) -> dict | None:
-    """The QC record of an output that is already complete on the asked grid, else None."""
-    try:  # absent, damaged or on another grid: recompute (writes are atomic, so damage is rare)
-        if nib.load(str(dst)).shape != tuple(-(-s // voxel_mm) for s in FSL_SHAPE_1MM):
-            return None
-    except Exception:
+def _made_from(src: Path, voxel_mm: int, skull_strip: bool, settings: Settings) -> dict:
+    """What an output is a function of: the input's bytes and every setting (another input or setting: made again)."""
+    try:
+        digest = file_digest(src)
+    except OSError:
+        digest = ""  # a missing input: that row fails in preprocess_volume with its own message
+    return {"input_sha256": digest, "voxel_mm": voxel_mm, "skull_strip": skull_strip, "settings": dataclasses.asdict(settings)}
+
+
+def _cached(src: Path, dst: Path, qc_dir: Path, voxel_mm: int, skull_strip: bool, settings: Settings) -> dict | None:
+    """The QC record of an output that was verified done from this very input and these settings, else None.
+
+    A truncated or replaced output, an input that changed, other settings: not done, made again."""
+    if not is_done(dst, _made_from(src, voxel_mm, skull_strip, settings)):
         return None
     js = qc_dir / (dst.name.removesuffix(".nii.gz") + ".json")
     rec = json.loads(js.read_text()) if js.is_file() else {"output": str(dst)}
@@ -392,7 +404,7 @@ def preprocess_manifest(manifest_path: str | Path, out_dir: str | Path, voxel_mm
     qc_dir = out_dir / "qc"
     dsts = [out_dir / "volumes" / f"{k}.nii.gz" for k in _output_keys(man.df)]
     _refuse_overwriting_inputs(Path(manifest_path), [man.path(i) for i in range(len(man))], out_dir, dsts)
-    records = {i: r for i, d in enumerate(dsts) if (r := _cached(d, qc_dir, voxel_mm)) is not None}
+    records = {i: r for i, d in enumerate(dsts) if (r := _cached(man.path(i), d, qc_dir, voxel_mm, skull_strip, settings)) is not None}
     errors: dict[int, str] = {}
     args = [(i, str(man.path(i)), str(d), str(qc_dir), voxel_mm, skull_strip, settings) for i, d in enumerate(dsts) if i not in records]
     with tqdm(total=len(dsts), initial=len(records), desc="preprocess", unit="vol") as bar:

@@ -282,3 +282,19 @@ def test_a_noise_cube_fails_the_registration_quality_check(tmp_path):
     with pytest.raises(DataError, match=r"noise.nii.gz: registration to MNI failed its quality check \(template correlation") as err:
         preprocess_volume(src, tmp_path / "out.nii.gz", voxel_mm=4, settings=FAST)
     assert "\n" not in str(err.value) and not (tmp_path / "out.nii.gz").exists()
+
+
+def test_only_verified_outputs_count_as_done(tmp_path):
+    for k in range(2):
+        _raw(tmp_path / "raw" / f"good{k}.nii.gz", 4, seed=30 + k)
+    man = _manifest(tmp_path, ["good0", "good1"])
+    out = tmp_path / "pre"
+    preprocess_manifest(man, out, voxel_mm=4, workers=1, settings=FAST)
+    vols = sorted((out / "volumes").glob("*.nii.gz"))
+    data = vols[0].read_bytes()
+    vols[0].write_bytes(data[: len(data) // 2])  # a half-truncated output
+    _, qc = preprocess_manifest(man, out, voxel_mm=4, workers=1, settings=FAST)
+    assert list(qc["status"]) == ["ok", "skipped"] and vols[0].read_bytes() != data[: len(data) // 2]
+    _raw(tmp_path / "raw" / "good1.nii.gz", 4, seed=99)  # the input was replaced by another volume
+    _, qc = preprocess_manifest(man, out, voxel_mm=4, workers=1, settings=FAST)
+    assert list(qc["status"]) == ["skipped", "ok"]

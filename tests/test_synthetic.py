@@ -111,3 +111,19 @@ def test_sites_are_named_and_unique():
     sites = all_sites()
     assert TARGET_A.domain == "Gyroscan Intera@Guys" and TARGET_B.domain == "TrioTim@SWU"
     assert {"mild", "strong"} <= {s.strength for s in sites.values()}
+
+
+def test_synth_resumes_only_over_verified_files(tmp_path):
+    from harmlib.data.synthetic import write_cohort
+
+    cfg = harmlib.load_config("tiny", {"synth.n_train_per_site": 2, "synth.n_test_per_site": 1, "synth.n_age_per_site": 1, "synth.n_ad_per_site": 1})
+    man = write_cohort(cfg, tmp_path, raw=False)
+    vols = sorted((tmp_path / "train").glob("*.nii.gz"))
+    good = vols[0].read_bytes()
+    vols[0].write_bytes(good[:1000])  # truncated
+    vols[1].write_bytes(b"")  # empty
+    mtime = vols[2].stat().st_mtime_ns
+    write_cohort(cfg, tmp_path, raw=False)
+    assert vols[0].read_bytes() == good and vols[1].stat().st_size > 1000
+    assert vols[2].stat().st_mtime_ns == mtime  # a verified file is kept, not rewritten
+    assert man.is_file()

@@ -7,6 +7,8 @@ complete, and inputs are only ever opened for reading.
 from __future__ import annotations
 
 import errno
+import hashlib
+import json
 import os
 import tempfile
 from pathlib import Path
@@ -66,6 +68,41 @@ def write_atomic(path: str | Path, write: Callable[[str], Any], suffix: str = ""
             raise DataError(f"{path}: the disk is full; nothing half-written was kept -- free some space and rerun to resume") from None
         raise
     return path
+
+
+def file_digest(path: str | Path) -> str:
+    """SHA-256 of a file's bytes."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _done_path(path: Path) -> Path:
+    return path.with_name(f".{path.name}.done.json")
+
+
+def _canonical(made_from: dict[str, Any]) -> Any:
+    return json.loads(json.dumps(made_from, sort_keys=True, default=str))
+
+
+def mark_done(path: str | Path, made_from: dict[str, Any]) -> None:
+    """Record that ``path`` is finished: what it was made from (inputs' digests, settings) and its own digest.
+    Written after the output itself, so an output without its record is never taken for done."""
+    path = Path(path)
+    write_text_atomic(_done_path(path), json.dumps({"made_from": _canonical(made_from), "sha256": file_digest(path)}, indent=1))
+
+
+def is_done(path: str | Path, made_from: dict[str, Any]) -> bool:
+    """Whether ``path`` exists, was made from exactly ``made_from`` and is unchanged since (its digest):
+    a truncated, empty, replaced or stale output is not done, and is made again."""
+    path = Path(path)
+    try:
+        rec = json.loads(_done_path(path).read_text())
+        return path.is_file() and rec.get("made_from") == _canonical(made_from) and rec.get("sha256") == file_digest(path)
+    except (OSError, ValueError, AttributeError):
+        return False
 
 
 def save_volume(path: str | Path, data: np.ndarray, affine: np.ndarray, header: nib.Nifti1Header | None = None) -> Path:

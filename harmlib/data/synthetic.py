@@ -14,6 +14,7 @@ anatomy as a site sees it, plans the cohorts of the papers' design and writes NI
 from __future__ import annotations
 
 import json
+from typing import Any
 
 from dataclasses import dataclass
 from functools import lru_cache
@@ -26,7 +27,7 @@ from tqdm.auto import tqdm
 from harmlib.config import Config, SynthConfig
 from harmlib.data.anatomy import Subject, make_anatomy, priors
 from harmlib.data.appearance import Appearance, apply_appearance, smooth_field
-from harmlib.data.io import save_volume, write_text_atomic
+from harmlib.data.io import is_done, mark_done, save_volume, write_text_atomic
 from harmlib.data.manifest import domain_name, slug, write_manifest
 from harmlib.data.mni import fsl_grid_affine
 from harmlib.data.scanner_space import to_scanner_space
@@ -51,6 +52,8 @@ class Site:
 def _site(scanner, site, tissue, gamma, bias, blur, noise, scale, offset, seed, strength) -> Site:
     return Site(scanner, site, tissue, Appearance(gamma=gamma, scale=scale, offset=offset, bias=bias, bias_scale_mm=70, blur_mm=blur, noise=noise), seed, strength)
 
+
+COHORT_VERSION = 1  # raise when the anatomy or site model changes: every file is then made again
 
 # fmt: off
 #            scanner            site        CSF   GM    WM    lesion gamma bias blur noise scale offset seed
@@ -187,7 +190,8 @@ def write_cohort(cfg: Config, out: str | Path, raw: bool = True) -> Path:
         targets = [(scan.site, out / rel)] + ([(ref, out / truth.replace("{domain}", slug(ref.domain))) for ref in (TARGET_A, TARGET_B)] if truth else [])
         raw_path = out / "raw" / Path(rel).name if scan in raw_scans else None
         need_raw = raw_path is not None and not _pose_path(raw_path).is_file()
-        needed = [(site, path) for site, path in targets if not path.is_file()]
+        made_from = {site.domain: _made_from(scan, site, voxel) for site, _ in targets}
+        needed = [(site, path) for site, path in targets if not is_done(path, made_from[site.domain])]
         if need_raw and all(site is not scan.site for site, _ in needed):
             needed.insert(0, (scan.site, None))  # rendered again only to move it to scanner space
         if needed:
@@ -196,6 +200,7 @@ def write_cohort(cfg: Config, out: str | Path, raw: bool = True) -> Path:
                 vol = render(anat, site, voxel, _scan_seed(scan, site))
                 if path is not None:
                     save_volume(path, vol, aff)
+                    mark_done(path, made_from[site.domain])
                 if site is scan.site and need_raw:
                     _write_raw(raw_path, vol, aff, _scan_seed(scan, site), voxel)
         bar.update(len(targets) + (raw_path is not None))
@@ -209,6 +214,11 @@ def write_cohort(cfg: Config, out: str | Path, raw: bool = True) -> Path:
         write_text_atomic(out / "raw" / "poses.json", json.dumps(poses, indent=1))
     write_manifest(pd.DataFrame(rows), out / "manifest.csv")
     return out / "manifest.csv"
+
+
+def _made_from(scan: Any, site: Site, voxel: int) -> dict[str, Any]:
+    """What a synthetic volume is a function of: a file made from anything else is made again."""
+    return {"subject": scan.subject.subject, "site": site.domain, "voxel_mm": voxel, "seed": _scan_seed(scan, site), "version": COHORT_VERSION}
 
 
 def render_at_sites(subject: Subject, voxel_mm: int, sites: list[Site] | None = None) -> dict[str, np.ndarray]:
