@@ -50,7 +50,7 @@ def _harmonize(args: argparse.Namespace) -> None:
     from tqdm.auto import tqdm
 
     from harmlib.data.manifest import read_manifest
-    from harmlib.harmonize import harmonize_file, load_harmonizer
+    from harmlib.harmonize import check_input, check_output, harmonize_file, load_harmonizer
 
     inputs = [Path(p) for p in args.inputs]
     if args.manifest:
@@ -61,17 +61,29 @@ def _harmonize(args: argparse.Namespace) -> None:
     if len(set(names)) != len(names):
         raise ValueError("two inputs share a file name, and outputs keep their input's name; harmonize them into separate --out-dir folders")
     out_dir = Path(args.out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ValueError(f"{out_dir}: --out-dir is a file, not a folder; choose a folder")
+    _check_device(args.device)
+    model = load_harmonizer(args.model, args.device)
+    model.label(args.target)
+    # All or nothing: every input and output is checked before the first output is written.
+    for p in tqdm(inputs, desc="checking inputs", unit="vol", leave=False):
+        check_output(p, out_dir / p.name, args.overwrite)
+        check_input(p)
+    created = not out_dir.exists()
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as err:
         raise ValueError(f"{out_dir}: cannot create the output folder ({err.strerror}); choose a writable --out-dir") from None
     if not os.access(out_dir, os.W_OK):
         raise ValueError(f"{out_dir}: the output folder is not writable; choose another --out-dir")
-    _check_device(args.device)
-    model = load_harmonizer(args.model, args.device)
-    model.label(args.target)
-    for p in tqdm(inputs, desc=f"harmonize -> {args.target}", unit="vol"):
-        harmonize_file(model, p, out_dir / p.name, args.target, seed=args.seed, overwrite=args.overwrite)
+    try:
+        for p in tqdm(inputs, desc=f"harmonize -> {args.target}", unit="vol"):
+            harmonize_file(model, p, out_dir / p.name, args.target, seed=args.seed, overwrite=args.overwrite)
+    except BaseException:
+        if created and not any(out_dir.iterdir()):
+            out_dir.rmdir()  # no empty output folder is left behind
+        raise
     print(f"harmlib: wrote {len(inputs)} volume(s) to {out_dir}")
 
 
@@ -101,6 +113,21 @@ def _models(args: argparse.Namespace) -> None:
             print(f"{path}  unreadable: unexpected model-file metadata ({type(err).__name__}: {str(err)[:80]}); export the model again")
 
 
+def _int_at_least(low: int):
+    """An argparse type: an integer >= ``low``; anything else is one line naming the option's value."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"'{text}' is not an integer") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"{value} is out of range; use an integer >= {low}")
+        return value
+
+    return parse
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="harmlib", description="Deep MRI harmonization: the papers' companion.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -126,7 +153,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--manifest", required=True, help="manifest.csv of the raw volumes")
     p.add_argument("--out-dir", required=True, help="output folder (volumes/, qc/, qc.csv, manifest.csv)")
     p.add_argument("--voxel-mm", type=int, default=1, choices=(1, 2, 4), help="output grid: the FSL MNI grid at 1 (default), 2 or 4 mm")
-    p.add_argument("--workers", type=int, default=2, help="parallel processes")
+    p.add_argument("--workers", type=_int_at_least(1), default=2, help="parallel processes")
     p.add_argument("--skull-strip", action="store_true", help="skull-strip with deepbet (pip install deepbet)")
     p.add_argument("--keep-going", action="store_true", help="go on after a failed volume and list the failures at the end")
     p.set_defaults(func=_preprocess)
@@ -138,7 +165,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--target", required=True, help="a training site (name, scanner@site or site) or agnostic")
     p.add_argument("--out-dir", required=True, help="output folder; each output keeps its input's file name")
     p.add_argument("--overwrite", action="store_true", help="replace outputs that already exist")
-    p.add_argument("--seed", type=int, default=0, help="seed of the agnostic noise code")
+    p.add_argument("--seed", type=_int_at_least(0), default=0, help="seed of the agnostic noise code")
     p.add_argument("--device", default="cpu", help="cpu or cuda")
     p.set_defaults(func=_harmonize)
 

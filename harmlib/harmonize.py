@@ -128,21 +128,32 @@ def harmonize_array(h: Harmonizer | SliceHarmonizer, vol: np.ndarray, target: st
     return np.where(vol > 0, np.clip(out, 0, None), 0).astype(np.float32)
 
 
-def harmonize_file(h: Harmonizer | SliceHarmonizer, in_path: str | Path, out_path: str | Path, target: str, seed: int = 0, overwrite: bool = False) -> Path:
-    """Harmonize one NIfTI to ``out_path`` (atomic), keeping the input's grid, header and affine."""
+def check_input(in_path: str | Path) -> nib.Nifti1Image:
+    """A readable, MNI-aligned T1 with a positive brain; else a one-line DataError naming the file."""
+    img = load_volume(in_path)
+    check_mni_aligned(img, Path(in_path))
+    if not np.any(np.asarray(img.dataobj) > 0):
+        raise DataError(f"{in_path}: no voxel above 0 (all negative or zero); a T1 magnitude image is needed -- check the file or its scaling")
+    return img
+
+
+def check_output(in_path: str | Path, out_path: str | Path, overwrite: bool = False) -> None:
+    """An output may not be an input, a folder, or (without ``overwrite``) an existing file."""
     in_path, out_path = Path(in_path), Path(out_path)
-    if target != SELF:
-        h.label(target)  # unknown targets fail before any work
     if out_path.resolve() == in_path.resolve():
         raise DataError(f"{in_path}: the output would overwrite the input; choose another --out-dir")
     if out_path.is_dir():
         raise DataError(f"{out_path}: the output name is a folder; choose another --out-dir or remove that folder")
     if out_path.exists() and not overwrite:
         raise DataError(f"{out_path}: exists; pass --overwrite to replace it")
-    img = load_volume(in_path)
-    check_mni_aligned(img, in_path)
-    if not np.any(np.asarray(img.dataobj) > 0):
-        raise DataError(f"{in_path}: no voxel above 0 (all negative or zero); a T1 magnitude image is needed -- check the file or its scaling")
+
+
+def harmonize_file(h: Harmonizer | SliceHarmonizer, in_path: str | Path, out_path: str | Path, target: str, seed: int = 0, overwrite: bool = False) -> Path:
+    """Harmonize one NIfTI to ``out_path`` (atomic), keeping the input's grid, header and affine."""
+    if target != SELF:
+        h.label(target)  # unknown targets fail before any work
+    check_output(in_path, out_path, overwrite)
+    img = check_input(in_path)
     out = harmonize_volume(h, img.get_fdata(dtype=np.float32), img.affine, target, seed)
     return save_volume(out_path, out, img.affine, header=img.header)
 

@@ -327,7 +327,11 @@ def _output_keys(df: pd.DataFrame) -> list[str]:
 
 
 def _init_worker(threads: int) -> None:
-    """Share the cores between the worker processes instead of each ITK filter taking them all."""
+    """Share the cores between the worker processes instead of each ITK filter taking them all. Ctrl-C is
+    the parent's to handle (one line, workers stopped): a worker ignores it rather than print its own traceback."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(threads)
 
 
@@ -379,6 +383,10 @@ def _run_jobs(args: list[tuple], workers: int, collect) -> None:
             done, pending = wait(pending, return_when=FIRST_COMPLETED)
             for fut in done:
                 collect(*fut.result())
+    except KeyboardInterrupt:  # stop the workers now: their outputs are atomic, so nothing half-written stays
+        for proc in list(getattr(pool, "_processes", {}).values()):
+            proc.terminate()
+        raise
     finally:  # after a failure that stops the run: queued volumes never start, running ones end alone
         pool.shutdown(wait=False, cancel_futures=True)
 
