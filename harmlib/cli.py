@@ -14,7 +14,7 @@ def _reproduce(args: argparse.Namespace) -> None:
 
     params = parse_overrides(args.set) if args.set else {}
     if not args.stall_minutes > 0:
-        raise SystemExit(f"harmlib reproduce: --stall-minutes {args.stall_minutes} is invalid; use a positive number of minutes (default 20)")
+        raise ValueError(f"--stall-minutes {args.stall_minutes} is invalid; use a positive number of minutes (default 20)")
     run_notebooks(args.profile, Path(args.root), force=args.force, parameters=params, stall_s=60 * args.stall_minutes)
     if not args.no_book:
         build_book(Path(args.root))
@@ -128,8 +128,15 @@ def _int_at_least(low: int):
     return parse
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line naming the option (and the fix: --help), exit 2."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"harmlib: error: {self.prog}: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="harmlib", description="Deep MRI harmonization: the papers' companion.")
+    parser = _Parser(prog="harmlib", description="Deep MRI harmonization: the papers' companion.")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("reproduce", help="run every notebook with papermill (resuming), then build the book")

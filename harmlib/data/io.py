@@ -56,7 +56,10 @@ def write_atomic(path: str | Path, write: Callable[[str], Any], suffix: str = ""
     never sees half a file. On any failure the temporary file is removed; a full disk is one line naming the file.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        raise DataError(f"{path}: a file stands where its folder should be; choose another output folder") from None
     fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=suffix, dir=path.parent)
     os.close(fd)
     try:

@@ -27,7 +27,7 @@ from tqdm.auto import tqdm
 from harmlib.config import Config, SynthConfig
 from harmlib.data.anatomy import Subject, make_anatomy, priors
 from harmlib.data.appearance import Appearance, apply_appearance, smooth_field
-from harmlib.data.io import is_done, mark_done, save_volume, write_text_atomic
+from harmlib.data.io import DataError, is_done, mark_done, save_volume, write_text_atomic
 from harmlib.data.manifest import domain_name, slug, write_manifest
 from harmlib.data.mni import fsl_grid_affine
 from harmlib.data.scanner_space import to_scanner_space
@@ -177,6 +177,8 @@ def write_cohort(cfg: Config, out: str | Path, raw: bool = True) -> Path:
     killed run resumes where it stopped.
     """
     out = Path(out)
+    if out.exists() and not out.is_dir():  # before any volume is rendered
+        raise DataError(f"{out}: the output is a file, not a folder; choose a folder (--out)")
     voxel, aff = cfg.data.voxel_mm, fsl_grid_affine(cfg.data.voxel_mm)
     scans = plan_cohort(cfg.synth, cfg.seed)
     tests = [s for s in scans if s.role == "test"]
