@@ -172,3 +172,18 @@ def test_an_all_negative_volume_is_refused_not_harmonized_to_zeros(model_file, t
     with pytest.raises(DataError, match=r"neg.nii.gz: no voxel above 0"):
         harmonize_file(load_harmonizer(model_file), src, tmp_path / "out.nii.gz", "agnostic")
     assert not (tmp_path / "out.nii.gz").exists()
+
+
+def test_snapshots_start_at_the_untrained_nets_and_feed_the_convergence_table(cohort, tmp_path):
+    from harmlib.data.synthetic import TARGET_A, TARGET_B
+    from harmlib.evaluation.gate import convergence
+    from harmlib.evaluation.snapshots import snapshot_harmonizers, snapshot_steps
+
+    cfg, man = cohort
+    cfg = cfg.replace({"harmonizer.train.iterations": 4, "harmonizer.train.snapshot_every": 2})
+    task, meta = build_task(cfg, man)
+    fit(task, cfg.harmonizer.train, cfg.runtime, tmp_path, seed=cfg.seed)
+    assert list(snapshot_steps(tmp_path / "snapshots")) == [0, 2, 4]
+    conv = convergence(snapshot_harmonizers(tmp_path / "snapshots", meta), man, {"A": TARGET_A.domain, "B": TARGET_B.domain}, n_test=2)
+    assert list(conv.step) == [0, 2, 4] and conv["reconstruction SSIM"].between(0, 1).all()
+    assert conv.loc[0, "reconstruction SSIM"] > 0.999  # the residual generator is the identity before training

@@ -181,6 +181,8 @@ def fit(task: Task, cfg: TrainConfig, runtime: RuntimeConfig, run_dir: str | Pat
         start = _resume(task, opts, ck_path)
         if log_path.is_file():
             rows = [r for r in pd.read_csv(log_path).to_dict("records") if r["step"] <= start]
+    if rank == 0 and cfg.snapshot_every and start == 0:
+        save_snapshot(task, run_dir, 0)  # the untrained nets: where the convergence figure starts
     bar = tqdm(range(start, cfg.iterations), initial=start, total=cfg.iterations, desc=task.kind, disable=rank != 0)
     t0 = time.perf_counter()
     for step in bar:
