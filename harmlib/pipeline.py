@@ -87,7 +87,6 @@ def _read_stamp(path: Path) -> dict[str, Any]:
 # output saved in its partial copy, no file written under runs/<profile>/) for this long. Training cells
 # print a progress bar and checkpoint, so they count as alive however slow the machine is.
 STALL_S = 20 * 60
-POLL_S = 2.0
 
 
 def _last_progress(paths: list[Path]) -> float:
@@ -136,9 +135,10 @@ def _watched(run, watch: list[Path], stall_s: float) -> bool:
     worker = threading.Thread(target=target, daemon=True)
     worker.start()
     seen, stalled = time.time(), False
+    poll = min(10.0, stall_s / 4)  # walking runs/ is not free: look every 10 s, more often only for short limits (tests)
     try:
         while worker.is_alive():
-            worker.join(POLL_S)
+            worker.join(poll)
             seen = max(seen, _last_progress(watch))
             if not stalled and time.time() - seen > stall_s:
                 stalled = True

@@ -48,6 +48,13 @@ def pca_2d(z: np.ndarray, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     return pca.transform(z), pca.explained_variance_ratio_
 
 
+def intensity_histograms(images, bins: int = 64, floor: float = -0.8) -> np.ndarray:
+    """(N, bins) histograms of each normalized image's values above ``floor`` (the background, -1, and the
+    dark rim left out) over (floor, 1], each summing to 1: the scanner's contrast, not the brain's area."""
+    feats = np.stack([np.histogram(np.asarray(v)[np.asarray(v) > floor], bins=bins, range=(floor, 1.0))[0] for v in images]).astype(np.float64)
+    return feats / np.maximum(feats.sum(1, keepdims=True), 1.0)
+
+
 def histogram_kmeans(slices: np.ndarray, labels, k: int, bins: int = 64, seed: int = 0, floor: float = -0.8) -> dict[str, float]:
     """E1's sanity baseline: k-means (``k`` clusters, ``seed``) on the intensity histograms of the slices.
 
@@ -63,7 +70,6 @@ def histogram_kmeans(slices: np.ndarray, labels, k: int, bins: int = 64, seed: i
     _, true = np.unique(np.asarray(labels), return_inverse=True)
     if len(true) != len(x):
         raise ValueError(f"histogram_kmeans: {len(x)} slices but {len(true)} labels; pass one label per slice")
-    feats = np.stack([np.histogram(s[s > floor], bins=bins, range=(floor, 1.0))[0] for s in x]).astype(np.float64)
-    feats /= np.maximum(feats.sum(1, keepdims=True), 1.0)
+    feats = intensity_histograms(x, bins, floor)
     pred = KMeans(n_clusters=k, n_init=10, random_state=seed).fit_predict(feats)
     return clustering_scores(true, pred)

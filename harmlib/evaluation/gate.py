@@ -16,6 +16,8 @@ A model whose gate fails is shown as "model below its quality gate" with these n
 """
 from __future__ import annotations
 
+import functools
+from pathlib import Path
 from typing import Callable, Mapping, Sequence
 
 import numpy as np
@@ -28,6 +30,7 @@ from harmlib.data.io import load_volume
 from harmlib.data.manifest import Manifest
 from harmlib.data.mni import block_average
 from harmlib.evaluation.baselines import make_baseline
+from harmlib.evaluation.clustering import intensity_histograms
 from harmlib.evaluation.features import ScannerClassifier, train_feature_extractor
 from harmlib.evaluation.metrics import brain_mask, psnr, ssim_terms
 
@@ -35,7 +38,15 @@ Harmonize = Callable[[np.ndarray, np.ndarray, str], np.ndarray]  # (volume, affi
 
 
 def _load(path) -> tuple[np.ndarray, np.ndarray]:
-    img = load_volume(path)
+    """A volume and its affine, read once: the gate and the convergence table visit the same test volumes,
+    truths and training scans many times (each target, each snapshot, Nyul, the classifier)."""
+    p = Path(path)
+    return _load_cached(str(p), p.stat().st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=128)  # the cpu cohort's test volumes, truths and training scans: ~100 x 3.6 MB
+def _load_cached(path: str, mtime_ns: int) -> tuple[np.ndarray, np.ndarray]:  # the mtime: a rewritten file is read again
+    img = load_volume(path)  # shared between callers, none of which changes an input in place
     return img.get_fdata(dtype=np.float32), img.affine
 
 
@@ -117,12 +128,7 @@ class HistogramClassifier:
 
     def features(self, vols: Sequence[np.ndarray]) -> np.ndarray:
         norm = Normalizer()
-        out = []
-        for v in vols:
-            x = np.asarray(norm.forward(v)[0])
-            h, _ = np.histogram(x[x > -0.8], bins=self.bins, range=(-0.8, 1.0), density=True)
-            out.append(h)
-        return np.stack(out)
+        return intensity_histograms([norm.forward(v)[0] for v in vols], self.bins)
 
     def fit(self, vols: Sequence[np.ndarray], labels: Sequence[str]) -> "HistogramClassifier":
         self.model.fit(self.features(vols), list(labels))

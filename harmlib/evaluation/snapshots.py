@@ -10,12 +10,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Callable
 
-import numpy as np
-
 from harmlib.checkpoint import load_checkpoint
+from harmlib.evaluation.gate import Harmonize
 from harmlib.harmonize import harmonize_volume, harmonizer_from
-
-Harmonize = Callable[[np.ndarray, np.ndarray, str], np.ndarray]
 
 
 def snapshot_steps(snap_dir: str | Path) -> dict[int, Path]:

@@ -41,7 +41,7 @@ def _window(t: SSIMConfig, shape: torch.Size) -> dict:
     return {"win_size": win, "sigma": t.sigma * win / t.win_size, "k1": t.k1, "k2": t.k2}
 
 
-def _mean(m: torch.Tensor, mask: torch.Tensor | None, win: int) -> torch.Tensor:
+def _mean(m: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
     """Mean of a map; with a mask (N, 1, *spatial) the mean over the brain. SSIM maps are "valid"
     (each value is its window's centre), so the mask is cropped by the window's radius to match."""
     if mask is None:
@@ -62,21 +62,21 @@ def brain_mask(x: torch.Tensor, threshold: float = -0.8) -> torch.Tensor:
 def mixed(x: torch.Tensor, y: torch.Tensor, t: SSIMConfig, mask: torch.Tensor | None = None) -> torch.Tensor:
     """``lam * L_SSIM + (1 - lam) * L1``: the form of L_rec^x and L_cc^x (over ``mask`` if given)."""
     w = _window(t, x.shape)
-    l1 = _mean((x.float() - y.float()).abs(), mask, 0)
+    l1 = _mean((x.float() - y.float()).abs(), mask)
     if t.lam == 0:
         return l1
     s = ssim_components(_unit(x), _unit(y), DATA_RANGE, **w).combine(t.alpha, t.beta, t.gamma)
-    return t.lam * (1 - _mean(s, mask, w["win_size"])) + (1 - t.lam) * l1
+    return t.lam * (1 - _mean(s, mask)) + (1 - t.lam) * l1
 
 
 def l_struct(x_uu: torch.Tensor, x_ul: torch.Tensor, t: SSIMConfig, mask: torch.Tensor | None = None) -> torch.Tensor:
     w = _window(t, x_uu.shape)
-    return 1 - _mean(ssim_components(_unit(x_uu), _unit(x_ul), DATA_RANGE, **w).structure, mask, w["win_size"])
+    return 1 - _mean(ssim_components(_unit(x_uu), _unit(x_ul), DATA_RANGE, **w).structure, mask)
 
 
 def l_lum(x_l: torch.Tensor, x_ul: torch.Tensor, t: SSIMConfig, mask: torch.Tensor | None = None) -> torch.Tensor:
     w = _window(t, x_l.shape)
-    return 1 - _mean(ssim_components(_unit(x_l), _unit(x_ul), DATA_RANGE, **w).luminance, mask, w["win_size"])
+    return 1 - _mean(ssim_components(_unit(x_l), _unit(x_ul), DATA_RANGE, **w).luminance, mask)
 
 
 def label_bce(logits: torch.Tensor, label: torch.Tensor) -> torch.Tensor:

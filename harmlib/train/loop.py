@@ -103,12 +103,15 @@ def _update(opt: torch.optim.Optimizer | None, loss: torch.Tensor, scaler: torch
     scaler.step(opt)
 
 
+def _unwrap(m: nn.Module) -> nn.Module:
+    return m.module if isinstance(m, nn.parallel.DistributedDataParallel) else m
+
+
 def _state(task: Task, opts: dict, step: int) -> dict[str, Any]:
-    unwrap = lambda m: m.module if isinstance(m, nn.parallel.DistributedDataParallel) else m  # noqa: E731
     return {
         "kind": f"{task.kind}-training",
         "step": step,
-        "nets": {k: unwrap(m).state_dict() for k, m in task.nets.items()},
+        "nets": {k: _unwrap(m).state_dict() for k, m in task.nets.items()},
         "opts": {k: o.state_dict() for k, o in opts.items() if o is not None},
         "rng": torch.get_rng_state(),
         "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
@@ -126,10 +129,17 @@ def _set_aside(run_dir: Path) -> None:
     print(f"harmlib: {run_dir}/checkpoint.pt was trained with another configuration; kept as checkpoint.pt.stale, starting afresh", flush=True)
 
 
+def _resumable(ck: dict[str, Any], task: Task, opts: dict) -> bool:
+    """Same configuration, and optimizers of the same layout (one parameter group per net since the
+    per-net learning rates; an older checkpoint with one group for all nets cannot be resumed)."""
+    same_groups = all(o is None or len(ck.get("opts", {}).get(k, {}).get("param_groups", [])) == len(o.param_groups) for k, o in opts.items())
+    return ck.get("fingerprint", "") == task.fingerprint and same_groups
+
+
 def _resume(task: Task, opts: dict, path: Path) -> int:
     ck = load_checkpoint(path, (f"{task.kind}-training",))
     for k, m in task.nets.items():
-        (m.module if isinstance(m, nn.parallel.DistributedDataParallel) else m).load_state_dict(ck["nets"][k])
+        _unwrap(m).load_state_dict(ck["nets"][k])
     for k, o in opts.items():
         if o is not None:
             o.load_state_dict(ck["opts"][k])
@@ -145,8 +155,7 @@ def snapshot_path(run_dir: str | Path, step: int) -> Path:
 
 def save_snapshot(task: Task, run_dir: Path, step: int) -> Path:
     """The trained nets (not D, not the optimizers) at ``step``: the convergence figure's points."""
-    unwrap = lambda m: m.module if isinstance(m, nn.parallel.DistributedDataParallel) else m  # noqa: E731
-    state = {k: unwrap(task.nets[k]).state_dict() for k in task.g_nets}
+    state = {k: _unwrap(task.nets[k]).state_dict() for k in task.g_nets}
     return save_checkpoint(snapshot_path(run_dir, step), {"kind": f"{task.kind}-snapshot", "step": step, "nets": state, "fingerprint": task.fingerprint})
 
 
@@ -175,7 +184,7 @@ def fit(task: Task, cfg: TrainConfig, runtime: RuntimeConfig, run_dir: str | Pat
     scaler = torch.amp.GradScaler(device.type, enabled=runtime.amp == "fp16" and device.type == "cuda")
     ck_path, log_path = run_dir / "checkpoint.pt", run_dir / "log.csv"
     start, rows = 0, []
-    if ck_path.is_file() and load_checkpoint(ck_path).get("fingerprint", "") != task.fingerprint:
+    if ck_path.is_file() and not _resumable(load_checkpoint(ck_path), task, opts):
         _set_aside(run_dir)
     if ck_path.is_file():
         start = _resume(task, opts, ck_path)
