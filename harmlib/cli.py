@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import sys
 from pathlib import Path
 
@@ -51,24 +52,28 @@ def _harmonize(args: argparse.Namespace) -> None:
 
     from harmlib.data.manifest import read_manifest
     from harmlib.harmonize import check_input, check_output, harmonize_file, load_harmonizer
+    from harmlib.provenance import bids_output, write_dataset_description
 
-    inputs = [Path(p) for p in args.inputs]
+    inputs = [(Path(p), "") for p in args.inputs]
     if args.manifest:
-        inputs += read_manifest(args.manifest).paths()
+        man = read_manifest(args.manifest)
+        inputs += list(zip(man.paths(), man.df["subject"].astype(str)))
     if not inputs:
         raise ValueError("no input volumes; give NIfTI files or --manifest M")
-    names = [p.name for p in inputs]
-    if len(set(names)) != len(names):
-        raise ValueError("two inputs share a file name, and outputs keep their input's name; harmonize them into separate --out-dir folders")
     out_dir = Path(args.out_dir)
     if out_dir.exists() and not out_dir.is_dir():
         raise ValueError(f"{out_dir}: --out-dir is a file, not a folder; choose a folder")
     _check_device(args.device)
     model = load_harmonizer(args.model, args.device)
     model.label(args.target)
+    # Outputs keep their input's name, or (--bids) go where BIDS derivatives put them.
+    outputs = [bids_output(out_dir, p, args.target, sub) if args.bids else out_dir / p.name for p, sub in inputs]
+    if len(set(outputs)) != len(outputs):
+        same = "subject and session" if args.bids else "file name"
+        raise ValueError(f"two inputs share a {same}, so their outputs would collide; harmonize them into separate --out-dir folders")
     # All or nothing: every input and output is checked before the first output is written.
-    for p in tqdm(inputs, desc="checking inputs", unit="vol", leave=False):
-        check_output(p, out_dir / p.name, args.overwrite)
+    for (p, _), out in tqdm(list(zip(inputs, outputs)), desc="checking inputs", unit="vol", leave=False):
+        check_output(p, out, args.overwrite)
         check_input(p)
     created = not out_dir.exists()
     try:
@@ -78,13 +83,15 @@ def _harmonize(args: argparse.Namespace) -> None:
     if not os.access(out_dir, os.W_OK):
         raise ValueError(f"{out_dir}: the output folder is not writable; choose another --out-dir")
     try:
-        for p in tqdm(inputs, desc=f"harmonize -> {args.target}", unit="vol"):
-            harmonize_file(model, p, out_dir / p.name, args.target, seed=args.seed, overwrite=args.overwrite)
+        if args.bids:
+            write_dataset_description(out_dir)
+        for (p, _), out in tqdm(list(zip(inputs, outputs)), desc=f"harmonize -> {args.target}", unit="vol"):
+            harmonize_file(model, p, out, args.target, seed=args.seed, overwrite=args.overwrite, model_file=args.model)
     except BaseException:
-        if created and not any(out_dir.iterdir()):
-            out_dir.rmdir()  # no empty output folder is left behind
+        if created and not any(f.is_file() for f in out_dir.rglob("*") if f.name != "dataset_description.json"):
+            shutil.rmtree(out_dir)  # no empty output folder is left behind
         raise
-    print(f"harmlib: wrote {len(inputs)} volume(s) to {out_dir}")
+    print(f"harmlib: wrote {len(inputs)} volume(s) and their provenance sidecars (.json) to {out_dir}")
 
 
 def _check_device(device: str) -> None:
@@ -97,7 +104,11 @@ def _check_device(device: str) -> None:
 
 
 def _models(args: argparse.Namespace) -> None:
+    import pandas as pd
+
     from harmlib.checkpoint import CheckpointError, load_checkpoint
+    from harmlib.evaluation.claims import gate_line
+    from harmlib.provenance import model_info
 
     found = sorted(Path(args.runs).glob("*/models/*.pt"))
     if not found:
@@ -105,8 +116,11 @@ def _models(args: argparse.Namespace) -> None:
     for path in found:
         try:
             ck = load_checkpoint(path)
-            doms = ", ".join(ck.get("domains", []))
-            print(f"{path}  kind={ck['kind']}  profile={ck.get('config', {}).get('profile', '?')}  voxel={ck.get('voxel_mm', '?')} mm  created={ck.get('created', '?')}  sites: {doms}")
+            info = model_info(ck)
+            gate_csv = path.parent.parent / "tables" / f"gate_{info['kind']}.csv"
+            gate = gate_line(pd.read_csv(gate_csv)) if gate_csv.is_file() else "no quality gate computed"
+            print(f"{path}  kind={info['kind']}  profile={info['profile']}  steps={info['steps']}  voxel={ck.get('voxel_mm', '?')} mm  "
+                  f"created={info['created']}  sites: {', '.join(info['sites'])}\n    quality gate: {gate}")
         except CheckpointError as err:
             print(f"{path}  unreadable: {err}")
         except (KeyError, TypeError, AttributeError) as err:  # a file of ours, but not with the metadata a model file has
@@ -174,6 +188,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="replace outputs that already exist")
     p.add_argument("--seed", type=_int_at_least(0), default=0, help="seed of the agnostic noise code")
     p.add_argument("--device", default="cpu", help="cpu or cuda")
+    p.add_argument("--bids", action="store_true",
+                   help="write a BIDS-derivatives layout: sub-<s>/anat/sub-<s>_desc-harmonized<Target>_T1w.nii.gz and dataset_description.json")
     p.set_defaults(func=_harmonize)
 
     p = sub.add_parser("models", help="list the trained models under runs/")

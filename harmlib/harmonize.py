@@ -15,6 +15,7 @@ The 2D models of paper 2 (GMM-DRIT, DRIT++) run on every coronal slice: see ``ha
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,6 +29,7 @@ from harmlib.data.datasets import Normalizer, crop_pads, pad_to_multiple
 from harmlib.data.io import DataError, load_volume, save_volume
 from harmlib.harmonize2d import SLICE_KINDS, SliceHarmonizer, harmonize_slices, load_slice_harmonizer
 from harmlib.models.aguit import AGUITSpec, build_aguit, style_vector
+from harmlib.provenance import model_info, provenance, write_sidecar
 
 AGNOSTIC = ("agnostic", "scanner-free")
 SELF = "self"  # reconstruction with the image's own style (the quality gate's x -> G(E_b(x), E_s(x)))
@@ -148,14 +150,29 @@ def check_output(in_path: str | Path, out_path: str | Path, overwrite: bool = Fa
         raise DataError(f"{out_path}: exists; pass --overwrite to replace it")
 
 
-def harmonize_file(h: Harmonizer | SliceHarmonizer, in_path: str | Path, out_path: str | Path, target: str, seed: int = 0, overwrite: bool = False) -> Path:
-    """Harmonize one NIfTI to ``out_path`` (atomic), keeping the input's grid, header and affine."""
+def harmonize_file(h: Harmonizer | SliceHarmonizer, in_path: str | Path, out_path: str | Path, target: str, seed: int = 0, overwrite: bool = False,
+                   model_file: str | Path | None = None) -> Path:
+    """Harmonize one NIfTI to ``out_path`` (atomic), keeping the input's grid, header and affine.
+
+    With ``model_file`` (the file ``h`` was loaded from) a JSON sidecar records the provenance: input and
+    model paths and SHA-256, kind, training profile and steps, target, seed, versions, date
+    (`harmlib.provenance`). It is written after the image, so an image without one was interrupted.
+    """
     if target != SELF:
         h.label(target)  # unknown targets fail before any work
     check_output(in_path, out_path, overwrite)
     img = check_input(in_path)
     out = harmonize_volume(h, img.get_fdata(dtype=np.float32), img.affine, target, seed)
-    return save_volume(out_path, out, img.affine, header=img.header)
+    Path(out_path).parent.mkdir(parents=True, exist_ok=True)
+    written = save_volume(out_path, out, img.affine, header=img.header)
+    if model_file is not None:
+        write_sidecar(written, provenance(in_path, model_file, _model_info(str(Path(model_file).resolve()), Path(model_file).stat().st_mtime_ns), target, seed))
+    return written
+
+
+@functools.lru_cache(maxsize=8)
+def _model_info(path: str, mtime_ns: int) -> dict:  # the mtime: a re-exported model is read again
+    return model_info(load_checkpoint(path))
 
 
 def harmonize_volume(h: Harmonizer | SliceHarmonizer, vol: np.ndarray, affine: np.ndarray, target: str, seed: int = 0) -> np.ndarray:

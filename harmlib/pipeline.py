@@ -197,8 +197,24 @@ def _execute(nb: Path, out: Path, parameters: dict[str, Any], cwd: Path, failed:
         keep_failed()
         raise PipelineError(f"notebook {nb.relative_to(cwd)} stopped: no progress for {stall_s:g} s (no output, no file written under {runs.relative_to(cwd)}): "
                             f"the kernel hung; run again to resume at this notebook (training resumes from its checkpoint) -- partial copy: {failed}")
+    _fold_parameter_cells(partial)
     os.replace(partial, out)
     return time.perf_counter() - t0
+
+
+def _fold_parameter_cells(path: Path) -> None:
+    """The book shows one parameter cell, collapsed: papermill's injected cell (the values this run used) gets
+    myst-nb's ``hide-cell`` tag and the notebook's own defaults, which it overrides, ``remove-cell``. The
+    notebooks under notebooks/ keep both visible; only the executed copy the book reads is tagged."""
+    import nbformat
+
+    nb = nbformat.read(str(path), as_version=4)
+    for cell in nb.cells:
+        tags = cell.metadata.setdefault("tags", [])
+        extra = "hide-cell" if "injected-parameters" in tags else "remove-cell" if "parameters" in tags else None
+        if extra and extra not in tags:
+            tags.append(extra)
+    nbformat.write(nb, str(path))
 
 
 def run_notebooks(profile: str = "cpu", root: Path = Path("."), force: bool = False, parameters: dict[str, Any] | None = None,
@@ -271,11 +287,69 @@ def write_pipeline_page(root: Path = Path(".")) -> Path:
     return page
 
 
+# MathJax is served from the book itself (book/_static/mathjax, `mathjax_path` in book/_config.yml), so the
+# equations typeset from file:// with no network. The version is pinned: the npm package is fetched once.
+MATHJAX = "mathjax@3.2.2"
+MATHJAX_PARTS = ("tex-mml-chtml.js", "input/", "output/chtml", "ui/", "a11y/", "adaptors/")  # es5/: no speech rule engine, no SVG output
+
+
+def ensure_mathjax(book: Path) -> Path:
+    """``book/_static/mathjax``: MathJax 3's es5 build (the parts the book loads), fetched from npm once.
+
+    Written to a temporary folder and renamed, with a marker naming the version, so a killed fetch never
+    leaves a half copy that counts as done. Set ``HARMLIB_MATHJAX`` to a local ``es5`` folder to skip npm.
+    """
+    import tarfile
+    import tempfile
+
+    dest = book / "_static" / "mathjax"
+    marker = dest / ".version"
+    if marker.is_file() and marker.read_text().strip() == MATHJAX and (dest / MATHJAX_PARTS[0]).is_file():
+        return dest
+    with tempfile.TemporaryDirectory(prefix=".mathjax-", dir=book) as tmp:
+        es5 = Path(os.environ.get("HARMLIB_MATHJAX", "")) if os.environ.get("HARMLIB_MATHJAX") else None
+        if es5 is None:
+            npm = shutil.which("npm")
+            if npm is None:
+                raise PipelineError(f"npm is needed once to fetch {MATHJAX} for the book's offline equations: install it (sudo apt-get install npm) "
+                                    "or set HARMLIB_MATHJAX to a MathJax 3 es5/ folder")
+            print(f"harmlib: fetching {MATHJAX} from npm for the book's equations (once)", flush=True)
+            proc = subprocess.run([npm, "pack", MATHJAX, "--silent"], cwd=tmp, capture_output=True, text=True)
+            tgz = next(Path(tmp).glob("mathjax-*.tgz"), None)
+            if proc.returncode != 0 or tgz is None:
+                raise PipelineError(f"npm pack {MATHJAX} failed ({proc.stderr.strip().splitlines()[-1:] or 'no package'}); "
+                                    "check the npm registry is reachable, or set HARMLIB_MATHJAX to a MathJax 3 es5/ folder")
+            with tarfile.open(tgz) as tar:
+                members = [m for m in tar.getmembers() if m.name.startswith("package/es5/")]
+                try:
+                    tar.extractall(tmp, members=members, filter="data")
+                except TypeError:  # Python < 3.10.12 has no extraction filters; the members are the es5 files only
+                    tar.extractall(tmp, members=members)
+            es5 = Path(tmp) / "package" / "es5"
+        if not (es5 / MATHJAX_PARTS[0]).is_file():
+            raise PipelineError(f"{es5} has no {MATHJAX_PARTS[0]}: not a MathJax 3 es5/ folder; unset HARMLIB_MATHJAX or point it at one")
+        staged = Path(tmp) / "mathjax"
+        for part in MATHJAX_PARTS:
+            src = es5 / part.rstrip("/")
+            if src.is_dir():
+                shutil.copytree(src, staged / part.rstrip("/"))
+            elif src.is_file():
+                (staged / part).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(src, staged / part)
+        (staged / ".version").write_text(MATHJAX + "\n")
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        if dest.exists():
+            shutil.rmtree(dest)
+        os.replace(staged, dest)
+    return dest
+
+
 def build_book(root: Path = Path(".")) -> Path:
     """Build the book with Jupyter Book 1 into ``book/_build/html``; never executes notebooks."""
     root = root.resolve()
     if not (root / "book" / "_toc.yml").is_file():
         raise PipelineError(f"{root / 'book'} has no _toc.yml: not a project root; run 'harmlib book --root <the folder that holds book/ and notebooks/>'")
+    ensure_mathjax(root / "book")
     write_pipeline_page(root)
     exe = Path(sys.executable).with_name("jupyter-book")
     cmd = [str(exe) if exe.exists() else (shutil.which("jupyter-book") or "jupyter-book"), "build", str(root / "book")]

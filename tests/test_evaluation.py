@@ -215,4 +215,29 @@ def test_claims_page_reads_verdicts_notes_and_missing_tables(tmp_path):
     travel = claims[claims.table == "traveling_subjects_paper1"].iloc[0]
     assert travel.holds is None and "no traveling-subject truth" in travel.why
     assert claims[claims.table == "paper1_table3"].iloc[0].why.startswith("not run")
-    assert "**does not hold**" in claims_markdown(claims) and "**not measured**" in claims_markdown(claims)
+    page = claims_markdown(claims)
+    assert "**does not hold**" in page and "**not measured**" in page and "**not run**" in page
+    assert page.splitlines()[0].startswith("| verdict | claim | ours | compared with | paper | profile | why |")
+
+
+def test_a_claim_shows_both_sides_and_a_reason_made_of_its_numbers(tmp_path):
+    import pandas as pd
+
+    from harmlib.evaluation.claims import collect_claims
+
+    tables = tmp_path / "tables"
+    tables.mkdir()
+    rows = [("GMM-DRIT", "0.761", "0.0229 ± 0.0007", True), ("DRIT++", "11.71", "0.0232 ± 0.0008", "")]
+    pd.DataFrame([{"metric": "fid", "version": v, "paper": p, "ours": o, "claim holds": h, "profile": "cpu"} for v, p, o, h in rows]).to_csv(
+        tables / "paper2_e5_fid_kid.csv", index=False)
+    pd.DataFrame([{"metric": "luminance_ssim", "version": v, "paper": "", "ours": o, "claim holds": h, "profile": "cpu", "target": t}
+                  for t in ("A", "B") for v, o, h in (("GMM-DRIT", "0.67 ± 0.03" if t == "A" else "0.90 ± 0.01", t == "B"), ("DRIT++", "0.84 ± 0.02", ""))
+                  ]).to_csv(tables / "paper2_table2.csv", index=False)
+    claims = collect_claims(tables).set_index("table")
+    fid = claims.loc["paper2_e5_fid_kid"].iloc[0] if isinstance(claims.loc["paper2_e5_fid_kid"], pd.DataFrame) else claims.loc["paper2_e5_fid_kid"]
+    assert fid.verdict == "holds" and fid.ours == "GMM-DRIT: 0.0229 ± 0.0007" and fid.compared == "DRIT++: 0.0232 ± 0.0008"
+    assert fid.paper == "GMM-DRIT 0.761 vs DRIT++ 11.71" and fid.profile == "cpu"
+    assert "fid, lower is better: GMM-DRIT 0.0229 < DRIT++ 0.0232" in fid.why
+    e3 = claims.loc["paper2_table2"]
+    assert e3.verdict == "does not hold" and "DRIT++ (A): 0.84 ± 0.02" in e3.compared
+    assert "GMM-DRIT (A) 0.67 < DRIT++ (A) 0.84" in e3.why and "GMM-DRIT (B) 0.90 > DRIT++ (B) 0.84" in e3.why and "not higher than DRIT++: GMM-DRIT (A)" in e3.why

@@ -187,3 +187,59 @@ def test_snapshots_start_at_the_untrained_nets_and_feed_the_convergence_table(co
     conv = convergence(snapshot_harmonizers(tmp_path / "snapshots", meta), man, {"A": TARGET_A.domain, "B": TARGET_B.domain}, n_test=2)
     assert list(conv.step) == [0, 2, 4] and conv["reconstruction SSIM"].between(0, 1).all()
     assert conv.loc[0, "reconstruction SSIM"] > 0.999  # the residual generator is the identity before training
+
+
+def test_every_output_has_a_provenance_sidecar(model_file, tmp_path):
+    import json
+
+    from harmlib.data.io import file_digest
+
+    x, aff = harmlib.data.mni_t1(4)
+    src = _nifti(tmp_path / "in.nii.gz", x, aff)
+    out_dir = tmp_path / "out"
+    assert main(["harmonize", str(src), "--model", str(model_file), "--target", "Guys", "--out-dir", str(out_dir), "--seed", "2"]) == 0
+    side = json.loads((out_dir / "in.json").read_text())
+    assert side["input"] == {"path": str(src.resolve()), "sha256": file_digest(src)}
+    assert side["model"]["sha256"] == file_digest(model_file) and side["model"]["path"] == str(model_file.resolve())
+    assert side["model"]["kind"] == "ssim_harmonizer" and side["model"]["profile"] == "tiny" and side["model"]["steps"] == 1
+    assert side["target"] == "Guys" and side["seed"] == 2 and side["harmlib"] == harmlib.__version__
+    assert side["torch"] == torch.__version__ and side["date"][:2] == "20" and side["Sources"] == [src.resolve().as_uri()]
+
+
+def test_bids_derivatives_layout(model_file, tmp_path):
+    import json
+
+    x, aff = harmlib.data.mni_t1(4)
+    a = _nifti(tmp_path / "sub-01_ses-2_T1w.nii.gz", x, aff)
+    b = _nifti(tmp_path / "scan b.nii.gz", x, aff)  # not a BIDS name: the label comes from the file name
+    out_dir = tmp_path / "deriv"
+    assert main(["harmonize", str(a), str(b), "--model", str(model_file), "--target", "TrioTim@SWU", "--out-dir", str(out_dir), "--bids"]) == 0
+    first = out_dir / "sub-01" / "ses-2" / "anat" / "sub-01_ses-2_desc-harmonizedTrioTimSWU_T1w.nii.gz"
+    second = out_dir / "sub-ScanB" / "anat" / "sub-ScanB_desc-harmonizedTrioTimSWU_T1w.nii.gz"
+    for out in (first, second):
+        assert out.is_file() and nib.load(str(out)).shape == x.shape
+        assert json.loads(out.with_name(out.name.replace(".nii.gz", ".json")).read_text())["target"] == "TrioTim@SWU"
+    desc = json.loads((out_dir / "dataset_description.json").read_text())
+    assert desc["DatasetType"] == "derivative" and desc["BIDSVersion"] and desc["GeneratedBy"][0]["Name"] == "harmlib"
+    assert desc["GeneratedBy"][0]["Version"] == harmlib.__version__
+    # two inputs of one subject and session would collide: refused before anything is written
+    again = tmp_path / "again"
+    (tmp_path / "x").mkdir()
+    c = _nifti(tmp_path / "x" / "sub-01_ses-2_T1w.nii.gz", x, aff)
+    assert main(["harmonize", str(a), str(c), "--model", str(model_file), "--target", "Guys", "--out-dir", str(again), "--bids"]) == 1
+    assert not again.exists()
+
+
+def test_models_lists_profile_steps_and_quality_gate(model_file, capsys):
+    import pandas as pd
+
+    runs = model_file.parents[2]
+    assert main(["models", "--runs", str(runs)]) == 0
+    out = capsys.readouterr().out
+    assert "profile=tiny" in out and "steps=1" in out and "quality gate: no quality gate computed" in out
+    tables = model_file.parents[1] / "tables"
+    tables.mkdir(exist_ok=True)
+    pd.DataFrame([{"model": "ssim_harmonizer", "criterion": "reconstruction SSIM (held-out, over the brain)", "value": 0.5, "threshold": 0.95,
+                   "passed": False, "profile": "tiny"}]).to_csv(tables / "gate_ssim_harmonizer.csv", index=False)
+    assert main(["models", "--runs", str(runs)]) == 0
+    assert "model below its quality gate: reconstruction SSIM (held-out, over the brain) 0.500 < 0.95" in capsys.readouterr().out

@@ -3,7 +3,8 @@
 Each evaluation notebook writes a claim table (``metric, version, paper, ours, claim holds, profile``;
 see `harmlib.evaluation.tables.claim_table`) to ``runs/<profile>/tables/``. `collect_claims` reads them all
 and groups the rows into the papers' claims; a missing table is reported as "not run", never guessed.
-The reasons are written per claim and per outcome: they explain the mechanism, the numbers come from the run.
+Each verdict comes with both sides of its comparison (our version and the one it is compared with: the
+unharmonized data, random pairs, one cluster, or DRIT++) and a reason built from those numbers.
 
 Every claim belongs to the trained model(s) that produced its numbers (`CLAIM_MODELS`). A model's quality gate
 (``gate_<model>.csv``, `harmlib.evaluation.gate`) comes first: when it fails, the claim's verdict is
@@ -17,85 +18,96 @@ from typing import Any
 import pandas as pd
 
 from harmlib.evaluation.gate import gate_failures, gate_passed
-from harmlib.evaluation.tables import read_gates, tables_dir
+from harmlib.evaluation.tables import BETTER, read_gates, tables_dir
 
-# (claim, table, metric, versions, reason if it holds, reason if it does not)
-CLAIMS: tuple[tuple[str, str, str, tuple[str, ...], str, str], ...] = (
+# (claim, table, metric, the versions it is about, the version it is compared with). The reason shown with each
+# verdict is built from the measured numbers of both sides (see `_compare`), never written before the run.
+UNH, DRIT = "unharmonized", "DRIT++"
+CLAIMS: tuple[tuple[str, str, str, tuple[str, ...], str], ...] = (
     ("Paper 1, Table 2: harmonization lowers the Wasserstein distance between sites' mean-intensity distributions",
-     "paper1_table2", "wasserstein", ("A", "B", "agnostic"),
-     "every output is mapped back with one target scale, so site-specific intensity scales disappear",
-     "the model's outputs keep a site-dependent intensity level"),
+     "paper1_table2", "wasserstein", ("A", "B", "agnostic"), UNH),
     ("Paper 1, Table 2: harmonization raises the luminance SSIM between images of different sites",
-     "paper1_table2", "luminance_ssim", ("A", "B", "agnostic"),
-     "local mean intensities of different sites become alike",
-     "the generator has not learned the sites' local intensity patterns (e.g. bias fields) in this budget"),
+     "paper1_table2", "luminance_ssim", ("A", "B", "agnostic"), UNH),
     ("Paper 1: harmonized vs original structural SSIM stays far above that of random pairs of subjects",
-     "paper1_structural_ssim", "structural_ssim", ("A", "B", "agnostic"),
-     "the structure code carries the anatomy through the generator",
-     "the CPU-budget model blurs: its structure code is coarser than the data's grid and trained for minutes"),
-    ("Paper 1, Table 3: brain-age MAE is lower when trained on harmonized data",
-     "paper1_table3", "mae", ("A", "B", "agnostic"),
-     "site effects that correlate with age no longer mislead the regressor",
-     "a few dozen subjects per cohort: fold-to-fold SD is as large as the differences, and blurred outputs lose age cues"),
-    ("Paper 1, Table 3: brain-age R2 is higher when trained on harmonized data",
-     "paper1_table3", "r2", ("A", "B", "agnostic"),
-     "site effects that correlate with age no longer mislead the regressor",
-     "a few dozen subjects per cohort: fold-to-fold SD is as large as the differences, and blurred outputs lose age cues"),
-    ("Paper 1, Table 4: AD-vs-HC AUC is higher when trained on harmonized data",
-     "paper1_table4", "auc", ("A", "B", "agnostic"),
-     "the classifier cannot use the site (whose AD fraction differs) as a shortcut",
-     "six or seven test subjects per fold: the AUC moves by a subject's rank; blurred outputs lose atrophy cues"),
+     "paper1_structural_ssim", "structural_ssim", ("A", "B", "agnostic"), "random pairs of subjects"),
+    ("Paper 1, Table 3: brain-age MAE is lower when trained on harmonized data", "paper1_table3", "mae", ("A", "B", "agnostic"), UNH),
+    ("Paper 1, Table 3: brain-age R2 is higher when trained on harmonized data", "paper1_table3", "r2", ("A", "B", "agnostic"), UNH),
+    ("Paper 1, Table 4: AD-vs-HC AUC is higher when trained on harmonized data", "paper1_table4", "auc", ("A", "B", "agnostic"), UNH),
     ("Paper 1, Table 4: AD-vs-HC balanced accuracy is higher when trained on harmonized data",
-     "paper1_table4", "balanced_accuracy", ("A", "B", "agnostic"),
-     "the classifier cannot use the site as a shortcut",
-     "six or seven test subjects per fold: one subject changes the balanced accuracy by over 0.1"),
+     "paper1_table4", "balanced_accuracy", ("A", "B", "agnostic"), UNH),
     ("Paper 2, E1: the GM-VAE attribute space clusters slices by scanner (ACC above a one-cluster answer)",
-     "paper2_e1_clustering", "acc", ("GM-VAE",),
-     "scanners differ in contrast, which the mixture components pick up",
-     "the scanners' differences are subtle next to the anatomy in this budget"),
+     "paper2_e1_clustering", "acc", ("GM-VAE",), "one cluster"),
     ("Paper 2, Table 1 (E2): scanner-free outputs keep the input's structure better with GMM-DRIT than DRIT++",
-     "paper2_table1", "structural_ssim", ("GMM-DRIT",),
-     "the frozen, pretrained attribute space leaves anatomy to the content code",
-     "both models were trained for minutes; DRIT++ is not (yet) collapsing as in the thesis"),
+     "paper2_table1", "structural_ssim", ("GMM-DRIT",), DRIT),
     ("Paper 2, Table 2 (E3): domain-to-domain translations match the target's luminance better with GMM-DRIT",
-     "paper2_table2", "luminance_ssim", ("GMM-DRIT",),
-     "the target's mixture component carries its appearance",
-     "in this budget the translations of both models are equally close to the target's luminance"),
+     "paper2_table2", "luminance_ssim", ("GMM-DRIT",), DRIT),
     ("Paper 2, Table 3 (E4): cross-scanner luminance SSIM rises after scanner-free translation (GMM-DRIT)",
-     "paper2_table3", "luminance_ssim", ("GMM-DRIT",),
-     "scanner-free outputs share one appearance",
-     "the scanner-free code does not yet map every scanner to one appearance"),
-    ("Paper 2, E5: FID (learned features) of GMM-DRIT translations is lower than DRIT++'s",
-     "paper2_e5_fid_kid", "fid", ("GMM-DRIT",),
-     "translations are closer to real target slices in the scanner classifier's feature space",
-     "features come from a small scanner classifier trained here, not Inception; both models are CPU-budget"),
-    ("Paper 2, E5: KID (learned features) of GMM-DRIT translations is lower than DRIT++'s",
-     "paper2_e5_fid_kid", "kid", ("GMM-DRIT",),
-     "translations are closer to real target slices in the scanner classifier's feature space",
-     "features come from a small scanner classifier trained here, not Inception; both models are CPU-budget"),
-    ("Beyond the papers: harmonizing to A or B brings a test scan closer (SSIM and PSNR) to the same subject's true scan there",
-     "traveling_subjects_paper1", "closer than before", ("A", "B"),
-     "the output has the target's appearance and keeps the anatomy",
-     "the CPU-budget model's outputs are blurred, which costs more SSIM than the better contrast gains"),
+     "paper2_table3", "luminance_ssim", ("GMM-DRIT",), UNH),
+    ("Paper 2, E5: FID (learned features) of GMM-DRIT translations is lower than DRIT++'s", "paper2_e5_fid_kid", "fid", ("GMM-DRIT",), DRIT),
+    ("Paper 2, E5: KID (learned features) of GMM-DRIT translations is lower than DRIT++'s", "paper2_e5_fid_kid", "kid", ("GMM-DRIT",), DRIT),
+    ("Beyond the papers: harmonizing to A or B brings a test scan closer (SSIM) to the same subject's true scan there",
+     "traveling_subjects_paper1", "closer than before", ("A", "B"), UNH),
     ("Beyond the thesis: GMM-DRIT harmonizing a test volume to A or B (slice by slice) brings it closer to the subject's true scan there",
-     "traveling_subjects_paper2", "closer than before", ("GMM-DRIT A", "GMM-DRIT B"),
-     "the target's mixture component carries its appearance and the content code the anatomy",
-     "the CPU-budget 2D model loses detail and slice-to-slice consistency, which costs more than the better contrast gains"),
+     "traveling_subjects_paper2", "closer than before", ("GMM-DRIT A", "GMM-DRIT B"), UNH),
 )
 
 
-def _verdict(df: pd.DataFrame, metric: str, versions: tuple[str, ...]) -> tuple[Any, str, str]:
-    """(holds: True/False/None, ours, paper) over the rows of ``versions`` for ``metric``."""
-    col = "claim holds" if "claim holds" in df.columns else "closer than before"
-    rows = df[(df.get("metric", pd.Series(metric, index=df.index)) == metric) & df["version"].isin(versions)] if "metric" in df.columns else df[df["version"].isin(versions)]
-    rows = rows[rows[col].astype(str).isin(["True", "False"])]
-    if rows.empty:
-        return None, "", ""
-    holds = rows[col].astype(str).eq("True")
-    names = rows["version"] + (" to " + rows["target"].astype(str) if "target" in rows.columns and "closer than before" not in rows.columns else "")
-    ours = "; ".join(f"{v}: {o}" for v, o in zip(names, rows.get("ours", rows.get("SSIM to truth", pd.Series("", index=rows.index)))))
-    paper = "; ".join(f"{v}: {p}" for v, p in zip(names, rows["paper"])) if "paper" in rows.columns else "(not in the paper)"
-    return bool(holds.all()), ours, paper if paper.replace(";", "").replace(":", "").strip() else ""
+def _long(df: pd.DataFrame, metric: str) -> pd.DataFrame:
+    """Both claim-table layouts as one: version, target, ours (as printed), mean, paper, holds.
+
+    Claim tables (`tables.claim_table`) have one row per (metric, version) with "mean ± sd"; the traveling-subject
+    tables have one row per (target, version) with the SSIM to the truth, and "closer than before" as the verdict.
+    """
+    if "closer than before" in df.columns:
+        return pd.DataFrame({"version": df["version"].astype(str), "target": df["target"].astype(str), "ours": df["SSIM to truth"].astype(str),
+                             "mean": df["ssim_mean"].astype(float), "paper": "", "holds": df["closer than before"].astype(str)})
+    rows = df[df["metric"] == metric]
+    target = rows["target"].astype(str) if "target" in rows.columns else pd.Series("", index=rows.index)
+    return pd.DataFrame({"version": rows["version"].astype(str), "target": target, "ours": rows["ours"].astype(str),
+                         "mean": rows["ours"].astype(str).str.split("±").str[0].astype(float), "paper": rows["paper"].astype(object).where(rows["paper"].notna(), "").astype(str),
+                         "holds": rows["claim holds"].astype(str)})
+
+
+def _compare(df: pd.DataFrame, metric: str, versions: tuple[str, ...], reference: str) -> dict[str, Any]:
+    """The claim's verdict and both sides of it, from one table.
+
+    Returns holds (True/False/None: every compared row in the claimed direction, as the table's own verdict
+    column says), ours and compared (the printed values, "version: value"; per target where the table has
+    targets), paper (the paper's values of both sides, where printed) and reason (each comparison with its
+    numbers and the direction the paper claims).
+    """
+    rows = _long(df, metric)
+    mine = rows[rows["version"].isin(versions) & rows["holds"].isin(["True", "False"])]
+    if mine.empty:
+        return {"holds": None, "ours": "", "compared": "", "paper": "", "reason": "no comparable rows in the table"}
+    ref = rows[rows["version"] == reference].set_index("target")
+    higher = metric == "closer than before" or BETTER.get(metric) == "higher"
+
+    def label(r: Any) -> str:  # "GMM-DRIT (A)" where one version is measured at several targets
+        return f"{r.version} ({r.target})" if r.target and not r.version.endswith(r.target) else r.version
+
+    ours, compared, paper, reasons = [], [], [], []
+    for r in mine.itertuples(index=False):
+        name = label(r)
+        ours.append(f"{name}: {r.ours}")
+        if r.target in ref.index:
+            other = ref.loc[r.target]
+            other = other.iloc[0] if isinstance(other, pd.DataFrame) else other
+            where = f" ({r.target})" if r.target else ""  # the reference at the same target
+            compared.append(f"{reference}{where}: {other['ours']}")
+            sign = ">" if r.mean > other["mean"] else "<" if r.mean < other["mean"] else "="
+            reasons.append(f"{name} {r.ours.split('±')[0].strip()} {sign} {reference}{where} {str(other['ours']).split('±')[0].strip()}")
+            if r.paper or other["paper"]:
+                paper.append(f"{name} {r.paper or 'n/a'} vs {reference} {other['paper'] or 'n/a'}")
+        elif r.paper:
+            paper.append(f"{name} {r.paper}")
+    holds = bool(mine["holds"].eq("True").all())
+    side = "higher" if higher else "lower"
+    metric_name = "SSIM to the truth" if metric == "closer than before" else metric
+    failing = [label(r) for r in mine.itertuples(index=False) if r.holds != "True"]
+    verdict = f"every version {side} than {reference}" if holds else f"not {side} than {reference}: {', '.join(failing)}"
+    reason = f"{metric_name}, {side} is better: " + "; ".join(reasons) + f" ({verdict})"
+    return {"holds": holds, "ours": "; ".join(ours), "compared": "; ".join(dict.fromkeys(compared)), "paper": "; ".join(paper), "reason": reason}
 
 
 # The trained models behind the claims, in the book's order, with the names a reader knows them by.
@@ -111,6 +123,7 @@ CLAIM_MODELS: dict[str, tuple[str, ...]] = {
 }
 BELOW_GATE = "model below its quality gate"
 VERDICTS = {True: "holds", False: "does not hold", None: "not measured"}
+NOT_RUN = "not run"
 
 
 def gate_line(table: pd.DataFrame) -> str:
@@ -153,27 +166,29 @@ def collect_claims(cfg: Any) -> pd.DataFrame:
     gates = read_gates(cfg)
     status = {m: gate_status(gates, m) for m in dict.fromkeys([*MODELS, *gates["model"]])}
     out = []
-    for claim, table, metric, versions, why_yes, why_no in CLAIMS:
+    for claim, table, metric, versions, reference in CLAIMS:
         models = CLAIM_MODELS.get(table, ())
-        row = {"claim": claim, "verdict": VERDICTS[None], "holds": None, "ours": "", "paper": "", "why": "", "table": table, "models": ", ".join(models)}
+        row = {"claim": claim, "verdict": VERDICTS[None], "holds": None, "ours": "", "compared": "", "paper": "", "profile": "", "why": "",
+               "table": table, "models": ", ".join(models)}
         path = tables_dir(cfg) / f"{table}.csv"
         if not path.is_file():
-            out.append(row | {"why": f"not run: {path} is missing"})
+            out.append(row | {"verdict": NOT_RUN, "why": f"not run: {path} is missing"})
             continue
         df = pd.read_csv(path)
+        row["profile"] = ", ".join(map(str, df["profile"].dropna().unique())) if "profile" in df.columns else ""
         if "note" in df.columns:  # e.g. no traveling-subject truth on real data
             out.append(row | {"why": str(df["note"].iloc[0])})
             continue
-        holds, ours, paper = _verdict(df, metric, versions)
-        row |= {"ours": ours, "paper": paper}
-        if holds is None:
-            out.append(row | {"why": "no comparable rows in the table"})
+        c = _compare(df, metric, versions, reference)
+        row |= {"ours": c["ours"], "compared": c["compared"], "paper": c["paper"]}
+        if c["holds"] is None:
+            out.append(row | {"why": c["reason"]})
             continue
         failed, gate_text = _gate_reason(models, status)
         if failed:
-            row |= {"verdict": BELOW_GATE, "why": f"{gate_text} (its tables, not counted, say the claim {VERDICTS[holds]})"}
+            row |= {"verdict": BELOW_GATE, "why": f"{gate_text}; its tables, not counted, read: {c['reason']}"}
         else:
-            row |= {"verdict": VERDICTS[holds], "holds": holds, "why": (why_yes if holds else why_no) + gate_text}
+            row |= {"verdict": VERDICTS[c["holds"]], "holds": c["holds"], "why": c["reason"] + gate_text}
         out.append(row)
     return pd.DataFrame(out)
 
@@ -186,12 +201,14 @@ def _verdict_of(r: Any) -> str:
 
 
 def claims_markdown(claims: pd.DataFrame) -> str:
-    """The page's list: one bullet per claim with its verdict, our numbers, the paper's, and the reason."""
-    lines = []
+    """The page's table: one row per claim with its verdict, our value and the compared value side by side,
+    the paper's values of both sides, the profile that made ours, and the reason (from the numbers)."""
+    rows = ["| verdict | claim | ours | compared with | paper | profile | why |", "|---|---|---|---|---|---|---|"]
     for r in claims.itertuples(index=False):
-        lines.append(f"- **{_verdict_of(r)}**: {r.claim}. Ours: {r.ours or 'n/a'}. Paper: {r.paper or 'n/a'}. *Why:* {r.why} "
-                     f"(table `{r.table}.csv`).")
-    return "\n".join(lines)
+        cells = [f"**{_verdict_of(r)}**", r.claim, r.ours or "n/a", getattr(r, "compared", "") or "n/a", r.paper or "n/a",
+                 getattr(r, "profile", "") or "", f"{r.why} (table `{r.table}.csv`)"]
+        rows.append("| " + " | ".join(_cell(c) for c in cells) + " |")
+    return "\n".join(rows)
 
 
 def _cell(v: Any) -> str:

@@ -32,7 +32,7 @@ PAPER1 = {
 # Which way each metric improves: the direction of the papers' claims.
 BETTER = {"wasserstein": "lower", "luminance_ssim": "higher", "structural_ssim": "higher", "mae": "lower",
           "rmse": "lower", "r2": "higher", "accuracy": "higher", "balanced_accuracy": "higher", "auc": "higher",
-          "fid": "lower", "kid": "lower"}
+          "fid": "lower", "kid": "lower", "acc": "higher", "nmi": "higher", "ari": "higher"}
 
 
 def paper1_values(table: str) -> dict[tuple[str, str], str]:
