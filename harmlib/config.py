@@ -227,9 +227,12 @@ class GateConfig:
     classifier: str = "histogram"  # histogram (logistic regression on brain-intensity histograms) or cnn (3D ScannerClassifier)
     classifier_epochs: int = 30    # of the independent 3D scanner classifier
     classifier_mm: int = 4         # its grid (block means of the data's grid)
+    clustering_acc: float = 0.75   # the GM-VAE's gate (E1): clustering accuracy of its components against the true scanners
+    clustering_nmi: float = 0.5    # and their normalized mutual information
+    slice_structure: float = 0.9   # the 2D models' structure criterion (their outputs are stacked slices)
 
     def __post_init__(self) -> None:
-        for name in ("reconstruction", "translation", "improved", "min_gain", "structure"):
+        for name in ("reconstruction", "translation", "improved", "min_gain", "structure", "clustering_acc", "clustering_nmi", "slice_structure"):
             v = getattr(self, name)
             _require(math.isfinite(v) and 0.0 <= v <= 1.0, f"gate.{name}", v, "gate thresholds lie in [0, 1]")
         _require(self.classifier in ("histogram", "cnn"), "gate.classifier", self.classifier, "use histogram or cnn")

@@ -12,6 +12,9 @@ Targets (thesis Sec. 3):
   reference slice of the target scanner, z^a = E^a(reference);
 * ``scanner-free``: z^a ~ N(0, I) and c = c_sf = 0.
 One z^a (seeded) serves every slice of a volume, so the slices of one output share one appearance.
+* ``self:<training site>`` (the quality gate's reconstruction of held-out subjects scanned at a training site):
+  each slice keeps its own attribute, z^a = E^a(x) (for DRIT++ with that site's code c, for GMM-DRIT the GM-VAE
+  posterior mean), with the site's code c: x -> G(E^c(x), E^a(x), c).
 """
 from __future__ import annotations
 
@@ -30,6 +33,7 @@ from harmlib.models.gmvae import GMVAE, GMVAESpec
 
 SLICE_KINDS = ("gmm_drit", "drit")
 SCANNER_FREE = ("scanner-free", "agnostic")
+SELF_AT = "self:"  # "self:<training site>": reconstruction with each slice's own attribute
 
 
 @dataclass
@@ -49,7 +53,8 @@ class SliceHarmonizer:
     device: torch.device
 
     def label(self, target: str) -> int | None:
-        """The code index of a target scanner (by domain, site or scanner name); None for scanner-free."""
+        """The code index of a target scanner (by domain, site or scanner name, or ``self:<site>``); None for scanner-free."""
+        target = target.removeprefix(SELF_AT)
         if target in SCANNER_FREE:
             return None
         matches = [d for d in self.domains if target in (d, d.split("@")[-1], d.split("@")[0])]
@@ -77,6 +82,13 @@ class SliceHarmonizer:
         if k is not None and self.kind == "gmm_drit":
             return self.nets["E_a"].component(k, 1, gen)
         return torch.randn(1, self.spec.nz, generator=gen).to(self.device)
+
+
+def own_attribute(h: SliceHarmonizer, x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+    """Each slice's own z^a: the mean of q(z^a|x) (DRIT++'s E^a with the site's code ``c``; the GM-VAE's posterior)."""
+    if h.kind == "gmm_drit":
+        return h.nets["E_a"].attribute(x)[0]
+    return h.nets["E_a"](x, c)[0]
 
 
 def load_slice_harmonizer(ck: dict[str, Any], path: Any = "model file", device: str = "cpu") -> SliceHarmonizer:
@@ -111,11 +123,15 @@ def _build(ck: dict[str, Any], device: str) -> SliceHarmonizer:
 def translate_slices(h: SliceHarmonizer, x: torch.Tensor, target: str, seed: int = 0, reference: torch.Tensor | None = None,
                      batch_size: int = 32) -> torch.Tensor:
     """G(E^c(x), z^a, c) for normalized, padded slices ``x`` (N, 1, H, W) in [-1, 1]."""
-    z_a = h.attribute(target, seed, reference)
+    own = target.startswith(SELF_AT)
+    site = target[len(SELF_AT):] if own else target
+    z_a = None if own else h.attribute(target, seed, reference)
     out = []
     for start in range(0, x.shape[0], batch_size):
         xb = x[start:start + batch_size].to(h.device)
-        out.append(h.nets["G"](h.nets["E_c"](xb), z_a.expand(xb.shape[0], -1), h.code(target, xb.shape[0])).float().cpu())
+        c = h.code(site, xb.shape[0])
+        z = own_attribute(h, xb, c) if own else z_a.expand(xb.shape[0], -1)
+        out.append(h.nets["G"](h.nets["E_c"](xb), z, c).float().cpu())
     return torch.cat(out) if out else x.new_zeros(x.shape)
 
 

@@ -102,6 +102,18 @@ def test_volume_harmonized_slice_by_slice_keeps_grid_and_header(trained, variant
     assert translate_slices(h, ref.repeat(2, 1, 1, 1), "Guys", reference=ref).shape == (2, 1, *ref.shape[2:])
 
 
+@pytest.mark.parametrize("variant", ["gmm_drit", "drit"])
+def test_self_reconstruction_uses_each_slices_own_attribute(trained, variant):
+    h = load_harmonizer(trained[variant]["path"])
+    shape = [s + a + b for s, (a, b) in zip(h.slice_shape, h.pads)]
+    x = torch.rand(3, 1, *shape) * 2 - 1
+    own = translate_slices(h, x, "self:Guys")
+    assert own.shape == x.shape and torch.isfinite(own).all()
+    assert not torch.allclose(own, translate_slices(h, x, "Guys", seed=0))  # not the sampled attribute of the site
+    with pytest.raises(DataError, match="unknown target site 'Mars'"):
+        translate_slices(h, x, "self:Mars")
+
+
 def test_cli_refusals_and_listing(trained, tmp_path, capsys):
     path = trained["gmm_drit"]["path"]
     x, aff = harmlib.data.mni_t1(4)

@@ -154,3 +154,14 @@ def test_snapshot_steps_lists_the_kept_steps_in_order(tmp_path):
     (tmp_path / "snapshots" / "stepxx.pt").write_bytes(b"")
     assert list(snapshot_steps(tmp_path / "snapshots")) == [50, 100, 150]
     assert snapshot_harmonizers(tmp_path / "nowhere", {}) == {}
+
+
+def test_the_gmvae_gate_is_e1_against_its_thresholds():
+    from harmlib.evaluation.gate import clustering_gate
+
+    collapsed = clustering_gate("gmvae", "cpu", GateConfig(), {"ACC": 0.2, "NMI": 0.0, "ARI": 0.0}, {"ACC": 0.55, "NMI": 0.48})
+    assert not gate_passed(collapsed)
+    assert gate_failures(collapsed) == ["E1 clustering accuracy (components vs true scanners) 0.200 < 0.75", "E1 NMI (components vs true scanners) 0.000 < 0.50"]
+    assert "0.550 / 0.480" in set(collapsed["value"].astype(str))
+    found = clustering_gate("gmvae", "cpu", GateConfig(), {"ACC": 0.8, "NMI": 0.6, "ARI": 0.5})
+    assert gate_passed(found) and set(found["profile"]) == {"cpu"}

@@ -50,13 +50,20 @@ def _load_cached(path: str, mtime_ns: int) -> tuple[np.ndarray, np.ndarray]:  # 
     return img.get_fdata(dtype=np.float32), img.affine
 
 
-def reconstruction_cases(test: Manifest, harmonize: Harmonize) -> pd.DataFrame:
-    """SSIM over the brain of each held-out volume against its reconstruction (target ``self``)."""
+def reconstruction_cases(test: Manifest, harmonize: Harmonize, sites: Mapping[str, str] | None = None) -> pd.DataFrame:
+    """SSIM over the brain of each held-out volume against its reconstruction.
+
+    ``sites`` None: each test volume at its own (unseen) site, target ``self`` (paper 1's E_s reads any image's
+    style). ``sites`` {"A": domain, ...}: the held-out subjects' renderings at those training sites, target
+    ``self:<domain>``: a 2D model's attribute encoder (DRIT++'s E^a) needs the site's code.
+    """
     recs = []
     for i in range(len(test)):
-        vol, aff = _load(test.path(i))
-        out = harmonize(vol, aff, "self")
-        recs.append({"subject": test.df.at[i, "subject"], "site": test.df.at[i, "domain"], "reconstruction SSIM": ssim_terms(out, vol, mask=brain_mask(vol))["ssim"]})
+        cases = [(test.path(i), "self", test.df.at[i, "domain"])] if sites is None else [(test.truth(i, d), f"self:{d}", d) for d in sites.values()]
+        for path, target, site in cases:
+            vol, aff = _load(path)
+            out = harmonize(vol, aff, target)
+            recs.append({"subject": test.df.at[i, "subject"], "site": site, "reconstruction SSIM": ssim_terms(out, vol, mask=brain_mask(vol))["ssim"]})
     return pd.DataFrame(recs)
 
 
@@ -191,6 +198,27 @@ def gate_table(model: str, profile: str, gate: GateConfig, rec: pd.DataFrame, tr
     return out
 
 
+def clustering_gate(model: str, profile: str, gate: GateConfig, scores: Mapping[str, float], baseline: Mapping[str, float] | None = None) -> pd.DataFrame:
+    """The GM-VAE's gate (paper 2, stage 1): do its mixture components find the scanners (E1)?
+
+    ``scores``: {"ACC", "NMI", "ARI"} of the components against the true training scanners
+    (`clustering.clustering_scores`); ``baseline``: the same for k-means on the slices' intensity histograms,
+    shown beside as the sanity bar (it needs no training).
+    """
+    rows = [{"criterion": "E1 clustering accuracy (components vs true scanners)", "value": round(float(scores["ACC"]), 4), "threshold": gate.clustering_acc},
+            {"criterion": "E1 NMI (components vs true scanners)", "value": round(float(scores["NMI"]), 4), "threshold": gate.clustering_nmi}]
+    for r in rows:
+        r["passed"] = bool(r["value"] >= r["threshold"])
+    info = [{"criterion": "E1 ARI", "value": f"{scores['ARI']:.3f}", "threshold": "", "passed": ""}]
+    if baseline:
+        info.append({"criterion": "k-means on intensity histograms of the same slices: ACC / NMI", "value": f"{baseline['ACC']:.3f} / {baseline['NMI']:.3f}",
+                     "threshold": "", "passed": ""})
+    out = pd.DataFrame(rows + info)
+    out.insert(0, "model", model)
+    out["profile"] = profile
+    return out
+
+
 def gate_passed(table: pd.DataFrame) -> bool:
     """Whether every criterion with a threshold holds."""
     crit = table[table["threshold"].astype(str) != ""]
@@ -203,18 +231,23 @@ def gate_failures(table: pd.DataFrame) -> list[str]:
     return [f"{r.criterion} {float(r.value):.3f} < {float(r.threshold):.2f}" for r in crit.itertuples() if str(r.passed) != "True"]
 
 
-def evaluate_gate(model: str, cfg, manifest: Manifest, harmonize: Harmonize, targets: Mapping[str, str]) -> tuple[pd.DataFrame, pd.DataFrame]:
+def evaluate_gate(model: str, cfg, manifest: Manifest, harmonize: Harmonize, targets: Mapping[str, str], extra: Sequence[str] = ("agnostic",),
+                  reconstruction_sites: Mapping[str, str] | None = None, gate: GateConfig | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The whole gate of one model on the test cohort: (gate table, per-case traveling table).
 
-    ``cfg`` is the run's config (profile, gate thresholds, data grid); ``targets`` {"A": domain, ...}.
+    ``cfg`` is the run's config (profile, gate thresholds, data grid); ``targets`` {"A": domain, ...}; ``extra``
+    the targets without a truth (agnostic, scanner-free) that count in the structure criterion;
+    ``reconstruction_sites`` see `reconstruction_cases`; ``gate`` overrides ``cfg.gate`` (e.g. the 2D models'
+    structure threshold).
     """
+    gate = gate or cfg.gate
     test = manifest.select("test", "test")
-    rec = reconstruction_cases(test, harmonize)
-    trav, outputs = traveling_cases(test, harmonize, targets)
+    rec = reconstruction_cases(test, harmonize, reconstruction_sites)
+    trav, outputs = traveling_cases(test, harmonize, targets, extra)
     predict = scanner_classifier(manifest, cfg)
     hits = [pred == targets[name] for name in targets for pred in predict(outputs[name])]
     truth_hits = [pred == targets[name] for name in targets for pred in predict([_load(test.truth(i, targets[name]))[0] for i in range(len(test))])]
-    table = gate_table(model, cfg.profile, cfg.gate, rec, trav, float(np.mean(hits)), nyul_cases(manifest, targets))
+    table = gate_table(model, cfg.profile, gate, rec, trav, float(np.mean(hits)), nyul_cases(manifest, targets))
     sanity = pd.DataFrame([{"model": model, "criterion": f"{cfg.gate.classifier} scanner classifier: true renderings at the targets read correctly",
                             "value": f"{np.mean(truth_hits):.3f}", "threshold": "", "passed": "", "profile": cfg.profile}])
     return pd.concat([table, sanity], ignore_index=True), trav
