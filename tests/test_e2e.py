@@ -148,7 +148,8 @@ TABLES = {
     "paper2_table2": {"metric", "version", "paper", "ours", "claim holds", "target", "difference GMM-DRIT - DRIT++ (95 % CI)"},
     "paper2_table3": {"metric", "version", "paper", "ours", "claim holds", "post - pre (95 % CI)"},
     "paper2_e5_fid_kid": {"metric", "version", "paper", "ours", "claim holds", "profile"},
-    "what_reproduced": {"claim", "holds", "ours", "paper", "why", "table"},
+    "what_reproduced": {"claim", "verdict", "ours", "compared", "paper", "profile", "why", "table"},
+    **{f"gate_{m}": {"model", "criterion", "value", "threshold", "passed", "profile"} for m in ("ssim_harmonizer", "gmvae", "gmm_drit", "drit")},
 }
 
 
@@ -176,3 +177,21 @@ def test_what_reproduced_page_lists_every_claim(built_book):
     for claim, *_ in CLAIMS:
         assert claim.split(":")[0] in page
     assert "not measured" not in page  # every table was there
+    import pandas as pd
+
+    claims = pd.read_csv(built_book / "runs" / "tiny" / "tables" / "what_reproduced.csv")
+    assert claims["ours"].notna().all() and claims["compared"].notna().all()  # both sides of every comparison
+    assert claims["why"].str.contains(" vs | < | > | = ").all()  # each reason quotes the numbers of both sides
+    assert "compared with" in page  # the table's header
+    assert 'profile = "cpu"      # tiny' not in page  # the notebook's own defaults, overridden by papermill, are not shown
+
+
+def test_set_up_cells_are_collapsed_in_the_book_and_visible_in_the_notebooks(built_book):
+    for nb in sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb")):
+        executed = json.loads((built_book / "book" / "notebooks" / nb.name).read_text())
+        tags = [c["metadata"].get("tags", []) for c in executed["cells"]]
+        assert any("injected-parameters" in t and "hide-cell" in t for t in tags), nb.name
+        assert all("remove-cell" in t for t in tags if "parameters" in t), nb.name
+        assert any("hide-input" in t for t in tags), nb.name  # the imports
+        source = json.loads(nb.read_text())
+        assert not any("remove-cell" in c["metadata"].get("tags", []) for c in source["cells"]), nb.name
