@@ -86,7 +86,7 @@ def _compare(df: pd.DataFrame, metric: str, versions: tuple[str, ...], reference
     def label(r: Any) -> str:  # "GMM-DRIT (A)" where one version is measured at several targets
         return f"{r.version} ({r.target})" if r.target and not r.version.endswith(r.target) else r.version
 
-    ours, compared, paper, reasons = [], [], [], []
+    ours, compared, paper, ref_paper, reasons = [], [], [], [], []
     for r in mine.itertuples(index=False):
         name = label(r)
         ours.append(f"{name}: {r.ours}")
@@ -97,9 +97,9 @@ def _compare(df: pd.DataFrame, metric: str, versions: tuple[str, ...], reference
             compared.append(f"{reference}{where}: {other['ours']}")
             sign = ">" if r.mean > other["mean"] else "<" if r.mean < other["mean"] else "="
             reasons.append(f"{name} {r.ours.split('±')[0].strip()} {sign} {reference}{where} {str(other['ours']).split('±')[0].strip()}")
-            if r.paper or other["paper"]:
-                paper.append(f"{name} {r.paper or 'n/a'} vs {reference} {other['paper'] or 'n/a'}")
-        elif r.paper:
+            if other["paper"]:
+                ref_paper.append(f"{reference}{where} {other['paper']}")
+        if r.paper:
             paper.append(f"{name} {r.paper}")
     holds = bool(mine["holds"].eq("True").all())
     side = "higher" if higher else "lower"
@@ -107,7 +107,10 @@ def _compare(df: pd.DataFrame, metric: str, versions: tuple[str, ...], reference
     failing = [label(r) for r in mine.itertuples(index=False) if r.holds != "True"]
     verdict = f"every version {side} than {reference}" if holds else f"not {side} than {reference}: {', '.join(failing)}"
     reason = f"{metric_name}, {side} is better: " + "; ".join(reasons) + f" ({verdict})"
-    return {"holds": holds, "ours": "; ".join(ours), "compared": "; ".join(dict.fromkeys(compared)), "paper": "; ".join(paper), "reason": reason}
+    ref_paper = list(dict.fromkeys(ref_paper))  # one reference value may serve every version
+    printed = "; ".join(paper or ["n/a"]) + (" vs " + "; ".join(ref_paper) if ref_paper else "")
+    return {"holds": holds, "ours": "; ".join(ours), "compared": "; ".join(dict.fromkeys(compared)), "paper": printed if paper or ref_paper else "",
+            "reason": reason}
 
 
 # The trained models behind the claims, in the book's order, with the names a reader knows them by.
