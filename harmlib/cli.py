@@ -104,10 +104,9 @@ def _check_device(device: str) -> None:
 
 
 def _models(args: argparse.Namespace) -> None:
-    import pandas as pd
-
     from harmlib.checkpoint import CheckpointError, load_checkpoint
     from harmlib.evaluation.claims import gate_line
+    from harmlib.evaluation.tables import read_gates
     from harmlib.provenance import model_info
 
     found = sorted(Path(args.runs).glob("*/models/*.pt"))
@@ -117,8 +116,9 @@ def _models(args: argparse.Namespace) -> None:
         try:
             ck = load_checkpoint(path)
             info = model_info(ck)
-            gate_csv = path.parent.parent / "tables" / f"gate_{info['kind']}.csv"
-            gate = gate_line(pd.read_csv(gate_csv)) if gate_csv.is_file() else "no quality gate computed"
+            gates = read_gates(path.parent.parent / "tables")  # read as text: an informational row's empty threshold stays ""
+            mine = gates[gates["model"] == info["kind"]] if len(gates) else gates
+            gate = gate_line(mine) if len(mine) else "no quality gate computed"
             print(f"{path}  kind={info['kind']}  profile={info['profile']}  steps={info['steps']}  voxel={ck.get('voxel_mm', '?')} mm  "
                   f"created={info['created']}  sites: {', '.join(info['sites'])}\n    quality gate: {gate}")
         except CheckpointError as err:

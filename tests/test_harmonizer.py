@@ -240,6 +240,8 @@ def test_models_lists_profile_steps_and_quality_gate(model_file, capsys):
     tables = model_file.parents[1] / "tables"
     tables.mkdir(exist_ok=True)
     pd.DataFrame([{"model": "ssim_harmonizer", "criterion": "reconstruction SSIM (held-out, over the brain)", "value": 0.5, "threshold": 0.95,
-                   "passed": False, "profile": "tiny"}]).to_csv(tables / "gate_ssim_harmonizer.csv", index=False)
+                   "passed": False, "profile": "tiny"},
+                  {"model": "ssim_harmonizer", "criterion": "SSIM to truth -> A: before / after", "value": "0.899 / 0.800", "threshold": "",
+                   "passed": "", "profile": "tiny"}]).to_csv(tables / "gate_ssim_harmonizer.csv", index=False)
     assert main(["models", "--runs", str(runs)]) == 0
     assert "model below its quality gate: reconstruction SSIM (held-out, over the brain) 0.500 < 0.95" in capsys.readouterr().out
