@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import shutil
 import sys
@@ -109,6 +110,7 @@ def _models(args: argparse.Namespace) -> None:
     from harmlib.evaluation.tables import read_gates
     from harmlib.provenance import model_info
 
+    gates_of = functools.lru_cache(read_gates)  # one read per run's tables, as text (a context row's empty threshold stays "")
     found = sorted(Path(args.runs).glob("*/models/*.pt"))
     if not found:
         print(f"harmlib: no models under {args.runs}/<profile>/models/; 'make reproduce' trains them")
@@ -116,7 +118,7 @@ def _models(args: argparse.Namespace) -> None:
         try:
             ck = load_checkpoint(path)
             info = model_info(ck)
-            gates = read_gates(path.parent.parent / "tables")  # read as text: an informational row's empty threshold stays ""
+            gates = gates_of(path.parent.parent / "tables")
             mine = gates[gates["model"] == info["kind"]] if len(gates) else gates
             gate = gate_line(mine) if len(mine) else "no quality gate computed"
             print(f"{path}  kind={info['kind']}  profile={info['profile']}  steps={info['steps']}  voxel={ck.get('voxel_mm', '?')} mm  "

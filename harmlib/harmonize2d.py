@@ -10,11 +10,11 @@ Targets (thesis Sec. 3):
   matched to that scanner) and z^a is sampled from that scanner's attribute distribution: the
   mixture component p(z|y=k) for GMM-DRIT, DRIT++'s unimodal N(0, I) otherwise; or, with a
   reference slice of the target scanner, z^a = E^a(reference);
-* ``scanner-free``: z^a ~ N(0, I) and c = c_sf = 0.
-One z^a (seeded) serves every slice of a volume, so the slices of one output share one appearance.
+* ``scanner-free``: z^a ~ N(0, I) and c = c_sf = 0;
 * ``self:<training site>`` (the quality gate's reconstruction of held-out subjects scanned at a training site):
   each slice keeps its own attribute, z^a = E^a(x) (for DRIT++ with that site's code c, for GMM-DRIT the GM-VAE
   posterior mean), with the site's code c: x -> G(E^c(x), E^a(x), c).
+Otherwise one z^a (seeded) serves every slice of a volume, so the slices of one output share one appearance.
 """
 from __future__ import annotations
 

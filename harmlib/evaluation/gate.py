@@ -33,6 +33,8 @@ from harmlib.evaluation.baselines import make_baseline
 from harmlib.evaluation.clustering import intensity_histograms
 from harmlib.evaluation.features import ScannerClassifier, train_feature_extractor
 from harmlib.evaluation.metrics import brain_mask, psnr, ssim_terms
+from harmlib.harmonize import SELF
+from harmlib.harmonize2d import SELF_AT
 
 Harmonize = Callable[[np.ndarray, np.ndarray, str], np.ndarray]  # (volume, affine, target domain or "self"/"agnostic") -> volume
 
@@ -59,7 +61,7 @@ def reconstruction_cases(test: Manifest, harmonize: Harmonize, sites: Mapping[st
     """
     recs = []
     for i in range(len(test)):
-        cases = [(test.path(i), "self", test.df.at[i, "domain"])] if sites is None else [(test.truth(i, d), f"self:{d}", d) for d in sites.values()]
+        cases = [(test.path(i), SELF, test.df.at[i, "domain"])] if sites is None else [(test.truth(i, d), f"{SELF_AT}{d}", d) for d in sites.values()]
         for path, target, site in cases:
             vol, aff = _load(path)
             out = harmonize(vol, aff, target)
@@ -143,7 +145,7 @@ class HistogramClassifier:
         property no brain harmonizer should change (Nyul to A was read as A in 50 % of cases; over the brain, 100 %).
         """
         norm = Normalizer()
-        return np.concatenate([intensity_histograms([norm.forward(v)[0][brain_mask(v)]], self.bins) for v in vols]) if len(vols) else np.zeros((0, self.bins))
+        return intensity_histograms([norm.forward(v)[0][brain_mask(v)] for v in vols], self.bins) if len(vols) else np.zeros((0, self.bins))
 
     def fit(self, vols: Sequence[np.ndarray], labels: Sequence[str]) -> "HistogramClassifier":
         self.model.fit(self.features(vols), list(labels))
@@ -194,13 +196,17 @@ def gate_table(model: str, profile: str, gate: GateConfig, rec: pd.DataFrame, tr
         rows += [(f"traveling subjects -> {name}: share closer to the truth (SSIM)", float((gain > 0).mean()), gate.improved),
                  (f"traveling subjects -> {name}: mean SSIM gain", float(gain.mean()), gate.min_gain)]
     rows.append(("structural SSIM harmonized vs original", trav["structure vs original"].mean(), gate.structure))
-    df = pd.DataFrame([{"criterion": c, "value": round(float(v), 4), "threshold": t, "passed": bool(v >= t)} for c, v, t in rows])
     info = {f"SSIM to truth -> {n}: before / after": f"{g['SSIM before'].mean():.3f} / {g['SSIM after'].mean():.3f}" for n, g in paired.groupby("target")}
     if nyul is not None and len(nyul):
         info |= {f"Nyul fitted to {n}'s scans: SSIM to truth": f"{g['SSIM after'].mean():.3f}" for n, g in nyul.groupby("target")}
     info |= {f"PSNR to truth -> {n}: before / after (dB)": f"{g['PSNR before'].mean():.2f} / {g['PSNR after'].mean():.2f}" for n, g in paired.groupby("target")}
-    extra = pd.DataFrame([{"criterion": k, "value": v, "threshold": "", "passed": ""} for k, v in info.items()])
-    out = pd.concat([df, extra], ignore_index=True)
+    return _gate_frame(model, profile, rows, info)
+
+
+def _gate_frame(model: str, profile: str, rows: Sequence[tuple[str, float, float]], info: Mapping[str, str]) -> pd.DataFrame:
+    """One gate's table: a row per (criterion, value, threshold) with its verdict, then the context rows (no threshold)."""
+    crit = [{"criterion": c, "value": round(float(v), 4), "threshold": t, "passed": bool(v >= t)} for c, v, t in rows]
+    out = pd.DataFrame(crit + [{"criterion": k, "value": v, "threshold": "", "passed": ""} for k, v in info.items()])
     out.insert(0, "model", model)
     out["profile"] = profile
     return out
@@ -213,18 +219,12 @@ def clustering_gate(model: str, profile: str, gate: GateConfig, scores: Mapping[
     (`clustering.clustering_scores`); ``baseline``: the same for k-means on the slices' intensity histograms,
     shown beside as the sanity bar (it needs no training).
     """
-    rows = [{"criterion": "E1 clustering accuracy (components vs true scanners)", "value": round(float(scores["ACC"]), 4), "threshold": gate.clustering_acc},
-            {"criterion": "E1 NMI (components vs true scanners)", "value": round(float(scores["NMI"]), 4), "threshold": gate.clustering_nmi}]
-    for r in rows:
-        r["passed"] = bool(r["value"] >= r["threshold"])
-    info = [{"criterion": "E1 ARI", "value": f"{scores['ARI']:.3f}", "threshold": "", "passed": ""}]
+    rows = [("E1 clustering accuracy (components vs true scanners)", scores["ACC"], gate.clustering_acc),
+            ("E1 NMI (components vs true scanners)", scores["NMI"], gate.clustering_nmi)]
+    info = {"E1 ARI": f"{scores['ARI']:.3f}"}
     if baseline:
-        info.append({"criterion": "k-means on intensity histograms of the same slices: ACC / NMI", "value": f"{baseline['ACC']:.3f} / {baseline['NMI']:.3f}",
-                     "threshold": "", "passed": ""})
-    out = pd.DataFrame(rows + info)
-    out.insert(0, "model", model)
-    out["profile"] = profile
-    return out
+        info["k-means on intensity histograms of the same slices: ACC / NMI"] = f"{baseline['ACC']:.3f} / {baseline['NMI']:.3f}"
+    return _gate_frame(model, profile, rows, info)
 
 
 def gate_passed(table: pd.DataFrame) -> bool:
