@@ -51,6 +51,7 @@ def main() -> None:
     idx = np.linspace(0, len(test) - 1, min(a.n_test, len(test))).round().astype(int)
     sub = type(test)(test.df.iloc[idx].reset_index(drop=True), test.root)
     targets = {"A": TARGET_A.domain, "B": TARGET_B.domain}
+    predict = G.scanner_classifier(man, cfg) if a.classifier else None
     for step in range(a.every, a.steps + 1, a.every):
         h = harmonizer_from(meta, load_checkpoint(snapshot_path(out, step))["nets"])
         fn = lambda v, aff, t: harmonize_volume(h, v, aff, t, cfg.seed)  # noqa: E731
@@ -60,9 +61,10 @@ def main() -> None:
         for n, g in trav.groupby("target"):
             gain = g["SSIM after"] - g["SSIM before"]
             parts.append(f"{n}: {g['SSIM before'].mean():.3f}->{g['SSIM after'].mean():.3f} ({(gain > 0).mean():.0%} up)")
+        if predict is not None:
+            parts.append(f"translation {np.mean([p == targets[n] for n in targets for p in predict(outs[n])]):.2f}")
         print(" | ".join(parts), flush=True)
     if a.classifier:
-        predict = G.scanner_classifier(man, cfg)
         hits = [p == targets[n] for n in targets for p in predict(outs[n])]
         truth_hits = [p == targets[n] for n in targets for p in predict([G._load(sub.truth(i, targets[n]))[0] for i in range(len(sub))])]
         print(f"{cfg.gate.classifier} classifier reads truth at A/B as A/B: {np.mean(truth_hits):.2f}; harmonized to A/B read as A/B: {np.mean(hits):.2f}", flush=True)
