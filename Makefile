@@ -10,7 +10,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.harmlib-installed
 
-.PHONY: venv reproduce book test test-fast bench clean
+.PHONY: venv reproduce book test test-fast lint bench clean
 
 # Re-install when pyproject.toml changed or another torch spec is asked for.
 venv:
@@ -29,8 +29,11 @@ reproduce: venv
 book: venv
 	$(VENV)/bin/harmlib book
 
-test: venv
+test: venv lint
 	$(PY) -m pytest -q
+
+lint: venv
+	$(VENV)/bin/ruff check && $(VENV)/bin/ruff format --check
 
 test-fast: venv
 	$(PY) -m pytest -q -m "not slow"

@@ -7,6 +7,7 @@ One step = the D step then the G step of ``harmlib.train.aguit`` (the functions 
 with Adam updates, under bf16 autocast (SSIM in fp32). Prints the median step time over
 ``--repeats`` steps after one warm-up, and the peak memory (``torch.cuda.max_memory_allocated``).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -25,7 +26,9 @@ from harmlib.train.loop import autocast
 def step_stats(cfg, shape: tuple[int, ...], batch: int, device: torch.device, repeats: int) -> tuple[float, float]:
     spec = spec_from_config(cfg, n_domains=5)
     nets = {k: m.to(device) for k, m in build_aguit(spec).items()}
-    g_opt = torch.optim.Adam([p for k in ("E_b", "E_s", "G") for p in nets[k].parameters()], lr=1e-4, betas=(0.5, 0.999))
+    g_opt = torch.optim.Adam(
+        [p for k in ("E_b", "E_s", "G") for p in nets[k].parameters()], lr=1e-4, betas=(0.5, 0.999)
+    )
     d_opt = torch.optim.Adam([p for k in ("D_x", "D_b") for p in nets[k].parameters()], lr=1e-4, betas=(0.5, 0.999))
     padded, _ = pad_to_multiple(torch.zeros(shape), max(8, 2 ** (spec.n_down + 1)))
     x_l = torch.rand(batch, 1, *padded.shape, device=device) * 2 - 1
@@ -39,8 +42,13 @@ def step_stats(cfg, shape: tuple[int, ...], batch: int, device: torch.device, re
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         t0 = time.perf_counter()
-        for opt, objective in ((d_opt, lambda: discriminator_objective(nets, x_l, label, x_u, spec.noise_dim, cfg.harmonizer.weights)),
-                               (g_opt, lambda: generator_objective(nets, x_l, label, x_u, spec.noise_dim, cfg.harmonizer.weights, cfg.ssim))):
+        for opt, objective in (
+            (d_opt, lambda: discriminator_objective(nets, x_l, label, x_u, spec.noise_dim, cfg.harmonizer.weights)),
+            (
+                g_opt,
+                lambda: generator_objective(nets, x_l, label, x_u, spec.noise_dim, cfg.harmonizer.weights, cfg.ssim),
+            ),
+        ):
             with autocast(device, "bf16"):
                 loss, _ = objective()
             opt.zero_grad(set_to_none=True)
@@ -66,7 +74,9 @@ def main() -> None:
     device = torch.device(args.device)
     shape = tuple(int(s) for s in args.shape.split("x"))
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
-    print(f"{name}, torch {torch.__version__}, profile {args.profile} (width {cfg.harmonizer.width}), input {args.shape} padded, bf16")
+    print(
+        f"{name}, torch {torch.__version__}, profile {args.profile} (width {cfg.harmonizer.width}), input {args.shape} padded, bf16"
+    )
     for b in (int(v) for v in args.batches.split(",")):
         try:
             sec, peak = step_stats(cfg, shape, b, device, args.repeats)

@@ -7,6 +7,7 @@ All three use an 11-voxel Gaussian window (sigma 1.5) on one fp32 volume (batch 
 the CPU (or --device cuda). Prints the median time of each and the ratios to harmlib. The goal at
 182x218x182 on CPU: harmlib at least 50x faster than MONAI and 5x faster than pytorch-msssim.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -59,7 +60,9 @@ def main() -> None:
     args = ap.parse_args()
     torch.manual_seed(0)
     methods = {"harmlib": _ours, "monai SSIMLoss": _monai(), "pytorch-msssim": _msssim()}
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, device {args.device}, fp32, forward+backward, median of {args.repeats}")
+    print(
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads, device {args.device}, fp32, forward+backward, median of {args.repeats}"
+    )
     print(f"{'size':>14} | " + " | ".join(f"{m:>16}" for m in methods) + " | monai/harmlib | msssim/harmlib")
     for size in args.sizes.split(","):
         shape = tuple(int(s) for s in size.split("x"))
@@ -67,7 +70,8 @@ def main() -> None:
         y = (0.7 * x + 0.3 * torch.rand_like(x)).clamp(0, 1)
         t = {name: time_fwd_bwd(fn, x, y, args.repeats) for name, fn in methods.items()}
         print(
-            f"{size:>14} | " + " | ".join(f"{t[m]:>14.3f} s" for m in methods)
+            f"{size:>14} | "
+            + " | ".join(f"{t[m]:>14.3f} s" for m in methods)
             + f" | {t['monai SSIMLoss'] / t['harmlib']:>12.1f}x | {t['pytorch-msssim'] / t['harmlib']:>13.1f}x",
             flush=True,
         )

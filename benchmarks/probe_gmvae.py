@@ -3,6 +3,7 @@ training scanners) every ``--every`` steps, with the intensity-histogram k-means
 
     .venv/bin/python benchmarks/probe_gmvae.py --set "gmvae.likelihood=gaussian" --steps 400 --every 100
 """
+
 from __future__ import annotations
 
 import argparse
@@ -29,22 +30,31 @@ def main() -> None:
     ap.add_argument("--out", default="/tmp/probe_gmvae")
     a = ap.parse_args()
     over = harmlib.config.parse_overrides(a.set)
-    cfg = harmlib.load_config(a.profile, over | {"gmvae.train.iterations": a.steps, "gmvae.train.checkpoint_every": a.every})
+    cfg = harmlib.load_config(
+        a.profile, over | {"gmvae.train.iterations": a.steps, "gmvae.train.checkpoint_every": a.every}
+    )
     man = read_manifest(cfg.data_dir / "manifest.csv")
     shutil.rmtree(a.out, ignore_errors=True)
     task, meta = build_task(cfg, man)
     data = meta["dataset"]
     x = torch.stack([data[i]["image"] for i in range(len(data))]).numpy()
     dom = np.array([data[i]["domain_index"] for i in range(len(data))])
-    print("histogram k-means baseline:", {k: round(v, 3) for k, v in histogram_kmeans(x, dom, len(meta["domains"]), seed=cfg.seed).items()}, flush=True)
+    print(
+        "histogram k-means baseline:",
+        {k: round(v, 3) for k, v in histogram_kmeans(x, dom, len(meta["domains"]), seed=cfg.seed).items()},
+        flush=True,
+    )
     t0 = time.perf_counter()
     for stop in range(a.every, a.steps + 1, a.every):
         fit(task, cfg.gmvae.train, cfg.runtime, Path(a.out), seed=cfg.seed, stop_after=stop)
         space = attribute_space(task.nets["gmvae"], data)
         s = clustering_scores(space["domain"], space["cluster"])
         sizes = np.bincount(space["cluster"], minlength=len(meta["domains"])).tolist()
-        print(f"step {stop:4d} ({(time.perf_counter() - t0) / 60:.1f} min) ACC {s['ACC']:.3f} NMI {s['NMI']:.3f} ARI {s['ARI']:.3f} "
-              f"sizes {sizes} mean max q(y|x) {float(space['prob'].max(1).mean()):.2f}", flush=True)
+        print(
+            f"step {stop:4d} ({(time.perf_counter() - t0) / 60:.1f} min) ACC {s['ACC']:.3f} NMI {s['NMI']:.3f} ARI {s['ARI']:.3f} "
+            f"sizes {sizes} mean max q(y|x) {float(space['prob'].max(1).mean()):.2f}",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@
 Floors (imports only go down): config, ssim, models -> losses, data, checkpoint, widgets, plots
 -> train, evaluation, preprocess, harmonize, pipeline -> cli.
 """
+
 from harmlib.config import Config, ConfigError, load_config
 from harmlib.ssim import (
     luminance_consistency,

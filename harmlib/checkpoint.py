@@ -4,6 +4,7 @@ A checkpoint is a dict with at least ``kind`` (which model family) and ``format`
 version); training checkpoints add optimizer and RNG state, model files add everything inference
 needs (config, site names, voxel size, normalization), so nothing else has to travel with them.
 """
+
 from __future__ import annotations
 
 import os
@@ -43,7 +44,9 @@ def load_checkpoint(path: str | Path, kinds: tuple[str, ...] | None = None) -> d
     try:
         ck = torch.load(path, map_location="cpu", weights_only=False)
     except Exception as err:  # truncated zip, pickle errors, not a torch file at all
-        raise CheckpointError(f"{path}: not a readable checkpoint ({type(err).__name__}); it is corrupt or truncated, re-train or re-copy it") from None
+        raise CheckpointError(
+            f"{path}: not a readable checkpoint ({type(err).__name__}); it is corrupt or truncated, re-train or re-copy it"
+        ) from None
     if not isinstance(ck, dict) or "kind" not in ck or ck.get("format") != FORMAT:
         raise CheckpointError(f"{path}: not a harmlib checkpoint (no kind/format); use a file written by harmlib")
     if kinds and ck["kind"] not in kinds:

@@ -1,4 +1,5 @@
 """The ``harmlib`` command line: one entry point, one subcommand per task."""
+
 from __future__ import annotations
 
 import argparse
@@ -16,7 +17,9 @@ def _reproduce(args: argparse.Namespace) -> None:
 
     params = parse_overrides(args.set) if args.set else {}
     if not args.stall_minutes > 0:
-        raise ValueError(f"--stall-minutes {args.stall_minutes} is invalid; use a positive number of minutes (default 20)")
+        raise ValueError(
+            f"--stall-minutes {args.stall_minutes} is invalid; use a positive number of minutes (default 20)"
+        )
     run_notebooks(args.profile, Path(args.root), force=args.force, parameters=params, stall_s=60 * args.stall_minutes)
     if not args.no_book:
         build_book(Path(args.root))
@@ -40,12 +43,20 @@ def _synth(args: argparse.Namespace) -> None:
 def _preprocess(args: argparse.Namespace) -> None:
     from harmlib.preprocess import preprocess_manifest
 
-    out, qc = preprocess_manifest(args.manifest, args.out_dir, voxel_mm=args.voxel_mm, workers=args.workers,
-                                  skull_strip=args.skull_strip, keep_going=args.keep_going)
+    out, qc = preprocess_manifest(
+        args.manifest,
+        args.out_dir,
+        voxel_mm=args.voxel_mm,
+        workers=args.workers,
+        skull_strip=args.skull_strip,
+        keep_going=args.keep_going,
+    )
     print(f"harmlib: wrote {out} and {Path(args.out_dir) / 'qc.csv'}")
     failed = int((qc["status"] == "failed").sum())
     if failed:  # --keep-going went on; the run still did not do everything it was asked
-        raise ValueError(f"{failed} of {len(qc)} volume(s) failed to preprocess (listed above and in {Path(args.out_dir) / 'qc.csv'}); fix them and rerun")
+        raise ValueError(
+            f"{failed} of {len(qc)} volume(s) failed to preprocess (listed above and in {Path(args.out_dir) / 'qc.csv'}); fix them and rerun"
+        )
 
 
 def _harmonize(args: argparse.Namespace) -> None:
@@ -71,7 +82,9 @@ def _harmonize(args: argparse.Namespace) -> None:
     outputs = [bids_output(out_dir, p, args.target, sub) if args.bids else out_dir / p.name for p, sub in inputs]
     if len(set(outputs)) != len(outputs):
         same = "subject and session" if args.bids else "file name"
-        raise ValueError(f"two inputs share a {same}, so their outputs would collide; harmonize them into separate --out-dir folders")
+        raise ValueError(
+            f"two inputs share a {same}, so their outputs would collide; harmonize them into separate --out-dir folders"
+        )
     # All or nothing: every input and output is checked before the first output is written.
     for (p, _), out in tqdm(list(zip(inputs, outputs)), desc="checking inputs", unit="vol", leave=False):
         check_output(p, out, args.overwrite)
@@ -80,7 +93,9 @@ def _harmonize(args: argparse.Namespace) -> None:
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as err:
-        raise ValueError(f"{out_dir}: cannot create the output folder ({err.strerror}); choose a writable --out-dir") from None
+        raise ValueError(
+            f"{out_dir}: cannot create the output folder ({err.strerror}); choose a writable --out-dir"
+        ) from None
     if not os.access(out_dir, os.W_OK):
         raise ValueError(f"{out_dir}: the output folder is not writable; choose another --out-dir")
     try:
@@ -101,7 +116,9 @@ def _check_device(device: str) -> None:
     if device != "cpu" and not (device == "cuda" or (device.startswith("cuda:") and device[5:].isdigit())):
         raise ValueError(f"--device {device}: unknown device; use cpu, cuda or cuda:N")
     if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError(f"--device {device}: this PyTorch build sees no CUDA GPU; use --device cpu (or install a CUDA build of torch)")
+        raise ValueError(
+            f"--device {device}: this PyTorch build sees no CUDA GPU; use --device cpu (or install a CUDA build of torch)"
+        )
 
 
 def _models(args: argparse.Namespace) -> None:
@@ -110,7 +127,9 @@ def _models(args: argparse.Namespace) -> None:
     from harmlib.evaluation.tables import read_gates
     from harmlib.provenance import model_info
 
-    gates_of = functools.lru_cache(read_gates)  # one read per run's tables, as text (a context row's empty threshold stays "")
+    gates_of = functools.lru_cache(
+        read_gates
+    )  # one read per run's tables, as text (a context row's empty threshold stays "")
     found = sorted(Path(args.runs).glob("*/models/*.pt"))
     if not found:
         print(f"harmlib: no models under {args.runs}/<profile>/models/; 'make reproduce' trains them")
@@ -121,12 +140,20 @@ def _models(args: argparse.Namespace) -> None:
             gates = gates_of(path.parent.parent / "tables")
             mine = gates[gates["model"] == info["kind"]] if len(gates) else gates
             gate = gate_line(mine) if len(mine) else "no quality gate computed"
-            print(f"{path}  kind={info['kind']}  profile={info['profile']}  steps={info['steps']}  voxel={ck.get('voxel_mm', '?')} mm  "
-                  f"created={info['created']}  sites: {', '.join(info['sites'])}\n    quality gate: {gate}")
+            print(
+                f"{path}  kind={info['kind']}  profile={info['profile']}  steps={info['steps']}  voxel={ck.get('voxel_mm', '?')} mm  "
+                f"created={info['created']}  sites: {', '.join(info['sites'])}\n    quality gate: {gate}"
+            )
         except CheckpointError as err:
             print(f"{path}  unreadable: {err}")
-        except (KeyError, TypeError, AttributeError) as err:  # a file of ours, but not with the metadata a model file has
-            print(f"{path}  unreadable: unexpected model-file metadata ({type(err).__name__}: {str(err)[:80]}); export the model again")
+        except (
+            KeyError,
+            TypeError,
+            AttributeError,
+        ) as err:  # a file of ours, but not with the metadata a model file has
+            print(
+                f"{path}  unreadable: unexpected model-file metadata ({type(err).__name__}: {str(err)[:80]}); export the model again"
+            )
 
 
 def _int_at_least(low: int):
@@ -161,8 +188,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="re-run notebooks whose inputs did not change")
     p.add_argument("--no-book", action="store_true", help="run the notebooks only")
     p.add_argument("--set", default="", help="extra papermill parameters, e.g. 'alpha=0.5,gamma=2'")
-    p.add_argument("--stall-minutes", type=float, default=20.0,
-                   help="stop a notebook that shows no progress (no output, no file written under runs/) for this long (default 20)")
+    p.add_argument(
+        "--stall-minutes",
+        type=float,
+        default=20.0,
+        help="stop a notebook that shows no progress (no output, no file written under runs/) for this long (default 20)",
+    )
     p.set_defaults(func=_reproduce)
 
     p = sub.add_parser("synth", help="write the synthetic traveling-subject cohort and its manifest.csv")
@@ -175,10 +206,18 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("preprocess", help="raw T1 NIfTI -> RAS, N4, affine to MNI152, FSL grid, normalized")
     p.add_argument("--manifest", required=True, help="manifest.csv of the raw volumes")
     p.add_argument("--out-dir", required=True, help="output folder (volumes/, qc/, qc.csv, manifest.csv)")
-    p.add_argument("--voxel-mm", type=int, default=1, choices=(1, 2, 4), help="output grid: the FSL MNI grid at 1 (default), 2 or 4 mm")
+    p.add_argument(
+        "--voxel-mm",
+        type=int,
+        default=1,
+        choices=(1, 2, 4),
+        help="output grid: the FSL MNI grid at 1 (default), 2 or 4 mm",
+    )
     p.add_argument("--workers", type=_int_at_least(1), default=2, help="parallel processes")
     p.add_argument("--skull-strip", action="store_true", help="skull-strip with deepbet (pip install deepbet)")
-    p.add_argument("--keep-going", action="store_true", help="go on after a failed volume and list the failures at the end")
+    p.add_argument(
+        "--keep-going", action="store_true", help="go on after a failed volume and list the failures at the end"
+    )
     p.set_defaults(func=_preprocess)
 
     p = sub.add_parser("harmonize", help="harmonize MNI-aligned T1 NIfTI files with a trained model")
@@ -190,8 +229,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="replace outputs that already exist")
     p.add_argument("--seed", type=_int_at_least(0), default=0, help="seed of the agnostic noise code")
     p.add_argument("--device", default="cpu", help="cpu or cuda")
-    p.add_argument("--bids", action="store_true",
-                   help="write a BIDS-derivatives layout: sub-<s>/anat/sub-<s>_desc-harmonized<Target>_T1w.nii.gz and dataset_description.json")
+    p.add_argument(
+        "--bids",
+        action="store_true",
+        help="write a BIDS-derivatives layout: sub-<s>/anat/sub-<s>_desc-harmonized<Target>_T1w.nii.gz and dataset_description.json",
+    )
     p.set_defaults(func=_harmonize)
 
     p = sub.add_parser("models", help="list the trained models under runs/")

@@ -8,14 +8,16 @@ parameters and pass them here as dotted overrides::
 
 The result is frozen: training reads it, never writes it (``cfg.replace(...)`` makes a new one).
 """
+
 from __future__ import annotations
 
 import dataclasses
 import math
 import typing
+from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import yaml
 
@@ -39,7 +41,12 @@ class RuntimeConfig:
     threads: int = 0
 
     def __post_init__(self) -> None:
-        _require(self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:"), "runtime.device", self.device, "use auto, cpu, cuda or cuda:N")
+        _require(
+            self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:"),
+            "runtime.device",
+            self.device,
+            "use auto, cpu, cuda or cuda:N",
+        )
         _require(self.amp in ("bf16", "fp16", "none"), "runtime.amp", self.amp, "use bf16, fp16 or none")
         _require(self.threads >= 0, "runtime.threads", self.threads, "use 0 (all cores) or a positive count")
 
@@ -67,8 +74,18 @@ class SynthConfig:
     def __post_init__(self) -> None:
         for name in ("n_train_per_site", "n_test_per_site", "n_age_per_site", "n_ad_per_site"):
             _require(getattr(self, name) >= 1, f"synth.{name}", getattr(self, name), "use at least 1")
-        _require(self.n_train_per_site >= 2, "synth.n_train_per_site", self.n_train_per_site, "use at least 2 (labeled and unlabeled)")
-        _require(0.0 < self.labeled_fraction < 1.0, "synth.labeled_fraction", self.labeled_fraction, "use a fraction in (0, 1)")
+        _require(
+            self.n_train_per_site >= 2,
+            "synth.n_train_per_site",
+            self.n_train_per_site,
+            "use at least 2 (labeled and unlabeled)",
+        )
+        _require(
+            0.0 < self.labeled_fraction < 1.0,
+            "synth.labeled_fraction",
+            self.labeled_fraction,
+            "use a fraction in (0, 1)",
+        )
         _require(self.n_raw >= 0, "synth.n_raw", self.n_raw, "use 0 or more raw scanner-space volumes")
 
 
@@ -90,7 +107,9 @@ class SSIMConfig:
             v = getattr(self, name)
             _require(math.isfinite(v) and v >= 0, f"ssim.{name}", v, "exponents must be finite and >= 0")
         _require(0.0 <= self.lam <= 1.0, "ssim.lam", self.lam, "lambda must lie in [0, 1]")
-        _require(self.win_size >= 3 and self.win_size % 2 == 1, "ssim.win_size", self.win_size, "use an odd integer >= 3")
+        _require(
+            self.win_size >= 3 and self.win_size % 2 == 1, "ssim.win_size", self.win_size, "use an odd integer >= 3"
+        )
         _require(self.sigma > 0, "ssim.sigma", self.sigma, "use a positive float")
         _require(0 < self.k1 < 1 and 0 < self.k2 < 1, "ssim.k1/k2", (self.k1, self.k2), "use constants in (0, 1)")
 
@@ -134,19 +153,44 @@ class TrainConfig:
     weight_decay: float = 1e-4
     checkpoint_every: int = 100
     log_every: int = 10
-    warmup: int = 0           # reconstruction-only steps at the start (HACA3's first epoch); 0 = none
-    grad_clip: float = 0.0    # clip each optimizer's gradient norm to this (DRIT++ 5, DISARM++ 1.0); 0 = off
-    snapshot_every: int = 0   # keep the trained nets every N steps for a convergence figure; 0 = off
+    warmup: int = 0  # reconstruction-only steps at the start (HACA3's first epoch); 0 = none
+    grad_clip: float = 0.0  # clip each optimizer's gradient norm to this (DRIT++ 5, DISARM++ 1.0); 0 = off
+    snapshot_every: int = 0  # keep the trained nets every N steps for a convergence figure; 0 = off
 
     def __post_init__(self) -> None:
         _require(self.iterations >= 1, "train.iterations", self.iterations, "use at least 1")
-        _require(0 <= self.warmup < self.iterations, "train.warmup", self.warmup, f"use 0 <= warmup < iterations ({self.iterations})")
-        _require(math.isfinite(self.grad_clip) and self.grad_clip >= 0, "train.grad_clip", self.grad_clip, "use 0 (off) or a positive norm")
-        _require(self.snapshot_every >= 0, "train.snapshot_every", self.snapshot_every, "use 0 (off) or a positive step count")
+        _require(
+            0 <= self.warmup < self.iterations,
+            "train.warmup",
+            self.warmup,
+            f"use 0 <= warmup < iterations ({self.iterations})",
+        )
+        _require(
+            math.isfinite(self.grad_clip) and self.grad_clip >= 0,
+            "train.grad_clip",
+            self.grad_clip,
+            "use 0 (off) or a positive norm",
+        )
+        _require(
+            self.snapshot_every >= 0,
+            "train.snapshot_every",
+            self.snapshot_every,
+            "use 0 (off) or a positive step count",
+        )
         _require(self.batch_size >= 1, "train.batch_size", self.batch_size, "use at least 1")
         _require(self.lr > 0, "train.lr", self.lr, "use a positive learning rate")
-        _require(0 <= self.beta1 < 1 and 0 <= self.beta2 < 1, "train.beta1/beta2", (self.beta1, self.beta2), "use values in [0, 1)")
-        _require(self.checkpoint_every >= 1 and self.log_every >= 1, "train.checkpoint_every/log_every", (self.checkpoint_every, self.log_every), "use at least 1")
+        _require(
+            0 <= self.beta1 < 1 and 0 <= self.beta2 < 1,
+            "train.beta1/beta2",
+            (self.beta1, self.beta2),
+            "use values in [0, 1)",
+        )
+        _require(
+            self.checkpoint_every >= 1 and self.log_every >= 1,
+            "train.checkpoint_every/log_every",
+            (self.checkpoint_every, self.log_every),
+            "use at least 1",
+        )
 
 
 @dataclass(frozen=True)
@@ -163,8 +207,8 @@ class HarmonizerConfig:
     d_width: int = 64
     d_layers: int = 3
     d_scales: int = 2
-    residual: bool = False     # G outputs x + delta with delta's last layer zero at init (IGUANE): identity at step 0
-    crop: int = 0              # train on random cubic crops of this many voxels a side (0: whole volumes)
+    residual: bool = False  # G outputs x + delta with delta's last layer zero at init (IGUANE): identity at step 0
+    crop: int = 0  # train on random cubic crops of this many voxels a side (0: whole volumes)
     mask_losses: bool = False  # average L_rec, L_cc, L_struct, L_lum over the brain only (IGUANE, HACA3)
     content_d_lr: float = 1.0  # D^b's learning rate as a fraction of train.lr (DRIT++ / DISARM++: 1 / 2.5)
     weights: AGUITWeights = field(default_factory=AGUITWeights)
@@ -172,8 +216,18 @@ class HarmonizerConfig:
 
     def __post_init__(self) -> None:
         _require(self.voxel_mm in (0, 1, 2, 4), "harmonizer.voxel_mm", self.voxel_mm, "use 0 (the data's), 1, 2 or 4")
-        _require(self.crop == 0 or self.crop >= 16, "harmonizer.crop", self.crop, "use 0 (whole volumes) or at least 16 voxels")
-        _require(0 < self.content_d_lr <= 10, "harmonizer.content_d_lr", self.content_d_lr, "use a factor in (0, 10], e.g. 0.4")
+        _require(
+            self.crop == 0 or self.crop >= 16,
+            "harmonizer.crop",
+            self.crop,
+            "use 0 (whole volumes) or at least 16 voxels",
+        )
+        _require(
+            0 < self.content_d_lr <= 10,
+            "harmonizer.content_d_lr",
+            self.content_d_lr,
+            "use a factor in (0, 10], e.g. 0.4",
+        )
         for name in ("width", "n_res", "noise_dim", "mlp_hidden", "style_width", "d_width", "d_layers", "d_scales"):
             _require(getattr(self, name) >= 1, f"harmonizer.{name}", getattr(self, name), "use a positive integer")
         _require(self.n_down >= 0, "harmonizer.n_down", self.n_down, "use 0 or more stride-2 steps")
@@ -184,60 +238,105 @@ class EvaluationConfig:
     """Evaluation of both papers (``harmlib.evaluation``): pair sampling, bootstrap, FID/KID feature
     extractor and the downstream 3D ResNets of paper 1's Tables 3-4 (MONAI ``ResNet``)."""
 
-    n_pairs: int = 5000            # random image pairs for luminance SSIM (paper 2, E3: M = 5000)
-    n_struct_pairs: int = 100      # random pairs of different subjects for structural SSIM (paper 1: 100)
-    bootstrap: int = 1000          # bootstrap resamples for 95 % CIs of mean differences (paper 2)
+    n_pairs: int = 5000  # random image pairs for luminance SSIM (paper 2, E3: M = 5000)
+    n_struct_pairs: int = 100  # random pairs of different subjects for structural SSIM (paper 1: 100)
+    bootstrap: int = 1000  # bootstrap resamples for 95 % CIs of mean differences (paper 2)
     ci: float = 0.95
-    feature_dim: int = 64          # FID/KID feature space: penultimate layer of a scanner classifier
+    feature_dim: int = 64  # FID/KID feature space: penultimate layer of a scanner classifier
     feature_width: int = 16
     feature_epochs: int = 20
-    kid_subset_size: int = 1000    # capped at the smaller sample size
+    kid_subset_size: int = 1000  # capped at the smaller sample size
     kid_subsets: int = 100
-    folds: int = 5                 # downstream k-fold cross-validation (paper 1: 5)
-    voxel_mm: int = 4              # downstream grid (block means of the data's grid)
-    depth: int = 10                # MONAI ResNet depth: 10, 18 or 34
-    width: int = 64                # block_inplanes = (w, 2w, 4w, 8w); MONAI default 64
-    stem_stride: int = 2           # stride of the first conv (conv1_t_stride)
-    max_pool: bool = True          # max-pool after the stem (MONAI no_max_pool = not max_pool)
+    folds: int = 5  # downstream k-fold cross-validation (paper 1: 5)
+    voxel_mm: int = 4  # downstream grid (block means of the data's grid)
+    depth: int = 10  # MONAI ResNet depth: 10, 18 or 34
+    width: int = 64  # block_inplanes = (w, 2w, 4w, 8w); MONAI default 64
+    stem_stride: int = 2  # stride of the first conv (conv1_t_stride)
+    max_pool: bool = True  # max-pool after the stem (MONAI no_max_pool = not max_pool)
     epochs: int = 30
     batch_size: int = 4
     lr: float = 1e-3
     weight_decay: float = 1e-4
 
     def __post_init__(self) -> None:
-        for name in ("n_pairs", "n_struct_pairs", "bootstrap", "feature_dim", "feature_width", "feature_epochs",
-                     "kid_subset_size", "kid_subsets", "width", "stem_stride", "epochs", "batch_size"):
+        for name in (
+            "n_pairs",
+            "n_struct_pairs",
+            "bootstrap",
+            "feature_dim",
+            "feature_width",
+            "feature_epochs",
+            "kid_subset_size",
+            "kid_subsets",
+            "width",
+            "stem_stride",
+            "epochs",
+            "batch_size",
+        ):
             _require(getattr(self, name) >= 1, f"evaluation.{name}", getattr(self, name), "use a positive integer")
         _require(0.5 <= self.ci < 1.0, "evaluation.ci", self.ci, "use a confidence level in [0.5, 1), e.g. 0.95")
         _require(self.folds >= 2, "evaluation.folds", self.folds, "use at least 2 cross-validation folds")
-        _require(self.voxel_mm in (1, 2, 4, 8), "evaluation.voxel_mm", self.voxel_mm, "use 1, 2, 4 or 8 (a multiple of the data's grid)")
-        _require(self.depth in (10, 18, 34), "evaluation.depth", self.depth, "use 10, 18 or 34 (MONAI ResNet depths with basic blocks)")
-        _require(self.lr > 0 and self.weight_decay >= 0, "evaluation.lr/weight_decay", (self.lr, self.weight_decay), "use lr > 0 and weight_decay >= 0")
+        _require(
+            self.voxel_mm in (1, 2, 4, 8),
+            "evaluation.voxel_mm",
+            self.voxel_mm,
+            "use 1, 2, 4 or 8 (a multiple of the data's grid)",
+        )
+        _require(
+            self.depth in (10, 18, 34),
+            "evaluation.depth",
+            self.depth,
+            "use 10, 18 or 34 (MONAI ResNet depths with basic blocks)",
+        )
+        _require(
+            self.lr > 0 and self.weight_decay >= 0,
+            "evaluation.lr/weight_decay",
+            (self.lr, self.weight_decay),
+            "use lr > 0 and weight_decay >= 0",
+        )
 
 
 @dataclass(frozen=True)
 class GateConfig:
     """A trained model's quality gate (``harmlib.evaluation.gate``): it must pass before its tables count."""
 
-    reconstruction: float = 0.95   # SSIM of held-out x -> G(E_b(x), E_s(x)) over the brain
-    translation: float = 0.8       # accuracy of an independent scanner classifier on outputs (x -> A read as A)
-    improved: float = 0.9          # share of traveling-subject cases closer to the truth (SSIM) after harmonization
-    min_gain: float = 0.02         # mean SSIM-to-truth gain over those cases
-    structure: float = 0.93        # structural SSIM of harmonized vs original
-    classifier: str = "histogram"  # histogram (logistic regression on brain-intensity histograms) or cnn (3D ScannerClassifier)
-    classifier_epochs: int = 30    # of the independent 3D scanner classifier
-    classifier_mm: int = 4         # its grid (block means of the data's grid)
-    clustering_acc: float = 0.75   # the GM-VAE's gate (E1): clustering accuracy of its components against the true scanners
-    clustering_nmi: float = 0.5    # and their normalized mutual information
-    slice_structure: float = 0.9   # the 2D models' structure criterion (their outputs are stacked slices)
+    reconstruction: float = 0.95  # SSIM of held-out x -> G(E_b(x), E_s(x)) over the brain
+    translation: float = 0.8  # accuracy of an independent scanner classifier on outputs (x -> A read as A)
+    improved: float = 0.9  # share of traveling-subject cases closer to the truth (SSIM) after harmonization
+    min_gain: float = 0.02  # mean SSIM-to-truth gain over those cases
+    structure: float = 0.93  # structural SSIM of harmonized vs original
+    classifier: str = (
+        "histogram"  # histogram (logistic regression on brain-intensity histograms) or cnn (3D ScannerClassifier)
+    )
+    classifier_epochs: int = 30  # of the independent 3D scanner classifier
+    classifier_mm: int = 4  # its grid (block means of the data's grid)
+    clustering_acc: float = (
+        0.75  # the GM-VAE's gate (E1): clustering accuracy of its components against the true scanners
+    )
+    clustering_nmi: float = 0.5  # and their normalized mutual information
+    slice_structure: float = 0.9  # the 2D models' structure criterion (their outputs are stacked slices)
 
     def __post_init__(self) -> None:
-        for name in ("reconstruction", "translation", "improved", "min_gain", "structure", "clustering_acc", "clustering_nmi", "slice_structure"):
+        for name in (
+            "reconstruction",
+            "translation",
+            "improved",
+            "min_gain",
+            "structure",
+            "clustering_acc",
+            "clustering_nmi",
+            "slice_structure",
+        ):
             v = getattr(self, name)
             _require(math.isfinite(v) and 0.0 <= v <= 1.0, f"gate.{name}", v, "gate thresholds lie in [0, 1]")
         _require(self.classifier in ("histogram", "cnn"), "gate.classifier", self.classifier, "use histogram or cnn")
         _require(self.classifier_epochs >= 1, "gate.classifier_epochs", self.classifier_epochs, "use at least 1")
-        _require(self.classifier_mm in (1, 2, 4, 8), "gate.classifier_mm", self.classifier_mm, "use 1, 2, 4 or 8 (a multiple of the data's grid)")
+        _require(
+            self.classifier_mm in (1, 2, 4, 8),
+            "gate.classifier_mm",
+            self.classifier_mm,
+            "use 1, 2, 4 or 8 (a multiple of the data's grid)",
+        )
 
 
 @dataclass(frozen=True)
@@ -277,11 +376,17 @@ class GMVAEConfig:
     hidden: int = 256
     temp_init: float = 1.0
     temp_min: float = 0.5
-    likelihood: str = "bce"  # p(x|z): bce (the thesis) or gaussian (Dilokthanakul's -continuous; mean sigmoid(decoder), fixed sigma)
-    sigma: float = 0.1       # the fixed std of the gaussian likelihood on intensities in [0, 1]; unused with bce
-    free_bits: float = 0.0   # L_cat = max(batch-mean KL(q(y|x) || uniform), free_bits) nats (Nat-D/GMVAE -lambda, 0.5 there); 0 = off
-    kl_warmup: int = 0       # steps over which the weights of L_gauss and L_cat ramp linearly from 0; 0 = off
-    init_kmeans: bool = False  # start the means of p(z|y) at the k-means (K) centres of the encoder's codes of the training slices
+    likelihood: str = (
+        "bce"  # p(x|z): bce (the thesis) or gaussian (Dilokthanakul's -continuous; mean sigmoid(decoder), fixed sigma)
+    )
+    sigma: float = 0.1  # the fixed std of the gaussian likelihood on intensities in [0, 1]; unused with bce
+    free_bits: float = (
+        0.0  # L_cat = max(batch-mean KL(q(y|x) || uniform), free_bits) nats (Nat-D/GMVAE -lambda, 0.5 there); 0 = off
+    )
+    kl_warmup: int = 0  # steps over which the weights of L_gauss and L_cat ramp linearly from 0; 0 = off
+    init_kmeans: bool = (
+        False  # start the means of p(z|y) at the k-means (K) centres of the encoder's codes of the training slices
+    )
     slices: SliceConfig = field(default_factory=SliceConfig)
     weights: GMVAEWeights = field(default_factory=GMVAEWeights)
     train: TrainConfig = field(default_factory=lambda: TrainConfig(batch_size=64, lr=1e-3, beta1=0.9, weight_decay=0.0))
@@ -289,12 +394,31 @@ class GMVAEConfig:
     def __post_init__(self) -> None:
         for name in ("gaussian_size", "width", "n_down", "hidden"):
             _require(getattr(self, name) >= 1, f"gmvae.{name}", getattr(self, name), "use a positive integer")
-        _require(0 < self.temp_min <= self.temp_init, "gmvae.temp_min/temp_init", (self.temp_min, self.temp_init), "use 0 < temp_min <= temp_init")
+        _require(
+            0 < self.temp_min <= self.temp_init,
+            "gmvae.temp_min/temp_init",
+            (self.temp_min, self.temp_init),
+            "use 0 < temp_min <= temp_init",
+        )
         _require(self.likelihood in ("bce", "gaussian"), "gmvae.likelihood", self.likelihood, "use bce or gaussian")
-        _require(math.isfinite(self.sigma) and self.sigma > 0, "gmvae.sigma", self.sigma, "use a positive standard deviation (intensities in [0, 1]), e.g. 0.1")
-        _require(math.isfinite(self.free_bits) and self.free_bits >= 0, "gmvae.free_bits", self.free_bits, "use 0 (off) or a floor in nats >= 0, e.g. 0.5")
-        _require(0 <= self.kl_warmup < self.train.iterations, "gmvae.kl_warmup", self.kl_warmup,
-                 f"use 0 (off) <= kl_warmup < gmvae.train.iterations ({self.train.iterations})")
+        _require(
+            math.isfinite(self.sigma) and self.sigma > 0,
+            "gmvae.sigma",
+            self.sigma,
+            "use a positive standard deviation (intensities in [0, 1]), e.g. 0.1",
+        )
+        _require(
+            math.isfinite(self.free_bits) and self.free_bits >= 0,
+            "gmvae.free_bits",
+            self.free_bits,
+            "use 0 (off) or a floor in nats >= 0, e.g. 0.5",
+        )
+        _require(
+            0 <= self.kl_warmup < self.train.iterations,
+            "gmvae.kl_warmup",
+            self.kl_warmup,
+            f"use 0 (off) <= kl_warmup < gmvae.train.iterations ({self.train.iterations})",
+        )
 
 
 @dataclass(frozen=True)
@@ -346,8 +470,18 @@ class ExplorerConfig:
     seed: int = 7
 
     def __post_init__(self) -> None:
-        _require(self.slice_axis in (0, 1, 2), "explorer.slice_axis", self.slice_axis, "use 0 (sagittal), 1 (coronal) or 2 (axial)")
-        _require(0.0 < self.slice_index < 1.0, "explorer.slice_index", self.slice_index, "use a fraction of the axis in (0, 1)")
+        _require(
+            self.slice_axis in (0, 1, 2),
+            "explorer.slice_axis",
+            self.slice_axis,
+            "use 0 (sagittal), 1 (coronal) or 2 (axial)",
+        )
+        _require(
+            0.0 < self.slice_index < 1.0,
+            "explorer.slice_index",
+            self.slice_index,
+            "use a fraction of the axis in (0, 1)",
+        )
 
 
 @dataclass(frozen=True)
@@ -375,7 +509,7 @@ class Config:
         """Where this profile's runs write: ``runs/<profile>/``."""
         return Path("runs") / self.profile
 
-    def replace(self, overrides: Mapping[str, Any]) -> "Config":
+    def replace(self, overrides: Mapping[str, Any]) -> Config:
         """A new config with dotted ``overrides`` applied (this one is left unchanged)."""
         return _from_dict(_merge(to_dict(self), _nest(overrides)))
 
@@ -423,7 +557,9 @@ def _build(cls: type, data: Mapping[str, Any], prefix: str = "") -> Any:
     known = {f.name for f in fields(cls)}
     for key in data:
         if key not in known:
-            raise ConfigError(f"unknown parameter '{prefix}{key}'; known fields{' in ' + prefix.rstrip('.') if prefix else ''}: {', '.join(sorted(known))}")
+            raise ConfigError(
+                f"unknown parameter '{prefix}{key}'; known fields{' in ' + prefix.rstrip('.') if prefix else ''}: {', '.join(sorted(known))}"
+            )
     kwargs = {}
     for key, value in data.items():
         typ = hints[key]
@@ -443,10 +579,14 @@ def profile_path(profile: str | Path) -> Path:
     p = Path(profile)
     if p.suffix in (".yaml", ".yml"):
         if not p.is_file():
-            raise ConfigError(f"profile file {p} does not exist; give one of {', '.join(PROFILES)} or the path of a YAML profile")
+            raise ConfigError(
+                f"profile file {p} does not exist; give one of {', '.join(PROFILES)} or the path of a YAML profile"
+            )
         return p
     if str(profile) not in PROFILES:
-        raise ConfigError(f"unknown profile '{profile}'; use one of {', '.join(PROFILES)} or the path of a YAML profile")
+        raise ConfigError(
+            f"unknown profile '{profile}'; use one of {', '.join(PROFILES)} or the path of a YAML profile"
+        )
     return PROFILE_DIR / f"{profile}.yaml"
 
 
@@ -460,7 +600,9 @@ def parse_overrides(text: str) -> dict[str, Any]:
         try:
             out[key.strip()] = yaml.safe_load(value)
         except yaml.YAMLError:
-            raise ConfigError(f"override '{item}': the value is not valid YAML; quote it or fix it (e.g. seed=3, ssim.alpha=0.5)") from None
+            raise ConfigError(
+                f"override '{item}': the value is not valid YAML; quote it or fix it (e.g. seed=3, ssim.alpha=0.5)"
+            ) from None
     return out
 
 
@@ -473,14 +615,18 @@ def load_config(profile: str | Path = "cpu", overrides: Mapping[str, Any] | str 
     try:
         raw = yaml.safe_load(path.read_text(encoding="utf-8"))
     except UnicodeDecodeError:
-        raise ConfigError(f"profile file {path} is not UTF-8 text; save it as UTF-8 (a copy of harmlib/profiles/cpu.yaml)") from None
+        raise ConfigError(
+            f"profile file {path} is not UTF-8 text; save it as UTF-8 (a copy of harmlib/profiles/cpu.yaml)"
+        ) from None
     except yaml.YAMLError as err:
         raise ConfigError(f"profile file {path} is not valid YAML ({err.__class__.__name__}); fix its syntax") from None
     if raw is None:
         raise ConfigError(f"profile file {path} is empty; start from a copy of harmlib/profiles/cpu.yaml")
     if not isinstance(raw, Mapping):
-        raise ConfigError(f"profile file {path} holds a YAML {type(raw).__name__}, not a mapping of sections (profile:, seed:, ssim:, ...); "
-                          "start from a copy of harmlib/profiles/cpu.yaml")
+        raise ConfigError(
+            f"profile file {path} holds a YAML {type(raw).__name__}, not a mapping of sections (profile:, seed:, ssim:, ...); "
+            "start from a copy of harmlib/profiles/cpu.yaml"
+        )
     if isinstance(overrides, str):
         overrides = parse_overrides(overrides)
     upd = {k: v for k, v in (overrides or {}).items() if v is not None}
@@ -491,7 +637,9 @@ def check_notebook_parameter(name: str, value: Any, notebook_parameters: set[str
     """A papermill parameter given to every notebook (``harmlib reproduce --set``) must be a parameter of
     some notebook, and its value must fit the config fields of that name (``gamma`` -> ``ssim.gamma``)."""
     if name not in notebook_parameters:
-        raise ConfigError(f"unknown parameter '{name}' in --set; the notebooks take: {', '.join(sorted(notebook_parameters))}")
+        raise ConfigError(
+            f"unknown parameter '{name}' in --set; the notebooks take: {', '.join(sorted(notebook_parameters))}"
+        )
     if value is None:
         return
     candidates = [(path, typ) for path, typ in _leaf_fields(Config) if path.rsplit(".", 1)[-1] == name]
@@ -510,5 +658,7 @@ def _leaf_fields(cls: type, prefix: str = "") -> list[tuple[str, Any]]:
     out = []
     for f in fields(cls):
         typ = typing.get_type_hints(cls)[f.name]
-        out += _leaf_fields(typ, f"{prefix}{f.name}.") if dataclasses.is_dataclass(typ) else [(f"{prefix}{f.name}", typ)]
+        out += (
+            _leaf_fields(typ, f"{prefix}{f.name}.") if dataclasses.is_dataclass(typ) else [(f"{prefix}{f.name}", typ)]
+        )
     return out

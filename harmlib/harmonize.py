@@ -13,6 +13,7 @@ Targets (paper 1, Fig. 2): a training scanner-site (its label +1, the others -1,
 noise code) or ``agnostic`` (every label -1, noise drawn from N(0, 1) with a fixed seed).
 The 2D models of paper 2 (GMM-DRIT, DRIT++) run on every coronal slice: see ``harmlib.harmonize2d``.
 """
+
 from __future__ import annotations
 
 import functools
@@ -87,8 +88,18 @@ def harmonizer_from(meta: dict, state: dict, device: str = "cpu") -> Harmonizer:
     for k, net in nets.items():
         net.load_state_dict(state[k])
         net.to(dev).eval()
-    return Harmonizer(meta.get("kind", "ssim_harmonizer"), nets, list(meta["domains"]), np.asarray(meta["affine"]), tuple(int(v) for v in meta["shape"]),
-                      Normalizer.from_dict(meta["normalizer"]), spec.noise_dim, max(8, 2 ** (spec.n_down + 1)), dev, meta.get("scales"))
+    return Harmonizer(
+        meta.get("kind", "ssim_harmonizer"),
+        nets,
+        list(meta["domains"]),
+        np.asarray(meta["affine"]),
+        tuple(int(v) for v in meta["shape"]),
+        Normalizer.from_dict(meta["normalizer"]),
+        spec.noise_dim,
+        max(8, 2 ** (spec.n_down + 1)),
+        dev,
+        meta.get("scales"),
+    )
 
 
 def check_mni_aligned(img: nib.Nifti1Image, path: Path) -> None:
@@ -98,13 +109,19 @@ def check_mni_aligned(img: nib.Nifti1Image, path: Path) -> None:
     centre = nib.affines.apply_affine(img.affine, (np.array(img.shape[:3]) - 1) / 2)
     extent = np.abs(np.diag(rot)) * np.array(img.shape[:3])
     if off > 1e-3 * np.abs(rot).max() or np.linalg.norm(centre - MNI_CENTRE_MM) > 40 or (extent < 120).any():
-        raise DataError(f"{path}: not aligned to MNI space (oblique, off-centre or too small a field of view); run 'harmlib preprocess' on it first")
+        raise DataError(
+            f"{path}: not aligned to MNI space (oblique, off-centre or too small a field of view); run 'harmlib preprocess' on it first"
+        )
 
 
-def resample(vol: np.ndarray, src_affine: np.ndarray, dst_affine: np.ndarray, dst_shape: tuple[int, ...], order: int = 1) -> np.ndarray:
+def resample(
+    vol: np.ndarray, src_affine: np.ndarray, dst_affine: np.ndarray, dst_shape: tuple[int, ...], order: int = 1
+) -> np.ndarray:
     """Resample ``vol`` from its grid onto another grid of the same world (trilinear)."""
     mapping = np.linalg.inv(src_affine) @ dst_affine
-    return ndimage.affine_transform(vol, mapping[:3, :3], mapping[:3, 3], output_shape=dst_shape, order=order, mode="constant", cval=0.0).astype(np.float32)
+    return ndimage.affine_transform(
+        vol, mapping[:3, :3], mapping[:3, 3], output_shape=dst_shape, order=order, mode="constant", cval=0.0
+    ).astype(np.float32)
 
 
 @torch.no_grad()
@@ -135,7 +152,9 @@ def check_input(in_path: str | Path) -> nib.Nifti1Image:
     img = load_volume(in_path)
     check_mni_aligned(img, Path(in_path))
     if not np.any(np.asarray(img.dataobj) > 0):
-        raise DataError(f"{in_path}: no voxel above 0 (all negative or zero); a T1 magnitude image is needed -- check the file or its scaling")
+        raise DataError(
+            f"{in_path}: no voxel above 0 (all negative or zero); a T1 magnitude image is needed -- check the file or its scaling"
+        )
     return img
 
 
@@ -150,8 +169,15 @@ def check_output(in_path: str | Path, out_path: str | Path, overwrite: bool = Fa
         raise DataError(f"{out_path}: exists; pass --overwrite to replace it")
 
 
-def harmonize_file(h: Harmonizer | SliceHarmonizer, in_path: str | Path, out_path: str | Path, target: str, seed: int = 0, overwrite: bool = False,
-                   model_file: str | Path | None = None) -> Path:
+def harmonize_file(
+    h: Harmonizer | SliceHarmonizer,
+    in_path: str | Path,
+    out_path: str | Path,
+    target: str,
+    seed: int = 0,
+    overwrite: bool = False,
+    model_file: str | Path | None = None,
+) -> Path:
     """Harmonize one NIfTI to ``out_path`` (atomic), keeping the input's grid, header and affine.
 
     With ``model_file`` (the file ``h`` was loaded from) a JSON sidecar records the provenance: input and
@@ -166,7 +192,16 @@ def harmonize_file(h: Harmonizer | SliceHarmonizer, in_path: str | Path, out_pat
     Path(out_path).parent.mkdir(parents=True, exist_ok=True)
     written = save_volume(out_path, out, img.affine, header=img.header)
     if model_file is not None:
-        write_sidecar(written, provenance(in_path, model_file, _model_info(str(Path(model_file).resolve()), Path(model_file).stat().st_mtime_ns), target, seed))
+        write_sidecar(
+            written,
+            provenance(
+                in_path,
+                model_file,
+                _model_info(str(Path(model_file).resolve()), Path(model_file).stat().st_mtime_ns),
+                target,
+                seed,
+            ),
+        )
     return written
 
 
@@ -175,8 +210,12 @@ def _model_info(path: str, mtime_ns: int) -> dict:  # the mtime: a re-exported m
     return model_info(load_checkpoint(path))
 
 
-def harmonize_volume(h: Harmonizer | SliceHarmonizer, vol: np.ndarray, affine: np.ndarray, target: str, seed: int = 0) -> np.ndarray:
+def harmonize_volume(
+    h: Harmonizer | SliceHarmonizer, vol: np.ndarray, affine: np.ndarray, target: str, seed: int = 0
+) -> np.ndarray:
     """Harmonize an MNI-aligned volume on its own grid: resample to the model's grid, harmonize, resample back."""
     on_grid = resample(vol, affine, h.affine, h.shape)
     out = harmonize_array(h, on_grid, target, seed)
-    return np.where(vol > 0, resample(out, h.affine, affine, vol.shape[:3]), 0.0).astype(np.float32)  # the input's background stays 0
+    return np.where(vol > 0, resample(out, h.affine, affine, vol.shape[:3]), 0.0).astype(
+        np.float32
+    )  # the input's background stays 0

@@ -16,6 +16,7 @@ Targets (thesis Sec. 3):
   posterior mean), with the site's code c: x -> G(E^c(x), E^a(x), c).
 Otherwise one z^a (seeded) serves every slice of a volume, so the slices of one output share one appearance.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -77,7 +78,11 @@ class SliceHarmonizer:
             if k is None:
                 raise DataError("a reference image gives a scanner's attribute; the scanner-free target takes none")
             ref = reference.to(self.device).reshape(1, 1, *reference.shape[-2:])
-            return self.nets["E_a"].attribute(ref)[0] if self.kind == "gmm_drit" else self.nets["E_a"](ref, self.code(target, 1))[0]
+            return (
+                self.nets["E_a"].attribute(ref)[0]
+                if self.kind == "gmm_drit"
+                else self.nets["E_a"](ref, self.code(target, 1))[0]
+            )
         gen = torch.Generator().manual_seed(seed)
         if k is not None and self.kind == "gmm_drit":
             return self.nets["E_a"].component(k, 1, gen)
@@ -96,8 +101,10 @@ def load_slice_harmonizer(ck: dict[str, Any], path: Any = "model file", device: 
     try:
         return _build(ck, device)
     except (KeyError, TypeError, RuntimeError) as err:  # missing fields, another architecture's weights
-        raise CheckpointError(f"{path}: an incomplete or inconsistent '{ck.get('kind')}' model file ({type(err).__name__}: "
-                              f"{str(err).splitlines()[0][:120]}); export it again with harmlib.train.drit.export_model") from None
+        raise CheckpointError(
+            f"{path}: an incomplete or inconsistent '{ck.get('kind')}' model file ({type(err).__name__}: "
+            f"{str(err).splitlines()[0][:120]}); export it again with harmlib.train.drit.export_model"
+        ) from None
 
 
 def _build(ck: dict[str, Any], device: str) -> SliceHarmonizer:
@@ -115,20 +122,37 @@ def _build(ck: dict[str, Any], device: str) -> SliceHarmonizer:
         net.load_state_dict(ck["state"][k])
         net.to(dev).eval()
     pads = tuple(tuple(int(v) for v in p) for p in ck["pads"])
-    return SliceHarmonizer(ck["kind"], nets, list(ck["domains"]), component, np.asarray(ck["affine"]), tuple(int(v) for v in ck["shape"]),
-                           tuple(int(v) for v in ck["slice_shape"]), pads, Normalizer.from_dict(ck["normalizer"]), spec, dev)
+    return SliceHarmonizer(
+        ck["kind"],
+        nets,
+        list(ck["domains"]),
+        component,
+        np.asarray(ck["affine"]),
+        tuple(int(v) for v in ck["shape"]),
+        tuple(int(v) for v in ck["slice_shape"]),
+        pads,
+        Normalizer.from_dict(ck["normalizer"]),
+        spec,
+        dev,
+    )
 
 
 @torch.no_grad()
-def translate_slices(h: SliceHarmonizer, x: torch.Tensor, target: str, seed: int = 0, reference: torch.Tensor | None = None,
-                     batch_size: int = 32) -> torch.Tensor:
+def translate_slices(
+    h: SliceHarmonizer,
+    x: torch.Tensor,
+    target: str,
+    seed: int = 0,
+    reference: torch.Tensor | None = None,
+    batch_size: int = 32,
+) -> torch.Tensor:
     """G(E^c(x), z^a, c) for normalized, padded slices ``x`` (N, 1, H, W) in [-1, 1]."""
     own = target.startswith(SELF_AT)
-    site = target[len(SELF_AT):] if own else target
+    site = target[len(SELF_AT) :] if own else target
     z_a = None if own else h.attribute(target, seed, reference)
     out = []
     for start in range(0, x.shape[0], batch_size):
-        xb = x[start:start + batch_size].to(h.device)
+        xb = x[start : start + batch_size].to(h.device)
         c = h.code(site, xb.shape[0])
         z = own_attribute(h, xb, c) if own else z_a.expand(xb.shape[0], -1)
         out.append(h.nets["G"](h.nets["E_c"](xb), z, c).float().cpu())
@@ -138,27 +162,39 @@ def translate_slices(h: SliceHarmonizer, x: torch.Tensor, target: str, seed: int
 def harmonize_slices(h: SliceHarmonizer, vol: np.ndarray, target: str, seed: int = 0) -> np.ndarray:
     """Harmonize a volume on the model's grid, coronal slice by coronal slice; input intensity units out."""
     if vol.ndim != 3 or (vol.shape[0], vol.shape[2]) != h.slice_shape:
-        raise DataError(f"a volume of shape {vol.shape} has coronal slices of {tuple(vol.shape[::2]) if vol.ndim == 3 else '?'}, but this {h.kind} "
-                        f"model was trained on {h.slice_shape} slices; resample it to the model's grid first (harmonize_file does)")
+        raise DataError(
+            f"a volume of shape {vol.shape} has coronal slices of {tuple(vol.shape[::2]) if vol.ndim == 3 else '?'}, but this {h.kind} "
+            f"model was trained on {h.slice_shape} slices; resample it to the model's grid first (harmonize_file does)"
+        )
     x, params = h.normalizer.forward(vol)
     slices = np.ascontiguousarray(np.moveaxis(np.asarray(x, np.float32), 1, 0))  # (Y, X, Z): one coronal plane per item
-    brain = np.flatnonzero((np.moveaxis(vol, 1, 0) > 0).reshape(vol.shape[1], -1).any(1))  # planes outside the head stay background
+    brain = np.flatnonzero(
+        (np.moveaxis(vol, 1, 0) > 0).reshape(vol.shape[1], -1).any(1)
+    )  # planes outside the head stay background
     out = np.full_like(slices, -1.0)
     if brain.size:
-        xp = F.pad(torch.from_numpy(slices[brain])[:, None], [h.pads[1][0], h.pads[1][1], h.pads[0][0], h.pads[0][1]], value=-1.0)
+        xp = F.pad(
+            torch.from_numpy(slices[brain])[:, None],
+            [h.pads[1][0], h.pads[1][1], h.pads[0][0], h.pads[0][1]],
+            value=-1.0,
+        )
         y = translate_slices(h, xp, target, seed)
         out[brain] = crop_pads(y, h.pads).numpy()[:, 0]
     res = h.normalizer.inverse(np.moveaxis(out, 0, 1), params)
     return np.where(vol > 0, np.clip(res, 0, None), 0).astype(np.float32)
 
 
-def translate_dataset(h: SliceHarmonizer, data: Any, target: str, seed: int = 0, indices: list[int] | None = None) -> tuple[np.ndarray, np.ndarray]:
+def translate_dataset(
+    h: SliceHarmonizer, data: Any, target: str, seed: int = 0, indices: list[int] | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """Translate slices of a ``SliceDataset`` built like the model's training data; returns (inputs, outputs),
     both (N, X, Z) in the normalized range [-1, 1], padding cropped."""
     idx = list(range(len(data))) if indices is None else list(indices)
     if tuple(data.shape) != h.slice_shape:
-        raise DataError(f"the dataset's slices are {tuple(data.shape)}, but this {h.kind} model was trained on {h.slice_shape} slices; "
-                        "build the dataset at the model's resolution")
+        raise DataError(
+            f"the dataset's slices are {tuple(data.shape)}, but this {h.kind} model was trained on {h.slice_shape} slices; "
+            "build the dataset at the model's resolution"
+        )
     x = torch.stack([data[i]["image"] for i in idx]) if idx else torch.zeros(0, 1, 1, 1)
     y = translate_slices(h, x, target, seed)
     return crop_pads(x, h.pads).numpy()[:, 0], crop_pads(y, h.pads).numpy()[:, 0]

@@ -9,6 +9,7 @@ line naming the notebook and the cell, and keeps the partial copy under ``runs/<
 
 The book is then built by Jupyter Book 1 with ``execute_notebooks: off``.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -61,12 +62,21 @@ def _sha(*chunks: bytes) -> str:
 
 def library_hash() -> str:
     """A hash of harmlib's source, profiles and static files (a change re-runs every notebook)."""
-    files = sorted(p for p in HARMLIB_DIR.rglob("*") if p.suffix in (".py", ".yaml", ".js") and "__pycache__" not in p.parts)
+    files = sorted(
+        p for p in HARMLIB_DIR.rglob("*") if p.suffix in (".py", ".yaml", ".js") and "__pycache__" not in p.parts
+    )
     return _sha(*(str(p.relative_to(HARMLIB_DIR)).encode() + p.read_bytes() for p in files))
 
 
 def input_hash(nb: Path, profile: str, parameters: dict[str, Any], previous: str, lib: str) -> str:
-    return _sha(nb.read_bytes(), profile.encode(), profile_path(profile).read_bytes(), json.dumps(parameters, sort_keys=True).encode(), previous.encode(), lib.encode())
+    return _sha(
+        nb.read_bytes(),
+        profile.encode(),
+        profile_path(profile).read_bytes(),
+        json.dumps(parameters, sort_keys=True).encode(),
+        previous.encode(),
+        lib.encode(),
+    )
 
 
 def _write_json_atomic(path: Path, data: dict[str, Any]) -> None:
@@ -135,7 +145,9 @@ def _watched(run, watch: list[Path], stall_s: float) -> bool:
     worker = threading.Thread(target=target, daemon=True)
     worker.start()
     seen, stalled = time.time(), False
-    poll = min(10.0, stall_s / 4)  # walking runs/ is not free: look every 10 s, more often only for short limits (tests)
+    poll = min(
+        10.0, stall_s / 4
+    )  # walking runs/ is not free: look every 10 s, more often only for short limits (tests)
     try:
         while worker.is_alive():
             worker.join(poll)
@@ -162,7 +174,9 @@ def _quiet_kernel_channels() -> None:
         logging.getLogger(name).setLevel(logging.CRITICAL)
 
 
-def _execute(nb: Path, out: Path, parameters: dict[str, Any], cwd: Path, failed: Path, runs: Path, stall_s: float = STALL_S) -> float:
+def _execute(
+    nb: Path, out: Path, parameters: dict[str, Any], cwd: Path, failed: Path, runs: Path, stall_s: float = STALL_S
+) -> float:
     """Run one notebook to ``out`` (atomically); on failure raise PipelineError naming the cell."""
     import papermill as pm
     from nbclient.exceptions import DeadKernelError
@@ -177,7 +191,9 @@ def _execute(nb: Path, out: Path, parameters: dict[str, Any], cwd: Path, failed:
             os.replace(partial, failed)
 
     def run() -> None:
-        pm.execute_notebook(str(nb), str(partial), parameters=parameters, cwd=str(cwd), kernel_name="python3", progress_bar=True)
+        pm.execute_notebook(
+            str(nb), str(partial), parameters=parameters, cwd=str(cwd), kernel_name="python3", progress_bar=True
+        )
 
     try:
         stalled = _watched(run, [partial, runs], stall_s)
@@ -186,7 +202,9 @@ def _execute(nb: Path, out: Path, parameters: dict[str, Any], cwd: Path, failed:
         raise PipelineError(f"interrupted in {nb.relative_to(cwd)}; nothing half-written; rerun to resume") from None
     except DeadKernelError:
         keep_failed()
-        raise PipelineError(f"notebook {nb.relative_to(cwd)} stopped: the kernel died (out of memory?); run again to resume at this notebook -- partial copy: {failed}") from None
+        raise PipelineError(
+            f"notebook {nb.relative_to(cwd)} stopped: the kernel died (out of memory?); run again to resume at this notebook -- partial copy: {failed}"
+        ) from None
     except pm.PapermillExecutionError as err:
         keep_failed()
         raise PipelineError(
@@ -195,8 +213,10 @@ def _execute(nb: Path, out: Path, parameters: dict[str, Any], cwd: Path, failed:
         ) from None
     if stalled:
         keep_failed()
-        raise PipelineError(f"notebook {nb.relative_to(cwd)} stopped: no progress for {stall_s:g} s (no output, no file written under {runs.relative_to(cwd)}): "
-                            f"the kernel hung; run again to resume at this notebook (training resumes from its checkpoint) -- partial copy: {failed}")
+        raise PipelineError(
+            f"notebook {nb.relative_to(cwd)} stopped: no progress for {stall_s:g} s (no output, no file written under {runs.relative_to(cwd)}): "
+            f"the kernel hung; run again to resume at this notebook (training resumes from its checkpoint) -- partial copy: {failed}"
+        )
     _fold_parameter_cells(partial)
     os.replace(partial, out)
     return time.perf_counter() - t0
@@ -217,8 +237,13 @@ def _fold_parameter_cells(path: Path) -> None:
     nbformat.write(nb, str(path))
 
 
-def run_notebooks(profile: str = "cpu", root: Path = Path("."), force: bool = False, parameters: dict[str, Any] | None = None,
-                  stall_s: float = STALL_S) -> list[dict[str, Any]]:
+def run_notebooks(
+    profile: str = "cpu",
+    root: Path = Path("."),
+    force: bool = False,
+    parameters: dict[str, Any] | None = None,
+    stall_s: float = STALL_S,
+) -> list[dict[str, Any]]:
     """Execute every notebook in order; skip those whose inputs are unchanged. Returns the stamps.
 
     ``stall_s``: a notebook with no new output and no file written under ``runs/<profile>/`` for this
@@ -229,7 +254,9 @@ def run_notebooks(profile: str = "cpu", root: Path = Path("."), force: bool = Fa
     if not lay.notebooks:
         raise PipelineError(f"no notebooks found under {lay.root / 'notebooks'}; run from the project root")
     known = {name for nb in lay.notebooks for name in _notebook_parameters(nb)}
-    for name, value in (parameters or {}).items():  # papermill only warns on unknown parameters: check before any notebook runs
+    for name, value in (
+        parameters or {}
+    ).items():  # papermill only warns on unknown parameters: check before any notebook runs
         check_notebook_parameter(name, value, known, cfg)
     params = {"profile": profile, **(parameters or {})}
     lib, previous, stamps = library_hash(), "", []
@@ -245,7 +272,14 @@ def run_notebooks(profile: str = "cpu", root: Path = Path("."), force: bool = Fa
             runs = lay.root / "runs" / Path(str(profile)).stem
             runs.mkdir(parents=True, exist_ok=True)
             seconds = _execute(nb, out, params, lay.root, lay.failed(profile, nb), runs, stall_s)
-            stamp = {"notebook": nb.name, "hash": digest, "profile": profile, "parameters": params, "seconds": round(seconds, 1), "finished": time.strftime("%Y-%m-%d %H:%M:%S")}
+            stamp = {
+                "notebook": nb.name,
+                "hash": digest,
+                "profile": profile,
+                "parameters": params,
+                "seconds": round(seconds, 1),
+                "finished": time.strftime("%Y-%m-%d %H:%M:%S"),
+            }
             _write_json_atomic(stamp_path, stamp)
         stamps.append(stamp)
         previous = digest
@@ -278,7 +312,9 @@ def write_pipeline_page(root: Path = Path(".")) -> Path:
     for nb in lay.notebooks:
         params = ", ".join(f"`{k} = {v}`" for k, v in _notebook_parameters(nb).items())
         st = _read_stamp(lay.stamp(nb))
-        lines.append(f"| `{nb.name}` | {params} | {st.get('profile', 'not run')} | {st.get('seconds', '')} | {st.get('finished', '')} |")
+        lines.append(
+            f"| `{nb.name}` | {params} | {st.get('profile', 'not run')} | {st.get('seconds', '')} | {st.get('finished', '')} |"
+        )
     page = lay.executed / "pipeline.md"
     page.parent.mkdir(parents=True, exist_ok=True)
     tmp = page.with_name(".pipeline.md.tmp")
@@ -290,7 +326,14 @@ def write_pipeline_page(root: Path = Path(".")) -> Path:
 # MathJax is served from the book itself (book/_static/mathjax, `mathjax_path` in book/_config.yml), so the
 # equations typeset from file:// with no network. The version is pinned: the npm package is fetched once.
 MATHJAX = "mathjax@3.2.2"
-MATHJAX_PARTS = ("tex-mml-chtml.js", "input/", "output/chtml", "ui/", "a11y/", "adaptors/")  # es5/: no speech rule engine, no SVG output
+MATHJAX_PARTS = (
+    "tex-mml-chtml.js",
+    "input/",
+    "output/chtml",
+    "ui/",
+    "a11y/",
+    "adaptors/",
+)  # es5/: no speech rule engine, no SVG output
 
 
 def ensure_mathjax(book: Path) -> Path:
@@ -311,14 +354,18 @@ def ensure_mathjax(book: Path) -> Path:
         if es5 is None:
             npm = shutil.which("npm")
             if npm is None:
-                raise PipelineError(f"npm is needed once to fetch {MATHJAX} for the book's offline equations: install it (sudo apt-get install npm) "
-                                    "or set HARMLIB_MATHJAX to a MathJax 3 es5/ folder")
+                raise PipelineError(
+                    f"npm is needed once to fetch {MATHJAX} for the book's offline equations: install it (sudo apt-get install npm) "
+                    "or set HARMLIB_MATHJAX to a MathJax 3 es5/ folder"
+                )
             print(f"harmlib: fetching {MATHJAX} from npm for the book's equations (once)", flush=True)
             proc = subprocess.run([npm, "pack", MATHJAX, "--silent"], cwd=tmp, capture_output=True, text=True)
             tgz = next(Path(tmp).glob("mathjax-*.tgz"), None)
             if proc.returncode != 0 or tgz is None:
-                raise PipelineError(f"npm pack {MATHJAX} failed ({proc.stderr.strip().splitlines()[-1:] or 'no package'}); "
-                                    "check the npm registry is reachable, or set HARMLIB_MATHJAX to a MathJax 3 es5/ folder")
+                raise PipelineError(
+                    f"npm pack {MATHJAX} failed ({proc.stderr.strip().splitlines()[-1:] or 'no package'}); "
+                    "check the npm registry is reachable, or set HARMLIB_MATHJAX to a MathJax 3 es5/ folder"
+                )
             with tarfile.open(tgz) as tar:
                 members = [m for m in tar.getmembers() if m.name.startswith("package/es5/")]
                 try:
@@ -327,7 +374,9 @@ def ensure_mathjax(book: Path) -> Path:
                     tar.extractall(tmp, members=members)
             es5 = Path(tmp) / "package" / "es5"
         if not (es5 / MATHJAX_PARTS[0]).is_file():
-            raise PipelineError(f"{es5} has no {MATHJAX_PARTS[0]}: not a MathJax 3 es5/ folder; unset HARMLIB_MATHJAX or point it at one")
+            raise PipelineError(
+                f"{es5} has no {MATHJAX_PARTS[0]}: not a MathJax 3 es5/ folder; unset HARMLIB_MATHJAX or point it at one"
+            )
         staged = Path(tmp) / "mathjax"
         for part in MATHJAX_PARTS:
             src = es5 / part.rstrip("/")
@@ -348,14 +397,18 @@ def build_book(root: Path = Path(".")) -> Path:
     """Build the book with Jupyter Book 1 into ``book/_build/html``; never executes notebooks."""
     root = root.resolve()
     if not (root / "book" / "_toc.yml").is_file():
-        raise PipelineError(f"{root / 'book'} has no _toc.yml: not a project root; run 'harmlib book --root <the folder that holds book/ and notebooks/>'")
+        raise PipelineError(
+            f"{root / 'book'} has no _toc.yml: not a project root; run 'harmlib book --root <the folder that holds book/ and notebooks/>'"
+        )
     ensure_mathjax(root / "book")
     write_pipeline_page(root)
     exe = Path(sys.executable).with_name("jupyter-book")
     cmd = [str(exe) if exe.exists() else (shutil.which("jupyter-book") or "jupyter-book"), "build", str(root / "book")]
     print("harmlib: building the book:", " ".join(cmd), flush=True)
     if subprocess.run(cmd, cwd=root).returncode != 0:
-        raise PipelineError("the book build failed (see the Sphinx messages above); fix the page it names and run 'make book'")
+        raise PipelineError(
+            "the book build failed (see the Sphinx messages above); fix the page it names and run 'make book'"
+        )
     index = root / "book" / "_build" / "html" / "index.html"
     print(f"harmlib: the book is at {index}", flush=True)
     return index

@@ -1,7 +1,8 @@
 """Figures shared by the notebooks (matplotlib only; no computation that belongs elsewhere)."""
+
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -9,7 +10,14 @@ import numpy as np
 from harmlib.ssim import SSIMComponents
 
 
-def show_slice(ax: plt.Axes, img: np.ndarray, title: str = "", cmap: str = "gray", vmin: float | None = None, vmax: float | None = None):
+def show_slice(
+    ax: plt.Axes,
+    img: np.ndarray,
+    title: str = "",
+    cmap: str = "gray",
+    vmin: float | None = None,
+    vmax: float | None = None,
+):
     """A 2D slice in neurological display: first axis left to right, second axis upwards."""
     im = ax.imshow(np.asarray(img).T, origin="lower", cmap=cmap, vmin=vmin, vmax=vmax, interpolation="nearest")
     ax.set_title(title, fontsize=9)
@@ -17,7 +25,15 @@ def show_slice(ax: plt.Axes, img: np.ndarray, title: str = "", cmap: str = "gray
     return im
 
 
-def plot_ssim_maps(x: np.ndarray, y: np.ndarray, comps: SSIMComponents, alpha: float, beta: float, gamma: float, fig: plt.Figure | None = None) -> plt.Figure:
+def plot_ssim_maps(
+    x: np.ndarray,
+    y: np.ndarray,
+    comps: SSIMComponents,
+    alpha: float,
+    beta: float,
+    gamma: float,
+    fig: plt.Figure | None = None,
+) -> plt.Figure:
     """x, y and the l, c, s and combined SSIM maps of one 2D pair (components of shape (1, 1, H, W))."""
     fig = fig or plt.figure(figsize=(13, 2.8))
     fig.clf()
@@ -53,13 +69,22 @@ def plot_exponent_grid(values: np.ndarray, alphas: Sequence[float], gammas: Sequ
     return fig
 
 
-def plot_volumes_grid(vols: dict[str, np.ndarray], planes: Sequence[tuple[int, float]] = ((1, 0.5), (2, 0.55)), vmax: float | None = None, width: float = 1.8) -> plt.Figure:
+def plot_volumes_grid(
+    vols: dict[str, np.ndarray],
+    planes: Sequence[tuple[int, float]] = ((1, 0.5), (2, 0.55)),
+    vmax: float | None = None,
+    width: float = 1.8,
+) -> plt.Figure:
     """One column per volume (titled by its key), one row per plane (axis, fraction of the axis)."""
-    fig, axes = plt.subplots(len(planes), len(vols), figsize=(width * len(vols), width * 1.1 * len(planes)), squeeze=False)
+    fig, axes = plt.subplots(
+        len(planes), len(vols), figsize=(width * len(vols), width * 1.1 * len(planes)), squeeze=False
+    )
     vmax = vmax or float(np.percentile(np.concatenate([v.ravel() for v in vols.values()]), 99.8))
     for j, (name, v) in enumerate(vols.items()):
         for i, (axis, frac) in enumerate(planes):
-            show_slice(axes[i, j], np.take(v, int(frac * v.shape[axis]), axis=axis), name if i == 0 else "", vmin=0, vmax=vmax)
+            show_slice(
+                axes[i, j], np.take(v, int(frac * v.shape[axis]), axis=axis), name if i == 0 else "", vmin=0, vmax=vmax
+            )
     fig.tight_layout()
     return fig
 
@@ -74,7 +99,7 @@ def plot_loss_curves(log, title: str = "") -> plt.Figure:
         ax.plot(log["step"], log[term], lw=1)
         ax.set_title(term, fontsize=9)
         ax.tick_params(labelsize=7)
-    for ax in axes.ravel()[len(terms):]:
+    for ax in axes.ravel()[len(terms) :]:
         ax.set_axis_off()
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
@@ -125,7 +150,9 @@ def plot_intensity_distributions(panels: dict, xlabel: str = "mean voxel intensi
     return fig
 
 
-def plot_attribute_pca(xy: np.ndarray, labels: Sequence[int], names: Sequence[str], ratio: Sequence[float] | None = None, title: str = "") -> plt.Figure:
+def plot_attribute_pca(
+    xy: np.ndarray, labels: Sequence[int], names: Sequence[str], ratio: Sequence[float] | None = None, title: str = ""
+) -> plt.Figure:
     """Paper 2, Fig. 2: the 2D PCA projection of the attribute space, one colour per scanner."""
     fig, ax = plt.subplots(figsize=(4.6, 3.8))
     labels = np.asarray(labels)
@@ -142,14 +169,18 @@ def plot_attribute_pca(xy: np.ndarray, labels: Sequence[int], names: Sequence[st
     return fig
 
 
-def plot_translation_grid(rows: dict[str, dict[str, np.ndarray]], width: float = 1.5, vmin: float = -1.0, vmax: float = 1.0) -> plt.Figure:
+def plot_translation_grid(
+    rows: dict[str, dict[str, np.ndarray]], width: float = 1.5, vmin: float = -1.0, vmax: float = 1.0
+) -> plt.Figure:
     """Paper 2, Fig. 3: one row per source image, its columns (input, scanner-free, each target) as given."""
     cols = list(next(iter(rows.values())))
     fig, axes = plt.subplots(len(rows), len(cols), figsize=(width * len(cols), width * 1.05 * len(rows)), squeeze=False)
     for i, (row, images) in enumerate(rows.items()):
         for j, col in enumerate(cols):
             show_slice(axes[i, j], images[col], col if i == 0 else "", vmin=vmin, vmax=vmax)
-        axes[i, 0].text(-0.08, 0.5, row, transform=axes[i, 0].transAxes, rotation=90, va="center", ha="right", fontsize=8)
+        axes[i, 0].text(
+            -0.08, 0.5, row, transform=axes[i, 0].transAxes, rotation=90, va="center", ha="right", fontsize=8
+        )
     fig.tight_layout()
     return fig
 
@@ -161,7 +192,9 @@ def _plane(v: np.ndarray, axis: int, frac: float) -> np.ndarray:
     return np.take(v, int(frac * (v.shape[axis] - 1)), axis=axis)
 
 
-def plot_harmonization_planes(original: np.ndarray, harmonized: dict[str, np.ndarray], title: str = "", width: float = 1.55) -> plt.Figure:
+def plot_harmonization_planes(
+    original: np.ndarray, harmonized: dict[str, np.ndarray], title: str = "", width: float = 1.55
+) -> plt.Figure:
     """Paper 1, Fig. 3: axial, coronal and sagittal slices of an original and its harmonized versions,
     each followed by a row of differences (harmonized - original) on one symmetric colour scale."""
     cols = {"original": original, **harmonized}
@@ -170,7 +203,9 @@ def plot_harmonization_planes(original: np.ndarray, harmonized: dict[str, np.nda
     vmax = {k: float(np.percentile(v[v > 0], 99.5)) if (v > 0).any() else 1.0 for k, v in cols.items()}
     diffs = {k: v - original for k, v in harmonized.items()}
     dmax = max(float(np.percentile(np.abs(d), 99.5)) for d in diffs.values()) or 1.0
-    fig, axes = plt.subplots(2 * len(PLANES), len(cols), figsize=(width * len(cols), width * 2 * len(PLANES)), squeeze=False)
+    fig, axes = plt.subplots(
+        2 * len(PLANES), len(cols), figsize=(width * len(cols), width * 2 * len(PLANES)), squeeze=False
+    )
     for p, (plane, (axis, frac)) in enumerate(PLANES.items()):
         for j, (name, vol) in enumerate(cols.items()):
             show_slice(axes[2 * p, j], _plane(vol, axis, frac), name if p == 0 else "", vmin=0, vmax=vmax[name])
@@ -178,8 +213,18 @@ def plot_harmonization_planes(original: np.ndarray, harmonized: dict[str, np.nda
             ax.set_axis_off()
             if name in diffs:
                 im = show_slice(ax, _plane(diffs[name], axis, frac), cmap="RdBu_r", vmin=-dmax, vmax=dmax)
-        axes[2 * p, 0].text(-0.1, 0.5, plane, transform=axes[2 * p, 0].transAxes, rotation=90, va="center", ha="right", fontsize=8)
-    axes[1, 0].text(0.5, 0.5, "difference\n(harmonized -\noriginal)", ha="center", va="center", fontsize=7, transform=axes[1, 0].transAxes)
+        axes[2 * p, 0].text(
+            -0.1, 0.5, plane, transform=axes[2 * p, 0].transAxes, rotation=90, va="center", ha="right", fontsize=8
+        )
+    axes[1, 0].text(
+        0.5,
+        0.5,
+        "difference\n(harmonized -\noriginal)",
+        ha="center",
+        va="center",
+        fontsize=7,
+        transform=axes[1, 0].transAxes,
+    )
     if diffs:
         fig.colorbar(im, ax=axes[:, -1].tolist(), shrink=0.3, label="intensity difference")
     fig.suptitle(title, fontsize=9)

@@ -14,6 +14,7 @@ brain dilated by 5 mm, so scalp, skull and neck neither pull the start nor infla
 ``transform_ras`` in QC records is the 4x4 RAS world-to-world map from the template's world to the
 input's world: the direction of :attr:`harmlib.data.scanner_space.ScannerVolume.pose`.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -32,7 +33,16 @@ import numpy as np
 import pandas as pd
 import SimpleITK as sitk
 
-from harmlib.data.io import DataError, file_digest, is_done, load_volume, mark_done, save_volume, write_atomic, write_text_atomic
+from harmlib.data.io import (
+    DataError,
+    file_digest,
+    is_done,
+    load_volume,
+    mark_done,
+    save_volume,
+    write_atomic,
+    write_text_atomic,
+)
 from harmlib.data.manifest import read_manifest, write_manifest
 from harmlib.data.mni import FSL_SHAPE_1MM, block_average, fsl_grid_affine, mni_t1
 from harmlib.data.scanner_space import rigid_angles
@@ -139,7 +149,14 @@ def n4_correct(img: sitk.Image, mask: sitk.Image, settings: Settings = Settings(
     return sitk.Cast(img / sitk.Exp(log_field), sitk.sitkFloat32)
 
 
-def _run_stage(fixed: sitk.Image, moving: sitk.Image, fixed_mask: sitk.Image, tx: sitk.Transform, levels_mm: tuple[float, ...], settings: Settings) -> tuple[sitk.Transform, float]:
+def _run_stage(
+    fixed: sitk.Image,
+    moving: sitk.Image,
+    fixed_mask: sitk.Image,
+    tx: sitk.Transform,
+    levels_mm: tuple[float, ...],
+    settings: Settings,
+) -> tuple[sitk.Transform, float]:
     """One Mattes-MI multi-resolution registration; returns the optimized transform and final metric."""
     vox = min(fixed.GetSpacing())
     shrink = [max(1, int(round(lv / vox))) for lv in levels_mm]
@@ -150,7 +167,13 @@ def _run_stage(fixed: sitk.Image, moving: sitk.Image, fixed_mask: sitk.Image, tx
     reg.SetMetricFixedMask(fixed_mask)
     reg.SetInterpolator(sitk.sitkLinear)
     # Steps in mm of the largest voxel displacement, so rotations, shifts and scales move alike.
-    reg.SetOptimizerAsRegularStepGradientDescent(learningRate=2.0, minStep=0.01, numberOfIterations=settings.iterations, relaxationFactor=0.6, gradientMagnitudeTolerance=1e-8)
+    reg.SetOptimizerAsRegularStepGradientDescent(
+        learningRate=2.0,
+        minStep=0.01,
+        numberOfIterations=settings.iterations,
+        relaxationFactor=0.6,
+        gradientMagnitudeTolerance=1e-8,
+    )
     reg.SetOptimizerScalesFromPhysicalShift()
     reg.SetShrinkFactorsPerLevel(shrink)
     reg.SetSmoothingSigmasPerLevel([0.5 * lv for lv in levels_mm])
@@ -160,7 +183,9 @@ def _run_stage(fixed: sitk.Image, moving: sitk.Image, fixed_mask: sitk.Image, tx
     return tx, float(reg.GetMetricValue())
 
 
-def register_to_template(moving: sitk.Image, moving_brain: sitk.Image, voxel_mm: int = 1, settings: Settings = Settings()) -> tuple[sitk.AffineTransform, dict]:
+def register_to_template(
+    moving: sitk.Image, moving_brain: sitk.Image, voxel_mm: int = 1, settings: Settings = Settings()
+) -> tuple[sitk.AffineTransform, dict]:
     """Affine registration of a (bias-corrected) T1 to ``mni_t1(voxel_mm)``: rigid, then affine.
 
     Returns the transform (template physical point to moving physical point) and a dict with the
@@ -176,13 +201,23 @@ def register_to_template(moving: sitk.Image, moving_brain: sitk.Image, voxel_mm:
     brain = sitk.Cast(to_sitk((tmpl > 0).astype(np.float32), aff) > 0.5, sitk.sitkUInt8)
     r = max(1, int(round(settings.mask_dilation_mm / voxel_mm)))
     fixed_mask = sitk.BinaryDilate(brain, [r] * 3)
-    init = sitk.CenteredTransformInitializer(sitk.Cast(brain, sitk.sitkFloat32), sitk.Cast(moving_brain, sitk.sitkFloat32), sitk.Euler3DTransform(), sitk.CenteredTransformInitializerFilter.MOMENTS)
+    init = sitk.CenteredTransformInitializer(
+        sitk.Cast(brain, sitk.sitkFloat32),
+        sitk.Cast(moving_brain, sitk.sitkFloat32),
+        sitk.Euler3DTransform(),
+        sitk.CenteredTransformInitializerFilter.MOMENTS,
+    )
     rigid = sitk.Euler3DTransform(init)  # centres of mass matched, no rotation
     rigid, metric_rigid = _run_stage(fixed, moving, fixed_mask, rigid, settings.rigid_levels_mm, settings)
     affine = sitk.AffineTransform(rigid.GetMatrix(), rigid.GetTranslation(), rigid.GetCenter())
     affine, metric = _run_stage(fixed, moving, fixed_mask, affine, settings.affine_levels_mm, settings)
     rigid_ras = transform_to_ras(rigid)
-    info = {"metric": metric, "metric_rigid": metric_rigid, "rotation_deg": [round(a, 3) for a in rigid_angles(rigid_ras)], "translation_mm": [round(float(t), 3) for t in rigid_ras[:3, 3]]}
+    info = {
+        "metric": metric,
+        "metric_rigid": metric_rigid,
+        "rotation_deg": [round(a, 3) for a in rigid_angles(rigid_ras)],
+        "translation_mm": [round(float(t), 3) for t in rigid_ras[:3, 3]],
+    }
     return affine, info
 
 
@@ -242,7 +277,11 @@ def save_qc_figure(path: str | Path, data: np.ndarray, voxel_mm: int = 1, title:
     tmpl, aff = mni_t1(voxel_mm)
     c = np.round(nib.affines.apply_affine(np.linalg.inv(aff), [0.0, -18.0, 18.0])).astype(int)
     vol, tmpl, c[0] = data[::-1], tmpl[::-1], data.shape[0] - 1 - c[0]  # FSL stores x right-to-left
-    planes = {"sagittal": (vol[c[0]], tmpl[c[0]]), "coronal": (vol[:, c[1]], tmpl[:, c[1]]), "axial": (vol[:, :, c[2]], tmpl[:, :, c[2]])}
+    planes = {
+        "sagittal": (vol[c[0]], tmpl[c[0]]),
+        "coronal": (vol[:, c[1]], tmpl[:, c[1]]),
+        "axial": (vol[:, :, c[2]], tmpl[:, :, c[2]]),
+    }
     fig = Figure(figsize=(10, 3.8))
     vmax = float(np.percentile(data[data > 0], 99.5)) if (data > 0).any() else 1.0
     for ax, (name, (img, t)) in zip(fig.subplots(1, 3), planes.items()):
@@ -251,10 +290,19 @@ def save_qc_figure(path: str | Path, data: np.ndarray, voxel_mm: int = 1, title:
         ax.set_title(name, fontsize=9)
         ax.set_axis_off()
     fig.suptitle(title, fontsize=8)
-    return write_atomic(path, lambda tmp: fig.savefig(tmp, format="png", dpi=80), ".png")  # a half-written figure never looks done
+    return write_atomic(
+        path, lambda tmp: fig.savefig(tmp, format="png", dpi=80), ".png"
+    )  # a half-written figure never looks done
 
 
-def preprocess_volume(in_path: str | Path, out_path: str | Path, voxel_mm: int = 1, skull_strip: bool = False, qc_dir: str | Path | None = None, settings: Settings = Settings()) -> dict:
+def preprocess_volume(
+    in_path: str | Path,
+    out_path: str | Path,
+    voxel_mm: int = 1,
+    skull_strip: bool = False,
+    qc_dir: str | Path | None = None,
+    settings: Settings = Settings(),
+) -> dict:
     """Preprocess one T1 NIfTI into MNI space on the FSL grid at ``voxel_mm`` (1, 2 or 4) mm.
 
     Writes ``out_path`` atomically (and, with ``qc_dir``, ``<name>.png`` and ``<name>.json`` there,
@@ -287,7 +335,9 @@ def preprocess_volume(in_path: str | Path, out_path: str | Path, voxel_mm: int =
         transform = transform_to_ras(tx)
         scales = np.linalg.svd(transform[:3, :3], compute_uv=False)
         if scales.min() < 0.6 or scales.max() > 1.6:  # a head is not 40 % larger or smaller than MNI's
-            raise DataError(f"registration to MNI failed (affine scales {np.round(scales, 2).tolist()}); check the image and its header orientation")
+            raise DataError(
+                f"registration to MNI failed (affine scales {np.round(scales, 2).tolist()}); check the image and its header orientation"
+            )
         out = np.clip(out, 0, None) * inside  # background (air outside the head) to 0
         if skull_strip:
             out = out * skull_strip_mask(out, fsl_grid_affine(1))
@@ -297,18 +347,29 @@ def preprocess_volume(in_path: str | Path, out_path: str | Path, voxel_mm: int =
     except DataError as err:
         raise DataError(f"{in_path}: {err}") from None
     except RuntimeError as err:  # SimpleITK raises RuntimeError with a multi-line ITK trace
-        raise DataError(f"{in_path}: SimpleITK failed ({str(err).strip().splitlines()[-1][:160]}); is this a T1-weighted head or brain image?") from None
+        raise DataError(
+            f"{in_path}: SimpleITK failed ({str(err).strip().splitlines()[-1][:160]}); is this a T1-weighted head or brain image?"
+        ) from None
     record = {
-        "input": str(in_path), "output": str(out_path), "voxel_mm": voxel_mm, "skull_strip": skull_strip, **info,
+        "input": str(in_path),
+        "output": str(out_path),
+        "voxel_mm": voxel_mm,
+        "skull_strip": skull_strip,
+        **info,
         # Correlation with the template inside its brain: comparable across volumes, unlike MI values.
         "template_correlation": round(float(np.corrcoef(out[tmpl > 0], tmpl[tmpl > 0])[0, 1]), 4),
-        "affine_scales": [round(float(s), 4) for s in scales], "transform_ras": np.round(transform, 5).tolist(),
-        "intensity_scale": scale, "n4_seconds": round(n4_s, 2), "registration_seconds": round(reg_s, 2),
+        "affine_scales": [round(float(s), 4) for s in scales],
+        "transform_ras": np.round(transform, 5).tolist(),
+        "intensity_scale": scale,
+        "n4_seconds": round(n4_s, 2),
+        "registration_seconds": round(reg_s, 2),
         "seconds": round(time.perf_counter() - t0, 2),
     }
     if not record["template_correlation"] >= settings.min_template_correlation:  # NaN (a constant output) fails too
-        raise DataError(f"{in_path}: registration to MNI failed its quality check (template correlation {record['template_correlation']} "
-                        f"< {settings.min_template_correlation}); is this a T1-weighted head or brain image? Check it and its header orientation")
+        raise DataError(
+            f"{in_path}: registration to MNI failed its quality check (template correlation {record['template_correlation']} "
+            f"< {settings.min_template_correlation}); is this a T1-weighted head or brain image? Check it and its header orientation"
+        )
     if qc_dir is not None:
         stem = out_path.name.removesuffix(".gz").removesuffix(".nii")
         save_qc_figure(Path(qc_dir) / f"{stem}.png", out, voxel_mm, f"{in_path.name}  MI {record['metric']:.3f}")
@@ -322,7 +383,10 @@ def preprocess_volume(in_path: str | Path, out_path: str | Path, voxel_mm: int =
 
 def _output_keys(df: pd.DataFrame) -> list[str]:
     """File names from (subject, session, domain), unique in a manifest and stable across runs."""
-    keys = [re.sub(r"[^A-Za-z0-9.-]+", "_", "_".join(p for p in (s, e, d) if p)).strip("_") for s, e, d in zip(df["subject"], df["session"], df["domain"])]
+    keys = [
+        re.sub(r"[^A-Za-z0-9.-]+", "_", "_".join(p for p in (s, e, d) if p)).strip("_")
+        for s, e, d in zip(df["subject"], df["session"], df["domain"])
+    ]
     return keys if len(set(keys)) == len(keys) else [f"{k}_{i:05d}" for i, k in enumerate(keys)]
 
 
@@ -335,7 +399,9 @@ def _init_worker(threads: int) -> None:
     sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(threads)
 
 
-def _job(i: int, src: str, dst: str, qc_dir: str, voxel_mm: int, skull_strip: bool, settings: Settings) -> tuple[int, dict | None, str | None]:
+def _job(
+    i: int, src: str, dst: str, qc_dir: str, voxel_mm: int, skull_strip: bool, settings: Settings
+) -> tuple[int, dict | None, str | None]:
     """Run one volume and return (row, QC record or None, one-line error or None); never raises."""
     try:
         made_from = _made_from(Path(src), voxel_mm, skull_strip, settings)
@@ -354,7 +420,12 @@ def _made_from(src: Path, voxel_mm: int, skull_strip: bool, settings: Settings) 
         digest = file_digest(src)
     except OSError:
         digest = ""  # a missing input: that row fails in preprocess_volume with its own message
-    return {"input_sha256": digest, "voxel_mm": voxel_mm, "skull_strip": skull_strip, "settings": dataclasses.asdict(settings)}
+    return {
+        "input_sha256": digest,
+        "voxel_mm": voxel_mm,
+        "skull_strip": skull_strip,
+        "settings": dataclasses.asdict(settings),
+    }
 
 
 def _cached(src: Path, dst: Path, qc_dir: Path, voxel_mm: int, skull_strip: bool, settings: Settings) -> dict | None:
@@ -376,7 +447,9 @@ def _run_jobs(args: list[tuple], workers: int, collect) -> None:
         return
     n = min(workers, len(args))
     ctx = multiprocessing.get_context("spawn")  # fork after torch/ITK threads started can deadlock
-    pool = ProcessPoolExecutor(n, mp_context=ctx, initializer=_init_worker, initargs=(max(1, (os.cpu_count() or 1) // n),))
+    pool = ProcessPoolExecutor(
+        n, mp_context=ctx, initializer=_init_worker, initargs=(max(1, (os.cpu_count() or 1) // n),)
+    )
     try:
         pending = {pool.submit(_job, *a) for a in args}
         while pending:
@@ -391,7 +464,15 @@ def _run_jobs(args: list[tuple], workers: int, collect) -> None:
         pool.shutdown(wait=False, cancel_futures=True)
 
 
-def preprocess_manifest(manifest_path: str | Path, out_dir: str | Path, voxel_mm: int = 1, workers: int = 2, skull_strip: bool = False, keep_going: bool = False, settings: Settings = Settings()) -> tuple[Path, pd.DataFrame]:
+def preprocess_manifest(
+    manifest_path: str | Path,
+    out_dir: str | Path,
+    voxel_mm: int = 1,
+    workers: int = 2,
+    skull_strip: bool = False,
+    keep_going: bool = False,
+    settings: Settings = Settings(),
+) -> tuple[Path, pd.DataFrame]:
     """Preprocess every row of a manifest in parallel; return (new manifest path, QC table).
 
     Under ``out_dir``: ``volumes/<subject>_<session>_<domain>.nii.gz``, ``qc/<same>.png`` and
@@ -412,9 +493,17 @@ def preprocess_manifest(manifest_path: str | Path, out_dir: str | Path, voxel_mm
     qc_dir = out_dir / "qc"
     dsts = [out_dir / "volumes" / f"{k}.nii.gz" for k in _output_keys(man.df)]
     _refuse_overwriting_inputs(Path(manifest_path), [man.path(i) for i in range(len(man))], out_dir, dsts)
-    records = {i: r for i, d in enumerate(dsts) if (r := _cached(man.path(i), d, qc_dir, voxel_mm, skull_strip, settings)) is not None}
+    records = {
+        i: r
+        for i, d in enumerate(dsts)
+        if (r := _cached(man.path(i), d, qc_dir, voxel_mm, skull_strip, settings)) is not None
+    }
     errors: dict[int, str] = {}
-    args = [(i, str(man.path(i)), str(d), str(qc_dir), voxel_mm, skull_strip, settings) for i, d in enumerate(dsts) if i not in records]
+    args = [
+        (i, str(man.path(i)), str(d), str(qc_dir), voxel_mm, skull_strip, settings)
+        for i, d in enumerate(dsts)
+        if i not in records
+    ]
     with tqdm(total=len(dsts), initial=len(records), desc="preprocess", unit="vol") as bar:
 
         def collect(i: int, rec: dict | None, err: str | None) -> None:
@@ -454,7 +543,9 @@ def _refuse_overwriting_inputs(manifest_path: Path, inputs: list[Path], out_dir:
     ins = {os.path.abspath(p) for p in [manifest_path, *inputs]}
     for out in [out_dir / "manifest.csv", out_dir / "qc.csv", *dsts]:
         if os.path.abspath(out) in ins:
-            raise DataError(f"{out}: the output would overwrite an input; choose another --out-dir (outputs: volumes/, qc/, qc.csv, manifest.csv)")
+            raise DataError(
+                f"{out}: the output would overwrite an input; choose another --out-dir (outputs: volumes/, qc/, qc.csv, manifest.csv)"
+            )
 
 
 def _rebase(path: str, old_root: Path, new_root: Path) -> str:

@@ -5,11 +5,12 @@ BIDS derivatives (the convention fMRIPrep and the tools that read its outputs fo
 same name, and describe the dataset in ``dataset_description.json`` (``DatasetType: derivative``,
 ``GeneratedBy``). Without ``--bids`` an output keeps its input's name and gets the same sidecar beside it.
 """
+
 from __future__ import annotations
 
 import json
 import re
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -31,8 +32,13 @@ def model_info(ck: dict[str, Any]) -> dict[str, Any]:
     """A model file's training facts from its metadata: kind, profile, training steps, creation time, sites."""
     cfg = ck.get("config") or {}
     section = cfg.get(KIND_SECTION.get(ck.get("kind", ""), ""), {}) or {}
-    return {"kind": ck.get("kind", "?"), "profile": cfg.get("profile", "?"), "steps": (section.get("train") or {}).get("iterations", "?"),
-            "created": ck.get("created", "?"), "sites": list(ck.get("domains", []))}
+    return {
+        "kind": ck.get("kind", "?"),
+        "profile": cfg.get("profile", "?"),
+        "steps": (section.get("train") or {}).get("iterations", "?"),
+        "created": ck.get("created", "?"),
+        "sites": list(ck.get("domains", [])),
+    }
 
 
 def alnum(text: str) -> str:
@@ -57,7 +63,9 @@ def bids_output(out_dir: str | Path, in_path: str | Path, target: str, subject: 
     return folder / f"sub-{sub}{f'_ses-{ses}' if ses else ''}_desc-harmonized{alnum(target)}_T1w.nii.gz"
 
 
-def provenance(in_path: str | Path, model_path: str | Path, info: dict[str, Any], target: str, seed: int) -> dict[str, Any]:
+def provenance(
+    in_path: str | Path, model_path: str | Path, info: dict[str, Any], target: str, seed: int
+) -> dict[str, Any]:
     """The sidecar of one output: its input and model (paths and SHA-256), the target, the seed, the versions, the date."""
     import torch
 
@@ -68,12 +76,16 @@ def provenance(in_path: str | Path, model_path: str | Path, info: dict[str, Any]
         "Description": f"{in_path.name} harmonized to '{target}' by harmlib ({info.get('kind', '?')})",
         "Sources": [in_path.as_uri()],
         "input": {"path": str(in_path), "sha256": file_digest(in_path)},
-        "model": {"path": str(model_path), "sha256": file_digest(model_path), **{k: info[k] for k in ("kind", "profile", "steps", "created") if k in info}},
+        "model": {
+            "path": str(model_path),
+            "sha256": file_digest(model_path),
+            **{k: info[k] for k in ("kind", "profile", "steps", "created") if k in info},
+        },
         "target": target,
         "seed": seed,
         "harmlib": harmlib.__version__,
         "torch": torch.__version__,
-        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
     }
 
 
@@ -88,6 +100,16 @@ def write_dataset_description(out_dir: str | Path) -> Path:
     path = Path(out_dir) / "dataset_description.json"
     if path.is_file():
         return path
-    desc = {"Name": "harmlib harmonized T1w", "BIDSVersion": BIDS_VERSION, "DatasetType": "derivative",
-            "GeneratedBy": [{"Name": "harmlib", "Version": harmlib.__version__, "Description": "deep MRI harmonization (the papers' companion)"}]}
+    desc = {
+        "Name": "harmlib harmonized T1w",
+        "BIDSVersion": BIDS_VERSION,
+        "DatasetType": "derivative",
+        "GeneratedBy": [
+            {
+                "Name": "harmlib",
+                "Version": harmlib.__version__,
+                "Description": "deep MRI harmonization (the papers' companion)",
+            }
+        ],
+    }
     return write_text_atomic(path, json.dumps(desc, indent=2) + "\n")

@@ -33,6 +33,7 @@ convolution: about 90x faster than MONAI's SSIMLoss on a 182x218x182 volume (see
 ``benchmarks/bench_ssim.py``). SSIM is always computed in float32, also under autocast, because
 ``E[x^2] - mu^2`` cancels catastrophically in bfloat16.
 """
+
 from __future__ import annotations
 
 import math
@@ -40,7 +41,6 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 import torch
-import torch.nn.functional as F
 
 __all__ = [
     "SSIMComponents",
@@ -115,7 +115,9 @@ def _filter(v: torch.Tensor, win_size: int, sigma: float) -> torch.Tensor:
     return v
 
 
-def _check_inputs(x: torch.Tensor, y: torch.Tensor, data_range: float, win_size: int, sigma: float, k1: float, k2: float) -> None:
+def _check_inputs(
+    x: torch.Tensor, y: torch.Tensor, data_range: float, win_size: int, sigma: float, k1: float, k2: float
+) -> None:
     if not isinstance(x, torch.Tensor) or not isinstance(y, torch.Tensor):
         raise TypeError("ssim: x and y must be torch tensors of shape (N, C, H, W) or (N, C, D, H, W)")
     if x.ndim not in (4, 5):
@@ -132,11 +134,15 @@ def _check_inputs(x: torch.Tensor, y: torch.Tensor, data_range: float, win_size:
     if not sigma > 0:
         raise ValueError(f"ssim: sigma={sigma} is invalid; use a positive float (default 1.5)")
     if not data_range > 0 or not math.isfinite(data_range):
-        raise ValueError(f"ssim: data_range={data_range} is invalid; use a positive finite float (the max - min of the intensities)")
+        raise ValueError(
+            f"ssim: data_range={data_range} is invalid; use a positive finite float (the max - min of the intensities)"
+        )
     if not (k1 > 0 and k2 > 0):
         raise ValueError(f"ssim: k1={k1}, k2={k2} are invalid; use small positive constants (default 0.01, 0.03)")
     if not (torch.isfinite(x).all() and torch.isfinite(y).all()):
-        raise ValueError("ssim: x or y contains NaN or Inf; clean the images (e.g. torch.nan_to_num) before computing SSIM")
+        raise ValueError(
+            "ssim: x or y contains NaN or Inf; clean the images (e.g. torch.nan_to_num) before computing SSIM"
+        )
 
 
 def _check_exponents(**exps: float) -> None:
@@ -205,7 +211,15 @@ def ssim(
     return _reduce(comps.combine(alpha, beta, gamma), reduction)
 
 
-def ssim_loss(x: torch.Tensor, y: torch.Tensor, alpha: float = 1.0, beta: float = 1.0, gamma: float = 1.0, data_range: float = 1.0, **window) -> torch.Tensor:
+def ssim_loss(
+    x: torch.Tensor,
+    y: torch.Tensor,
+    alpha: float = 1.0,
+    beta: float = 1.0,
+    gamma: float = 1.0,
+    data_range: float = 1.0,
+    **window,
+) -> torch.Tensor:
     """L_SSIM = 1 - SSIM(x, y) (paper 1, Eq. 1), averaged over the batch."""
     return 1.0 - ssim(x, y, alpha, beta, gamma, data_range=data_range, **window)
 

@@ -6,6 +6,7 @@
   two slices (float32, base64) and ``static/ssim_explorer.js``, a port of ``harmlib.ssim`` that
   recomputes in the browser. It loads nothing from anywhere: no CDN, no widget manager.
 """
+
 from __future__ import annotations
 
 import base64
@@ -60,7 +61,9 @@ def live_explorer(x: np.ndarray, y: np.ndarray, data_range: float, cfg: SSIMConf
     for name, (lo, hi, step) in CONTROLS.items():
         cls = W.IntSlider if name == "win_size" else W.FloatSlider
         kw = {} if name == "win_size" else {"readout_format": ".3f"}
-        sliders[name] = cls(value=getattr(cfg, name), min=lo, max=hi, step=step, description=name, continuous_update=False, **kw)
+        sliders[name] = cls(
+            value=getattr(cfg, name), min=lo, max=hi, step=step, description=name, continuous_update=False, **kw
+        )
 
     def update(_=None) -> None:
         v = {k: s.value for k, s in sliders.items()}
@@ -81,7 +84,9 @@ def _b64(a: np.ndarray) -> str:
     return base64.b64encode(np.ascontiguousarray(a, dtype="<f4").tobytes()).decode("ascii")
 
 
-def explorer_html(x: np.ndarray, y: np.ndarray, data_range: float, cfg: SSIMConfig = SSIMConfig(), scale: int = 2) -> str:
+def explorer_html(
+    x: np.ndarray, y: np.ndarray, data_range: float, cfg: SSIMConfig = SSIMConfig(), scale: int = 2
+) -> str:
     """A self-contained HTML explorer of two 2D slices; recomputes SSIM in the browser."""
     _check_pair(x, y)
     uid = f"ssim-explorer-{uuid.uuid4().hex[:8]}"
@@ -95,7 +100,14 @@ def explorer_html(x: np.ndarray, y: np.ndarray, data_range: float, cfg: SSIMConf
             f'<td style="padding:0 .5em;min-width:4em"><span data-show="{name}">{value}</span></td></tr>'
         )
     h, w = np.shape(x)
-    titles = {"x": "x (reference)", "y": "y (other scanner)", "l": "luminance l", "c": "contrast c", "s": "structure s", "ssim": "l^a c^b s^g"}
+    titles = {
+        "x": "x (reference)",
+        "y": "y (other scanner)",
+        "l": "luminance l",
+        "c": "contrast c",
+        "s": "structure s",
+        "ssim": "l^a c^b s^g",
+    }
     canvases = "".join(
         f'<figure style="display:inline-block;margin:2px;text-align:center"><canvas data-map="{k}" '
         f'style="width:{scale * h}px;height:{scale * w}px;image-rendering:pixelated"></canvas>'

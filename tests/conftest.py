@@ -1,4 +1,5 @@
 """Shared fixtures: real brain data from the MNI152 template that ships with nilearn."""
+
 from __future__ import annotations
 
 import numpy as np

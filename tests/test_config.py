@@ -40,7 +40,11 @@ def test_user_profile_file(tmp_path):
 
 
 def test_parse_overrides():
-    assert parse_overrides("ssim.alpha=0.5, seed=3,runtime.device=cpu") == {"ssim.alpha": 0.5, "seed": 3, "runtime.device": "cpu"}
+    assert parse_overrides("ssim.alpha=0.5, seed=3,runtime.device=cpu") == {
+        "ssim.alpha": 0.5,
+        "seed": 3,
+        "runtime.device": "cpu",
+    }
     with pytest.raises(ConfigError, match="field=value"):
         parse_overrides("alpha")
 

@@ -1,4 +1,5 @@
 """Datasets: normalization, padding, label vectors, coronal slices, pairings and their errors."""
+
 from __future__ import annotations
 
 import nibabel as nib
@@ -8,7 +9,13 @@ import pytest
 import torch
 
 from harmlib.data.datasets import (
-    DomainPairs, LabeledUnlabeledPairs, Normalizer, SliceDataset, VolumeDataset, crop_pads, label_vector,
+    DomainPairs,
+    LabeledUnlabeledPairs,
+    Normalizer,
+    SliceDataset,
+    VolumeDataset,
+    crop_pads,
+    label_vector,
     pad_to_multiple,
 )
 from harmlib.data.io import DataError, save_volume
@@ -22,7 +29,7 @@ SITES = [("Intera", "Guys"), ("TrioTim", "SWU"), ("Prisma", "ADNI")]  # sorted d
 def brain(rng: np.random.Generator, shape=SHAPE_4MM, scale: float = 1.0) -> np.ndarray:
     """A positive ellipsoid 'brain' with texture on a zero background."""
     grid = np.meshgrid(*[np.linspace(-1, 1, s) for s in shape], indexing="ij")
-    mask = sum(g ** 2 for g in grid) < 0.7
+    mask = sum(g**2 for g in grid) < 0.7
     return (mask * scale * (100 + 30 * rng.random(shape))).astype(np.float32)
 
 
@@ -31,10 +38,23 @@ def rows(tmp, sites, subjects, shape=SHAPE_4MM, split="train", roles=("labeled",
     for k, (scanner, site) in enumerate(sites):
         for s in range(subjects):
             path = save_volume(tmp / f"{scanner}_{site}_{s}.nii.gz", brain(rng, shape, 1 + k), fsl_grid_affine(4))
-            out.append({"path": path.name, "subject": f"sub{s}", "session": "1", "dataset": "synthetic",
-                        "scanner": scanner, "site": site, "domain": f"{scanner}@{site}", "age": 20 + s,
-                        "sex": "F", "diagnosis": "HC" if s else "", "split": split,
-                        "role": roles[s % len(roles)] if split == "train" else "test", "truth_path": ""})
+            out.append(
+                {
+                    "path": path.name,
+                    "subject": f"sub{s}",
+                    "session": "1",
+                    "dataset": "synthetic",
+                    "scanner": scanner,
+                    "site": site,
+                    "domain": f"{scanner}@{site}",
+                    "age": 20 + s,
+                    "sex": "F",
+                    "diagnosis": "HC" if s else "",
+                    "split": split,
+                    "role": roles[s % len(roles)] if split == "train" else "test",
+                    "truth_path": "",
+                }
+            )
     return out
 
 
@@ -78,7 +98,9 @@ def test_normalizer_inverse_broadcasts_batched_params_and_serializes():
 
 
 # ------------------------------------------------------------------ padding
-@pytest.mark.parametrize("shape,padded", [((182, 218, 182), (184, 224, 184)), ((46, 55, 46), (48, 56, 48)), ((91, 91), (96, 96))])
+@pytest.mark.parametrize(
+    "shape,padded", [((182, 218, 182), (184, 224, 184)), ((46, 55, 46), (48, 56, 48)), ((91, 91), (96, 96))]
+)
 def test_pad_to_multiple_of_8_and_crop_back_exactly(shape, padded):
     x = np.random.default_rng(0).random(shape).astype(np.float32)
     y, pads = pad_to_multiple(x, 8)
@@ -187,7 +209,9 @@ def test_domain_pairs_are_deterministic_and_cross_domains(manifest):
 
 # ------------------------------------------------------------------ errors
 def test_errors_are_one_line_and_name_the_problem(manifest, tmp_path):
-    with pytest.raises(DataError, match=r"no volumes with split=test, role=labeled.*roles: labeled, test, unlabeled") as e:
+    with pytest.raises(
+        DataError, match=r"no volumes with split=test, role=labeled.*roles: labeled, test, unlabeled"
+    ) as e:
         VolumeDataset(manifest, split="test", role="labeled")
     assert "\n" not in str(e.value)
     with pytest.raises(DataError, match=r"unknown site 'Signa@Held'; known: Intera@Guys, Prisma@ADNI, TrioTim@SWU"):
@@ -200,5 +224,8 @@ def test_errors_are_one_line_and_name_the_problem(manifest, tmp_path):
         DomainPairs(VolumeDataset(single, domains=manifest.domains("train")))
     df = pd.DataFrame(rows(tmp_path, SITES[:1], 2) + rows(tmp_path, SITES[1:2], 1, shape=(46, 54, 46)))
     odd = write_manifest(df, tmp_path / "m.csv")
-    with pytest.raises(DataError, match=r"TrioTim_SWU_0\.nii\.gz: shape \(46, 54, 46\) differs from \(46, 55, 46\) of .*Intera_Guys_0\.nii\.gz"):
+    with pytest.raises(
+        DataError,
+        match=r"TrioTim_SWU_0\.nii\.gz: shape \(46, 54, 46\) differs from \(46, 55, 46\) of .*Intera_Guys_0\.nii\.gz",
+    ):
         VolumeDataset(odd)

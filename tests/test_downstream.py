@@ -1,4 +1,5 @@
 """Downstream CV of paper 1's Tables 3-4 on a tiny synthetic cohort, and its metrics on known values."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -8,8 +9,17 @@ import pytest
 import harmlib
 from harmlib.data import Appearance, DataError, apply_appearance, domain_name, mni_t1, save_volume, write_manifest
 from harmlib.evaluation.baselines import make_baseline
-from harmlib.evaluation.downstream import cross_validate, cv_splits, downsample, fold_metrics, grid_factor, load_cohort, targets
+from harmlib.evaluation.downstream import (
+    cross_validate,
+    cv_splits,
+    downsample,
+    fold_metrics,
+    grid_factor,
+    load_cohort,
+    targets,
+)
 from harmlib.evaluation.tables import claim_table, fold_stats, paper1_values
+
 
 def _write_cohort(out, n_per_role: int = 8):
     """An age and an AD/HC cohort on two "scanners": the MNI template, aged by a global intensity loss."""
@@ -23,9 +33,23 @@ def _write_cohort(out, n_per_role: int = 8):
             vol = apply_appearance(x * (1 - 0.004 * age - 0.1 * (dx == "AD")), look, voxel_mm=4, seed=k)
             path = f"{role}/sub-{k}.nii.gz"
             save_volume(out / path, vol, affine)
-            rows.append({"path": path, "subject": f"sub-{role}{k}", "session": "1", "dataset": "synthetic", "scanner": scanner,
-                         "site": site, "domain": domain_name(scanner, site), "age": age, "sex": "", "diagnosis": dx,
-                         "split": "test", "role": role, "truth_path": ""})
+            rows.append(
+                {
+                    "path": path,
+                    "subject": f"sub-{role}{k}",
+                    "session": "1",
+                    "dataset": "synthetic",
+                    "scanner": scanner,
+                    "site": site,
+                    "domain": domain_name(scanner, site),
+                    "age": age,
+                    "sex": "",
+                    "diagnosis": dx,
+                    "split": "test",
+                    "role": role,
+                    "truth_path": "",
+                }
+            )
     return write_manifest(pd.DataFrame(rows), out / "manifest.csv")
 
 
@@ -58,9 +82,15 @@ def test_fold_metrics_known_values():
     assert fold_metrics("age", y, y + 2)["mae"] == pytest.approx(2.0)
     assert fold_metrics("age", y, np.array([10.0, 20.0, 30.0, 44.0]))["rmse"] == pytest.approx(2.0)
     lab = np.array([0.0, 0.0, 1.0, 1.0])
-    assert fold_metrics("ad", lab, np.array([-2.0, -1.0, 1.0, 3.0])) == pytest.approx({"accuracy": 1.0, "balanced_accuracy": 1.0, "auc": 1.0})
+    assert fold_metrics("ad", lab, np.array([-2.0, -1.0, 1.0, 3.0])) == pytest.approx(
+        {"accuracy": 1.0, "balanced_accuracy": 1.0, "auc": 1.0}
+    )
     out = fold_metrics("ad", np.array([0.0, 0.0, 0.0, 1.0]), np.array([1.0, -1.0, -1.0, -0.5]))
-    assert out["accuracy"] == pytest.approx(0.5) and out["balanced_accuracy"] == pytest.approx(1 / 3) and out["auc"] == pytest.approx(2 / 3)
+    assert (
+        out["accuracy"] == pytest.approx(0.5)
+        and out["balanced_accuracy"] == pytest.approx(1 / 3)
+        and out["auc"] == pytest.approx(2 / 3)
+    )
 
 
 def test_cv_splits_stratify_and_check_sizes():

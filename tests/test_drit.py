@@ -1,4 +1,5 @@
 """GMM-DRIT and DRIT++ (paper 2): nets, losses, a few training steps, model files, slice-by-slice inference."""
+
 from __future__ import annotations
 
 import nibabel as nib
@@ -20,10 +21,26 @@ from harmlib.train import drit as train_drit
 from harmlib.train import gmvae as train_gmvae
 from harmlib.train.loop import fit
 
-TINY = {"gmvae.width": 4, "gmvae.hidden": 16, "gmvae.gaussian_size": 8, "gmvae.train.batch_size": 8, "gmvae.train.iterations": 2,
-        "drit.width": 4, "drit.attr_width": 4, "drit.d_width": 4, "drit.n_res": 1, "drit.d_layers": 2, "drit.train.batch_size": 2,
-        "drit.train.iterations": 2, "drit.train.log_every": 1, "runtime.amp": "none", "synth.n_train_per_site": 2,
-        "synth.n_test_per_site": 1, "synth.n_age_per_site": 1, "synth.n_ad_per_site": 1}
+TINY = {
+    "gmvae.width": 4,
+    "gmvae.hidden": 16,
+    "gmvae.gaussian_size": 8,
+    "gmvae.train.batch_size": 8,
+    "gmvae.train.iterations": 2,
+    "drit.width": 4,
+    "drit.attr_width": 4,
+    "drit.d_width": 4,
+    "drit.n_res": 1,
+    "drit.d_layers": 2,
+    "drit.train.batch_size": 2,
+    "drit.train.iterations": 2,
+    "drit.train.log_every": 1,
+    "runtime.amp": "none",
+    "synth.n_train_per_site": 2,
+    "synth.n_test_per_site": 1,
+    "synth.n_age_per_site": 1,
+    "synth.n_ad_per_site": 1,
+}
 
 
 @pytest.fixture(scope="module")
@@ -40,7 +57,12 @@ def trained(tmp_path_factory):
         task, meta = train_drit.build_task(cfg, man, variant, gmvae_path)
         before = {k: {n: p.clone() for n, p in task.nets[k].state_dict().items()} for k in ("E_a", "E_c")}
         log = fit(task, cfg.drit.train, cfg.runtime, root / variant, seed=0)
-        out[variant] = {"log": log, "task": task, "before": before, "path": train_drit.export_model(task, meta, root / "models" / f"{variant}.pt")}
+        out[variant] = {
+            "log": log,
+            "task": task,
+            "before": before,
+            "path": train_drit.export_model(task, meta, root / "models" / f"{variant}.pt"),
+        }
     return out
 
 
@@ -66,7 +88,21 @@ def test_nets_and_generator_codes(gmm):
 def test_training_steps_are_finite_and_e_a_is_frozen_only_in_gmm_drit(trained):
     for variant, g_terms in (("gmm_drit", set()), ("drit", {"kl", "lat"})):
         log = trained[variant]["log"]
-        terms = {"d_adv1", "d_cls1", "d_adv2", "d_cls2", "d_content", "adv1", "cls1", "adv2", "cls2", "self_rec", "cc", "content_adv", "content_reg"} | g_terms
+        terms = {
+            "d_adv1",
+            "d_cls1",
+            "d_adv2",
+            "d_cls2",
+            "d_content",
+            "adv1",
+            "cls1",
+            "adv2",
+            "cls2",
+            "self_rec",
+            "cc",
+            "content_adv",
+            "content_reg",
+        } | g_terms
         assert terms <= set(log.columns) and np.isfinite(log[sorted(terms)].to_numpy()).all()
         task, before = trained[variant]["task"], trained[variant]["before"]
         e_a_same = all(torch.equal(before["E_a"][n], p) for n, p in task.nets["E_a"].state_dict().items())
@@ -118,15 +154,27 @@ def test_cli_refusals_and_listing(trained, tmp_path, capsys):
     path = trained["gmm_drit"]["path"]
     x, aff = harmlib.data.mni_t1(4)
     src = _nifti(tmp_path / "in.nii.gz", x, aff)
-    assert main(["harmonize", str(src), "--model", str(path), "--target", "scanner-free", "--out-dir", str(tmp_path / "o")]) == 0
-    assert main(["harmonize", str(src), "--model", str(path), "--target", "Mars", "--out-dir", str(tmp_path / "o2")]) == 1
+    assert (
+        main(
+            ["harmonize", str(src), "--model", str(path), "--target", "scanner-free", "--out-dir", str(tmp_path / "o")]
+        )
+        == 0
+    )
+    assert (
+        main(["harmonize", str(src), "--model", str(path), "--target", "Mars", "--out-dir", str(tmp_path / "o2")]) == 1
+    )
     err = capsys.readouterr().err
     assert "unknown target site 'Mars'; known: Gyroscan Intera@Guys" in err and "scanner-free" in err
     assert not list((tmp_path / "o2").glob("*.nii.gz"))
     nan = x.copy()
     nan[10, 10, 10] = np.nan
     bad = _nifti(tmp_path / "nan.nii.gz", nan, aff)
-    assert main(["harmonize", str(bad), "--model", str(path), "--target", "scanner-free", "--out-dir", str(tmp_path / "o3")]) == 1
+    assert (
+        main(
+            ["harmonize", str(bad), "--model", str(path), "--target", "scanner-free", "--out-dir", str(tmp_path / "o3")]
+        )
+        == 1
+    )
     assert "NaN" in capsys.readouterr().err and not (tmp_path / "o3" / "nan.nii.gz").exists()
     assert main(["models", "--runs", str(path.parents[2])]) == 0
     out = capsys.readouterr().out
@@ -139,7 +187,9 @@ def test_bad_checkpoints_and_k_mismatch(trained, tmp_path):
     corrupt.write_bytes(trained["drit"]["path"].read_bytes()[:1000])
     with pytest.raises(CheckpointError, match="corrupt or truncated"):
         load_harmonizer(corrupt)
-    with pytest.raises(CheckpointError, match="a 'gmvae' checkpoint, but this needs one of: ssim_harmonizer, gmm_drit, drit"):
+    with pytest.raises(
+        CheckpointError, match="a 'gmvae' checkpoint, but this needs one of: ssim_harmonizer, gmm_drit, drit"
+    ):
         load_harmonizer(trained["gmvae"])
     with pytest.raises(CheckpointError, match="a 'drit' checkpoint, but this needs one of: gmvae"):
         train_drit.build_task(cfg, man, "gmm_drit", trained["drit"]["path"])

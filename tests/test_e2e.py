@@ -1,4 +1,5 @@
 """End to end: the tiny profile through every notebook, the book build, and the explorer in Chromium."""
+
 from __future__ import annotations
 
 import base64
@@ -53,7 +54,17 @@ def test_book_loads_no_widget_script_from_a_cdn(built_book):
 
 
 def test_second_run_skips_every_notebook(built_book):
-    cmd = [sys.executable, "-m", "harmlib.cli", "reproduce", "--profile", "tiny", "--root", str(built_book), "--no-book"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "harmlib.cli",
+        "reproduce",
+        "--profile",
+        "tiny",
+        "--root",
+        str(built_book),
+        "--no-book",
+    ]
     out = subprocess.run(cmd, cwd=built_book, capture_output=True, text=True, check=True).stdout
     n = len(list((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb")))
     assert out.count("up to date") == n, out
@@ -71,9 +82,18 @@ def _chromium_driver(offline: bool = False):
 
     opts = webdriver.ChromeOptions()
     opts.binary_location = chromium
-    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                 "--disable-dev-shm-usage", "--allow-file-access-from-files"):
+    for flag in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--disable-dev-shm-usage",
+        "--allow-file-access-from-files",
+    ):
         opts.add_argument(flag)
     if offline:  # every host name fails to resolve and every request goes to a closed port: no network at all
         opts.add_argument("--host-resolver-rules=MAP * ~NOTFOUND")
@@ -89,7 +109,9 @@ def test_equations_are_typeset_offline_from_file(built_book):
     browser = _chromium_driver(offline=True)
     try:
         browser.get(page.as_uri())
-        typeset = WebDriverWait(browser, 30).until(lambda b: b.execute_script("return document.querySelectorAll('mjx-container').length"))
+        typeset = WebDriverWait(browser, 30).until(
+            lambda b: b.execute_script("return document.querySelectorAll('mjx-container').length")
+        )
         raw = browser.execute_script("return document.body.innerText.includes('\\\\alpha')")
     finally:
         browser.quit()
@@ -109,7 +131,9 @@ def test_static_explorer_recomputes_like_harmlib(built_book):
     try:
         browser.get(page.as_uri())
         root = browser.find_element(By.CSS_SELECTOR, ".harmlib-ssim-explorer")
-        spec = json.loads(root.find_element(By.CSS_SELECTOR, "script[type='application/json']").get_attribute("textContent"))
+        spec = json.loads(
+            root.find_element(By.CSS_SELECTOR, "script[type='application/json']").get_attribute("textContent")
+        )
         shown = root.find_element(By.CSS_SELECTOR, ".ssim-value")
         before = shown.text
         slider = root.find_element(By.CSS_SELECTOR, "input[data-param='alpha']")
@@ -120,7 +144,10 @@ def test_static_explorer_recomputes_like_harmlib(built_book):
         browser.execute_script("arguments[0].focus()", gamma)
         for _ in range(6):
             gamma.send_keys(Keys.ARROW_RIGHT)
-        params = {el.get_attribute("data-param"): float(el.get_attribute("value")) for el in root.find_elements(By.CSS_SELECTOR, "input[data-param]")}
+        params = {
+            el.get_attribute("data-param"): float(el.get_attribute("value"))
+            for el in root.find_elements(By.CSS_SELECTOR, "input[data-param]")
+        }
         after = shown.text
         value = float(after.split("SSIM = ")[1].split()[0])
     finally:
@@ -128,8 +155,18 @@ def test_static_explorer_recomputes_like_harmlib(built_book):
     assert after != before
     assert params["alpha"] == pytest.approx(0.65) and params["gamma"] == pytest.approx(1.3)
     x, y = (torch.from_numpy(_decode(spec[k], spec["shape"]).copy())[None, None] for k in ("x", "y"))
-    expected = harmlib.ssim(x, y, params["alpha"], params["beta"], params["gamma"], data_range=spec["data_range"],
-                            win_size=int(params["win_size"]), sigma=params["sigma"], k1=params["k1"], k2=params["k2"]).item()
+    expected = harmlib.ssim(
+        x,
+        y,
+        params["alpha"],
+        params["beta"],
+        params["gamma"],
+        data_range=spec["data_range"],
+        win_size=int(params["win_size"]),
+        sigma=params["sigma"],
+        k1=params["k1"],
+        k2=params["k2"],
+    ).item()
     assert value == pytest.approx(expected, abs=1e-4)
 
 
@@ -141,15 +178,50 @@ TABLES = {
     "paper1_table4": {"metric", "version", "paper", "ours", "claim holds", "profile"},
     "paper1_table3_folds": {"version", "fold", "mae", "rmse", "r2"},
     "paper1_table4_folds": {"version", "fold", "accuracy", "balanced_accuracy", "auc"},
-    "traveling_subjects_paper1": {"target", "version", "SSIM to truth", "PSNR to truth (dB)", "ssim_mean", "psnr_mean", "closer than before"},
-    "traveling_subjects_paper2": {"target", "version", "SSIM to truth", "PSNR to truth (dB)", "ssim_mean", "psnr_mean", "closer than before"},
+    "traveling_subjects_paper1": {
+        "target",
+        "version",
+        "SSIM to truth",
+        "PSNR to truth (dB)",
+        "ssim_mean",
+        "psnr_mean",
+        "closer than before",
+    },
+    "traveling_subjects_paper2": {
+        "target",
+        "version",
+        "SSIM to truth",
+        "PSNR to truth (dB)",
+        "ssim_mean",
+        "psnr_mean",
+        "closer than before",
+    },
     "paper2_e1_clustering": {"metric", "version", "paper", "ours", "claim holds", "profile"},
-    "paper2_table1": {"metric", "version", "paper", "ours", "claim holds", "profile", "difference GMM-DRIT - DRIT++ (95 % CI)"},
-    "paper2_table2": {"metric", "version", "paper", "ours", "claim holds", "target", "difference GMM-DRIT - DRIT++ (95 % CI)"},
+    "paper2_table1": {
+        "metric",
+        "version",
+        "paper",
+        "ours",
+        "claim holds",
+        "profile",
+        "difference GMM-DRIT - DRIT++ (95 % CI)",
+    },
+    "paper2_table2": {
+        "metric",
+        "version",
+        "paper",
+        "ours",
+        "claim holds",
+        "target",
+        "difference GMM-DRIT - DRIT++ (95 % CI)",
+    },
     "paper2_table3": {"metric", "version", "paper", "ours", "claim holds", "post - pre (95 % CI)"},
     "paper2_e5_fid_kid": {"metric", "version", "paper", "ours", "claim holds", "profile"},
     "what_reproduced": {"claim", "verdict", "ours", "compared", "paper", "profile", "why", "table"},
-    **{f"gate_{m}": {"model", "criterion", "value", "threshold", "passed", "profile"} for m in ("ssim_harmonizer", "gmvae", "gmm_drit", "drit")},
+    **{
+        f"gate_{m}": {"model", "criterion", "value", "threshold", "passed", "profile"}
+        for m in ("ssim_harmonizer", "gmvae", "gmm_drit", "drit")
+    },
 }
 
 
@@ -161,7 +233,9 @@ def test_every_table_is_written_with_its_columns_and_finite_values(built_book, n
     assert path.is_file(), f"{path} was not written"
     df = pd.read_csv(path)
     assert len(df) and TABLES[name] <= set(df.columns), (name, sorted(df.columns))
-    if name.startswith("gate_"):  # the rows with a threshold are the criteria; the others carry context (before / after)
+    if name.startswith(
+        "gate_"
+    ):  # the rows with a threshold are the criteria; the others carry context (before / after)
         crit = df[df["threshold"].notna()]
         assert len(crit) and np.isfinite(crit[["value", "threshold"]].astype(float).to_numpy()).all(), crit
         return
@@ -187,7 +261,9 @@ def test_what_reproduced_page_lists_every_claim(built_book):
     assert claims["ours"].notna().all() and claims["compared"].notna().all()  # both sides of every comparison
     assert claims["why"].str.contains(" vs | < | > | = ").all()  # each reason quotes the numbers of both sides
     assert "compared with" in page  # the table's header
-    assert 'profile = "cpu"      # tiny' not in page  # the notebook's own defaults, overridden by papermill, are not shown
+    assert (
+        'profile = "cpu"      # tiny' not in page
+    )  # the notebook's own defaults, overridden by papermill, are not shown
 
 
 def test_set_up_cells_are_collapsed_in_the_book_and_visible_in_the_notebooks(built_book):

@@ -1,5 +1,6 @@
 """harmlib.evaluation against known values: SSIM terms, Wasserstein, random pairs, bootstrap, FID/KID,
 classical baselines, tables."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -12,8 +13,17 @@ from torch import nn
 
 from harmlib.config import ConfigError, load_config
 from harmlib.evaluation.baselines import Nyul, WhiteStripe, ZScore, make_baseline
-from harmlib.evaluation.distributions import (mean_sd, off_diagonal, pair_luminance, pair_ssim_terms, pairwise_wasserstein,
-                                              sample_pairs, samples_by_domain, site_mean_intensities, voxel_intensity_histograms)
+from harmlib.evaluation.distributions import (
+    mean_sd,
+    off_diagonal,
+    pair_luminance,
+    pair_ssim_terms,
+    pairwise_wasserstein,
+    sample_pairs,
+    samples_by_domain,
+    site_mean_intensities,
+    voxel_intensity_histograms,
+)
 from harmlib.evaluation.features import fid_kid, train_feature_extractor
 from harmlib.evaluation.metrics import brain_mask, ssim_terms
 from harmlib.evaluation.stats import bootstrap_mean_difference
@@ -178,8 +188,14 @@ def test_whitestripe_matches_the_reference_white_matter(brain_pair):
 
 # --------------------------------------------------------------------------- tables, config
 def test_write_table_and_claim_table(tmp_path):
-    stats = pd.DataFrame({"version": ["unharmonized", "A", "unharmonized", "A"], "metric": ["mae", "mae", "auc", "auc"],
-                          "mean": [5.0, 3.0, 0.8, 0.7], "sd": [1.0, 0.5, 0.1, 0.1]})
+    stats = pd.DataFrame(
+        {
+            "version": ["unharmonized", "A", "unharmonized", "A"],
+            "metric": ["mae", "mae", "auc", "auc"],
+            "mean": [5.0, 3.0, 0.8, 0.7],
+            "sd": [1.0, 0.5, 0.1, 0.1],
+        }
+    )
     tab = claim_table(stats, paper1_values("table3"), "unharmonized", "tiny")
     assert list(tab.columns) == ["metric", "version", "paper", "ours", "claim holds", "profile"]
     assert tab["claim holds"].tolist() == ["", True, "", False]  # lower MAE holds, lower AUC does not
@@ -205,9 +221,15 @@ def test_claims_page_reads_verdicts_notes_and_missing_tables(tmp_path):
 
     tables = tmp_path / "tables"
     tables.mkdir()
-    pd.DataFrame([{"metric": "wasserstein", "version": v, "paper": "", "ours": "0.1 ± 0.0", "claim holds": h, "profile": "x"}
-                  for v, h in (("unharmonized", ""), ("A", True), ("B", True), ("agnostic", False))]).to_csv(tables / "paper1_table2.csv", index=False)
-    pd.DataFrame([{"note": "no traveling-subject truth in this manifest (real data)", "profile": "x"}]).to_csv(tables / "traveling_subjects_paper1.csv", index=False)
+    pd.DataFrame(
+        [
+            {"metric": "wasserstein", "version": v, "paper": "", "ours": "0.1 ± 0.0", "claim holds": h, "profile": "x"}
+            for v, h in (("unharmonized", ""), ("A", True), ("B", True), ("agnostic", False))
+        ]
+    ).to_csv(tables / "paper1_table2.csv", index=False)
+    pd.DataFrame([{"note": "no traveling-subject truth in this manifest (real data)", "profile": "x"}]).to_csv(
+        tables / "traveling_subjects_paper1.csv", index=False
+    )
     claims = collect_claims(tables)
     assert len(claims) == len(CLAIMS)
     wasser = claims[claims.claim.str.contains("Wasserstein")].iloc[0]
@@ -228,16 +250,45 @@ def test_a_claim_shows_both_sides_and_a_reason_made_of_its_numbers(tmp_path):
     tables = tmp_path / "tables"
     tables.mkdir()
     rows = [("GMM-DRIT", "0.761", "0.0229 ± 0.0007", True), ("DRIT++", "11.71", "0.0232 ± 0.0008", "")]
-    pd.DataFrame([{"metric": "fid", "version": v, "paper": p, "ours": o, "claim holds": h, "profile": "cpu"} for v, p, o, h in rows]).to_csv(
-        tables / "paper2_e5_fid_kid.csv", index=False)
-    pd.DataFrame([{"metric": "luminance_ssim", "version": v, "paper": "", "ours": o, "claim holds": h, "profile": "cpu", "target": t}
-                  for t in ("A", "B") for v, o, h in (("GMM-DRIT", "0.67 ± 0.03" if t == "A" else "0.90 ± 0.01", t == "B"), ("DRIT++", "0.84 ± 0.02", ""))
-                  ]).to_csv(tables / "paper2_table2.csv", index=False)
+    pd.DataFrame(
+        [
+            {"metric": "fid", "version": v, "paper": p, "ours": o, "claim holds": h, "profile": "cpu"}
+            for v, p, o, h in rows
+        ]
+    ).to_csv(tables / "paper2_e5_fid_kid.csv", index=False)
+    pd.DataFrame(
+        [
+            {
+                "metric": "luminance_ssim",
+                "version": v,
+                "paper": "",
+                "ours": o,
+                "claim holds": h,
+                "profile": "cpu",
+                "target": t,
+            }
+            for t in ("A", "B")
+            for v, o, h in (
+                ("GMM-DRIT", "0.67 ± 0.03" if t == "A" else "0.90 ± 0.01", t == "B"),
+                ("DRIT++", "0.84 ± 0.02", ""),
+            )
+        ]
+    ).to_csv(tables / "paper2_table2.csv", index=False)
     claims = collect_claims(tables).set_index("table")
-    fid = claims.loc["paper2_e5_fid_kid"].iloc[0] if isinstance(claims.loc["paper2_e5_fid_kid"], pd.DataFrame) else claims.loc["paper2_e5_fid_kid"]
-    assert fid.verdict == "holds" and fid.ours == "GMM-DRIT: 0.0229 ± 0.0007" and fid.compared == "DRIT++: 0.0232 ± 0.0008"
+    fid = (
+        claims.loc["paper2_e5_fid_kid"].iloc[0]
+        if isinstance(claims.loc["paper2_e5_fid_kid"], pd.DataFrame)
+        else claims.loc["paper2_e5_fid_kid"]
+    )
+    assert (
+        fid.verdict == "holds" and fid.ours == "GMM-DRIT: 0.0229 ± 0.0007" and fid.compared == "DRIT++: 0.0232 ± 0.0008"
+    )
     assert fid.paper == "GMM-DRIT 0.761 vs DRIT++ 11.71" and fid.profile == "cpu"
     assert "fid, lower is better: GMM-DRIT 0.0229 < DRIT++ 0.0232" in fid.why
     e3 = claims.loc["paper2_table2"]
     assert e3.verdict == "does not hold" and "DRIT++ (A): 0.84 ± 0.02" in e3.compared
-    assert "GMM-DRIT (A) 0.67 < DRIT++ (A) 0.84" in e3.why and "GMM-DRIT (B) 0.90 > DRIT++ (B) 0.84" in e3.why and "not higher than DRIT++: GMM-DRIT (A)" in e3.why
+    assert (
+        "GMM-DRIT (A) 0.67 < DRIT++ (A) 0.84" in e3.why
+        and "GMM-DRIT (B) 0.90 > DRIT++ (B) 0.84" in e3.why
+        and "not higher than DRIT++: GMM-DRIT (A)" in e3.why
+    )

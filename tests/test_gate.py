@@ -1,4 +1,5 @@
 """The quality gate: its table and verdict, its config checks, and how a failing gate reaches the claims page."""
+
 from __future__ import annotations
 
 from types import SimpleNamespace
@@ -19,9 +20,20 @@ def _cases(rec_ssim: float, after: float, structure: float) -> tuple[pd.DataFram
     rows = []
     for subject in "pqrs":
         for target in ("A", "B"):
-            rows.append({"subject": subject, "site": "X", "target": target, "structure vs original": structure,
-                         "SSIM before": 0.90, "SSIM after": after, "structure before": 0.94, "structure after": 0.95,
-                         "PSNR before": 20.0, "PSNR after": 22.0})
+            rows.append(
+                {
+                    "subject": subject,
+                    "site": "X",
+                    "target": target,
+                    "structure vs original": structure,
+                    "SSIM before": 0.90,
+                    "SSIM after": after,
+                    "structure before": 0.94,
+                    "structure after": 0.95,
+                    "PSNR before": 20.0,
+                    "PSNR after": 22.0,
+                }
+            )
         rows.append({"subject": subject, "site": "X", "target": "agnostic", "structure vs original": structure})
     return rec, pd.DataFrame(rows)
 
@@ -61,26 +73,41 @@ def test_a_gate_reads_back_from_its_csv_with_the_same_verdict(tmp_path):
     assert set(gates["model"]) == {"ssim_harmonizer", "drit"} and list(gates.columns)[:6] == list(good.columns)
     back = gates[gates["model"] == "ssim_harmonizer"]
     assert gate_passed(back) and gate_failures(back) == []  # empty thresholds of the info rows stay empty
-    assert gate_failures(gates[gates["model"] == "drit"]) == gate_failures(bad) == ["translation accuracy (independent scanner classifier) 0.500 < 0.80"]
+    assert (
+        gate_failures(gates[gates["model"] == "drit"])
+        == gate_failures(bad)
+        == ["translation accuracy (independent scanner classifier) 0.500 < 0.80"]
+    )
     assert read_gates(tmp_path / "nowhere").empty
     with pytest.raises(ValueError, match="lacks the column"):
         write_gate(good.drop(columns=["threshold"]), tmp_path, "x")
 
 
-@pytest.mark.parametrize("overrides, field", [
-    ({"gate.reconstruction": 1.5}, r"gate\.reconstruction"),
-    ({"gate.min_gain": -0.1}, r"gate\.min_gain"),
-    ({"gate.structure": float("nan")}, r"gate\.structure"),
-    ({"harmonizer.crop": 8}, r"harmonizer\.crop"),
-    ({"harmonizer.train.iterations": 10, "harmonizer.train.warmup": 10}, r"train\.warmup.*iterations"),
-])
+@pytest.mark.parametrize(
+    "overrides, field",
+    [
+        ({"gate.reconstruction": 1.5}, r"gate\.reconstruction"),
+        ({"gate.min_gain": -0.1}, r"gate\.min_gain"),
+        ({"gate.structure": float("nan")}, r"gate\.structure"),
+        ({"harmonizer.crop": 8}, r"harmonizer\.crop"),
+        ({"harmonizer.train.iterations": 10, "harmonizer.train.warmup": 10}, r"train\.warmup.*iterations"),
+    ],
+)
 def test_bad_gate_crop_and_warmup_settings_fail_with_the_field_name(overrides, field):
     with pytest.raises(ConfigError, match=field):
         load_config("tiny", overrides)
 
 
 def test_valid_gate_settings_load():
-    cfg = load_config("tiny", {"gate.reconstruction": 1.0, "gate.min_gain": 0.0, "harmonizer.train.iterations": 10, "harmonizer.train.warmup": 9})
+    cfg = load_config(
+        "tiny",
+        {
+            "gate.reconstruction": 1.0,
+            "gate.min_gain": 0.0,
+            "harmonizer.train.iterations": 10,
+            "harmonizer.train.warmup": 9,
+        },
+    )
     assert cfg.gate.reconstruction == 1.0 and cfg.harmonizer.train.warmup == 9
 
 
@@ -89,10 +116,31 @@ def _claims_run(tmp_path, gate: pd.DataFrame | None):
     cfg = SimpleNamespace(run_dir=tmp_path, profile="tiny")  # tables_dir(cfg) = tmp_path / "tables"
     tables = tmp_path / "tables"
     tables.mkdir(exist_ok=True)
-    pd.DataFrame([{"metric": "wasserstein", "version": v, "paper": "", "ours": "0.1 ± 0.0", "claim holds": h, "profile": "tiny"}
-                  for v, h in (("unharmonized", ""), ("A", True), ("B", True), ("agnostic", True))]).to_csv(tables / "paper1_table2.csv", index=False)
-    pd.DataFrame([{"metric": "structural_ssim", "version": "GMM-DRIT", "paper": "0.96", "ours": "0.9 ± 0.1", "claim holds": True, "profile": "tiny"}]
-                 ).to_csv(tables / "paper2_table1.csv", index=False)
+    pd.DataFrame(
+        [
+            {
+                "metric": "wasserstein",
+                "version": v,
+                "paper": "",
+                "ours": "0.1 ± 0.0",
+                "claim holds": h,
+                "profile": "tiny",
+            }
+            for v, h in (("unharmonized", ""), ("A", True), ("B", True), ("agnostic", True))
+        ]
+    ).to_csv(tables / "paper1_table2.csv", index=False)
+    pd.DataFrame(
+        [
+            {
+                "metric": "structural_ssim",
+                "version": "GMM-DRIT",
+                "paper": "0.96",
+                "ours": "0.9 ± 0.1",
+                "claim holds": True,
+                "profile": "tiny",
+            }
+        ]
+    ).to_csv(tables / "paper2_table1.csv", index=False)
     if gate is not None:
         write_gate(gate, cfg, "ssim_harmonizer")
     return cfg
@@ -105,7 +153,9 @@ def test_a_failing_gate_turns_the_models_claims_into_below_its_gate(tmp_path):
     claims = collect_claims(cfg)
     wasser = claims[claims["claim"].str.contains("Wasserstein")].iloc[0]
     assert wasser["verdict"] == BELOW_GATE == "model below its quality gate" and wasser["holds"] is None
-    assert wasser["why"].startswith("the model failed its gate: reconstruction SSIM (held-out, over the brain) 0.850 < 0.95")
+    assert wasser["why"].startswith(
+        "the model failed its gate: reconstruction SSIM (held-out, over the brain) 0.850 < 0.95"
+    )
     assert "its tables, not counted, read: wasserstein, lower is better: A 0.1 = unharmonized 0.1" in wasser["why"]
     drit = claims[claims["table"] == "paper2_table1"].iloc[0]  # GMM-DRIT and DRIT++ have no gate: judged as before
     assert drit["verdict"] == "holds" and drit["holds"] is True and drit["why"].endswith("(no quality gate measured)")
@@ -113,7 +163,10 @@ def test_a_failing_gate_turns_the_models_claims_into_below_its_gate(tmp_path):
     assert f"| **{BELOW_GATE}** | Paper 1, Table 2: harmonization lowers the Wasserstein" in page
     gates = gates_markdown(read_gates(cfg))
     assert gates.index("ssim_harmonizer") < gates.index("gmvae")  # the page states each model's gate
-    assert "| criterion | value | threshold | passed |" in gates and "| reconstruction SSIM (held-out, over the brain) | 0.85 | 0.95 | **no** |" in gates
+    assert (
+        "| criterion | value | threshold | passed |" in gates
+        and "| reconstruction SSIM (held-out, over the brain) | 0.85 | 0.95 | **no** |" in gates
+    )
     assert f"{BELOW_GATE}: reconstruction SSIM (held-out, over the brain) 0.850 < 0.95" in gates
     assert "not measured" not in gates
 
@@ -130,12 +183,21 @@ def test_a_passing_gate_lets_the_tables_decide(tmp_path):
 
 def test_convergence_plot_draws_metrics_unharmonized_and_threshold():
     import matplotlib
+
     matplotlib.use("Agg")
     from harmlib.plots import plot_convergence
 
-    df = pd.DataFrame({"step": [50, 100, 150], "reconstruction SSIM": [0.8, 0.9, 0.96], "structure vs original": [0.9, 0.95, 0.97],
-                       "SSIM to truth -> A": [0.7, 0.85, 0.93], "SSIM to truth -> A (unharmonized)": [0.9] * 3,
-                       "SSIM to truth -> B": [0.7, 0.8, 0.92], "SSIM to truth -> B (unharmonized)": [0.88] * 3})
+    df = pd.DataFrame(
+        {
+            "step": [50, 100, 150],
+            "reconstruction SSIM": [0.8, 0.9, 0.96],
+            "structure vs original": [0.9, 0.95, 0.97],
+            "SSIM to truth -> A": [0.7, 0.85, 0.93],
+            "SSIM to truth -> A (unharmonized)": [0.9] * 3,
+            "SSIM to truth -> B": [0.7, 0.8, 0.92],
+            "SSIM to truth -> B (unharmonized)": [0.88] * 3,
+        }
+    )
     fig = plot_convergence(df, {"reconstruction SSIM": 0.95})
     lines = fig.axes[0].get_lines()
     assert sum(ln.get_linestyle() == "-" for ln in lines) == 4
@@ -159,9 +221,14 @@ def test_snapshot_steps_lists_the_kept_steps_in_order(tmp_path):
 def test_the_gmvae_gate_is_e1_against_its_thresholds():
     from harmlib.evaluation.gate import clustering_gate
 
-    collapsed = clustering_gate("gmvae", "cpu", GateConfig(), {"ACC": 0.2, "NMI": 0.0, "ARI": 0.0}, {"ACC": 0.55, "NMI": 0.48})
+    collapsed = clustering_gate(
+        "gmvae", "cpu", GateConfig(), {"ACC": 0.2, "NMI": 0.0, "ARI": 0.0}, {"ACC": 0.55, "NMI": 0.48}
+    )
     assert not gate_passed(collapsed)
-    assert gate_failures(collapsed) == ["E1 clustering accuracy (components vs true scanners) 0.200 < 0.75", "E1 NMI (components vs true scanners) 0.000 < 0.50"]
+    assert gate_failures(collapsed) == [
+        "E1 clustering accuracy (components vs true scanners) 0.200 < 0.75",
+        "E1 NMI (components vs true scanners) 0.000 < 0.50",
+    ]
     assert "0.550 / 0.480" in set(collapsed["value"].astype(str))
     found = clustering_gate("gmvae", "cpu", GateConfig(), {"ACC": 0.8, "NMI": 0.6, "ARI": 0.5})
     assert gate_passed(found) and set(found["profile"]) == {"cpu"}
@@ -174,11 +241,19 @@ def test_the_histogram_classifier_reads_the_brain_not_the_background_noise():
     grid = np.stack(np.meshgrid(*[np.arange(40)] * 3, indexing="ij"))
     brain = ((grid - 20) ** 2).sum(0) < 15**2
     clean = np.where(brain, rng.normal(0.6, 0.08, brain.shape), 0.0).astype(np.float32)
-    noisy = np.where(brain, clean, rng.uniform(0.0, 0.25, brain.shape)).astype(np.float32)  # a noisy scanner's background
+    noisy = np.where(brain, clean, rng.uniform(0.0, 0.25, brain.shape)).astype(
+        np.float32
+    )  # a noisy scanner's background
     from harmlib.data.datasets import Normalizer
     from harmlib.evaluation.clustering import intensity_histograms
 
     a, b = HistogramClassifier().features([clean, noisy])
-    floor_a, floor_b = intensity_histograms([Normalizer().forward(v)[0] for v in (clean, noisy)])  # every voxel above -0.8
-    assert np.abs(floor_a - floor_b).sum() > 1.0  # counted above a floor, the background noise dominates (measured 1.42)
-    assert np.abs(a - b).sum() < 0.1  # over the brain the two are the same scanner (measured 0.058: Otsu's cut moves a little)
+    floor_a, floor_b = intensity_histograms(
+        [Normalizer().forward(v)[0] for v in (clean, noisy)]
+    )  # every voxel above -0.8
+    assert (
+        np.abs(floor_a - floor_b).sum() > 1.0
+    )  # counted above a floor, the background noise dominates (measured 1.42)
+    assert (
+        np.abs(a - b).sum() < 0.1
+    )  # over the brain the two are the same scanner (measured 0.058: Otsu's cut moves a little)

@@ -1,4 +1,5 @@
 """GM-VAE (GMM-DRIT stage 1): nets, L_GMVAE terms, clustering metrics, training and its model file."""
+
 from __future__ import annotations
 
 import math
@@ -9,18 +10,36 @@ import torch
 
 import harmlib
 from harmlib.checkpoint import CheckpointError, save_checkpoint
+from harmlib.config import ConfigError
 from harmlib.data import read_manifest
 from harmlib.data.manifest import Manifest
 from harmlib.data.synthetic import write_cohort
-from harmlib.config import ConfigError
 from harmlib.evaluation.clustering import cluster_accuracy, clustering_scores, histogram_kmeans, match_clusters, pca_2d
-from harmlib.losses.gmvae import categorical_kl, free_bits, gaussian_kl, gmvae_loss, kl_warmup_scale, reconstruction_bce, reconstruction_gaussian
+from harmlib.losses.gmvae import (
+    categorical_kl,
+    free_bits,
+    gaussian_kl,
+    gmvae_loss,
+    kl_warmup_scale,
+    reconstruction_bce,
+    reconstruction_gaussian,
+)
 from harmlib.models.gmvae import GMVAE, GMVAESpec, temperature
 from harmlib.train.gmvae import attribute_space, build_task, export_model, load_gmvae
 from harmlib.train.loop import fit
 
-TINY = {"gmvae.width": 4, "gmvae.hidden": 16, "gmvae.gaussian_size": 8, "gmvae.train.batch_size": 8, "gmvae.train.log_every": 1,
-        "runtime.amp": "none", "synth.n_train_per_site": 2, "synth.n_test_per_site": 1, "synth.n_age_per_site": 1, "synth.n_ad_per_site": 1}
+TINY = {
+    "gmvae.width": 4,
+    "gmvae.hidden": 16,
+    "gmvae.gaussian_size": 8,
+    "gmvae.train.batch_size": 8,
+    "gmvae.train.log_every": 1,
+    "runtime.amp": "none",
+    "synth.n_train_per_site": 2,
+    "synth.n_test_per_site": 1,
+    "synth.n_age_per_site": 1,
+    "synth.n_ad_per_site": 1,
+}
 
 
 @pytest.fixture(scope="module")
@@ -76,7 +95,9 @@ def test_clustering_metrics_on_known_values():
     assert clustering_scores(true, perm) == pytest.approx({"ACC": 1.0, "NMI": 1.0, "ARI": 1.0})
     assert match_clusters(true, perm) == {2: 0, 0: 1, 1: 2}
     merged = np.array([0, 0, 0, 1, 1, 1])
-    assert cluster_accuracy(true, merged) == pytest.approx(4 / 6)  # cluster 0 -> class 0 (2 right), 1 -> class 2 (2 right)
+    assert cluster_accuracy(true, merged) == pytest.approx(
+        4 / 6
+    )  # cluster 0 -> class 0 (2 right), 1 -> class 2 (2 right)
     assert cluster_accuracy(np.array([0, 1, 0, 1]), np.array([0, 0, 0, 0])) == 0.5
     xy, ratio = pca_2d(np.random.default_rng(0).normal(size=(20, 5)))
     assert xy.shape == (20, 2) and ratio[0] >= ratio[1]
@@ -116,7 +137,12 @@ def test_gaussian_likelihood_by_hand():
     sigma = 0.2
     per_image = []
     for lg, t in (((0.0, 2.0), (0.0, 0.75)), ((-1.0, 0.5), (0.5, 1.0))):
-        per_image.append(sum(0.5 * math.log(2 * math.pi * sigma**2) + (1 / (1 + math.exp(-a)) - b) ** 2 / (2 * sigma**2) for a, b in zip(lg, t)))
+        per_image.append(
+            sum(
+                0.5 * math.log(2 * math.pi * sigma**2) + (1 / (1 + math.exp(-a)) - b) ** 2 / (2 * sigma**2)
+                for a, b in zip(lg, t)
+            )
+        )
     assert math.isclose(reconstruction_gaussian(logits, x, sigma).item(), np.mean(per_image), rel_tol=1e-5)
     model = GMVAE(GMVAESpec(size=(16, 16), n_components=2, gaussian_size=4, width=2, n_down=2, hidden=8))
     xb = torch.rand(3, 1, 16, 16) * 2 - 1
@@ -158,17 +184,22 @@ def test_kl_warmup_weight_from_the_step(cohort):
     assert terms["kl_scale"] == 0.0 and loss.item() == pytest.approx(cfg.gmvae.weights.rec * terms["rec"], rel=1e-5)
     loss, terms = task.g_step(task.batch(1))
     w = cfg.gmvae.weights
-    assert loss.item() == pytest.approx(w.rec * terms["rec"] + 0.5 * (w.gauss * terms["gauss"] + w.cat * terms["cat"]), rel=1e-4)
+    assert loss.item() == pytest.approx(
+        w.rec * terms["rec"] + 0.5 * (w.gauss * terms["gauss"] + w.cat * terms["cat"]), rel=1e-4
+    )
 
 
-@pytest.mark.parametrize("overrides, field", [
-    ({"gmvae.free_bits": -0.1}, "gmvae.free_bits"),
-    ({"gmvae.kl_warmup": 5, "gmvae.train.iterations": 5}, "gmvae.kl_warmup"),
-    ({"gmvae.kl_warmup": -1}, "gmvae.kl_warmup"),
-    ({"gmvae.likelihood": "l2"}, "gmvae.likelihood"),
-    ({"gmvae.sigma": 0.0}, "gmvae.sigma"),
-    ({"gmvae.init_kmeans": "yes"}, "gmvae.init_kmeans"),
-])
+@pytest.mark.parametrize(
+    "overrides, field",
+    [
+        ({"gmvae.free_bits": -0.1}, "gmvae.free_bits"),
+        ({"gmvae.kl_warmup": 5, "gmvae.train.iterations": 5}, "gmvae.kl_warmup"),
+        ({"gmvae.kl_warmup": -1}, "gmvae.kl_warmup"),
+        ({"gmvae.likelihood": "l2"}, "gmvae.likelihood"),
+        ({"gmvae.sigma": 0.0}, "gmvae.sigma"),
+        ({"gmvae.init_kmeans": "yes"}, "gmvae.init_kmeans"),
+    ],
+)
 def test_gmvae_lever_errors_are_one_line_naming_the_field(overrides, field):
     with pytest.raises(ConfigError, match=f"'{field}'") as err:
         harmlib.load_config("tiny", overrides)
@@ -201,8 +232,16 @@ def test_kmeans_init_sets_the_prior_means(cohort):
 
 def test_levers_resume_to_the_same_weights(cohort, tmp_path):
     cfg, man = cohort
-    cfg = cfg.replace({"gmvae.train.iterations": 4, "gmvae.train.checkpoint_every": 2, "gmvae.kl_warmup": 3, "gmvae.init_kmeans": True,
-                       "gmvae.free_bits": 0.2, "gmvae.likelihood": "gaussian"})
+    cfg = cfg.replace(
+        {
+            "gmvae.train.iterations": 4,
+            "gmvae.train.checkpoint_every": 2,
+            "gmvae.kl_warmup": 3,
+            "gmvae.init_kmeans": True,
+            "gmvae.free_bits": 0.2,
+            "gmvae.likelihood": "gaussian",
+        }
+    )
     full, _ = build_task(cfg, man)
     fit(full, cfg.gmvae.train, cfg.runtime, tmp_path / "full", seed=0)
     part, _ = build_task(cfg, man)
@@ -221,7 +260,7 @@ def test_histogram_kmeans_separates_two_contrasts():
     for i, lab in enumerate(labels):
         centre = 0.0 if lab == "dark" else 0.6
         r = rng.integers(4, 7)  # brains of different sizes: the histogram must not follow the area
-        slices[i, 0, 8 - r:8 + r, 8 - r:8 + r] = rng.normal(centre, 0.05, size=(2 * r, 2 * r))
+        slices[i, 0, 8 - r : 8 + r, 8 - r : 8 + r] = rng.normal(centre, 0.05, size=(2 * r, 2 * r))
     scores = histogram_kmeans(slices, labels, k=2, bins=32, seed=0)
     assert scores == pytest.approx({"ACC": 1.0, "NMI": 1.0, "ARI": 1.0})
     with pytest.raises(ValueError, match="20 slices but 19 labels"):

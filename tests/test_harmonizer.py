@@ -1,7 +1,6 @@
 """Paper 1's harmonizer: nets, losses, the shared loop's resume, inference and its CLI."""
-from __future__ import annotations
 
-import shutil
+from __future__ import annotations
 
 import nibabel as nib
 import numpy as np
@@ -19,9 +18,22 @@ from harmlib.models.aguit import AGUITSpec, build_aguit, style_vector
 from harmlib.train.aguit import build_task, export_model
 from harmlib.train.loop import fit
 
-TINY_NET = {"harmonizer.width": 4, "harmonizer.style_width": 4, "harmonizer.d_width": 4, "harmonizer.n_res": 1, "harmonizer.mlp_hidden": 16,
-            "harmonizer.d_layers": 2, "harmonizer.voxel_mm": 4, "harmonizer.train.batch_size": 2, "harmonizer.train.log_every": 1,
-            "runtime.amp": "none", "synth.n_train_per_site": 2, "synth.n_test_per_site": 1, "synth.n_age_per_site": 1, "synth.n_ad_per_site": 1}
+TINY_NET = {
+    "harmonizer.width": 4,
+    "harmonizer.style_width": 4,
+    "harmonizer.d_width": 4,
+    "harmonizer.n_res": 1,
+    "harmonizer.mlp_hidden": 16,
+    "harmonizer.d_layers": 2,
+    "harmonizer.voxel_mm": 4,
+    "harmonizer.train.batch_size": 2,
+    "harmonizer.train.log_every": 1,
+    "runtime.amp": "none",
+    "synth.n_train_per_site": 2,
+    "synth.n_test_per_site": 1,
+    "synth.n_age_per_site": 1,
+    "synth.n_ad_per_site": 1,
+}
 
 
 @pytest.fixture(scope="module")
@@ -55,7 +67,23 @@ def test_resumed_training_reaches_the_same_weights(cohort, tmp_path):
     log = fit(task, cfg.harmonizer.train, cfg.runtime, tmp_path / "straight", seed=cfg.seed)
     straight = _weights(task)
     assert list(log.step) == [1, 2, 3, 4]
-    for k in ("rec", "cc", "struct", "lum", "cla_s", "adv_b", "pre_b", "adv_x", "pre_x_g", "lat", "kl", "d_adv_x", "d_pre_x", "d_adv_b", "d_pre_b"):
+    for k in (
+        "rec",
+        "cc",
+        "struct",
+        "lum",
+        "cla_s",
+        "adv_b",
+        "pre_b",
+        "adv_x",
+        "pre_x_g",
+        "lat",
+        "kl",
+        "d_adv_x",
+        "d_pre_x",
+        "d_adv_b",
+        "d_pre_b",
+    ):
         assert np.isfinite(log[k]).all(), k
     # A run killed after step 3 (its last checkpoint is step 2), then started again:
     task_a, _ = build_task(cfg, man)
@@ -67,7 +95,9 @@ def test_resumed_training_reaches_the_same_weights(cohort, tmp_path):
     resumed = _weights(task_b)
     assert straight.keys() == resumed.keys()
     assert all(torch.equal(straight[k], resumed[k]) for k in straight)
-    assert not torch.equal(straight["G.out.conv.weight"], _weights(build_task(cfg, man)[0])["G.out.conv.weight"])  # it did train
+    assert not torch.equal(
+        straight["G.out.conv.weight"], _weights(build_task(cfg, man)[0])["G.out.conv.weight"]
+    )  # it did train
 
 
 @pytest.fixture(scope="module")
@@ -110,20 +140,60 @@ def test_cli_harmonize_and_its_refusals(model_file, tmp_path, capsys):
     x, aff = harmlib.data.mni_t1(4)
     src = _nifti(tmp_path / "in.nii.gz", x, aff)
     out_dir = tmp_path / "out"
-    assert main(["harmonize", str(src), "--model", str(model_file), "--target", "agnostic", "--out-dir", str(out_dir)]) == 0
+    assert (
+        main(["harmonize", str(src), "--model", str(model_file), "--target", "agnostic", "--out-dir", str(out_dir)])
+        == 0
+    )
     assert (out_dir / "in.nii.gz").is_file()
     # refuses to overwrite without --overwrite, and says so in one line
-    assert main(["harmonize", str(src), "--model", str(model_file), "--target", "agnostic", "--out-dir", str(out_dir)]) == 1
+    assert (
+        main(["harmonize", str(src), "--model", str(model_file), "--target", "agnostic", "--out-dir", str(out_dir)])
+        == 1
+    )
     assert "exists; pass --overwrite" in capsys.readouterr().err
-    assert main(["harmonize", str(src), "--model", str(model_file), "--target", "agnostic", "--out-dir", str(out_dir), "--overwrite"]) == 0
+    assert (
+        main(
+            [
+                "harmonize",
+                str(src),
+                "--model",
+                str(model_file),
+                "--target",
+                "agnostic",
+                "--out-dir",
+                str(out_dir),
+                "--overwrite",
+            ]
+        )
+        == 0
+    )
     # unknown site: the error lists the known ones, nothing is written
-    assert main(["harmonize", str(src), "--model", str(model_file), "--target", "Mars", "--out-dir", str(tmp_path / "o2")]) == 1
+    assert (
+        main(["harmonize", str(src), "--model", str(model_file), "--target", "Mars", "--out-dir", str(tmp_path / "o2")])
+        == 1
+    )
     err = capsys.readouterr().err
-    assert "unknown target site 'Mars'; known: Gyroscan Intera@Guys" in err and not list((tmp_path / "o2").glob("*.nii.gz"))
+    assert "unknown target site 'Mars'; known: Gyroscan Intera@Guys" in err and not list(
+        (tmp_path / "o2").glob("*.nii.gz")
+    )
     # an output folder that cannot be created
     blocker = tmp_path / "file"
     blocker.write_text("x")
-    assert main(["harmonize", str(src), "--model", str(model_file), "--target", "agnostic", "--out-dir", str(blocker / "sub")]) == 1
+    assert (
+        main(
+            [
+                "harmonize",
+                str(src),
+                "--model",
+                str(model_file),
+                "--target",
+                "agnostic",
+                "--out-dir",
+                str(blocker / "sub"),
+            ]
+        )
+        == 1
+    )
     assert "cannot create the output folder" in capsys.readouterr().err
     assert main(["models", "--runs", str(model_file.parents[2])]) == 0
     assert "kind=ssim_harmonizer" in capsys.readouterr().out
@@ -184,7 +254,9 @@ def test_snapshots_start_at_the_untrained_nets_and_feed_the_convergence_table(co
     task, meta = build_task(cfg, man)
     fit(task, cfg.harmonizer.train, cfg.runtime, tmp_path, seed=cfg.seed)
     assert list(snapshot_steps(tmp_path / "snapshots")) == [0, 2, 4]
-    conv = convergence(snapshot_harmonizers(tmp_path / "snapshots", meta), man, {"A": TARGET_A.domain, "B": TARGET_B.domain}, n_test=2)
+    conv = convergence(
+        snapshot_harmonizers(tmp_path / "snapshots", meta), man, {"A": TARGET_A.domain, "B": TARGET_B.domain}, n_test=2
+    )
     assert list(conv.step) == [0, 2, 4] and conv["reconstruction SSIM"].between(0, 1).all()
     assert conv.loc[0, "reconstruction SSIM"] > 0.999  # the residual generator is the identity before training
 
@@ -197,13 +269,35 @@ def test_every_output_has_a_provenance_sidecar(model_file, tmp_path):
     x, aff = harmlib.data.mni_t1(4)
     src = _nifti(tmp_path / "in.nii.gz", x, aff)
     out_dir = tmp_path / "out"
-    assert main(["harmonize", str(src), "--model", str(model_file), "--target", "Guys", "--out-dir", str(out_dir), "--seed", "2"]) == 0
+    assert (
+        main(
+            [
+                "harmonize",
+                str(src),
+                "--model",
+                str(model_file),
+                "--target",
+                "Guys",
+                "--out-dir",
+                str(out_dir),
+                "--seed",
+                "2",
+            ]
+        )
+        == 0
+    )
     side = json.loads((out_dir / "in.json").read_text())
     assert side["input"] == {"path": str(src.resolve()), "sha256": file_digest(src)}
     assert side["model"]["sha256"] == file_digest(model_file) and side["model"]["path"] == str(model_file.resolve())
-    assert side["model"]["kind"] == "ssim_harmonizer" and side["model"]["profile"] == "tiny" and side["model"]["steps"] == 1
+    assert (
+        side["model"]["kind"] == "ssim_harmonizer"
+        and side["model"]["profile"] == "tiny"
+        and side["model"]["steps"] == 1
+    )
     assert side["target"] == "Guys" and side["seed"] == 2 and side["harmlib"] == harmlib.__version__
-    assert side["torch"] == torch.__version__ and side["date"][:2] == "20" and side["Sources"] == [src.resolve().as_uri()]
+    assert (
+        side["torch"] == torch.__version__ and side["date"][:2] == "20" and side["Sources"] == [src.resolve().as_uri()]
+    )
 
 
 def test_bids_derivatives_layout(model_file, tmp_path):
@@ -213,7 +307,23 @@ def test_bids_derivatives_layout(model_file, tmp_path):
     a = _nifti(tmp_path / "sub-01_ses-2_T1w.nii.gz", x, aff)
     b = _nifti(tmp_path / "scan b.nii.gz", x, aff)  # not a BIDS name: the label comes from the file name
     out_dir = tmp_path / "deriv"
-    assert main(["harmonize", str(a), str(b), "--model", str(model_file), "--target", "TrioTim@SWU", "--out-dir", str(out_dir), "--bids"]) == 0
+    assert (
+        main(
+            [
+                "harmonize",
+                str(a),
+                str(b),
+                "--model",
+                str(model_file),
+                "--target",
+                "TrioTim@SWU",
+                "--out-dir",
+                str(out_dir),
+                "--bids",
+            ]
+        )
+        == 0
+    )
     first = out_dir / "sub-01" / "ses-2" / "anat" / "sub-01_ses-2_desc-harmonizedTrioTimSWU_T1w.nii.gz"
     second = out_dir / "sub-ScanB" / "anat" / "sub-ScanB_desc-harmonizedTrioTimSWU_T1w.nii.gz"
     for out in (first, second):
@@ -226,7 +336,23 @@ def test_bids_derivatives_layout(model_file, tmp_path):
     again = tmp_path / "again"
     (tmp_path / "x").mkdir()
     c = _nifti(tmp_path / "x" / "sub-01_ses-2_T1w.nii.gz", x, aff)
-    assert main(["harmonize", str(a), str(c), "--model", str(model_file), "--target", "Guys", "--out-dir", str(again), "--bids"]) == 1
+    assert (
+        main(
+            [
+                "harmonize",
+                str(a),
+                str(c),
+                "--model",
+                str(model_file),
+                "--target",
+                "Guys",
+                "--out-dir",
+                str(again),
+                "--bids",
+            ]
+        )
+        == 1
+    )
     assert not again.exists()
 
 
@@ -239,9 +365,28 @@ def test_models_lists_profile_steps_and_quality_gate(model_file, capsys):
     assert "profile=tiny" in out and "steps=1" in out and "quality gate: no quality gate computed" in out
     tables = model_file.parents[1] / "tables"
     tables.mkdir(exist_ok=True)
-    pd.DataFrame([{"model": "ssim_harmonizer", "criterion": "reconstruction SSIM (held-out, over the brain)", "value": 0.5, "threshold": 0.95,
-                   "passed": False, "profile": "tiny"},
-                  {"model": "ssim_harmonizer", "criterion": "SSIM to truth -> A: before / after", "value": "0.899 / 0.800", "threshold": "",
-                   "passed": "", "profile": "tiny"}]).to_csv(tables / "gate_ssim_harmonizer.csv", index=False)
+    pd.DataFrame(
+        [
+            {
+                "model": "ssim_harmonizer",
+                "criterion": "reconstruction SSIM (held-out, over the brain)",
+                "value": 0.5,
+                "threshold": 0.95,
+                "passed": False,
+                "profile": "tiny",
+            },
+            {
+                "model": "ssim_harmonizer",
+                "criterion": "SSIM to truth -> A: before / after",
+                "value": "0.899 / 0.800",
+                "threshold": "",
+                "passed": "",
+                "profile": "tiny",
+            },
+        ]
+    ).to_csv(tables / "gate_ssim_harmonizer.csv", index=False)
     assert main(["models", "--runs", str(runs)]) == 0
-    assert "model below its quality gate: reconstruction SSIM (held-out, over the brain) 0.500 < 0.95" in capsys.readouterr().out
+    assert (
+        "model below its quality gate: reconstruction SSIM (held-out, over the brain) 0.500 < 0.95"
+        in capsys.readouterr().out
+    )

@@ -1,4 +1,5 @@
 """Manifest validation and NIfTI loading: every error is one line naming the file or row."""
+
 from __future__ import annotations
 
 import gzip
@@ -13,7 +14,11 @@ from harmlib.data.manifest import slug
 
 
 def _vol(path, shape=(8, 9, 10), value=None, affine=None):
-    data = np.random.default_rng(0).random(shape).astype(np.float32) if value is None else np.full(shape, value, np.float32)
+    data = (
+        np.random.default_rng(0).random(shape).astype(np.float32)
+        if value is None
+        else np.full(shape, value, np.float32)
+    )
     nib.save(nib.Nifti1Image(data, np.eye(4) if affine is None else affine), str(path))
     return path
 
@@ -23,8 +28,23 @@ def good(tmp_path) -> pd.DataFrame:
     rows = []
     for i, (scanner, site) in enumerate([("Intera", "HH"), ("TrioTim", "SWU"), ("Intera", "HH")]):
         _vol(tmp_path / f"v{i}.nii.gz")
-        rows.append({"path": f"v{i}.nii.gz", "subject": f"s{i}", "session": "1", "dataset": "IXI", "scanner": scanner, "site": site,
-                     "domain": f"{scanner}@{site}", "age": 30 + i, "sex": "F", "diagnosis": "HC", "split": "train", "role": "labeled", "truth_path": ""})
+        rows.append(
+            {
+                "path": f"v{i}.nii.gz",
+                "subject": f"s{i}",
+                "session": "1",
+                "dataset": "IXI",
+                "scanner": scanner,
+                "site": site,
+                "domain": f"{scanner}@{site}",
+                "age": 30 + i,
+                "sex": "F",
+                "diagnosis": "HC",
+                "split": "train",
+                "role": "labeled",
+                "truth_path": "",
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -47,7 +67,10 @@ def test_good_manifest_round_trip(tmp_path, good):
     "edit, match",
     [
         (lambda d: d.drop(columns=["site", "role"]), "missing column\\(s\\) site, role"),
-        (lambda d: d.assign(split=["train", "trian", "train"]), "row 3 \\(subject s1\\): unknown split 'trian'; allowed: train, test"),
+        (
+            lambda d: d.assign(split=["train", "trian", "train"]),
+            "row 3 \\(subject s1\\): unknown split 'trian'; allowed: train, test",
+        ),
         (lambda d: d.assign(role=["labeled", "labeled", "teacher"]), "row 4 .*unknown role 'teacher'"),
         (lambda d: d.assign(sex=["F", "x", "F"]), "unknown sex 'x'"),
         (lambda d: d.assign(diagnosis=["HC", "Alzheimer", "HC"]), "unknown diagnosis 'Alzheimer'"),
@@ -55,7 +78,10 @@ def test_good_manifest_round_trip(tmp_path, good):
         (lambda d: d.assign(age=[30, 200, 31]), "invalid age '200'"),
         (lambda d: d.assign(subject=["s0", "", "s2"]), "empty 'subject'"),
         (lambda d: d.assign(path=["v0.nii.gz", "v0.nii.gz", "v2.nii.gz"]), "duplicate path v0.nii.gz"),
-        (lambda d: d.assign(subject=["s0", "s0", "s0"], domain=["Intera@HH", "TrioTim@SWU", "Intera@HH"]), "duplicate \\(subject, session, domain\\)"),
+        (
+            lambda d: d.assign(subject=["s0", "s0", "s0"], domain=["Intera@HH", "TrioTim@SWU", "Intera@HH"]),
+            "duplicate \\(subject, session, domain\\)",
+        ),
         (lambda d: d.assign(domain=["HH", "TrioTim@SWU", "Intera@HH"]), "domain 'HH' is not '<scanner>@<site>'"),
         (lambda d: d.assign(path=["v0.nii.gz", "gone.nii.gz", "v2.nii.gz"]), "row 3 .*gone.nii.gz not found"),
     ],

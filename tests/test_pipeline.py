@@ -1,4 +1,5 @@
 """The driver on two small notebooks: order, resume, failure reporting, atomic outputs."""
+
 from __future__ import annotations
 
 import json
@@ -85,7 +86,9 @@ def test_project_notebooks_are_clean_parameterized_and_in_the_toc():
         nb = nbformat.read(path, as_version=4)
         params = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
         assert len(params) == 1 and params[0].source.splitlines()[0].startswith('profile = "cpu"'), path.name
-        assert all(not c.get("outputs") for c in nb.cells if c.cell_type == "code"), f"{path.name} is committed with outputs"
+        assert all(not c.get("outputs") for c in nb.cells if c.cell_type == "code"), (
+            f"{path.name} is committed with outputs"
+        )
         assert f"notebooks/{path.stem}" in toc, f"{path.name} is not in book/_toc.yml"
 
 

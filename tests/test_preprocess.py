@@ -4,6 +4,7 @@ skip what is done, report bad files in one line, and never touch their inputs.
 Tests use the 2 and 4 mm grids and the short ``FAST`` settings. The full-setting measurements
 (1 mm, Colin27) print with ``.venv/bin/python tests/test_preprocess.py``.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -66,7 +67,9 @@ def test_pose_error_mm_measures_displacement():
 
 def test_pose_recovery_at_2mm_on_the_fsl_grid(tmp_path, points):
     sv = _raw(tmp_path / "raw.nii.gz", 2, seed=7)
-    rec = preprocess_volume(tmp_path / "raw.nii.gz", tmp_path / "out.nii.gz", voxel_mm=2, qc_dir=tmp_path / "qc", settings=FAST)
+    rec = preprocess_volume(
+        tmp_path / "raw.nii.gz", tmp_path / "out.nii.gz", voxel_mm=2, qc_dir=tmp_path / "qc", settings=FAST
+    )
     mean, mx = pose_error_mm(sv.pose, np.array(rec["transform_ras"]), points)
     assert mean < 0.8 and mx < 1.6, f"pose error {mean:.2f} / {mx:.2f} mm (voxel 2 mm)"
     out = nib.load(str(tmp_path / "out.nii.gz"))
@@ -79,8 +82,24 @@ def test_pose_recovery_at_2mm_on_the_fsl_grid(tmp_path, points):
 
 def _manifest(root: Path, names: list[str]) -> Path:
     """A valid manifest over ``raw/<name>.nii.gz``, with a traveling-subject truth path to rebase."""
-    rows = [dict(path=f"raw/{n}.nii.gz", subject=n, session="1", dataset="synthetic", scanner="S", site="A", domain="S@A", age="40",
-                 sex="F", diagnosis="HC", split="train", role="labeled", truth_path=f"truth/{n}_{{domain}}.nii.gz") for n in names]
+    rows = [
+        dict(
+            path=f"raw/{n}.nii.gz",
+            subject=n,
+            session="1",
+            dataset="synthetic",
+            scanner="S",
+            site="A",
+            domain="S@A",
+            age="40",
+            sex="F",
+            diagnosis="HC",
+            split="train",
+            role="labeled",
+            truth_path=f"truth/{n}_{{domain}}.nii.gz",
+        )
+        for n in names
+    ]
     pd.DataFrame(rows).to_csv(root / "manifest.csv", index=False)
     return root / "manifest.csv"
 
@@ -89,7 +108,10 @@ def _bad_files(raw: Path) -> None:
     """A truncated copy of a good volume and a 4D series next to it."""
     good = (raw / "good0.nii.gz").read_bytes()
     (raw / "corrupt.nii.gz").write_bytes(good[: len(good) // 3])
-    nib.save(nib.Nifti1Image(np.random.default_rng(0).random((20, 20, 20, 3), np.float32), np.eye(4)), str(raw / "series.nii.gz"))
+    nib.save(
+        nib.Nifti1Image(np.random.default_rng(0).random((20, 20, 20, 3), np.float32), np.eye(4)),
+        str(raw / "series.nii.gz"),
+    )
 
 
 def test_manifest_keep_going_skip_and_inputs_unchanged(tmp_path, capsys):
@@ -169,7 +191,9 @@ def test_skull_strip_applies_the_deepbet_mask(tmp_path, monkeypatch):
     """deepbet's file interface, faked: its mask (a box here) must be what the output keeps."""
     calls = []
 
-    def run_bet(input_paths, brain_paths=None, mask_paths=None, tiv_paths=None, threshold=0.5, n_dilate=0, no_gpu=False):
+    def run_bet(
+        input_paths, brain_paths=None, mask_paths=None, tiv_paths=None, threshold=0.5, n_dilate=0, no_gpu=False
+    ):
         """Writes a box mask on the input's grid, as deepbet writes its mask on the input's grid."""
         img = nib.load(input_paths[0])
         mask = np.zeros(img.shape, np.uint8)
@@ -227,8 +251,11 @@ def measure() -> None:
                 sv = _raw(tmp / "raw.nii.gz", vm, seed)
                 rec = preprocess_volume(tmp / "raw.nii.gz", tmp / "out.nii.gz", voxel_mm=vm, settings=Settings())
                 mean, mx = pose_error_mm(sv.pose, np.array(rec["transform_ras"]), pts)
-                print(f"synthetic {vm} mm seed {seed} ({sv.axcodes}, voxel {sv.voxel_size}): pose error mean {mean:.2f} max {mx:.2f} mm; "
-                      f"N4 {rec['n4_seconds']:.1f} s, registration {rec['registration_seconds']:.1f} s, total {rec['seconds']:.1f} s", flush=True)
+                print(
+                    f"synthetic {vm} mm seed {seed} ({sv.axcodes}, voxel {sv.voxel_size}): pose error mean {mean:.2f} max {mx:.2f} mm; "
+                    f"N4 {rec['n4_seconds']:.1f} s, registration {rec['registration_seconds']:.1f} s, total {rec['seconds']:.1f} s",
+                    flush=True,
+                )
         if not COLIN.is_file():
             print(COLIN_HINT)
             return
@@ -238,14 +265,24 @@ def measure() -> None:
             for name, src in (("ch2", COLIN), ("ch2bet", COLIN.with_name("ch2bet.nii.gz"))):
                 rec = preprocess_volume(src, tmp / f"{name}.nii.gz", voxel_mm=vm, qc_dir=tmp / "qc")
                 t[name] = np.array(rec["transform_ras"])
-                print(f"Colin27 {name} {vm} mm: vs identity mean {pose_error_mm(np.eye(4), t[name], pts)[0]:.2f} mm, "
-                      f"scales {rec['affine_scales']}; N4 {rec['n4_seconds']:.1f} s, registration {rec['registration_seconds']:.1f} s", flush=True)
-            print(f"Colin27 {vm} mm: head vs skull-stripped mean/max %.2f / %.2f mm" % pose_error_mm(t["ch2"], t["ch2bet"], pts))
+                print(
+                    f"Colin27 {name} {vm} mm: vs identity mean {pose_error_mm(np.eye(4), t[name], pts)[0]:.2f} mm, "
+                    f"scales {rec['affine_scales']}; N4 {rec['n4_seconds']:.1f} s, registration {rec['registration_seconds']:.1f} s",
+                    flush=True,
+                )
+            print(
+                f"Colin27 {vm} mm: head vs skull-stripped mean/max %.2f / %.2f mm"
+                % pose_error_mm(t["ch2"], t["ch2bet"], pts)
+            )
             sv = to_scanner_space(img.get_fdata(dtype=np.float32), img.affine, seed=4, voxel_mm=1)
             nib.save(sv.to_nifti(), str(tmp / "moved.nii.gz"))
             rec = preprocess_volume(tmp / "moved.nii.gz", tmp / "m.nii.gz", voxel_mm=vm)
-            print(f"Colin27 {vm} mm perturbed by {np.round(sv.rotation_deg, 1)} deg, {np.round(sv.translation_mm, 1)} mm: "
-                  "recovered within mean/max %.2f / %.2f mm" % pose_error_mm(sv.pose @ t["ch2"], np.array(rec["transform_ras"]), pts), flush=True)
+            print(
+                f"Colin27 {vm} mm perturbed by {np.round(sv.rotation_deg, 1)} deg, {np.round(sv.translation_mm, 1)} mm: "
+                "recovered within mean/max %.2f / %.2f mm"
+                % pose_error_mm(sv.pose @ t["ch2"], np.array(rec["transform_ras"]), pts),
+                flush=True,
+            )
 
 
 if __name__ == "__main__":
@@ -269,7 +306,20 @@ def test_cli_keep_going_exits_non_zero_when_a_volume_failed(tmp_path, capsys):
     _raw(tmp_path / "raw" / "good0.nii.gz", 4, seed=6)
     _bad_files(tmp_path / "raw")
     man = _manifest(tmp_path, ["good0", "corrupt"])
-    code = main(["preprocess", "--manifest", str(man), "--out-dir", str(tmp_path / "pre"), "--voxel-mm", "4", "--workers", "1", "--keep-going"])
+    code = main(
+        [
+            "preprocess",
+            "--manifest",
+            str(man),
+            "--out-dir",
+            str(tmp_path / "pre"),
+            "--voxel-mm",
+            "4",
+            "--workers",
+            "1",
+            "--keep-going",
+        ]
+    )
     err = capsys.readouterr().err
     last = err.strip().splitlines()[-1]  # after the progress bar: one line
     assert code == 1 and last.startswith("harmlib: error: 1 of 2 volume(s) failed to preprocess")
@@ -278,8 +328,15 @@ def test_cli_keep_going_exits_non_zero_when_a_volume_failed(tmp_path, capsys):
 
 def test_a_noise_cube_fails_the_registration_quality_check(tmp_path):
     src = tmp_path / "noise.nii.gz"
-    nib.save(nib.Nifti1Image(np.random.default_rng(0).random((10, 10, 10)).astype(np.float32) * 100, np.diag([20.0, 20.0, 20.0, 1.0])), str(src))
-    with pytest.raises(DataError, match=r"noise.nii.gz: registration to MNI failed its quality check \(template correlation") as err:
+    nib.save(
+        nib.Nifti1Image(
+            np.random.default_rng(0).random((10, 10, 10)).astype(np.float32) * 100, np.diag([20.0, 20.0, 20.0, 1.0])
+        ),
+        str(src),
+    )
+    with pytest.raises(
+        DataError, match=r"noise.nii.gz: registration to MNI failed its quality check \(template correlation"
+    ) as err:
         preprocess_volume(src, tmp_path / "out.nii.gz", voxel_mm=4, settings=FAST)
     assert "\n" not in str(err.value) and not (tmp_path / "out.nii.gz").exists()
 

@@ -1,4 +1,5 @@
 """Bad input is one clear line naming the file or parameter and the fix (issue: reliability)."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -13,7 +14,9 @@ from harmlib.config import ConfigError, check_notebook_parameter, parse_override
 from harmlib.pipeline import PipelineError, build_book
 
 
-@pytest.mark.parametrize("text, match", [("", "is empty"), ("- a\n- b\n", "holds a YAML list"), (b"\xff\xfe\x00bad", "not UTF-8")])
+@pytest.mark.parametrize(
+    "text, match", [("", "is empty"), ("- a\n- b\n", "holds a YAML list"), (b"\xff\xfe\x00bad", "not UTF-8")]
+)
 def test_broken_profile_files_name_the_file(tmp_path, text, match):
     path = tmp_path / "mine.yaml"
     path.write_bytes(text if isinstance(text, bytes) else text.encode())
@@ -58,7 +61,20 @@ def test_harmonize_device_errors(tmp_path, capsys, device):
         pytest.skip("this machine has a GPU")
     vol = tmp_path / "in.nii.gz"
     nib.save(nib.Nifti1Image(np.ones((4, 4, 4), np.float32), np.eye(4)), vol)
-    code = main(["harmonize", str(vol), "--model", str(tmp_path / "m.pt"), "--target", "agnostic", "--out-dir", str(tmp_path / "o"), "--device", device])
+    code = main(
+        [
+            "harmonize",
+            str(vol),
+            "--model",
+            str(tmp_path / "m.pt"),
+            "--target",
+            "agnostic",
+            "--out-dir",
+            str(tmp_path / "o"),
+            "--device",
+            device,
+        ]
+    )
     err = capsys.readouterr().err
     assert code == 1 and f"--device {device}" in err and err.count("\n") == 1
 
@@ -74,7 +90,10 @@ def test_manifest_row_with_extra_fields_names_the_row(tmp_path):
     from harmlib.data import read_manifest
     from harmlib.data.io import DataError
 
-    p = _manifest_text(tmp_path, ["a.nii.gz,s1,1,d,S,A,S@A,40,F,HC,train,labeled,", "b.nii.gz,s2,1,d,S,A,S@A,40,F,HC,train,labeled,,extra"])
+    p = _manifest_text(
+        tmp_path,
+        ["a.nii.gz,s1,1,d,S,A,S@A,40,F,HC,train,labeled,", "b.nii.gz,s2,1,d,S,A,S@A,40,F,HC,train,labeled,,extra"],
+    )
     with pytest.raises(DataError, match=r"row 3 has 14 fields but the header has 13"):
         read_manifest(p, check_files=False)
 
@@ -90,7 +109,15 @@ def test_header_only_manifest_is_one_line(tmp_path):
 def test_preprocess_out_dir_that_is_a_file_fails_before_any_work(tmp_path, capsys):
     out = tmp_path / "out"
     out.write_text("not a folder")
-    code = main(["preprocess", "--manifest", str(_manifest_text(tmp_path, ["a.nii.gz,s1,1,d,S,A,S@A,40,F,HC,train,labeled,"])), "--out-dir", str(out)])
+    code = main(
+        [
+            "preprocess",
+            "--manifest",
+            str(_manifest_text(tmp_path, ["a.nii.gz,s1,1,d,S,A,S@A,40,F,HC,train,labeled,"])),
+            "--out-dir",
+            str(out),
+        ]
+    )
     assert code == 1 and "--out-dir is a file" in capsys.readouterr().err
 
 

@@ -3,17 +3,23 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from conftest import OTHER_SCANNER, as_tensor
 from skimage.metrics import structural_similarity
 
 import harmlib
 from harmlib.data import apply_appearance, mni_t1
 from harmlib.ssim import gaussian_window, signed_pow
 
-from conftest import OTHER_SCANNER, as_tensor
-
 
 def _skimage(a: np.ndarray, b: np.ndarray, data_range: float) -> float:
-    return structural_similarity(a.astype(np.float64), b.astype(np.float64), data_range=data_range, gaussian_weights=True, sigma=1.5, use_sample_covariance=False)
+    return structural_similarity(
+        a.astype(np.float64),
+        b.astype(np.float64),
+        data_range=data_range,
+        gaussian_weights=True,
+        sigma=1.5,
+        use_sample_covariance=False,
+    )
 
 
 @pytest.mark.parametrize("axis", [0, 1, 2])
@@ -65,7 +71,11 @@ def test_exponents_weight_their_terms(brain_pair):
     assert harmlib.ssim(tx, ty, 0, 0, 1, data_range=dr).item() == pytest.approx(comps.structure.mean().item(), abs=1e-6)
     assert harmlib.ssim(tx, ty, 0, 0, 0, data_range=dr).item() == pytest.approx(1.0)
     # terms below 1 shrink as their exponent grows
-    assert harmlib.ssim(tx, ty, 1, 1, 2, data_range=dr) < harmlib.ssim(tx, ty, 1, 1, 1, data_range=dr) < harmlib.ssim(tx, ty, 1, 1, 0.5, data_range=dr)
+    assert (
+        harmlib.ssim(tx, ty, 1, 1, 2, data_range=dr)
+        < harmlib.ssim(tx, ty, 1, 1, 1, data_range=dr)
+        < harmlib.ssim(tx, ty, 1, 1, 0.5, data_range=dr)
+    )
 
 
 def test_identical_images_score_one_with_zero_gradient(brain_pair):
@@ -102,7 +112,11 @@ def test_signed_pow_rule():
 def test_gradients_finite_for_constant_images(shape):
     c = torch.full(shape, 0.3, requires_grad=True)
     d = torch.full(shape, 0.7)
-    loss = harmlib.ssim_loss(c, d, 0.3, 0.5, 0.7) + harmlib.structural_consistency(c, d) + harmlib.luminance_consistency(c, d)
+    loss = (
+        harmlib.ssim_loss(c, d, 0.3, 0.5, 0.7)
+        + harmlib.structural_consistency(c, d)
+        + harmlib.luminance_consistency(c, d)
+    )
     loss.backward()
     assert torch.isfinite(loss) and torch.isfinite(c.grad).all()
 
@@ -134,7 +148,9 @@ def test_mix_with_l1_and_consistency_terms(brain_pair):
     l1 = (tx - ty).abs().mean()
     assert harmlib.ssim_l1_loss(tx, ty, lam=1.0, data_range=dr).item() == pytest.approx(l_ssim.item(), abs=1e-6)
     assert harmlib.ssim_l1_loss(tx, ty, lam=0.0, data_range=dr).item() == pytest.approx(l1.item(), abs=1e-6)
-    assert harmlib.ssim_l1_loss(tx, ty, lam=0.3, data_range=dr).item() == pytest.approx(0.3 * l_ssim.item() + 0.7 * l1.item(), abs=1e-6)
+    assert harmlib.ssim_l1_loss(tx, ty, lam=0.3, data_range=dr).item() == pytest.approx(
+        0.3 * l_ssim.item() + 0.7 * l1.item(), abs=1e-6
+    )
     # structure is blind to a positive affine intensity change, luminance is not
     brighter = 1.5 * tx + 0.1 * (tx > 0)
     assert harmlib.structural_consistency(tx, 1.5 * tx, data_range=dr).item() < 1e-3

@@ -1,4 +1,5 @@
 """The synthetic traveling-subject cohort: determinism, pairing, cohort design, effects."""
+
 from __future__ import annotations
 
 import hashlib
@@ -10,7 +11,18 @@ import torch
 import harmlib
 from harmlib.data import read_manifest
 from harmlib.data.anatomy import Subject, atrophy_level, make_anatomy
-from harmlib.data.synthetic import AD_SITES, AGE_SITES, TARGET_A, TARGET_B, TEST_SITES, TRAIN_SITES, all_sites, plan_cohort, render, write_cohort
+from harmlib.data.synthetic import (
+    AD_SITES,
+    AGE_SITES,
+    TARGET_A,
+    TARGET_B,
+    TEST_SITES,
+    TRAIN_SITES,
+    all_sites,
+    plan_cohort,
+    render,
+    write_cohort,
+)
 
 SMALL = {"synth.n_train_per_site": 2, "synth.n_test_per_site": 1, "synth.n_age_per_site": 1, "synth.n_ad_per_site": 1}
 
@@ -116,7 +128,10 @@ def test_sites_are_named_and_unique():
 def test_synth_resumes_only_over_verified_files(tmp_path):
     from harmlib.data.synthetic import write_cohort
 
-    cfg = harmlib.load_config("tiny", {"synth.n_train_per_site": 2, "synth.n_test_per_site": 1, "synth.n_age_per_site": 1, "synth.n_ad_per_site": 1})
+    cfg = harmlib.load_config(
+        "tiny",
+        {"synth.n_train_per_site": 2, "synth.n_test_per_site": 1, "synth.n_age_per_site": 1, "synth.n_ad_per_site": 1},
+    )
     man = write_cohort(cfg, tmp_path, raw=False)
     vols = sorted((tmp_path / "train").glob("*.nii.gz"))
     good = vols[0].read_bytes()

@@ -3,14 +3,12 @@ from __future__ import annotations
 import json
 import re
 
-import numpy as np
 import pytest
+from conftest import as_tensor
 
 import harmlib
 from harmlib.config import SSIMConfig
 from harmlib.widgets import StaticExplorer, explorer_html, live_explorer
-
-from conftest import as_tensor
 
 
 def test_static_explorer_is_self_contained(brain_pair):

@@ -13,6 +13,7 @@ Built from the ICBM152 2009 priors that ship with nilearn (T1, GM, WM, brain mas
 The result is a dict of probability maps (csf, gm, wm, lesion; they sum to the brain mask) plus the
 residual and texture, which ``harmlib.data.synthetic`` renders at any scanner site.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -67,7 +68,9 @@ def priors(voxel_mm: int) -> dict[str, np.ndarray]:
     for ax, (lo, hi) in enumerate(VENTRICLE_BOX_MM):
         box &= (xyz[..., ax] > lo) & (xyz[..., ax] < hi)
     maps["vent"] = (maps["csf"] * box * (maps["csf"] > 0.5)).astype(np.float32)
-    maps["hippo"] = sum(np.exp(-((xyz - np.array(c)) ** 2).sum(-1) / (2 * 8.0**2)) for c in HIPPOCAMPI_MM).astype(np.float32)
+    maps["hippo"] = sum(np.exp(-((xyz - np.array(c)) ** 2).sum(-1) / (2 * 8.0**2)) for c in HIPPOCAMPI_MM).astype(
+        np.float32
+    )
     maps["template_contrast"] = np.float32(coef[2] - coef[1])  # WM - GM of the template's fit
     return maps
 
@@ -79,7 +82,9 @@ def world_grid(shape: tuple[int, ...], voxel_mm: int) -> np.ndarray:
     return (ijk @ aff[:3, :3].T + aff[:3, 3]).astype(np.float32)
 
 
-def smooth_noise(rng: np.random.Generator, shape: tuple[int, ...], voxel_mm: float, fwhm_mm: float, n: int = 1) -> np.ndarray:
+def smooth_noise(
+    rng: np.random.Generator, shape: tuple[int, ...], voxel_mm: float, fwhm_mm: float, n: int = 1
+) -> np.ndarray:
     """``n`` smooth Gaussian random fields of unit SD, shape (n, *shape), correlated over ``fwhm_mm``.
 
     Smooth fields need no fine grid: white noise is filtered on a grid ~6 samples per FWHM and
@@ -90,7 +95,12 @@ def smooth_noise(rng: np.random.Generator, shape: tuple[int, ...], voxel_mm: flo
     sigma = fwhm_mm / 2.355 / step
     f = np.stack([ndimage.gaussian_filter(rng.standard_normal(coarse), sigma, mode="reflect") for _ in range(n)])
     size = [int(round((s - 1) * voxel_mm / step)) + 1 for s in shape]  # the coarse span covering the volume
-    up = F.interpolate(torch.from_numpy(f[:, : size[0], : size[1], : size[2]].copy()).float()[None], size=shape, mode="trilinear", align_corners=True)[0]
+    up = F.interpolate(
+        torch.from_numpy(f[:, : size[0], : size[1], : size[2]].copy()).float()[None],
+        size=shape,
+        mode="trilinear",
+        align_corners=True,
+    )[0]
     up = up.numpy()
     return ((up - up.mean()) / (up.std() + 1e-12)).astype(np.float32)
 
@@ -102,7 +112,14 @@ def _sample(maps: torch.Tensor, coords: torch.Tensor) -> torch.Tensor:
     return F.grid_sample(maps[None], grid[None], mode="bilinear", padding_mode="border", align_corners=True)[0]
 
 
-def diffeomorphic_displacement(rng: np.random.Generator, shape: tuple[int, ...], voxel_mm: int, amplitude_mm: float = 3.0, smooth_mm: float = 14.0, steps: int = 6) -> torch.Tensor:
+def diffeomorphic_displacement(
+    rng: np.random.Generator,
+    shape: tuple[int, ...],
+    voxel_mm: int,
+    amplitude_mm: float = 3.0,
+    smooth_mm: float = 14.0,
+    steps: int = 6,
+) -> torch.Tensor:
     """Displacement (D, H, W, 3) in voxels: exp of a smooth velocity field by scaling and squaring."""
     vel = smooth_noise(rng, shape, voxel_mm, smooth_mm * 2.355, 3) * (amplitude_mm / voxel_mm)
     disp = torch.from_numpy(np.moveaxis(vel, 0, -1)) / 2**steps

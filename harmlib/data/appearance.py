@@ -4,6 +4,7 @@ These are the knobs by which one scanner-site differs from another in the synthe
 Every effect is seeded, works on 2D or 3D arrays, and leaves the anatomy (the input's
 geometry) unchanged.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -35,8 +36,14 @@ def smooth_field(shape: tuple[int, ...], voxel_mm: float, fwhm_mm: float, rng: n
     return ((f - f.min()) / (np.ptp(f) + 1e-12) - 0.5).astype(np.float32)
 
 
-def apply_appearance(img: np.ndarray, look: Appearance, voxel_mm: float = 1.0, seed: int = 0,
-                     field: np.ndarray | None = None, mask: np.ndarray | None = None) -> np.ndarray:
+def apply_appearance(
+    img: np.ndarray,
+    look: Appearance,
+    voxel_mm: float = 1.0,
+    seed: int = 0,
+    field: np.ndarray | None = None,
+    mask: np.ndarray | None = None,
+) -> np.ndarray:
     """Render ``img`` (intensities in [0, 1], background 0) as the scanner ``look`` sees it.
 
     ``field`` is the bias pattern in [-0.5, 0.5] (default: one drawn from ``seed``); ``mask`` is
@@ -45,7 +52,9 @@ def apply_appearance(img: np.ndarray, look: Appearance, voxel_mm: float = 1.0, s
     rng = np.random.default_rng(seed)
     out = np.clip(img, 0, None).astype(np.float32) ** look.gamma
     if look.bias:
-        out *= 1.0 + look.bias * (smooth_field(img.shape, voxel_mm, look.bias_scale_mm, rng) if field is None else field)
+        out *= 1.0 + look.bias * (
+            smooth_field(img.shape, voxel_mm, look.bias_scale_mm, rng) if field is None else field
+        )
     if look.blur_mm:
         out = ndimage.gaussian_filter(out, sigma=look.blur_mm / voxel_mm / 2.355)
     out = look.scale * out + look.offset * (img > 0 if mask is None else mask)

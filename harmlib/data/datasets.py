@@ -6,21 +6,23 @@ parameters are returned, so outputs can be written back in the input's intensity
 with background to a multiple of 8 (182 is not divisible by 4; strided encoders need it) so that
 `crop_pads` gives back the exact grid.
 """
+
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from typing import Any, ClassVar, Sequence, Union
+from typing import Any, ClassVar
 
 import nibabel as nib
 import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from harmlib.data.mni import block_average
 from harmlib.data.io import DataError, load_volume
 from harmlib.data.manifest import Manifest
+from harmlib.data.mni import block_average
 
-Array = Union[np.ndarray, torch.Tensor]
+Array = np.ndarray | torch.Tensor
 Pads = tuple[tuple[int, int], ...]
 
 
@@ -44,7 +46,9 @@ class Normalizer:
 
     def __post_init__(self) -> None:
         if not 50.0 < self.percentile <= 100.0:
-            raise ValueError(f"Normalizer: percentile={self.percentile} is invalid; use a value in (50, 100], e.g. 99.5")
+            raise ValueError(
+                f"Normalizer: percentile={self.percentile} is invalid; use a value in (50, 100], e.g. 99.5"
+            )
 
     def forward(self, vol: Array) -> tuple[Array, dict[str, float]]:
         """Normalize one image (numpy or torch, any shape); return it and its parameters {low, high}."""
@@ -52,7 +56,9 @@ class Normalizer:
         fg = v[v > v.mean()]
         fg = fg if fg.size else v[v > 0]  # a constant image has nothing above its mean
         if not fg.size:
-            raise DataError(f"Normalizer: no voxel above 0 in an image of shape {tuple(v.shape)}; a T1 with a positive brain is needed")
+            raise DataError(
+                f"Normalizer: no voxel above 0 in an image of shape {tuple(v.shape)}; a T1 with a positive brain is needed"
+            )
         low, high = 0.0, float(np.percentile(fg, self.percentile))
         x = vol.float() if isinstance(vol, torch.Tensor) else v.astype(np.float32)
         out = 2.0 * (x - low) / (high - low) - 1.0
@@ -70,7 +76,7 @@ class Normalizer:
         return {"method": self.method, **asdict(self)}
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "Normalizer":
+    def from_dict(cls, d: dict[str, Any]) -> Normalizer:
         d = dict(d)
         method = d.pop("method", cls.method)
         if method != cls.method:
@@ -99,9 +105,11 @@ def pad_to_multiple(x: Array, m: int = 8, value: float = 0.0, spatial: int | Non
     to a multiple of ``m``, centred, with ``value`` (background: 0 raw, -1 normalized)."""
     if spatial is None:
         if x.ndim > 3:
-            raise ValueError(f"pad_to_multiple: x has {x.ndim} axes; pass spatial=2 or 3 to say which trailing axes to pad")
+            raise ValueError(
+                f"pad_to_multiple: x has {x.ndim} axes; pass spatial=2 or 3 to say which trailing axes to pad"
+            )
         spatial = x.ndim
-    pads = pads_for(x.shape[x.ndim - spatial:], m)
+    pads = pads_for(x.shape[x.ndim - spatial :], m)
     if isinstance(x, torch.Tensor):
         flat = [p for pair in reversed(pads) for p in pair]  # F.pad starts at the last axis
         return torch.nn.functional.pad(x, flat, mode="constant", value=value), pads
@@ -111,7 +119,7 @@ def pad_to_multiple(x: Array, m: int = 8, value: float = 0.0, spatial: int | Non
 def crop_pads(x: Array, pads: Pads) -> Array:
     """Undo `pad_to_multiple` exactly on the last ``len(pads)`` axes (works on batches too)."""
     lead = (slice(None),) * (x.ndim - len(pads))
-    return x[lead + tuple(slice(b, s - a) for (b, a), s in zip(pads, x.shape[x.ndim - len(pads):]))]
+    return x[lead + tuple(slice(b, s - a) for (b, a), s in zip(pads, x.shape[x.ndim - len(pads) :]))]
 
 
 def label_vector(domain_index: int, k: int) -> torch.Tensor:
@@ -131,7 +139,9 @@ def _header_shape(path: Any) -> tuple[int, ...]:
 
 
 def _shape_error(path: Any, shape: tuple, ref: tuple, ref_path: Any) -> DataError:
-    return DataError(f"{path}: shape {shape} differs from {ref} of {ref_path}; resample every volume of a dataset to one grid (harmlib preprocess)")
+    return DataError(
+        f"{path}: shape {shape} differs from {ref} of {ref_path}; resample every volume of a dataset to one grid (harmlib preprocess)"
+    )
 
 
 # --------------------------------------------------------------------------- 3D volumes
@@ -145,14 +155,25 @@ class VolumeDataset(Dataset):
     ``domains`` defaults to ``manifest.domains("train")``, the order of the label vector.
     """
 
-    def __init__(self, manifest: Manifest, split: str | None = None, role: str | None = None,
-                 domains: Sequence[str] | None = None, normalizer: Normalizer = Normalizer(),
-                 cache: bool = True, pad_multiple: int | None = 8, allow_unknown: bool = False, downsample: int = 1):
+    def __init__(
+        self,
+        manifest: Manifest,
+        split: str | None = None,
+        role: str | None = None,
+        domains: Sequence[str] | None = None,
+        normalizer: Normalizer = Normalizer(),
+        cache: bool = True,
+        pad_multiple: int | None = 8,
+        allow_unknown: bool = False,
+        downsample: int = 1,
+    ):
         self.manifest = manifest.select(split, role)
         self.downsample = int(downsample)  # exact block averaging, e.g. 2 mm files -> a 4 mm model grid
         if not len(self.manifest):
-            raise DataError(f"no volumes with split={split or 'any'}, role={role or 'any'} in the manifest "
-                            f"({len(manifest)} rows; splits: {_values(manifest, 'split')}; roles: {_values(manifest, 'role')}); choose another selection")
+            raise DataError(
+                f"no volumes with split={split or 'any'}, role={role or 'any'} in the manifest "
+                f"({len(manifest)} rows; splits: {_values(manifest, 'split')}; roles: {_values(manifest, 'role')}); choose another selection"
+            )
         self.domains = list(domains) if domains is not None else manifest.domains("train")
         if not self.domains:
             raise DataError("the manifest has no training domains to order the label vector; pass domains=[...]")
@@ -211,8 +232,13 @@ class VolumeDataset(Dataset):
 
     def _meta(self, i: int) -> dict[str, Any]:
         d = int(self.domain_indices[i])
-        return {"domain_index": d, "label": label_vector(d, len(self.domains)), "index": i,
-                "age": float(self.ages[i]), "diagnosis": self.diagnoses[i]}
+        return {
+            "domain_index": d,
+            "label": label_vector(d, len(self.domains)),
+            "index": i,
+            "age": float(self.ages[i]),
+            "diagnosis": self.diagnoses[i],
+        }
 
     def __getitem__(self, i: int) -> dict[str, Any]:
         image, params = self._image(i)
@@ -227,7 +253,10 @@ class VolumeDataset(Dataset):
         """
         highs = np.array([self._image(i)[1]["high"] for i in range(len(self))])
         doms = np.array(self.manifest.df["domain"])
-        return {**{d: float(np.median(highs[doms == d])) for d in self.domains if (doms == d).any()}, "*": float(np.median(highs))}
+        return {
+            **{d: float(np.median(highs[doms == d])) for d in self.domains if (doms == d).any()},
+            "*": float(np.median(highs)),
+        }
 
 
 def _values(manifest: Manifest, col: str) -> str:
@@ -239,12 +268,16 @@ def coronal_indices(affine: np.ndarray, n_y: int, n_slices: int, spacing_mm: flo
     """Indices on the second (coronal, y) axis of ``n_slices`` planes ``spacing_mm`` apart around MNI y = ``centre_mm``."""
     col = np.asarray(affine, dtype=float)[:3, 1]
     if abs(col[1]) < 0.99 * np.linalg.norm(col):
-        raise DataError("the second voxel axis is not the world's y axis; coronal slices need volumes on an MNI grid (harmlib preprocess)")
+        raise DataError(
+            "the second voxel axis is not the world's y axis; coronal slices need volumes on an MNI grid (harmlib preprocess)"
+        )
     ys = centre_mm + (np.arange(n_slices) - (n_slices - 1) / 2) * spacing_mm
     idx = [int(round((y - affine[1, 3]) / col[1])) for y in ys]
     if len(set(idx)) < n_slices or min(idx) < 0 or max(idx) >= n_y:
-        raise ValueError(f"n_slices={n_slices} at spacing_mm={spacing_mm} gives coronal planes {idx} on a {n_y}-plane "
-                         f"axis of {abs(col[1]):g} mm voxels; use fewer slices or a spacing of at least one voxel")
+        raise ValueError(
+            f"n_slices={n_slices} at spacing_mm={spacing_mm} gives coronal planes {idx} on a {n_y}-plane "
+            f"axis of {abs(col[1]):g} mm voxels; use fewer slices or a spacing of at least one voxel"
+        )
     return sorted(idx)
 
 
@@ -265,15 +298,26 @@ class SliceDataset(Dataset):
     "slice": the plane's index on the coronal axis; "index" is the volume's row.
     """
 
-    def __init__(self, manifest: Manifest, split: str | None = None, role: str | None = None,
-                 domains: Sequence[str] | None = None, n_slices: int = 3, spacing_mm: float = 4.0,
-                 centre_mm: float = -18.0, normalizer: Normalizer = Normalizer(), cache: bool = True,
-                 pad_multiple: int | None = 8, allow_unknown: bool = False):
+    def __init__(
+        self,
+        manifest: Manifest,
+        split: str | None = None,
+        role: str | None = None,
+        domains: Sequence[str] | None = None,
+        n_slices: int = 3,
+        spacing_mm: float = 4.0,
+        centre_mm: float = -18.0,
+        normalizer: Normalizer = Normalizer(),
+        cache: bool = True,
+        pad_multiple: int | None = 8,
+        allow_unknown: bool = False,
+    ):
         if n_slices < 1:
             raise ValueError(f"SliceDataset: n_slices={n_slices} is invalid; use 1 or more")
         # Volumes are read unpadded and uncached: only the chosen slices are kept in memory.
-        self.volumes = VolumeDataset(manifest, split, role, domains, normalizer, cache=False,
-                                     pad_multiple=None, allow_unknown=allow_unknown)
+        self.volumes = VolumeDataset(
+            manifest, split, role, domains, normalizer, cache=False, pad_multiple=None, allow_unknown=allow_unknown
+        )
         self.n_slices, self.cache, self.pad_multiple = n_slices, cache, pad_multiple
         self.slices = coronal_indices(self.volumes.affine(0), self.volumes.shape[1], n_slices, spacing_mm, centre_mm)
         self.shape = (self.volumes.shape[0], self.volumes.shape[2])
@@ -289,7 +333,9 @@ class SliceDataset(Dataset):
         if v in self._cache:
             return self._cache[v]
         x, params = self.volumes.normalized(v)
-        s, _ = pad_to_multiple(np.stack([x[:, j, :] for j in self.slices]), self.pad_multiple or 1, value=-1.0, spatial=2)
+        s, _ = pad_to_multiple(
+            np.stack([x[:, j, :] for j in self.slices]), self.pad_multiple or 1, value=-1.0, spatial=2
+        )
         out = (torch.from_numpy(np.ascontiguousarray(s)), params)
         if self.cache:
             self._cache[v] = out
@@ -321,7 +367,9 @@ class LabeledUnlabeledPairs(Dataset):
 
     def __init__(self, labeled: Dataset, unlabeled: Dataset, seed: int = 0):
         if (np.asarray(labeled.domain_indices) < 0).any():
-            raise DataError("labeled images need a known site for their label vector l; build the labeled dataset without allow_unknown")
+            raise DataError(
+                "labeled images need a known site for their label vector l; build the labeled dataset without allow_unknown"
+            )
         self.labeled, self.unlabeled, self.seed = labeled, unlabeled, seed
         self.set_epoch(0)
 
@@ -353,7 +401,9 @@ class DomainPairs(Dataset):
             raise DataError("DomainPairs needs a known domain for every image; build the dataset without allow_unknown")
         self.present = np.unique(dom)
         if len(self.present) < 2:
-            raise DataError(f"DomainPairs needs images from at least two domains; found only '{dataset.domains[self.present[0]]}'")
+            raise DataError(
+                f"DomainPairs needs images from at least two domains; found only '{dataset.domains[self.present[0]]}'"
+            )
         self.dataset, self.seed, self.dom = dataset, seed, dom
         self.members = {int(d): np.flatnonzero(dom == d) for d in self.present}
         self.set_epoch(0)

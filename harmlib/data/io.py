@@ -4,6 +4,7 @@ Every loader error names the file and the fix; every write goes to a temporary f
 folder and is renamed into place, so a killed run never leaves a half-written volume that looks
 complete, and inputs are only ever opened for reading.
 """
+
 from __future__ import annotations
 
 import errno
@@ -11,8 +12,9 @@ import hashlib
 import json
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import nibabel as nib
 import numpy as np
@@ -34,13 +36,19 @@ def load_volume(path: str | Path, allow_empty: bool = False) -> nib.Nifti1Image:
         img = nib.load(str(path))
         data = np.asanyarray(img.dataobj)
     except Exception as err:  # nibabel raises many types for truncated or corrupt files
-        raise DataError(f"{path}: cannot read it as NIfTI ({type(err).__name__}: {str(err).splitlines()[0][:120]}); re-export or re-download the file") from None
+        raise DataError(
+            f"{path}: cannot read it as NIfTI ({type(err).__name__}: {str(err).splitlines()[0][:120]}); re-export or re-download the file"
+        ) from None
     data = np.squeeze(data) if data.ndim == 4 and data.shape[3] == 1 else data
     if data.ndim != 3:
-        raise DataError(f"{path}: image is {data.ndim}D with shape {data.shape}; a 3D T1 volume is needed (split 4D series, e.g. with fslsplit)")
+        raise DataError(
+            f"{path}: image is {data.ndim}D with shape {data.shape}; a 3D T1 volume is needed (split 4D series, e.g. with fslsplit)"
+        )
     data = data.astype(np.float32)
     if not np.isfinite(data).all():
-        raise DataError(f"{path}: contains {int((~np.isfinite(data)).sum())} NaN/Inf voxels; fix the export or replace them (e.g. numpy.nan_to_num) first")
+        raise DataError(
+            f"{path}: contains {int((~np.isfinite(data)).sum())} NaN/Inf voxels; fix the export or replace them (e.g. numpy.nan_to_num) first"
+        )
     if not allow_empty and not data.any():
         raise DataError(f"{path}: every voxel is zero; the file is empty or the export failed")
     aff = img.affine
@@ -68,7 +76,9 @@ def write_atomic(path: str | Path, write: Callable[[str], Any], suffix: str = ""
     except BaseException as err:
         Path(tmp).unlink(missing_ok=True)
         if isinstance(err, OSError) and err.errno == errno.ENOSPC:
-            raise DataError(f"{path}: the disk is full; nothing half-written was kept -- free some space and rerun to resume") from None
+            raise DataError(
+                f"{path}: the disk is full; nothing half-written was kept -- free some space and rerun to resume"
+            ) from None
         raise
     return path
 
@@ -94,7 +104,9 @@ def mark_done(path: str | Path, made_from: dict[str, Any]) -> None:
     """Record that ``path`` is finished: what it was made from (inputs' digests, settings) and its own digest.
     Written after the output itself, so an output without its record is never taken for done."""
     path = Path(path)
-    write_text_atomic(_done_path(path), json.dumps({"made_from": _canonical(made_from), "sha256": file_digest(path)}, indent=1))
+    write_text_atomic(
+        _done_path(path), json.dumps({"made_from": _canonical(made_from), "sha256": file_digest(path)}, indent=1)
+    )
 
 
 def is_done(path: str | Path, made_from: dict[str, Any]) -> bool:
@@ -103,7 +115,9 @@ def is_done(path: str | Path, made_from: dict[str, Any]) -> bool:
     path = Path(path)
     try:
         rec = json.loads(_done_path(path).read_text())
-        return path.is_file() and rec.get("made_from") == _canonical(made_from) and rec.get("sha256") == file_digest(path)
+        return (
+            path.is_file() and rec.get("made_from") == _canonical(made_from) and rec.get("sha256") == file_digest(path)
+        )
     except (OSError, ValueError, AttributeError):
         return False
 

@@ -16,6 +16,7 @@ One row per T1 volume. Paths are relative to the manifest's folder (or absolute)
 | role | labeled / unlabeled (training), test (healthy test cohort), age (brain-age cohort), ad (AD/HC cohort) |
 | truth_path | synthetic test subjects only: the subject's rendering at the reference sites (targets A and B), a path with ``{domain}`` in it (filled with ``slug(domain)``); empty for real data |
 """
+
 from __future__ import annotations
 
 import re
@@ -27,7 +28,21 @@ import pandas as pd
 
 from harmlib.data.io import DataError, write_text_atomic
 
-COLUMNS = ["path", "subject", "session", "dataset", "scanner", "site", "domain", "age", "sex", "diagnosis", "split", "role", "truth_path"]
+COLUMNS = [
+    "path",
+    "subject",
+    "session",
+    "dataset",
+    "scanner",
+    "site",
+    "domain",
+    "age",
+    "sex",
+    "diagnosis",
+    "split",
+    "role",
+    "truth_path",
+]
 ALLOWED = {
     "sex": ("M", "F", ""),
     "diagnosis": ("HC", "AD", "MCI", "ASD", "PD", ""),
@@ -67,26 +82,36 @@ def validate(df: pd.DataFrame, root: Path, name: str = "manifest", check_files: 
     for col, allowed in ALLOWED.items():
         bad = df.index[~df[col].isin(allowed)]
         if len(bad):
-            raise DataError(f"{_where(name, bad[0], df)}: unknown {col} '{df.at[bad[0], col]}'; allowed: {', '.join(a or '(empty)' for a in allowed)}")
+            raise DataError(
+                f"{_where(name, bad[0], df)}: unknown {col} '{df.at[bad[0], col]}'; allowed: {', '.join(a or '(empty)' for a in allowed)}"
+            )
     raw = df["age"].astype(object).fillna("").astype(str).str.strip()
     age = pd.to_numeric(raw.replace("", np.nan), errors="coerce")
     bad = df.index[(age.isna() & (raw != "")) | (age < 0) | (age > 120)]
     if len(bad):
-        raise DataError(f"{_where(name, bad[0], df)}: invalid age '{raw[bad[0]]}'; give years in [0, 120] or leave it empty")
+        raise DataError(
+            f"{_where(name, bad[0], df)}: invalid age '{raw[bad[0]]}'; give years in [0, 120] or leave it empty"
+        )
     df["age"] = age
     dup = df.index[df.duplicated("path", keep="first")]
     if len(dup):
         raise DataError(f"{_where(name, dup[0], df)}: duplicate path {df.at[dup[0], 'path']}; each volume appears once")
     dup = df.index[df.duplicated(["subject", "session", "domain"], keep="first")]
     if len(dup):
-        raise DataError(f"{_where(name, dup[0], df)}: duplicate (subject, session, domain); give repeated scans distinct sessions")
+        raise DataError(
+            f"{_where(name, dup[0], df)}: duplicate (subject, session, domain); give repeated scans distinct sessions"
+        )
     bad = df.index[df["domain"] != [domain_name(s, t) for s, t in zip(df["scanner"], df["site"])]]
     if len(bad):
-        raise DataError(f"{_where(name, bad[0], df)}: domain '{df.at[bad[0], 'domain']}' is not '<scanner>@<site>' = '{domain_name(df.at[bad[0], 'scanner'], df.at[bad[0], 'site'])}'")
+        raise DataError(
+            f"{_where(name, bad[0], df)}: domain '{df.at[bad[0], 'domain']}' is not '<scanner>@<site>' = '{domain_name(df.at[bad[0], 'scanner'], df.at[bad[0], 'site'])}'"
+        )
     if check_files:
         for i, p in enumerate(df["path"]):
             if not _resolve(root, p).is_file():
-                raise DataError(f"{_where(name, i, df)}: file {_resolve(root, p)} not found; fix the path or remove the row")
+                raise DataError(
+                    f"{_where(name, i, df)}: file {_resolve(root, p)} not found; fix the path or remove the row"
+                )
     return df
 
 
@@ -108,7 +133,7 @@ class Manifest:
     def paths(self) -> list[Path]:
         return [_resolve(self.root, p) for p in self.df["path"]]
 
-    def select(self, split: str | None = None, role: str | None = None) -> "Manifest":
+    def select(self, split: str | None = None, role: str | None = None) -> Manifest:
         m = pd.Series(True, index=self.df.index)
         if split:
             m &= self.df["split"] == split
@@ -124,7 +149,9 @@ class Manifest:
         """The traveling-subject truth of row ``i`` rendered at ``domain`` (synthetic data only)."""
         tmpl = self.df.at[i, "truth_path"]
         if not tmpl:
-            raise DataError(f"row {i + 2} (subject {self.df.at[i, 'subject']}): no traveling-subject truth; only synthetic test subjects have one")
+            raise DataError(
+                f"row {i + 2} (subject {self.df.at[i, 'subject']}): no traveling-subject truth; only synthetic test subjects have one"
+            )
         return _resolve(self.root, tmpl.replace("{domain}", slug(domain)))
 
     def check_domain(self, domain: str, split: str = "train") -> str:
@@ -141,12 +168,16 @@ def read_manifest(path: str | Path, check_files: bool = True) -> Manifest:
     """Read and validate a manifest CSV; errors name the file, the row and the fix."""
     path = Path(path)
     if not path.is_file():
-        raise DataError(f"{path}: manifest not found; create it with 'harmlib synth' or an importer (see data/README.md)")
+        raise DataError(
+            f"{path}: manifest not found; create it with 'harmlib synth' or an importer (see data/README.md)"
+        )
     _check_row_lengths(path)
     try:
         df = pd.read_csv(path, dtype=str, keep_default_na=False)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
-        raise DataError(f"{path}: not a readable CSV ({type(err).__name__}); check the delimiter (comma) and encoding (UTF-8)") from None
+        raise DataError(
+            f"{path}: not a readable CSV ({type(err).__name__}); check the delimiter (comma) and encoding (UTF-8)"
+        ) from None
     if df.empty:
         raise DataError(f"{path}: a header and no rows; add one row per volume (see data/README.md)")
     return Manifest(validate(df, path.parent, str(path), check_files), path.parent)
@@ -162,8 +193,10 @@ def _check_row_lengths(path: Path) -> None:
             header = next(rows, None)
             for line, row in enumerate(rows, start=2):
                 if header is not None and row and len(row) != len(header):
-                    raise DataError(f"{path}: row {line} has {len(row)} fields but the header has {len(header)}; "
-                                    "quote values that contain commas, or remove the extra fields")
+                    raise DataError(
+                        f"{path}: row {line} has {len(row)} fields but the header has {len(header)}; "
+                        "quote values that contain commas, or remove the extra fields"
+                    )
     except UnicodeDecodeError:
         raise DataError(f"{path}: not UTF-8 text; save the manifest as UTF-8 CSV") from None
     except csv.Error as err:

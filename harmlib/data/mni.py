@@ -4,6 +4,7 @@ nilearn ships the ICBM 2009 symmetric template (197x233x189, 1 mm, RAS+). The FS
 preprocessed T1s live on is an exact crop of it, flipped along x (FSL's LAS storage):
 ``d[7:189, 8:226, 0:182][::-1]`` with affine ``[[-1,0,0,90],[0,1,0,-126],[0,0,1,-72]]``.
 """
+
 from __future__ import annotations
 
 from functools import lru_cache

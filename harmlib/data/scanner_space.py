@@ -10,6 +10,7 @@ Conventions: coordinates are nibabel's RAS+ world millimetres. ``pose`` maps a p
 (MNI) world to the same anatomical point in the scanner world, ``q = pose @ p``; the scanner volume
 is therefore ``input(pose^-1 @ scanner_affine @ voxel)``.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -133,12 +134,19 @@ def to_scanner_space(
         data *= _bias_field(shape, bias, rng)
 
     # Store it in the scanner's axis order, keeping the world position of every voxel.
-    change = nib.orientations.ornt_transform(nib.orientations.axcodes2ornt("RAS"), nib.orientations.axcodes2ornt(tuple(codes)))
+    change = nib.orientations.ornt_transform(
+        nib.orientations.axcodes2ornt("RAS"), nib.orientations.axcodes2ornt(tuple(codes))
+    )
     stored = nib.orientations.apply_orientation(data, change)
     stored_affine = ras_affine @ nib.orientations.inv_ornt_aff(change, shape)
     return ScannerVolume(
-        data=np.ascontiguousarray(stored, dtype=np.float32), affine=stored_affine, pose=pose,
-        rotation_deg=rot, translation_mm=shift, voxel_size=tuple(float(v) for v in vox), axcodes=tuple(codes),
+        data=np.ascontiguousarray(stored, dtype=np.float32),
+        affine=stored_affine,
+        pose=pose,
+        rotation_deg=rot,
+        translation_mm=shift,
+        voxel_size=tuple(float(v) for v in vox),
+        axcodes=tuple(codes),
     )
 
 
@@ -149,7 +157,9 @@ def brain_points(volume: np.ndarray, affine: np.ndarray, step: int = 1, threshol
     return nib.affines.apply_affine(affine, idx.astype(float))
 
 
-def pose_error_mm(true_transform: np.ndarray, estimated_world_to_world_transform: np.ndarray, mask_points: np.ndarray) -> tuple[float, float]:
+def pose_error_mm(
+    true_transform: np.ndarray, estimated_world_to_world_transform: np.ndarray, mask_points: np.ndarray
+) -> tuple[float, float]:
     """Mean and max distance (mm) between where the true and the estimated transforms send each point.
 
     Both transforms are 4x4 world-to-world maps in the same direction (template world to scanner

@@ -11,14 +11,14 @@ anatomy as a site sees it, plans the cohorts of the papers' design and writes NI
 * every test subject also rendered at A and B: traveling-subject truth, written under ``truth/``
   and referenced only by the manifest's ``truth_path`` column, never by what the models load.
 """
+
 from __future__ import annotations
 
 import json
-from typing import Any
-
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -50,7 +50,14 @@ class Site:
 
 
 def _site(scanner, site, tissue, gamma, bias, blur, noise, scale, offset, seed, strength) -> Site:
-    return Site(scanner, site, tissue, Appearance(gamma=gamma, scale=scale, offset=offset, bias=bias, bias_scale_mm=70, blur_mm=blur, noise=noise), seed, strength)
+    return Site(
+        scanner,
+        site,
+        tissue,
+        Appearance(gamma=gamma, scale=scale, offset=offset, bias=bias, bias_scale_mm=70, blur_mm=blur, noise=noise),
+        seed,
+        strength,
+    )
 
 
 COHORT_VERSION = 1  # raise when the anatomy or site model changes: every file is then made again
@@ -126,7 +133,9 @@ def plan_cohort(cfg: SynthConfig, seed: int) -> list[Scan]:
 
     def subject(prefix: str, age: float, dx: str = "HC") -> Subject:
         k = len(scans)
-        return Subject(f"sub-{prefix}{k:04d}", round(float(age), 1), str(rng.choice(["M", "F"])), dx, int(rng.integers(2**31)))
+        return Subject(
+            f"sub-{prefix}{k:04d}", round(float(age), 1), str(rng.choice(["M", "F"])), dx, int(rng.integers(2**31))
+        )
 
     for site in TRAIN_SITES:
         for i in range(cfg.n_train_per_site):
@@ -147,8 +156,21 @@ def plan_cohort(cfg: SynthConfig, seed: int) -> list[Scan]:
 
 def _row(scan: Scan, path: str, truth: str) -> dict[str, object]:
     s = scan.subject
-    return {"path": path, "subject": s.subject, "session": "1", "dataset": "synthetic", "scanner": scan.site.scanner, "site": scan.site.site,
-            "domain": scan.site.domain, "age": s.age, "sex": s.sex, "diagnosis": s.diagnosis, "split": scan.split, "role": scan.role, "truth_path": truth}
+    return {
+        "path": path,
+        "subject": s.subject,
+        "session": "1",
+        "dataset": "synthetic",
+        "scanner": scan.site.scanner,
+        "site": scan.site.site,
+        "domain": scan.site.domain,
+        "age": s.age,
+        "sex": s.sex,
+        "diagnosis": s.diagnosis,
+        "split": scan.split,
+        "role": scan.role,
+        "truth_path": truth,
+    }
 
 
 def _scan_seed(scan: Scan, site: Site) -> int:
@@ -163,8 +185,13 @@ def _write_raw(path: Path, vol: np.ndarray, affine: np.ndarray, seed: int, voxel
     """The scan in scanner space, then its true pose (written last: it marks the pair complete)."""
     sv = to_scanner_space(vol, affine, seed=seed, voxel_mm=voxel_mm, order=1)
     save_volume(path, sv.data, sv.affine)
-    pose = {"pose": sv.pose.round(6).tolist(), "rotation_deg": sv.rotation_deg, "translation_mm": sv.translation_mm,
-            "voxel_size": sv.voxel_size, "axcodes": "".join(sv.axcodes)}
+    pose = {
+        "pose": sv.pose.round(6).tolist(),
+        "rotation_deg": sv.rotation_deg,
+        "translation_mm": sv.translation_mm,
+        "voxel_size": sv.voxel_size,
+        "axcodes": "".join(sv.axcodes),
+    }
     write_text_atomic(_pose_path(path), json.dumps(pose))
 
 
@@ -182,14 +209,18 @@ def write_cohort(cfg: Config, out: str | Path, raw: bool = True) -> Path:
     voxel, aff = cfg.data.voxel_mm, fsl_grid_affine(cfg.data.voxel_mm)
     scans = plan_cohort(cfg.synth, cfg.seed)
     tests = [s for s in scans if s.role == "test"]
-    raw_scans = tests[:: max(1, len(tests) // max(cfg.synth.n_raw, 1))][: cfg.synth.n_raw] if raw else []  # spread over the test sites
+    raw_scans = (
+        tests[:: max(1, len(tests) // max(cfg.synth.n_raw, 1))][: cfg.synth.n_raw] if raw else []
+    )  # spread over the test sites
     rows, raw_rows, poses = [], [], []
     n_files = len(scans) + 2 * sum(s.split == "test" for s in scans) + len(raw_scans)
     bar = tqdm(total=n_files, desc=f"synth {cfg.profile} ({voxel} mm)", unit="vol")
     for scan in scans:
         rel = f"{scan.split}/{scan.subject.subject}_{slug(scan.site.domain)}.nii.gz"
         truth = f"truth/{scan.subject.subject}_{{domain}}.nii.gz" if scan.split == "test" else ""
-        targets = [(scan.site, out / rel)] + ([(ref, out / truth.replace("{domain}", slug(ref.domain))) for ref in (TARGET_A, TARGET_B)] if truth else [])
+        targets = [(scan.site, out / rel)] + (
+            [(ref, out / truth.replace("{domain}", slug(ref.domain))) for ref in (TARGET_A, TARGET_B)] if truth else []
+        )
         raw_path = out / "raw" / Path(rel).name if scan in raw_scans else None
         need_raw = raw_path is not None and not _pose_path(raw_path).is_file()
         made_from = {site.domain: _made_from(scan, site, voxel) for site, _ in targets}
@@ -220,7 +251,13 @@ def write_cohort(cfg: Config, out: str | Path, raw: bool = True) -> Path:
 
 def _made_from(scan: Any, site: Site, voxel: int) -> dict[str, Any]:
     """What a synthetic volume is a function of: a file made from anything else is made again."""
-    return {"subject": scan.subject.subject, "site": site.domain, "voxel_mm": voxel, "seed": _scan_seed(scan, site), "version": COHORT_VERSION}
+    return {
+        "subject": scan.subject.subject,
+        "site": site.domain,
+        "voxel_mm": voxel,
+        "seed": _scan_seed(scan, site),
+        "version": COHORT_VERSION,
+    }
 
 
 def render_at_sites(subject: Subject, voxel_mm: int, sites: list[Site] | None = None) -> dict[str, np.ndarray]:
@@ -238,6 +275,17 @@ def site_table() -> pd.DataFrame:
     rows = []
     for d, s in all_sites().items():
         tag = " (target A)" if s is TARGET_A else " (target B)" if s is TARGET_B else ""
-        rows.append({"domain": d + tag, "cohorts": roles[d], "difference": s.strength, "CSF/GM/WM": "/".join(f"{t:.2f}" for t in s.tissue[:3]),
-                     "gamma": s.look.gamma, "bias": s.look.bias, "blur FWHM mm": s.look.blur_mm, "noise": s.look.noise, "scale": s.look.scale})
+        rows.append(
+            {
+                "domain": d + tag,
+                "cohorts": roles[d],
+                "difference": s.strength,
+                "CSF/GM/WM": "/".join(f"{t:.2f}" for t in s.tissue[:3]),
+                "gamma": s.look.gamma,
+                "bias": s.look.bias,
+                "blur FWHM mm": s.look.blur_mm,
+                "noise": s.look.noise,
+                "scale": s.look.scale,
+            }
+        )
     return pd.DataFrame(rows)

@@ -27,9 +27,11 @@ intensity range the maps are anchored at 0 (below the brain's 1st percentile, x 
 background noise keeps its relative level instead of being shifted or clipped image by image; voxels
 where the input is exactly 0 stay 0, and outputs in reference units are clipped at 0 (magnitude images).
 """
+
 from __future__ import annotations
 
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 from intensity_normalization import NyulNormalizer, WhiteStripeNormalizer, ZScoreNormalizer, create_image
@@ -45,7 +47,9 @@ def _stats(normalizer, vol: np.ndarray, mask: np.ndarray, name: str) -> tuple[fl
     try:
         normalizer.fit(create_image(vol), create_image(mask))
     except NormalizationError as err:
-        raise ValueError(f"{name}: cannot normalize a volume of shape {vol.shape} ({err}); check that it holds a T1 brain") from None
+        raise ValueError(
+            f"{name}: cannot normalize a volume of shape {vol.shape} ({err}); check that it holds a T1 brain"
+        ) from None
     return float(normalizer.mean), float(normalizer.std)
 
 
@@ -79,7 +83,7 @@ class _LinearBaseline:
         vol = np.asarray(vol, dtype=np.float64)
         return _stats(self.make_normalizer(), vol, brain_mask(vol), self.name)
 
-    def fit(self, volumes: Sequence[np.ndarray]) -> "_LinearBaseline":
+    def fit(self, volumes: Sequence[np.ndarray]) -> _LinearBaseline:
         """Average (mu, sd) over the reference cohort: outputs get these statistics."""
         if not len(volumes):
             raise ValueError(f"{self.name}: fit needs at least one reference volume")
@@ -140,11 +144,16 @@ class Nyul:
     name = "nyul"
 
     def __init__(self, min_percentile: float = 1.0, max_percentile: float = 99.0, step: float = 10.0) -> None:
-        self.settings = {"min_percentile": min_percentile, "max_percentile": max_percentile,
-                         "percentile_after_min": step, "percentile_before_max": 100.0 - step, "percentile_step": step}
+        self.settings = {
+            "min_percentile": min_percentile,
+            "max_percentile": max_percentile,
+            "percentile_after_min": step,
+            "percentile_before_max": 100.0 - step,
+            "percentile_step": step,
+        }
         self.normalizer: NyulNormalizer | None = None
 
-    def fit(self, volumes: Sequence[np.ndarray]) -> "Nyul":
+    def fit(self, volumes: Sequence[np.ndarray]) -> Nyul:
         if not len(volumes):
             raise ValueError("nyul: fit needs at least one reference volume")
         vols = [np.asarray(v, dtype=np.float64) for v in volumes]
@@ -171,7 +180,9 @@ class Nyul:
 
     def __call__(self, vol: np.ndarray) -> np.ndarray:
         if self.normalizer is None:
-            raise ValueError("nyul: not fitted; call fit(reference_volumes) with the training cohort or a target site's scans first")
+            raise ValueError(
+                "nyul: not fitted; call fit(reference_volumes) with the training cohort or a target site's scans first"
+            )
         v = np.asarray(vol, dtype=np.float64)
         mask = brain_mask(v)
         out = self.normalizer.transform(create_image(v), create_image(mask)).get_data()

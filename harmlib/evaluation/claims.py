@@ -11,6 +11,7 @@ Every claim belongs to the trained model(s) that produced its numbers (`CLAIM_MO
 "model below its quality gate" with the failing numbers, not "does not hold", since an untrained model says
 nothing about the method. A model without a gate table is judged on its tables alone, and says so.
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -24,31 +25,111 @@ from harmlib.evaluation.tables import BETTER, read_gates, tables_dir
 # verdict is built from the measured numbers of both sides (see `_compare`), never written before the run.
 UNH, DRIT = "unharmonized", "DRIT++"
 CLAIMS: tuple[tuple[str, str, str, tuple[str, ...], str], ...] = (
-    ("Paper 1, Table 2: harmonization lowers the Wasserstein distance between sites' mean-intensity distributions",
-     "paper1_table2", "wasserstein", ("A", "B", "agnostic"), UNH),
-    ("Paper 1, Table 2: harmonization raises the luminance SSIM between images of different sites",
-     "paper1_table2", "luminance_ssim", ("A", "B", "agnostic"), UNH),
-    ("Paper 1: harmonized vs original structural SSIM stays far above that of random pairs of subjects",
-     "paper1_structural_ssim", "structural_ssim", ("A", "B", "agnostic"), "random pairs of subjects"),
-    ("Paper 1, Table 3: brain-age MAE is lower when trained on harmonized data", "paper1_table3", "mae", ("A", "B", "agnostic"), UNH),
-    ("Paper 1, Table 3: brain-age R2 is higher when trained on harmonized data", "paper1_table3", "r2", ("A", "B", "agnostic"), UNH),
-    ("Paper 1, Table 4: AD-vs-HC AUC is higher when trained on harmonized data", "paper1_table4", "auc", ("A", "B", "agnostic"), UNH),
-    ("Paper 1, Table 4: AD-vs-HC balanced accuracy is higher when trained on harmonized data",
-     "paper1_table4", "balanced_accuracy", ("A", "B", "agnostic"), UNH),
-    ("Paper 2, E1: the GM-VAE attribute space clusters slices by scanner (ACC above a one-cluster answer)",
-     "paper2_e1_clustering", "acc", ("GM-VAE",), "one cluster"),
-    ("Paper 2, Table 1 (E2): scanner-free outputs keep the input's structure better with GMM-DRIT than DRIT++",
-     "paper2_table1", "structural_ssim", ("GMM-DRIT",), DRIT),
-    ("Paper 2, Table 2 (E3): domain-to-domain translations match the target's luminance better with GMM-DRIT",
-     "paper2_table2", "luminance_ssim", ("GMM-DRIT",), DRIT),
-    ("Paper 2, Table 3 (E4): cross-scanner luminance SSIM rises after scanner-free translation (GMM-DRIT)",
-     "paper2_table3", "luminance_ssim", ("GMM-DRIT",), UNH),
-    ("Paper 2, E5: FID (learned features) of GMM-DRIT translations is lower than DRIT++'s", "paper2_e5_fid_kid", "fid", ("GMM-DRIT",), DRIT),
-    ("Paper 2, E5: KID (learned features) of GMM-DRIT translations is lower than DRIT++'s", "paper2_e5_fid_kid", "kid", ("GMM-DRIT",), DRIT),
-    ("Beyond the papers: harmonizing to A or B brings a test scan closer (SSIM) to the same subject's true scan there",
-     "traveling_subjects_paper1", "closer than before", ("A", "B"), UNH),
-    ("Beyond the thesis: GMM-DRIT harmonizing a test volume to A or B (slice by slice) brings it closer to the subject's true scan there",
-     "traveling_subjects_paper2", "closer than before", ("GMM-DRIT A", "GMM-DRIT B"), UNH),
+    (
+        "Paper 1, Table 2: harmonization lowers the Wasserstein distance between sites' mean-intensity distributions",
+        "paper1_table2",
+        "wasserstein",
+        ("A", "B", "agnostic"),
+        UNH,
+    ),
+    (
+        "Paper 1, Table 2: harmonization raises the luminance SSIM between images of different sites",
+        "paper1_table2",
+        "luminance_ssim",
+        ("A", "B", "agnostic"),
+        UNH,
+    ),
+    (
+        "Paper 1: harmonized vs original structural SSIM stays far above that of random pairs of subjects",
+        "paper1_structural_ssim",
+        "structural_ssim",
+        ("A", "B", "agnostic"),
+        "random pairs of subjects",
+    ),
+    (
+        "Paper 1, Table 3: brain-age MAE is lower when trained on harmonized data",
+        "paper1_table3",
+        "mae",
+        ("A", "B", "agnostic"),
+        UNH,
+    ),
+    (
+        "Paper 1, Table 3: brain-age R2 is higher when trained on harmonized data",
+        "paper1_table3",
+        "r2",
+        ("A", "B", "agnostic"),
+        UNH,
+    ),
+    (
+        "Paper 1, Table 4: AD-vs-HC AUC is higher when trained on harmonized data",
+        "paper1_table4",
+        "auc",
+        ("A", "B", "agnostic"),
+        UNH,
+    ),
+    (
+        "Paper 1, Table 4: AD-vs-HC balanced accuracy is higher when trained on harmonized data",
+        "paper1_table4",
+        "balanced_accuracy",
+        ("A", "B", "agnostic"),
+        UNH,
+    ),
+    (
+        "Paper 2, E1: the GM-VAE attribute space clusters slices by scanner (ACC above a one-cluster answer)",
+        "paper2_e1_clustering",
+        "acc",
+        ("GM-VAE",),
+        "one cluster",
+    ),
+    (
+        "Paper 2, Table 1 (E2): scanner-free outputs keep the input's structure better with GMM-DRIT than DRIT++",
+        "paper2_table1",
+        "structural_ssim",
+        ("GMM-DRIT",),
+        DRIT,
+    ),
+    (
+        "Paper 2, Table 2 (E3): domain-to-domain translations match the target's luminance better with GMM-DRIT",
+        "paper2_table2",
+        "luminance_ssim",
+        ("GMM-DRIT",),
+        DRIT,
+    ),
+    (
+        "Paper 2, Table 3 (E4): cross-scanner luminance SSIM rises after scanner-free translation (GMM-DRIT)",
+        "paper2_table3",
+        "luminance_ssim",
+        ("GMM-DRIT",),
+        UNH,
+    ),
+    (
+        "Paper 2, E5: FID (learned features) of GMM-DRIT translations is lower than DRIT++'s",
+        "paper2_e5_fid_kid",
+        "fid",
+        ("GMM-DRIT",),
+        DRIT,
+    ),
+    (
+        "Paper 2, E5: KID (learned features) of GMM-DRIT translations is lower than DRIT++'s",
+        "paper2_e5_fid_kid",
+        "kid",
+        ("GMM-DRIT",),
+        DRIT,
+    ),
+    (
+        "Beyond the papers: harmonizing to A or B brings a test scan closer (SSIM) to the same subject's true scan there",
+        "traveling_subjects_paper1",
+        "closer than before",
+        ("A", "B"),
+        UNH,
+    ),
+    (
+        "Beyond the thesis: GMM-DRIT harmonizing a test volume to A or B (slice by slice) brings it closer to the subject's true scan there",
+        "traveling_subjects_paper2",
+        "closer than before",
+        ("GMM-DRIT A", "GMM-DRIT B"),
+        UNH,
+    ),
 )
 
 
@@ -59,13 +140,28 @@ def _long(df: pd.DataFrame, metric: str) -> pd.DataFrame:
     tables have one row per (target, version) with the SSIM to the truth, and "closer than before" as the verdict.
     """
     if "closer than before" in df.columns:
-        return pd.DataFrame({"version": df["version"].astype(str), "target": df["target"].astype(str), "ours": df["SSIM to truth"].astype(str),
-                             "mean": df["ssim_mean"].astype(float), "paper": "", "holds": df["closer than before"].astype(str)})
+        return pd.DataFrame(
+            {
+                "version": df["version"].astype(str),
+                "target": df["target"].astype(str),
+                "ours": df["SSIM to truth"].astype(str),
+                "mean": df["ssim_mean"].astype(float),
+                "paper": "",
+                "holds": df["closer than before"].astype(str),
+            }
+        )
     rows = df[df["metric"] == metric]
     target = rows["target"].astype(str) if "target" in rows.columns else pd.Series("", index=rows.index)
-    return pd.DataFrame({"version": rows["version"].astype(str), "target": target, "ours": rows["ours"].astype(str),
-                         "mean": rows["ours"].astype(str).str.split("±").str[0].astype(float), "paper": rows["paper"].astype(object).where(rows["paper"].notna(), "").astype(str),
-                         "holds": rows["claim holds"].astype(str)})
+    return pd.DataFrame(
+        {
+            "version": rows["version"].astype(str),
+            "target": target,
+            "ours": rows["ours"].astype(str),
+            "mean": rows["ours"].astype(str).str.split("±").str[0].astype(float),
+            "paper": rows["paper"].astype(object).where(rows["paper"].notna(), "").astype(str),
+            "holds": rows["claim holds"].astype(str),
+        }
+    )
 
 
 def _compare(df: pd.DataFrame, metric: str, versions: tuple[str, ...], reference: str) -> dict[str, Any]:
@@ -96,7 +192,9 @@ def _compare(df: pd.DataFrame, metric: str, versions: tuple[str, ...], reference
             where = f" ({r.target})" if r.target else ""  # the reference at the same target
             compared.append(f"{reference}{where}: {other['ours']}")
             sign = ">" if r.mean > other["mean"] else "<" if r.mean < other["mean"] else "="
-            reasons.append(f"{name} {r.ours.split('±')[0].strip()} {sign} {reference}{where} {str(other['ours']).split('±')[0].strip()}")
+            reasons.append(
+                f"{name} {r.ours.split('±')[0].strip()} {sign} {reference}{where} {str(other['ours']).split('±')[0].strip()}"
+            )
             if other["paper"]:
                 ref_paper.append(f"{reference}{where} {other['paper']}")
         if r.paper:
@@ -105,24 +203,41 @@ def _compare(df: pd.DataFrame, metric: str, versions: tuple[str, ...], reference
     side = "higher" if higher else "lower"
     metric_name = "SSIM to the truth" if metric == "closer than before" else metric
     failing = [label(r) for r in mine.itertuples(index=False) if r.holds != "True"]
-    verdict = f"every version {side} than {reference}" if holds else f"not {side} than {reference}: {', '.join(failing)}"
+    verdict = (
+        f"every version {side} than {reference}" if holds else f"not {side} than {reference}: {', '.join(failing)}"
+    )
     reason = f"{metric_name}, {side} is better: " + "; ".join(reasons) + f" ({verdict})"
     ref_paper = list(dict.fromkeys(ref_paper))  # one reference value may serve every version
     printed = "; ".join(paper or ["n/a"]) + (" vs " + "; ".join(ref_paper) if ref_paper else "")
-    return {"holds": holds, "ours": "; ".join(ours), "compared": "; ".join(dict.fromkeys(compared)), "paper": printed if paper or ref_paper else "",
-            "reason": reason}
+    return {
+        "holds": holds,
+        "ours": "; ".join(ours),
+        "compared": "; ".join(dict.fromkeys(compared)),
+        "paper": printed if paper or ref_paper else "",
+        "reason": reason,
+    }
 
 
 # The trained models behind the claims, in the book's order, with the names a reader knows them by.
-MODELS = {"ssim_harmonizer": "SSIM-guided harmonizer (paper 1)", "gmvae": "GM-VAE attribute encoder (paper 2, stage 1)",
-          "gmm_drit": "GMM-DRIT (paper 2)", "drit": "DRIT++ (paper 2's baseline)"}
+MODELS = {
+    "ssim_harmonizer": "SSIM-guided harmonizer (paper 1)",
+    "gmvae": "GM-VAE attribute encoder (paper 2, stage 1)",
+    "gmm_drit": "GMM-DRIT (paper 2)",
+    "drit": "DRIT++ (paper 2's baseline)",
+}
 # Which models' gates a claim's table depends on (E2-E5 compare GMM-DRIT with DRIT++, so both count).
 CLAIM_MODELS: dict[str, tuple[str, ...]] = {
-    "paper1_table2": ("ssim_harmonizer",), "paper1_structural_ssim": ("ssim_harmonizer",), "paper1_table3": ("ssim_harmonizer",),
-    "paper1_table4": ("ssim_harmonizer",), "traveling_subjects_paper1": ("ssim_harmonizer",),
+    "paper1_table2": ("ssim_harmonizer",),
+    "paper1_structural_ssim": ("ssim_harmonizer",),
+    "paper1_table3": ("ssim_harmonizer",),
+    "paper1_table4": ("ssim_harmonizer",),
+    "traveling_subjects_paper1": ("ssim_harmonizer",),
     "paper2_e1_clustering": ("gmvae",),
-    "paper2_table1": ("gmm_drit", "drit"), "paper2_table2": ("gmm_drit", "drit"), "paper2_table3": ("gmm_drit", "drit"),
-    "paper2_e5_fid_kid": ("gmm_drit", "drit"), "traveling_subjects_paper2": ("gmm_drit",),
+    "paper2_table1": ("gmm_drit", "drit"),
+    "paper2_table2": ("gmm_drit", "drit"),
+    "paper2_table3": ("gmm_drit", "drit"),
+    "paper2_e5_fid_kid": ("gmm_drit", "drit"),
+    "traveling_subjects_paper2": ("gmm_drit",),
 }
 BELOW_GATE = "model below its quality gate"
 VERDICTS = {True: "holds", False: "does not hold", None: "not measured"}
@@ -157,7 +272,9 @@ def _gate_reason(models: tuple[str, ...], status: dict[str, list[str] | None]) -
         return False, " (no quality gate measured)"
     if missing:
         return False, f" (no quality gate measured for {', '.join(missing)}; the others passed theirs)"
-    return False, " (the model passed its quality gate)" if len(models) == 1 else " (the models passed their quality gates)"
+    return False, " (the model passed its quality gate)" if len(
+        models
+    ) == 1 else " (the models passed their quality gates)"
 
 
 def collect_claims(cfg: Any) -> pd.DataFrame:
@@ -171,8 +288,18 @@ def collect_claims(cfg: Any) -> pd.DataFrame:
     out = []
     for claim, table, metric, versions, reference in CLAIMS:
         models = CLAIM_MODELS.get(table, ())
-        row = {"claim": claim, "verdict": VERDICTS[None], "holds": None, "ours": "", "compared": "", "paper": "", "profile": "", "why": "",
-               "table": table, "models": ", ".join(models)}
+        row = {
+            "claim": claim,
+            "verdict": VERDICTS[None],
+            "holds": None,
+            "ours": "",
+            "compared": "",
+            "paper": "",
+            "profile": "",
+            "why": "",
+            "table": table,
+            "models": ", ".join(models),
+        }
         path = tables_dir(cfg) / f"{table}.csv"
         if not path.is_file():
             out.append(row | {"verdict": NOT_RUN, "why": f"not run: {path} is missing"})
@@ -208,8 +335,15 @@ def claims_markdown(claims: pd.DataFrame) -> str:
     the paper's values of both sides, the profile that made ours, and the reason (from the numbers)."""
     rows = ["| verdict | claim | ours | compared with | paper | profile | why |", "|---|---|---|---|---|---|---|"]
     for r in claims.itertuples(index=False):
-        cells = [f"**{_verdict_of(r)}**", r.claim, r.ours or "n/a", getattr(r, "compared", "") or "n/a", r.paper or "n/a",
-                 getattr(r, "profile", "") or "", f"{r.why} (table `{r.table}.csv`)"]
+        cells = [
+            f"**{_verdict_of(r)}**",
+            r.claim,
+            r.ours or "n/a",
+            getattr(r, "compared", "") or "n/a",
+            r.paper or "n/a",
+            getattr(r, "profile", "") or "",
+            f"{r.why} (table `{r.table}.csv`)",
+        ]
         rows.append("| " + " | ".join(_cell(c) for c in cells) + " |")
     return "\n".join(rows)
 
@@ -230,10 +364,15 @@ def gates_markdown(gates: pd.DataFrame, models: Any = tuple(MODELS)) -> str:
         g = gates[gates["model"] == m]
         name = f"**{MODELS.get(m, m)}** (`{m}`)"
         if g.empty:
-            blocks.append(f"{name}: no quality gate computed by its chapter yet; its claims below are judged on their tables alone.")
+            blocks.append(
+                f"{name}: no quality gate computed by its chapter yet; its claims below are judged on their tables alone."
+            )
             continue
         profile = f", profile {g['profile'].iloc[0]}" if "profile" in g.columns else ""
         rows = ["| criterion | value | threshold | passed |", "|---|---|---|---|"]
-        rows += [f"| {_cell(r.criterion)} | {_cell(r.value)} | {_cell(r.threshold)} | {_cell(r.passed)} |" for r in g.itertuples(index=False)]
+        rows += [
+            f"| {_cell(r.criterion)} | {_cell(r.value)} | {_cell(r.threshold)} | {_cell(r.passed)} |"
+            for r in g.itertuples(index=False)
+        ]
         blocks.append(f"{name}{profile}: {gate_line(g)}\n\n" + "\n".join(rows))
     return "\n\n".join(blocks)

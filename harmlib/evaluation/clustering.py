@@ -3,6 +3,7 @@
 ACC is the accuracy of the best one-to-one matching of clusters to scanners (the Hungarian
 algorithm on the contingency table); NMI and ARI come from scikit-learn and need no matching.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -15,7 +16,9 @@ def contingency(true: np.ndarray, pred: np.ndarray, k: int | None = None) -> np.
     """counts[p, t]: how many items of true class t fell into cluster p (k x k, k = max label + 1)."""
     true, pred = np.asarray(true, dtype=int), np.asarray(pred, dtype=int)
     if true.shape != pred.shape or true.ndim != 1:
-        raise ValueError(f"clustering: true {true.shape} and predicted {pred.shape} labels must be 1D and of one length")
+        raise ValueError(
+            f"clustering: true {true.shape} and predicted {pred.shape} labels must be 1D and of one length"
+        )
     k = k or int(max(true.max(), pred.max())) + 1
     counts = np.zeros((k, k), dtype=np.int64)
     np.add.at(counts, (pred, true), 1)
@@ -38,8 +41,11 @@ def cluster_accuracy(true: np.ndarray, pred: np.ndarray) -> float:
 
 def clustering_scores(true: np.ndarray, pred: np.ndarray) -> dict[str, float]:
     """{"ACC", "NMI", "ARI"} of predicted clusters against the true scanners."""
-    return {"ACC": cluster_accuracy(true, pred), "NMI": float(normalized_mutual_info_score(true, pred)),
-            "ARI": float(adjusted_rand_score(true, pred))}
+    return {
+        "ACC": cluster_accuracy(true, pred),
+        "NMI": float(normalized_mutual_info_score(true, pred)),
+        "ARI": float(adjusted_rand_score(true, pred)),
+    }
 
 
 def pca_2d(z: np.ndarray, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -51,11 +57,15 @@ def pca_2d(z: np.ndarray, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
 def intensity_histograms(images, bins: int = 64, floor: float = -0.8) -> np.ndarray:
     """(N, bins) histograms of each normalized image's values above ``floor`` (the background, -1, and the
     dark rim left out) over (floor, 1], each summing to 1: the scanner's contrast, not the brain's area."""
-    feats = np.stack([np.histogram(np.asarray(v)[np.asarray(v) > floor], bins=bins, range=(floor, 1.0))[0] for v in images]).astype(np.float64)
+    feats = np.stack(
+        [np.histogram(np.asarray(v)[np.asarray(v) > floor], bins=bins, range=(floor, 1.0))[0] for v in images]
+    ).astype(np.float64)
     return feats / np.maximum(feats.sum(1, keepdims=True), 1.0)
 
 
-def histogram_kmeans(slices: np.ndarray, labels, k: int, bins: int = 64, seed: int = 0, floor: float = -0.8) -> dict[str, float]:
+def histogram_kmeans(
+    slices: np.ndarray, labels, k: int, bins: int = 64, seed: int = 0, floor: float = -0.8
+) -> dict[str, float]:
     """E1's sanity baseline: k-means (``k`` clusters, ``seed``) on the intensity histograms of the slices.
 
     ``slices``: (N, ...) images in the datasets' range [-1, 1] (e.g. (N, 1, H, W)); ``labels``: the N true

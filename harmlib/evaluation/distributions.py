@@ -14,9 +14,10 @@ Luminance only needs each volume's local (Gaussian-window) mean, so `pair_lumina
 once and evaluates thousands of pairs from those maps; the other terms need the pair's covariance and go
 through `harmlib.evaluation.metrics.ssim_terms` (fine for the ~100 pairs they are used on).
 """
+
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -32,7 +33,9 @@ from harmlib.ssim import gaussian_window
 def site_mean_intensities(volumes: Sequence[np.ndarray], domains: Sequence[str]) -> pd.DataFrame:
     """One row per image: its domain and mean brain intensity (paper 1's "mean voxel intensity")."""
     if len(volumes) != len(domains):
-        raise ValueError(f"site_mean_intensities: {len(volumes)} volumes but {len(domains)} domains; pass one domain per volume")
+        raise ValueError(
+            f"site_mean_intensities: {len(volumes)} volumes but {len(domains)} domains; pass one domain per volume"
+        )
     return pd.DataFrame({"domain": list(domains), "mean_intensity": [mean_brain_intensity(v) for v in volumes]})
 
 
@@ -41,15 +44,21 @@ def samples_by_domain(df: pd.DataFrame, value: str = "mean_intensity") -> dict[s
     return {d: g[value].to_numpy(dtype=float) for d, g in df.groupby("domain", sort=True)}
 
 
-def voxel_intensity_histograms(volumes: Sequence[np.ndarray], domains: Sequence[str], bins: int = 100,
-                               value_range: tuple[float, float] | None = None) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+def voxel_intensity_histograms(
+    volumes: Sequence[np.ndarray],
+    domains: Sequence[str],
+    bins: int = 100,
+    value_range: tuple[float, float] | None = None,
+) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """Pooled brain-voxel intensity densities per domain (paper 2, E7; paper 1, Fig. 4): (bin edges, {domain: density}).
 
     Voxels are those of `brain_mask`; the range defaults to 0 .. the largest 99.9th percentile, so that one
     bright outlier does not squeeze every curve into a few bins.
     """
     if len(volumes) != len(domains):
-        raise ValueError(f"voxel_intensity_histograms: {len(volumes)} volumes but {len(domains)} domains; pass one domain per volume")
+        raise ValueError(
+            f"voxel_intensity_histograms: {len(volumes)} volumes but {len(domains)} domains; pass one domain per volume"
+        )
     brains = [np.asarray(v)[brain_mask(v)] for v in volumes]
     lo, hi = value_range or (0.0, float(max(np.percentile(b, 99.9) for b in brains)))
     edges = np.linspace(lo, hi, bins + 1)
@@ -61,8 +70,11 @@ def voxel_intensity_histograms(volumes: Sequence[np.ndarray], domains: Sequence[
 
 
 # --------------------------------------------------------------------------- Wasserstein
-def pairwise_wasserstein(samples: Mapping[str, np.ndarray], weights: Mapping[str, np.ndarray] | None = None,
-                         support: np.ndarray | None = None) -> pd.DataFrame:
+def pairwise_wasserstein(
+    samples: Mapping[str, np.ndarray],
+    weights: Mapping[str, np.ndarray] | None = None,
+    support: np.ndarray | None = None,
+) -> pd.DataFrame:
     """Symmetric matrix of 1-D Wasserstein distances W1 between every two domains (paper 1, Fig. 5).
 
     ``samples``: values per domain (e.g. `samples_by_domain`). For histograms pass the bin centres as
@@ -96,8 +108,15 @@ def mean_sd(values: np.ndarray) -> tuple[float, float]:
 
 
 # --------------------------------------------------------------------------- random pairs
-def sample_pairs(n_a: int, n_b: int | None = None, n_pairs: int = 5000, seed: int = 0,
-                 groups_a: Sequence | None = None, groups_b: Sequence | None = None, relation: str = "any") -> np.ndarray:
+def sample_pairs(
+    n_a: int,
+    n_b: int | None = None,
+    n_pairs: int = 5000,
+    seed: int = 0,
+    groups_a: Sequence | None = None,
+    groups_b: Sequence | None = None,
+    relation: str = "any",
+) -> np.ndarray:
     """Up to ``n_pairs`` distinct index pairs (i, j), seeded; shape (n, 2).
 
     One set (``n_b`` None): unordered pairs i < j of different images. Two sets: i in a, j in b (e.g.
@@ -114,12 +133,16 @@ def sample_pairs(n_a: int, n_b: int | None = None, n_pairs: int = 5000, seed: in
         ga = np.asarray(groups_a if groups_a is not None else [])
         gb = ga if one_set else np.asarray(groups_b if groups_b is not None else [])
         if len(ga) != n_a or len(gb) != (n_a if one_set else n_b):
-            raise ValueError("sample_pairs: relation 'same'/'different' needs groups_a (and groups_b for two sets) with one entry per image")
+            raise ValueError(
+                "sample_pairs: relation 'same'/'different' needs groups_a (and groups_b for two sets) with one entry per image"
+            )
         same = ga[i] == gb[j]
         keep &= same if relation == "same" else ~same
     cand = np.stack([i[keep], j[keep]], 1)
     if len(cand) == 0:
-        raise ValueError(f"sample_pairs: no pair satisfies relation={relation!r}; check the groups (e.g. one domain only)")
+        raise ValueError(
+            f"sample_pairs: no pair satisfies relation={relation!r}; check the groups (e.g. one domain only)"
+        )
     if len(cand) <= n_pairs:
         return cand
     rng = np.random.default_rng(seed)
@@ -133,7 +156,9 @@ def local_means(volumes: Sequence[np.ndarray], win_size: int = 11, sigma: float 
     for v in volumes:
         x = torch.from_numpy(np.ascontiguousarray(v, dtype=np.float32))[None, None]
         if min(x.shape[2:]) < win_size:
-            raise ValueError(f"local_means: a volume of shape {tuple(v.shape)} is smaller than the SSIM window {win_size}; use a smaller win_size")
+            raise ValueError(
+                f"local_means: a volume of shape {tuple(v.shape)} is smaller than the SSIM window {win_size}; use a smaller win_size"
+            )
         for axis in range(x.ndim - 2):  # separable: one 1-D convolution per spatial axis
             shape = [1, 1] + [1] * (x.ndim - 2)
             shape[2 + axis] = win_size
@@ -142,9 +167,16 @@ def local_means(volumes: Sequence[np.ndarray], win_size: int = 11, sigma: float 
     return out
 
 
-def pair_luminance(vols_a: Sequence[np.ndarray], pairs: np.ndarray, vols_b: Sequence[np.ndarray] | None = None,
-                   data_range: float | None = None, win_size: int = 11, sigma: float = 1.5, k1: float = 0.01,
-                   brain_only: bool = False) -> np.ndarray:
+def pair_luminance(
+    vols_a: Sequence[np.ndarray],
+    pairs: np.ndarray,
+    vols_b: Sequence[np.ndarray] | None = None,
+    data_range: float | None = None,
+    win_size: int = 11,
+    sigma: float = 1.5,
+    k1: float = 0.01,
+    brain_only: bool = False,
+) -> np.ndarray:
     """Mean luminance SSIM l = (2 mu_a mu_b + C1) / (mu_a^2 + mu_b^2 + C1) of each pair (i in a, j in b).
 
     ``vols_b`` None: both indices into ``vols_a``. ``data_range`` (C1 = (k1 * range)^2) defaults per pair to
@@ -159,11 +191,15 @@ def pair_luminance(vols_a: Sequence[np.ndarray], pairs: np.ndarray, vols_b: Sequ
     ptp_a = [float(np.ptp(v)) for v in vols_a]
     ptp_b = ptp_a if vols_b is vols_a else [float(np.ptp(v)) for v in vols_b]
     masks_a = [map_mask(brain_mask(v), win_size) for v in vols_a] if brain_only else None
-    masks_b = (masks_a if vols_b is vols_a else [map_mask(brain_mask(v), win_size) for v in vols_b]) if brain_only else None
+    masks_b = (
+        (masks_a if vols_b is vols_a else [map_mask(brain_mask(v), win_size) for v in vols_b]) if brain_only else None
+    )
     out = np.empty(len(pairs))
     for k, (i, j) in enumerate(np.asarray(pairs, dtype=int)):
         if mu_a[i].shape != mu_b[j].shape:
-            raise ValueError(f"pair_luminance: volumes {i} and {j} differ in shape; resample every volume to one grid first")
+            raise ValueError(
+                f"pair_luminance: volumes {i} and {j} differ in shape; resample every volume to one grid first"
+            )
         c1 = (k1 * (data_range or max(ptp_a[i], ptp_b[j]))) ** 2
         x, y = mu_a[i], mu_b[j]
         lum = (2 * x * y + c1) / (x * x + y * y + c1)
@@ -171,8 +207,14 @@ def pair_luminance(vols_a: Sequence[np.ndarray], pairs: np.ndarray, vols_b: Sequ
     return out
 
 
-def pair_ssim_terms(vols_a: Sequence[np.ndarray], pairs: np.ndarray, vols_b: Sequence[np.ndarray] | None = None,
-                    data_range: float | None = None, win_size: int = 11, brain_only: bool = False) -> pd.DataFrame:
+def pair_ssim_terms(
+    vols_a: Sequence[np.ndarray],
+    pairs: np.ndarray,
+    vols_b: Sequence[np.ndarray] | None = None,
+    data_range: float | None = None,
+    win_size: int = 11,
+    brain_only: bool = False,
+) -> pd.DataFrame:
     """SSIM and its luminance, contrast, structure terms for each pair (one row per pair, with i and j).
 
     Paper 1's structural SSIM between 100 random pairs of different subjects, and, with ``pairs`` the

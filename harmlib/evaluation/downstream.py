@@ -14,16 +14,24 @@ Intensities: each version is divided by one scale, the 99.5th percentile of its 
 voxels, and *not* normalized per image: a per-image rescaling would itself remove the global scanner
 scale that harmonization is meant to remove, and the unharmonized baseline would no longer be one.
 """
+
 from __future__ import annotations
 
 import time
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
 import torch
 from monai.networks.nets import ResNet
-from sklearn.metrics import accuracy_score, balanced_accuracy_score, mean_absolute_error, mean_squared_error, r2_score, roc_auc_score
+from sklearn.metrics import (
+    accuracy_score,
+    balanced_accuracy_score,
+    mean_absolute_error,
+    mean_squared_error,
+    r2_score,
+    roc_auc_score,
+)
 from sklearn.model_selection import KFold, StratifiedKFold
 from torch import nn
 from tqdm.auto import tqdm
@@ -48,7 +56,9 @@ def _check_task(task: str) -> None:
 def grid_factor(data_voxel_mm: int, eval_voxel_mm: int) -> int:
     """Block-averaging factor from the data's grid to the downstream grid (e.g. 2 mm -> 8 mm: 4)."""
     if eval_voxel_mm % data_voxel_mm:
-        raise ValueError(f"evaluation.voxel_mm={eval_voxel_mm} is not a multiple of data.voxel_mm={data_voxel_mm}; choose a multiple (e.g. {2 * data_voxel_mm})")
+        raise ValueError(
+            f"evaluation.voxel_mm={eval_voxel_mm} is not a multiple of data.voxel_mm={data_voxel_mm}; choose a multiple (e.g. {2 * data_voxel_mm})"
+        )
     return eval_voxel_mm // data_voxel_mm
 
 
@@ -56,7 +66,9 @@ def load_cohort(manifest: Manifest, role: str, factor: int = 1) -> tuple[np.ndar
     """Volumes (N, X, Y, Z) float32 of one manifest role (``age`` or ``ad``), block-averaged by ``factor``."""
     sel = manifest.select(role=role)
     if not len(sel):
-        raise DataError(f"no volumes with role '{role}' in the manifest; the downstream tasks need the 'age' and 'ad' cohorts (harmlib synth writes them)")
+        raise DataError(
+            f"no volumes with role '{role}' in the manifest; the downstream tasks need the 'age' and 'ad' cohorts (harmlib synth writes them)"
+        )
     vols = [np.asarray(load_volume(p).dataobj, dtype=np.float32) for p in sel.paths()]
     return downsample(vols, factor), sel.df
 
@@ -74,7 +86,9 @@ def targets(df: pd.DataFrame, task: str) -> np.ndarray:
     if task == "age":
         y = pd.to_numeric(df["age"], errors="coerce").to_numpy(dtype=float)
         if np.isnan(y).any():
-            raise DataError(f"{int(np.isnan(y).sum())} row(s) of the age cohort have no age; fill the manifest's 'age' column or drop them")
+            raise DataError(
+                f"{int(np.isnan(y).sum())} row(s) of the age cohort have no age; fill the manifest's 'age' column or drop them"
+            )
         return y
     bad = sorted(set(df["diagnosis"]) - {"AD", "HC"})
     if bad:
@@ -86,10 +100,14 @@ def cv_splits(y: np.ndarray, task: str, folds: int, seed: int = 0) -> list[tuple
     """Shuffled k-fold (train, test) indices, stratified by diagnosis for ``ad``; one split for all versions."""
     _check_task(task)
     if len(y) < folds:
-        raise ValueError(f"cv_splits: {len(y)} subjects for {folds} folds; use fewer folds (evaluation.folds) or a larger cohort")
+        raise ValueError(
+            f"cv_splits: {len(y)} subjects for {folds} folds; use fewer folds (evaluation.folds) or a larger cohort"
+        )
     if task == "ad":
         if np.bincount(y.astype(int), minlength=2).min() < folds:
-            raise ValueError(f"cv_splits: fewer AD or HC subjects than {folds} folds; use fewer folds or a larger cohort")
+            raise ValueError(
+                f"cv_splits: fewer AD or HC subjects than {folds} folds; use fewer folds or a larger cohort"
+            )
         return list(StratifiedKFold(folds, shuffle=True, random_state=seed).split(np.zeros(len(y)), y.astype(int)))
     return list(KFold(folds, shuffle=True, random_state=seed).split(np.zeros(len(y))))
 
@@ -103,14 +121,22 @@ def intensity_scale(volumes: np.ndarray) -> float:
 def make_resnet(cfg: EvaluationConfig) -> nn.Module:
     """MONAI 3D ResNet (basic blocks) with one output: the age (z-scored) or the AD logit."""
     w = cfg.width
-    return ResNet("basic", _LAYERS[cfg.depth], [w, 2 * w, 4 * w, 8 * w], spatial_dims=3, n_input_channels=1,
-                  conv1_t_stride=cfg.stem_stride, no_max_pool=not cfg.max_pool, num_classes=1)
+    return ResNet(
+        "basic",
+        _LAYERS[cfg.depth],
+        [w, 2 * w, 4 * w, 8 * w],
+        spatial_dims=3,
+        n_input_channels=1,
+        conv1_t_stride=cfg.stem_stride,
+        no_max_pool=not cfg.max_pool,
+        num_classes=1,
+    )
 
 
 def _predict(model: nn.Module, x: torch.Tensor, batch_size: int) -> np.ndarray:
     model.eval()
     with torch.no_grad():
-        return torch.cat([model(x[i:i + batch_size]) for i in range(0, len(x), batch_size)])[:, 0].numpy()
+        return torch.cat([model(x[i : i + batch_size]) for i in range(0, len(x), batch_size)])[:, 0].numpy()
 
 
 def train_model(x: torch.Tensor, y: np.ndarray, task: str, cfg: EvaluationConfig, seed: int) -> nn.Module:
@@ -134,7 +160,7 @@ def train_model(x: torch.Tensor, y: np.ndarray, task: str, cfg: EvaluationConfig
     for _ in range(cfg.epochs):
         order = torch.randperm(len(x), generator=gen)
         for start in range(0, len(x) - bs + 1, bs):  # full batches only; the shuffle uses every sample over epochs
-            idx = order[start:start + bs]
+            idx = order[start : start + bs]
             loss = loss_fn(model(x[idx])[:, 0], yt[idx])
             opt.zero_grad()
             loss.backward()
@@ -153,21 +179,29 @@ def _precise_batchnorm(model: nn.Module, x: torch.Tensor, batch_size: int) -> No
     model.train()
     with torch.no_grad():
         for start in range(0, len(x), batch_size):
-            model(x[start:start + batch_size])
+            model(x[start : start + batch_size])
 
 
 def fold_metrics(task: str, y_true: np.ndarray, pred: np.ndarray) -> dict[str, float]:
     """MAE, RMSE, R^2 (age, years) or accuracy, balanced accuracy, AUC (AD; ``pred`` are logits)."""
     if task == "age":
-        return {"mae": mean_absolute_error(y_true, pred), "rmse": float(np.sqrt(mean_squared_error(y_true, pred))),
-                "r2": r2_score(y_true, pred)}
+        return {
+            "mae": mean_absolute_error(y_true, pred),
+            "rmse": float(np.sqrt(mean_squared_error(y_true, pred))),
+            "r2": r2_score(y_true, pred),
+        }
     label = (pred > 0).astype(int)  # logit 0 = probability 0.5
     auc = roc_auc_score(y_true, pred) if len(np.unique(y_true)) == 2 else float("nan")
-    return {"accuracy": accuracy_score(y_true, label), "balanced_accuracy": balanced_accuracy_score(y_true, label), "auc": auc}
+    return {
+        "accuracy": accuracy_score(y_true, label),
+        "balanced_accuracy": balanced_accuracy_score(y_true, label),
+        "auc": auc,
+    }
 
 
-def run_fold(volumes: np.ndarray, y: np.ndarray, train: np.ndarray, test: np.ndarray, task: str,
-             cfg: EvaluationConfig, seed: int) -> dict[str, float]:
+def run_fold(
+    volumes: np.ndarray, y: np.ndarray, train: np.ndarray, test: np.ndarray, task: str, cfg: EvaluationConfig, seed: int
+) -> dict[str, float]:
     """Train on ``train``, evaluate on ``test``; the scale and the age z-scoring come from ``train`` only."""
     scale = intensity_scale(volumes[train])
     x = torch.from_numpy(np.ascontiguousarray(volumes, dtype=np.float32) / scale)[:, None]
@@ -177,8 +211,9 @@ def run_fold(volumes: np.ndarray, y: np.ndarray, train: np.ndarray, test: np.nda
     return fold_metrics(task, y[test], pred)
 
 
-def cross_validate(versions: Mapping[str, np.ndarray], y: np.ndarray, task: str, cfg: EvaluationConfig,
-                   seed: int = 0) -> pd.DataFrame:
+def cross_validate(
+    versions: Mapping[str, np.ndarray], y: np.ndarray, task: str, cfg: EvaluationConfig, seed: int = 0
+) -> pd.DataFrame:
     """k-fold CV of the 3D ResNet on every version of one cohort (same folds, same initializations).
 
     ``versions``: {"unharmonized": (N, X, Y, Z), "A": ..., "zscore": ...}, each in the same subject order
@@ -189,7 +224,9 @@ def cross_validate(versions: Mapping[str, np.ndarray], y: np.ndarray, task: str,
     y = np.asarray(y, dtype=float)
     for name, v in versions.items():
         if len(v) != len(y) or np.asarray(v).ndim != 4:
-            raise ValueError(f"cross_validate: version '{name}' has shape {np.shape(v)} for {len(y)} targets; pass (N, X, Y, Z) volumes, one per subject")
+            raise ValueError(
+                f"cross_validate: version '{name}' has shape {np.shape(v)} for {len(y)} targets; pass (N, X, Y, Z) volumes, one per subject"
+            )
     splits = cv_splits(y, task, cfg.folds, seed)
     rows = []
     with tqdm(total=len(versions) * len(splits), desc=f"{task} CV", unit="fold") as bar:
@@ -198,7 +235,15 @@ def cross_validate(versions: Mapping[str, np.ndarray], y: np.ndarray, task: str,
             for k, (train, test) in enumerate(splits):
                 t0 = time.perf_counter()
                 metrics = run_fold(vols, y, train, test, task, cfg, seed * 1000 + k)
-                rows.append({"version": name, "fold": k, "n_train": len(train), "n_test": len(test), **metrics,
-                             "seconds": time.perf_counter() - t0})
+                rows.append(
+                    {
+                        "version": name,
+                        "fold": k,
+                        "n_train": len(train),
+                        "n_test": len(test),
+                        **metrics,
+                        "seconds": time.perf_counter() - t0,
+                    }
+                )
                 bar.update()
     return pd.DataFrame(rows)

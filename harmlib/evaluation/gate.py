@@ -14,11 +14,12 @@ chapter measures, on held-out data and by means independent of the model:
 Each criterion is a row (value, threshold from ``cfg.gate``, passed) of ``gate_<model>.csv``.
 A model whose gate fails is shown as "model below its quality gate" with these numbers.
 """
+
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Callable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -36,7 +37,9 @@ from harmlib.evaluation.metrics import brain_mask, psnr, ssim_terms
 from harmlib.harmonize import SELF
 from harmlib.harmonize2d import SELF_AT
 
-Harmonize = Callable[[np.ndarray, np.ndarray, str], np.ndarray]  # (volume, affine, target domain or "self"/"agnostic") -> volume
+Harmonize = Callable[
+    [np.ndarray, np.ndarray, str], np.ndarray
+]  # (volume, affine, target domain or "self"/"agnostic") -> volume
 
 
 def _load(path) -> tuple[np.ndarray, np.ndarray]:
@@ -47,7 +50,9 @@ def _load(path) -> tuple[np.ndarray, np.ndarray]:
 
 
 @functools.lru_cache(maxsize=128)  # the cpu cohort's test volumes, truths and training scans: ~100 x 3.6 MB
-def _load_cached(path: str, mtime_ns: int) -> tuple[np.ndarray, np.ndarray]:  # the mtime: a rewritten file is read again
+def _load_cached(
+    path: str, mtime_ns: int
+) -> tuple[np.ndarray, np.ndarray]:  # the mtime: a rewritten file is read again
     img = load_volume(path)  # shared between callers, none of which changes an input in place
     return img.get_fdata(dtype=np.float32), img.affine
 
@@ -61,15 +66,27 @@ def reconstruction_cases(test: Manifest, harmonize: Harmonize, sites: Mapping[st
     """
     recs = []
     for i in range(len(test)):
-        cases = [(test.path(i), SELF, test.df.at[i, "domain"])] if sites is None else [(test.truth(i, d), f"{SELF_AT}{d}", d) for d in sites.values()]
+        cases = (
+            [(test.path(i), SELF, test.df.at[i, "domain"])]
+            if sites is None
+            else [(test.truth(i, d), f"{SELF_AT}{d}", d) for d in sites.values()]
+        )
         for path, target, site in cases:
             vol, aff = _load(path)
             out = harmonize(vol, aff, target)
-            recs.append({"subject": test.df.at[i, "subject"], "site": site, "reconstruction SSIM": ssim_terms(out, vol, mask=brain_mask(vol))["ssim"]})
+            recs.append(
+                {
+                    "subject": test.df.at[i, "subject"],
+                    "site": site,
+                    "reconstruction SSIM": ssim_terms(out, vol, mask=brain_mask(vol))["ssim"],
+                }
+            )
     return pd.DataFrame(recs)
 
 
-def traveling_cases(test: Manifest, harmonize: Harmonize, targets: Mapping[str, str], extra: Sequence[str] = ("agnostic",)) -> tuple[pd.DataFrame, dict]:
+def traveling_cases(
+    test: Manifest, harmonize: Harmonize, targets: Mapping[str, str], extra: Sequence[str] = ("agnostic",)
+) -> tuple[pd.DataFrame, dict]:
     """One row per (test volume, target): SSIM, structure and PSNR to the true rendering at the target
     before and after harmonization, and the structural SSIM of the output vs its original.
 
@@ -83,14 +100,24 @@ def traveling_cases(test: Manifest, harmonize: Harmonize, targets: Mapping[str, 
         for name in [*targets, *extra]:
             out = harmonize(vol, aff, targets.get(name, name))
             outputs[name].append(out)
-            rec = {"subject": test.df.at[i, "subject"], "site": test.df.at[i, "domain"], "target": name,
-                   "structure vs original": ssim_terms(out, vol, mask=orig_mask)["structure"]}
+            rec = {
+                "subject": test.df.at[i, "subject"],
+                "site": test.df.at[i, "domain"],
+                "target": name,
+                "structure vs original": ssim_terms(out, vol, mask=orig_mask)["structure"],
+            }
             if name in targets:
                 truth, _ = _load(test.truth(i, targets[name]))
                 m = brain_mask(truth)
                 before, after = ssim_terms(vol, truth, mask=m), ssim_terms(out, truth, mask=m)
-                rec |= {"SSIM before": before["ssim"], "SSIM after": after["ssim"], "structure before": before["structure"],
-                        "structure after": after["structure"], "PSNR before": psnr(vol[m], truth[m]), "PSNR after": psnr(out[m], truth[m])}
+                rec |= {
+                    "SSIM before": before["ssim"],
+                    "SSIM after": after["ssim"],
+                    "structure before": before["structure"],
+                    "structure after": after["structure"],
+                    "PSNR before": psnr(vol[m], truth[m]),
+                    "PSNR after": psnr(out[m], truth[m]),
+                }
             recs.append(rec)
     return pd.DataFrame(recs), outputs
 
@@ -106,7 +133,13 @@ def nyul_cases(manifest: Manifest, targets: Mapping[str, str]) -> pd.DataFrame:
             vol, _ = _load(test.path(i))
             truth, _ = _load(test.truth(i, domain))
             m = brain_mask(truth)
-            recs.append({"target": name, "site": test.df.at[i, "domain"], "SSIM after": ssim_terms(nyul(vol), truth, mask=m)["ssim"]})
+            recs.append(
+                {
+                    "target": name,
+                    "site": test.df.at[i, "domain"],
+                    "SSIM after": ssim_terms(nyul(vol), truth, mask=m)["ssim"],
+                }
+            )
     return pd.DataFrame(recs)
 
 
@@ -145,9 +178,13 @@ class HistogramClassifier:
         property no brain harmonizer should change (Nyul to A was read as A in 50 % of cases; over the brain, 100 %).
         """
         norm = Normalizer()
-        return intensity_histograms([norm.forward(v)[0][brain_mask(v)] for v in vols], self.bins) if len(vols) else np.zeros((0, self.bins))
+        return (
+            intensity_histograms([norm.forward(v)[0][brain_mask(v)] for v in vols], self.bins)
+            if len(vols)
+            else np.zeros((0, self.bins))
+        )
 
-    def fit(self, vols: Sequence[np.ndarray], labels: Sequence[str]) -> "HistogramClassifier":
+    def fit(self, vols: Sequence[np.ndarray], labels: Sequence[str]) -> HistogramClassifier:
         self.model.fit(self.features(vols), list(labels))
         return self
 
@@ -155,7 +192,9 @@ class HistogramClassifier:
         return list(self.model.predict(self.features(vols)))
 
 
-def train_scanner_classifier(manifest: Manifest, gate: GateConfig, evaluation: EvaluationConfig, data_mm: int, seed: int = 0) -> tuple[ScannerClassifier, list[str], pd.DataFrame]:
+def train_scanner_classifier(
+    manifest: Manifest, gate: GateConfig, evaluation: EvaluationConfig, data_mm: int, seed: int = 0
+) -> tuple[ScannerClassifier, list[str], pd.DataFrame]:
     """An independent 3D scanner classifier on the real (unharmonized) training-site volumes only."""
     train = manifest.select("train")
     domains = manifest.domains("train")
@@ -168,7 +207,9 @@ def train_scanner_classifier(manifest: Manifest, gate: GateConfig, evaluation: E
 
 
 @torch.no_grad()
-def classify(classifier: ScannerClassifier, domains: Sequence[str], vols: Sequence[np.ndarray], factor: int) -> list[str]:
+def classify(
+    classifier: ScannerClassifier, domains: Sequence[str], vols: Sequence[np.ndarray], factor: int
+) -> list[str]:
     logits = classifier(_classifier_input(vols, factor))
     return [domains[k] for k in logits.argmax(1).tolist()]
 
@@ -185,25 +226,51 @@ def scanner_classifier(manifest: Manifest, cfg) -> Callable[[Sequence[np.ndarray
     return lambda vols: classify(net, domains, vols, factor)
 
 
-def gate_table(model: str, profile: str, gate: GateConfig, rec: pd.DataFrame, trav: pd.DataFrame, accuracy: float,
-               nyul: pd.DataFrame | None = None) -> pd.DataFrame:
+def gate_table(
+    model: str,
+    profile: str,
+    gate: GateConfig,
+    rec: pd.DataFrame,
+    trav: pd.DataFrame,
+    accuracy: float,
+    nyul: pd.DataFrame | None = None,
+) -> pd.DataFrame:
     """The gate's rows: criterion, value, threshold, passed (and the model and profile)."""
     paired = trav.dropna(subset=["SSIM after"])
-    rows = [("reconstruction SSIM (held-out, over the brain)", rec["reconstruction SSIM"].mean(), gate.reconstruction),
-            ("translation accuracy (independent scanner classifier)", accuracy, gate.translation)]
+    rows = [
+        ("reconstruction SSIM (held-out, over the brain)", rec["reconstruction SSIM"].mean(), gate.reconstruction),
+        ("translation accuracy (independent scanner classifier)", accuracy, gate.translation),
+    ]
     for name, grp in paired.groupby("target", sort=True):
         gain = grp["SSIM after"] - grp["SSIM before"]
-        rows += [(f"traveling subjects -> {name}: share closer to the truth (SSIM)", float((gain > 0).mean()), gate.improved),
-                 (f"traveling subjects -> {name}: mean SSIM gain", float(gain.mean()), gate.min_gain)]
+        rows += [
+            (
+                f"traveling subjects -> {name}: share closer to the truth (SSIM)",
+                float((gain > 0).mean()),
+                gate.improved,
+            ),
+            (f"traveling subjects -> {name}: mean SSIM gain", float(gain.mean()), gate.min_gain),
+        ]
     rows.append(("structural SSIM harmonized vs original", trav["structure vs original"].mean(), gate.structure))
-    info = {f"SSIM to truth -> {n}: before / after": f"{g['SSIM before'].mean():.3f} / {g['SSIM after'].mean():.3f}" for n, g in paired.groupby("target")}
+    info = {
+        f"SSIM to truth -> {n}: before / after": f"{g['SSIM before'].mean():.3f} / {g['SSIM after'].mean():.3f}"
+        for n, g in paired.groupby("target")
+    }
     if nyul is not None and len(nyul):
-        info |= {f"Nyul fitted to {n}'s scans: SSIM to truth": f"{g['SSIM after'].mean():.3f}" for n, g in nyul.groupby("target")}
-    info |= {f"PSNR to truth -> {n}: before / after (dB)": f"{g['PSNR before'].mean():.2f} / {g['PSNR after'].mean():.2f}" for n, g in paired.groupby("target")}
+        info |= {
+            f"Nyul fitted to {n}'s scans: SSIM to truth": f"{g['SSIM after'].mean():.3f}"
+            for n, g in nyul.groupby("target")
+        }
+    info |= {
+        f"PSNR to truth -> {n}: before / after (dB)": f"{g['PSNR before'].mean():.2f} / {g['PSNR after'].mean():.2f}"
+        for n, g in paired.groupby("target")
+    }
     return _gate_frame(model, profile, rows, info)
 
 
-def _gate_frame(model: str, profile: str, rows: Sequence[tuple[str, float, float]], info: Mapping[str, str]) -> pd.DataFrame:
+def _gate_frame(
+    model: str, profile: str, rows: Sequence[tuple[str, float, float]], info: Mapping[str, str]
+) -> pd.DataFrame:
     """One gate's table: a row per (criterion, value, threshold) with its verdict, then the context rows (no threshold)."""
     crit = [{"criterion": c, "value": round(float(v), 4), "threshold": t, "passed": bool(v >= t)} for c, v, t in rows]
     out = pd.DataFrame(crit + [{"criterion": k, "value": v, "threshold": "", "passed": ""} for k, v in info.items()])
@@ -212,18 +279,24 @@ def _gate_frame(model: str, profile: str, rows: Sequence[tuple[str, float, float
     return out
 
 
-def clustering_gate(model: str, profile: str, gate: GateConfig, scores: Mapping[str, float], baseline: Mapping[str, float] | None = None) -> pd.DataFrame:
+def clustering_gate(
+    model: str, profile: str, gate: GateConfig, scores: Mapping[str, float], baseline: Mapping[str, float] | None = None
+) -> pd.DataFrame:
     """The GM-VAE's gate (paper 2, stage 1): do its mixture components find the scanners (E1)?
 
     ``scores``: {"ACC", "NMI", "ARI"} of the components against the true training scanners
     (`clustering.clustering_scores`); ``baseline``: the same for k-means on the slices' intensity histograms,
     shown beside as the sanity bar (it needs no training).
     """
-    rows = [("E1 clustering accuracy (components vs true scanners)", scores["ACC"], gate.clustering_acc),
-            ("E1 NMI (components vs true scanners)", scores["NMI"], gate.clustering_nmi)]
+    rows = [
+        ("E1 clustering accuracy (components vs true scanners)", scores["ACC"], gate.clustering_acc),
+        ("E1 NMI (components vs true scanners)", scores["NMI"], gate.clustering_nmi),
+    ]
     info = {"E1 ARI": f"{scores['ARI']:.3f}"}
     if baseline:
-        info["k-means on intensity histograms of the same slices: ACC / NMI"] = f"{baseline['ACC']:.3f} / {baseline['NMI']:.3f}"
+        info["k-means on intensity histograms of the same slices: ACC / NMI"] = (
+            f"{baseline['ACC']:.3f} / {baseline['NMI']:.3f}"
+        )
     return _gate_frame(model, profile, rows, info)
 
 
@@ -236,11 +309,23 @@ def gate_passed(table: pd.DataFrame) -> bool:
 def gate_failures(table: pd.DataFrame) -> list[str]:
     """The failing criteria as 'criterion value < threshold' lines (the reason a claim is not judged)."""
     crit = table[table["threshold"].astype(str) != ""]
-    return [f"{r.criterion} {float(r.value):.3f} < {float(r.threshold):.2f}" for r in crit.itertuples() if str(r.passed) != "True"]
+    return [
+        f"{r.criterion} {float(r.value):.3f} < {float(r.threshold):.2f}"
+        for r in crit.itertuples()
+        if str(r.passed) != "True"
+    ]
 
 
-def evaluate_gate(model: str, cfg, manifest: Manifest, harmonize: Harmonize, targets: Mapping[str, str], extra: Sequence[str] = ("agnostic",),
-                  reconstruction_sites: Mapping[str, str] | None = None, gate: GateConfig | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+def evaluate_gate(
+    model: str,
+    cfg,
+    manifest: Manifest,
+    harmonize: Harmonize,
+    targets: Mapping[str, str],
+    extra: Sequence[str] = ("agnostic",),
+    reconstruction_sites: Mapping[str, str] | None = None,
+    gate: GateConfig | None = None,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The whole gate of one model on the test cohort: (gate table, per-case traveling table).
 
     ``cfg`` is the run's config (profile, gate thresholds, data grid); ``targets`` {"A": domain, ...}; ``extra``
@@ -254,14 +339,30 @@ def evaluate_gate(model: str, cfg, manifest: Manifest, harmonize: Harmonize, tar
     trav, outputs = traveling_cases(test, harmonize, targets, extra)
     predict = scanner_classifier(manifest, cfg)
     hits = [pred == targets[name] for name in targets for pred in predict(outputs[name])]
-    truth_hits = [pred == targets[name] for name in targets for pred in predict([_load(test.truth(i, targets[name]))[0] for i in range(len(test))])]
+    truth_hits = [
+        pred == targets[name]
+        for name in targets
+        for pred in predict([_load(test.truth(i, targets[name]))[0] for i in range(len(test))])
+    ]
     table = gate_table(model, cfg.profile, gate, rec, trav, float(np.mean(hits)), nyul_cases(manifest, targets))
-    sanity = pd.DataFrame([{"model": model, "criterion": f"{cfg.gate.classifier} scanner classifier: true renderings at the targets read correctly",
-                            "value": f"{np.mean(truth_hits):.3f}", "threshold": "", "passed": "", "profile": cfg.profile}])
+    sanity = pd.DataFrame(
+        [
+            {
+                "model": model,
+                "criterion": f"{cfg.gate.classifier} scanner classifier: true renderings at the targets read correctly",
+                "value": f"{np.mean(truth_hits):.3f}",
+                "threshold": "",
+                "passed": "",
+                "profile": cfg.profile,
+            }
+        ]
+    )
     return pd.concat([table, sanity], ignore_index=True), trav
 
 
-def convergence(snapshots: Mapping[int, Callable[[], Harmonize]], manifest: Manifest, targets: Mapping[str, str], n_test: int = 4) -> pd.DataFrame:
+def convergence(
+    snapshots: Mapping[int, Callable[[], Harmonize]], manifest: Manifest, targets: Mapping[str, str], n_test: int = 4
+) -> pd.DataFrame:
     """The gate's image metrics at each training snapshot, on ``n_test`` test volumes spread over the sites.
 
     ``snapshots``: {step: a function returning that snapshot's harmonize function}. One row per step:
@@ -275,7 +376,11 @@ def convergence(snapshots: Mapping[int, Callable[[], Harmonize]], manifest: Mani
         fn = make()
         rec = reconstruction_cases(sub, fn)
         trav, _ = traveling_cases(sub, fn, targets, extra=())
-        row = {"step": step, "reconstruction SSIM": rec["reconstruction SSIM"].mean(), "structure vs original": trav["structure vs original"].mean()}
+        row = {
+            "step": step,
+            "reconstruction SSIM": rec["reconstruction SSIM"].mean(),
+            "structure vs original": trav["structure vs original"].mean(),
+        }
         for name, g in trav.groupby("target"):
             row[f"SSIM to truth -> {name}"] = g["SSIM after"].mean()
             row[f"SSIM to truth -> {name} (unharmonized)"] = g["SSIM before"].mean()

@@ -1,4 +1,5 @@
 """Image-pair metrics on volumes: SSIM and its terms, PSNR, mean brain intensity."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -11,8 +12,9 @@ def _t(v: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(v, dtype=np.float32))[None, None]
 
 
-def ssim_terms(a: np.ndarray, b: np.ndarray, data_range: float | None = None, win_size: int = 11,
-               mask: np.ndarray | None = None) -> dict[str, float]:
+def ssim_terms(
+    a: np.ndarray, b: np.ndarray, data_range: float | None = None, win_size: int = 11, mask: np.ndarray | None = None
+) -> dict[str, float]:
     """Mean SSIM and its luminance, contrast and structure terms between two volumes.
 
     The data range defaults to the larger of the two images' ranges, so that two differently
@@ -24,7 +26,12 @@ def ssim_terms(a: np.ndarray, b: np.ndarray, data_range: float | None = None, wi
     dr = data_range or float(max(np.ptp(a), np.ptp(b)))
     comps = ssim_components(_t(a), _t(b), dr, win_size=win)
     sel = (lambda m: m[0, 0][map_mask(mask, win)]) if mask is not None else (lambda m: m)  # noqa: E731
-    maps = {"ssim": comps.combine(), "luminance": comps.luminance, "contrast": comps.contrast, "structure": comps.structure}
+    maps = {
+        "ssim": comps.combine(),
+        "luminance": comps.luminance,
+        "contrast": comps.contrast,
+        "structure": comps.structure,
+    }
     return {k: sel(m).mean().item() for k, m in maps.items()}
 
 
@@ -70,5 +77,7 @@ def brain_mask(v: np.ndarray) -> np.ndarray:
     """
     v = np.asarray(v)
     if not np.isfinite(v).all() or np.ptp(v) == 0:
-        raise ValueError(f"brain_mask: a volume of shape {v.shape} is constant or not finite; pass a T1 with a brain in it")
+        raise ValueError(
+            f"brain_mask: a volume of shape {v.shape} is constant or not finite; pass a T1 with a brain in it"
+        )
     return v > otsu_threshold(v)

@@ -5,10 +5,11 @@ The shared loop (`harmlib.train.loop.fit`) keeps the trained nets every ``train.
 function (``(volume, affine, target) -> volume``, as `harmlib.evaluation.gate` expects), built lazily so
 that only one snapshot's nets are in memory at a time.
 """
+
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from harmlib.checkpoint import load_checkpoint
 from harmlib.evaluation.gate import Harmonize
@@ -19,13 +20,15 @@ def snapshot_steps(snap_dir: str | Path) -> dict[int, Path]:
     """{step: path} of the ``stepNNNNNN.pt`` files under ``snap_dir`` (empty when there is none)."""
     found = {}
     for p in sorted(Path(snap_dir).glob("step*.pt")):
-        digits = p.stem[len("step"):]
+        digits = p.stem[len("step") :]
         if digits.isdigit():
             found[int(digits)] = p
     return found
 
 
-def snapshot_harmonizers(snap_dir: str | Path, meta: dict, seed: int = 0, device: str = "cpu") -> dict[int, Callable[[], Harmonize]]:
+def snapshot_harmonizers(
+    snap_dir: str | Path, meta: dict, seed: int = 0, device: str = "cpu"
+) -> dict[int, Callable[[], Harmonize]]:
     """{step: a function that builds that snapshot's harmonize function} for a 3D harmonizer.
 
     ``meta``: the model file's metadata (`harmlib.train.aguit.build_task`'s second value); the snapshot
@@ -37,6 +40,7 @@ def snapshot_harmonizers(snap_dir: str | Path, meta: dict, seed: int = 0, device
         def make() -> Harmonize:
             h = harmonizer_from(meta, load_checkpoint(path, (kind,))["nets"], device)
             return lambda vol, affine, target: harmonize_volume(h, vol, affine, target, seed)
+
         return make
 
     return {step: loader(p) for step, p in snapshot_steps(snap_dir).items()}

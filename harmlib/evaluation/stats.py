@@ -6,6 +6,7 @@ does not say which bootstrap; we use the percentile bootstrap of the difference 
 pairs jointly when both methods were evaluated on the same images (``paired``), else each sample on its
 own.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -31,8 +32,9 @@ class BootstrapCI:
         return f"{self.delta:.3f} [{self.low:.3f}, {self.high:.3f}]"
 
 
-def bootstrap_mean_difference(a: np.ndarray, b: np.ndarray, paired: bool = False, n_boot: int = 1000,
-                              level: float = 0.95, seed: int = 0) -> BootstrapCI:
+def bootstrap_mean_difference(
+    a: np.ndarray, b: np.ndarray, paired: bool = False, n_boot: int = 1000, level: float = 0.95, seed: int = 0
+) -> BootstrapCI:
     """Percentile-bootstrap ``level`` CI of mean(a) - mean(b), seeded.
 
     ``paired``: a[k] and b[k] come from the same image (e.g. one test image harmonized by two models);
@@ -40,17 +42,25 @@ def bootstrap_mean_difference(a: np.ndarray, b: np.ndarray, paired: bool = False
     """
     a, b = np.asarray(a, dtype=float).ravel(), np.asarray(b, dtype=float).ravel()
     if len(a) < 2 or len(b) < 2:
-        raise ValueError(f"bootstrap_mean_difference: samples of size {len(a)} and {len(b)}; a CI needs at least 2 values in each")
+        raise ValueError(
+            f"bootstrap_mean_difference: samples of size {len(a)} and {len(b)}; a CI needs at least 2 values in each"
+        )
     if paired and len(a) != len(b):
-        raise ValueError(f"bootstrap_mean_difference: paired samples must have equal length, got {len(a)} and {len(b)}; pass paired=False")
+        raise ValueError(
+            f"bootstrap_mean_difference: paired samples must have equal length, got {len(a)} and {len(b)}; pass paired=False"
+        )
     if not 0 < level < 1:
-        raise ValueError(f"bootstrap_mean_difference: level={level} is invalid; use a confidence level in (0, 1), e.g. 0.95")
+        raise ValueError(
+            f"bootstrap_mean_difference: level={level} is invalid; use a confidence level in (0, 1), e.g. 0.95"
+        )
     rng = np.random.default_rng(seed)
     if paired:
         idx = rng.integers(0, len(a), size=(n_boot, len(a)))
         boots = (a[idx] - b[idx]).mean(axis=1)
     else:
-        boots = a[rng.integers(0, len(a), size=(n_boot, len(a)))].mean(axis=1) - b[rng.integers(0, len(b), size=(n_boot, len(b)))].mean(axis=1)
+        boots = a[rng.integers(0, len(a), size=(n_boot, len(a)))].mean(axis=1) - b[
+            rng.integers(0, len(b), size=(n_boot, len(b)))
+        ].mean(axis=1)
     tail = (1 - level) / 2 * 100
     low, high = np.percentile(boots, [tail, 100 - tail])
     return BootstrapCI(float(a.mean() - b.mean()), float(low), float(high), level)

@@ -6,11 +6,13 @@ Every table is a pandas DataFrame written to ``runs/<profile>/tables/<name>.csv`
 higher luminance SSIM, a lower MAE after harmonization than before. Absolute values are not expected to
 match (synthetic cohort, CPU-sized models); the direction is what a reproduction can check.
 """
+
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -20,19 +22,38 @@ from harmlib.data.io import write_text_atomic
 # Paper 1 (SSIM-guided harmonization), Tables 2-4: version -> "mean +/- SD" as printed.
 _P1_VERSIONS = ("unharmonized", "A", "B", "agnostic")
 PAPER1 = {
-    "table2": {"wasserstein": ("8.454 ± 5.347", "1.989 ± 0.703", "1.601 ± 0.492", "1.677 ± 0.559"),
-               "luminance_ssim": ("0.952 ± 0.037", "0.981 ± 0.018", "0.986 ± 0.016", "0.989 ± 0.014")},
-    "table3": {"mae": ("5.36 ± 1.89", "3.30 ± 0.48", "3.39 ± 0.36", "3.31 ± 0.78"),
-               "rmse": ("7.20 ± 2.38", "4.79 ± 0.46", "5.41 ± 0.80", "4.74 ± 1.05"),
-               "r2": ("0.091 ± 0.571", "0.643 ± 0.051", "0.545 ± 0.094", "0.639 ± 0.140")},
-    "table4": {"accuracy": ("0.702 ± 0.062", "0.759 ± 0.095", "0.736 ± 0.052", "0.744 ± 0.065"),
-               "balanced_accuracy": ("0.647 ± 0.062", "0.727 ± 0.091", "0.667 ± 0.067", "0.704 ± 0.059"),
-               "auc": ("0.778 ± 0.062", "0.848 ± 0.082", "0.822 ± 0.077", "0.836 ± 0.072")},
+    "table2": {
+        "wasserstein": ("8.454 ± 5.347", "1.989 ± 0.703", "1.601 ± 0.492", "1.677 ± 0.559"),
+        "luminance_ssim": ("0.952 ± 0.037", "0.981 ± 0.018", "0.986 ± 0.016", "0.989 ± 0.014"),
+    },
+    "table3": {
+        "mae": ("5.36 ± 1.89", "3.30 ± 0.48", "3.39 ± 0.36", "3.31 ± 0.78"),
+        "rmse": ("7.20 ± 2.38", "4.79 ± 0.46", "5.41 ± 0.80", "4.74 ± 1.05"),
+        "r2": ("0.091 ± 0.571", "0.643 ± 0.051", "0.545 ± 0.094", "0.639 ± 0.140"),
+    },
+    "table4": {
+        "accuracy": ("0.702 ± 0.062", "0.759 ± 0.095", "0.736 ± 0.052", "0.744 ± 0.065"),
+        "balanced_accuracy": ("0.647 ± 0.062", "0.727 ± 0.091", "0.667 ± 0.067", "0.704 ± 0.059"),
+        "auc": ("0.778 ± 0.062", "0.848 ± 0.082", "0.822 ± 0.077", "0.836 ± 0.072"),
+    },
 }
 # Which way each metric improves: the direction of the papers' claims.
-BETTER = {"wasserstein": "lower", "luminance_ssim": "higher", "structural_ssim": "higher", "mae": "lower",
-          "rmse": "lower", "r2": "higher", "accuracy": "higher", "balanced_accuracy": "higher", "auc": "higher",
-          "fid": "lower", "kid": "lower", "acc": "higher", "nmi": "higher", "ari": "higher"}
+BETTER = {
+    "wasserstein": "lower",
+    "luminance_ssim": "higher",
+    "structural_ssim": "higher",
+    "mae": "lower",
+    "rmse": "lower",
+    "r2": "higher",
+    "accuracy": "higher",
+    "balanced_accuracy": "higher",
+    "auc": "higher",
+    "fid": "lower",
+    "kid": "lower",
+    "acc": "higher",
+    "nmi": "higher",
+    "ari": "higher",
+}
 
 
 def paper1_values(table: str) -> dict[tuple[str, str], str]:
@@ -50,7 +71,9 @@ def tables_dir(cfg_or_dir: Any) -> Path:
 def write_table(df: pd.DataFrame, cfg_or_dir: Any, name: str) -> Path:
     """Write ``df`` to ``<tables dir>/<name>.csv`` atomically (a killed run leaves no half table)."""
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", name):
-        raise ValueError(f"write_table: name {name!r} is not a plain file name; use letters, digits, '_', '-', '.' (e.g. 'table2_appearance')")
+        raise ValueError(
+            f"write_table: name {name!r} is not a plain file name; use letters, digits, '_', '-', '.' (e.g. 'table2_appearance')"
+        )
     keep_index = not isinstance(df.index, pd.RangeIndex)
     return write_text_atomic(tables_dir(cfg_or_dir) / f"{name}.csv", df.to_csv(index=keep_index))
 
@@ -66,8 +89,11 @@ def fold_stats(cv: pd.DataFrame, metrics: tuple[str, ...] | None = None) -> pd.D
     SD with ddof=1 over the folds; the paper does not say which, and with 5 folds the sample SD is usual.
     """
     metrics = metrics or tuple(m for m in BETTER if m in cv.columns)  # the task's metric columns
-    rows = [{"version": v, "metric": m, "mean": float(g[m].mean()), "sd": float(g[m].std(ddof=1)) if len(g) > 1 else 0.0}
-            for v, g in cv.groupby("version", sort=False) for m in metrics]
+    rows = [
+        {"version": v, "metric": m, "mean": float(g[m].mean()), "sd": float(g[m].std(ddof=1)) if len(g) > 1 else 0.0}
+        for v, g in cv.groupby("version", sort=False)
+        for m in metrics
+    ]
     return pd.DataFrame(rows)
 
 
@@ -78,8 +104,14 @@ def wide(stats: pd.DataFrame, decimals: int = 3) -> pd.DataFrame:
     return out.loc[list(dict.fromkeys(stats["metric"])), list(dict.fromkeys(stats["version"]))]
 
 
-def claim_table(stats: pd.DataFrame, paper: Mapping[tuple[str, str], str], reference: str, profile: str,
-                decimals: int = 3, better: Mapping[str, str] = BETTER) -> pd.DataFrame:
+def claim_table(
+    stats: pd.DataFrame,
+    paper: Mapping[tuple[str, str], str],
+    reference: str,
+    profile: str,
+    decimals: int = 3,
+    better: Mapping[str, str] = BETTER,
+) -> pd.DataFrame:
     """Paper value beside ours and the verdict, one row per (metric, version).
 
     ``stats``: long table with columns version, metric, mean, sd (`fold_stats`, or built by a notebook).
@@ -89,19 +121,31 @@ def claim_table(stats: pd.DataFrame, paper: Mapping[tuple[str, str], str], refer
     reference row itself. ``profile`` names the run that produced ours.
     """
     if reference not in set(stats["version"]):
-        raise ValueError(f"claim_table: reference version '{reference}' not in the table; versions: {', '.join(map(str, stats['version'].unique()))}")
+        raise ValueError(
+            f"claim_table: reference version '{reference}' not in the table; versions: {', '.join(map(str, stats['version'].unique()))}"
+        )
     ref = stats[stats["version"] == reference].set_index("metric")["mean"]
     rows = []
     for r in stats.itertuples(index=False):
         if r.metric not in better:
-            raise ValueError(f"claim_table: no claim direction for metric '{r.metric}'; pass better={{'{r.metric}': 'lower' or 'higher'}}")
+            raise ValueError(
+                f"claim_table: no claim direction for metric '{r.metric}'; pass better={{'{r.metric}': 'lower' or 'higher'}}"
+            )
         if r.version == reference:
             holds: Any = ""
         else:
             diff = r.mean - ref[r.metric]
             holds = bool(diff < 0) if better[r.metric] == "lower" else bool(diff > 0)
-        rows.append({"metric": r.metric, "version": r.version, "paper": paper.get((r.metric, r.version), ""),
-                     "ours": format_mean_sd(r.mean, r.sd, decimals), "claim holds": holds, "profile": profile})
+        rows.append(
+            {
+                "metric": r.metric,
+                "version": r.version,
+                "paper": paper.get((r.metric, r.version), ""),
+                "ours": format_mean_sd(r.mean, r.sd, decimals),
+                "claim holds": holds,
+                "profile": profile,
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -118,7 +162,9 @@ def write_gate(table: pd.DataFrame, cfg_or_dir: Any, model: str) -> Path:
     """Write a model's quality gate (`harmlib.evaluation.gate.evaluate_gate`) to ``<tables dir>/gate_<model>.csv``."""
     missing = [c for c in ("criterion", "value", "threshold", "passed") if c not in table.columns]
     if missing:
-        raise ValueError(f"write_gate: the gate table of '{model}' lacks the column(s) {', '.join(missing)}; pass the table of evaluate_gate")
+        raise ValueError(
+            f"write_gate: the gate table of '{model}' lacks the column(s) {', '.join(missing)}; pass the table of evaluate_gate"
+        )
     return write_table(table, cfg_or_dir, f"gate_{model}")
 
 
@@ -132,7 +178,7 @@ def read_gates(cfg_or_dir: Any) -> pd.DataFrame:
     frames = []
     for path in sorted(tables_dir(cfg_or_dir).glob("gate_*.csv")):
         df = pd.read_csv(path, dtype=str, keep_default_na=False)
-        df["model"] = path.stem[len("gate_"):]
+        df["model"] = path.stem[len("gate_") :]
         frames.append(df)
     if not frames:
         return pd.DataFrame(columns=list(GATE_COLUMNS))

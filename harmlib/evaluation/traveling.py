@@ -5,9 +5,10 @@ manifest), which no real data set offers. SSIM (over the brain) and PSNR of each
 truth say whether "harmonized to A" looks like what A would have measured. Real data (the paper
 profile) has no such truth: the table then holds one ``note`` row saying so, instead of failing.
 """
+
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
@@ -21,8 +22,13 @@ def has_truth(manifest: Manifest, split: str = "test", role: str = "test") -> bo
     return not manifest.select(split, role).df["truth_path"].fillna("").eq("").all()
 
 
-def traveling_table(manifest: Manifest, versions: dict[str, Sequence[np.ndarray]], by_target: dict[str, tuple[str, list[str]]],
-                    profile: str, reference: str = "unharmonized") -> pd.DataFrame:
+def traveling_table(
+    manifest: Manifest,
+    versions: dict[str, Sequence[np.ndarray]],
+    by_target: dict[str, tuple[str, list[str]]],
+    profile: str,
+    reference: str = "unharmonized",
+) -> pd.DataFrame:
     """One row per (target, version): SSIM and PSNR to the truth (mean ± SD over subjects) and a verdict.
 
     ``versions``: the test cohort's versions in manifest order (``reference`` is the unharmonized scans).
@@ -31,7 +37,14 @@ def traveling_table(manifest: Manifest, versions: dict[str, Sequence[np.ndarray]
     """
     test = manifest.select("test", "test")
     if not has_truth(manifest):
-        return pd.DataFrame([{"note": "no traveling-subject truth in this manifest (real data): this table needs the synthetic cohort", "profile": profile}])
+        return pd.DataFrame(
+            [
+                {
+                    "note": "no traveling-subject truth in this manifest (real data): this table needs the synthetic cohort",
+                    "profile": profile,
+                }
+            ]
+        )
     recs = []
     for tname, (domain, names) in by_target.items():
         truths = [load_volume(test.truth(i, domain)).get_fdata(dtype=np.float32) for i in range(len(test))]
@@ -41,11 +54,23 @@ def traveling_table(manifest: Manifest, versions: dict[str, Sequence[np.ndarray]
                 m = brain_mask(truth)
                 ssim_.append(ssim_terms(vol, truth, mask=m)["ssim"])
                 psnr_.append(psnr(vol[m], truth[m]))
-            recs.append({"target": tname, "version": v, "SSIM to truth": f"{np.mean(ssim_):.3f} ± {np.std(ssim_):.3f}",
-                         "PSNR to truth (dB)": f"{np.mean(psnr_):.2f} ± {np.std(psnr_):.2f}",
-                         "ssim_mean": float(np.mean(ssim_)), "psnr_mean": float(np.mean(psnr_)), "profile": profile})
+            recs.append(
+                {
+                    "target": tname,
+                    "version": v,
+                    "SSIM to truth": f"{np.mean(ssim_):.3f} ± {np.std(ssim_):.3f}",
+                    "PSNR to truth (dB)": f"{np.mean(psnr_):.2f} ± {np.std(psnr_):.2f}",
+                    "ssim_mean": float(np.mean(ssim_)),
+                    "psnr_mean": float(np.mean(psnr_)),
+                    "profile": profile,
+                }
+            )
     out = pd.DataFrame(recs)
     before = out[out.version == reference].set_index("target")
-    out["closer than before"] = ["" if r.version == reference else bool(r.ssim_mean > before.ssim_mean[r.target] and r.psnr_mean > before.psnr_mean[r.target])
-                                 for r in out.itertuples()]
+    out["closer than before"] = [
+        ""
+        if r.version == reference
+        else bool(r.ssim_mean > before.ssim_mean[r.target] and r.psnr_mean > before.psnr_mean[r.target])
+        for r in out.itertuples()
+    ]
     return out

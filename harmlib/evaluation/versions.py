@@ -5,10 +5,11 @@ grid (``{name: [volume, ...]}``). Deep models go through `harmlib.harmonize.harm
 what ``harmlib harmonize`` does to one's own files; classical baselines (`harmlib.evaluation.baselines`)
 are fitted on the training cohort (or on one target site's training scans, for "to A / to B").
 """
+
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import pandas as pd
@@ -22,23 +23,41 @@ from harmlib.harmonize import harmonize_volume, load_harmonizer
 Versions = dict[str, list[np.ndarray]]
 
 
-def load_cohort_volumes(manifest: Manifest, split: str | None = None, role: str | None = None) -> tuple[list[np.ndarray], np.ndarray, pd.DataFrame]:
+def load_cohort_volumes(
+    manifest: Manifest, split: str | None = None, role: str | None = None
+) -> tuple[list[np.ndarray], np.ndarray, pd.DataFrame]:
     """(volumes, the shared affine, the manifest rows) of one selection, on the data's grid."""
     sel = manifest.select(split, role)
     imgs = [load_volume(p) for p in sel.paths()]
     return [i.get_fdata(dtype=np.float32) for i in imgs], imgs[0].affine, sel.df.reset_index(drop=True)
 
 
-def model_versions(model_path: str | Path, volumes: Sequence[np.ndarray], affine: np.ndarray, targets: dict[str, str],
-                   prefix: str = "", seed: int = 0) -> Versions:
+def model_versions(
+    model_path: str | Path,
+    volumes: Sequence[np.ndarray],
+    affine: np.ndarray,
+    targets: dict[str, str],
+    prefix: str = "",
+    seed: int = 0,
+) -> Versions:
     """``{prefix + name: harmonized volumes}`` for each target (``{"A": domain, "agnostic": "agnostic"}``)."""
     h = load_harmonizer(model_path)
     out: Versions = {}
     for name, target in targets.items():
-        out[prefix + name] = [harmonize_volume(h, v, affine, target, seed) for v in tqdm(volumes, desc=f"{Path(model_path).stem} -> {name}", leave=False)]
+        out[prefix + name] = [
+            harmonize_volume(h, v, affine, target, seed)
+            for v in tqdm(volumes, desc=f"{Path(model_path).stem} -> {name}", leave=False)
+        ]
     return out
 
 
-def baseline_versions(volumes: Sequence[np.ndarray], reference: Sequence[np.ndarray], names: Sequence[str] = ("zscore", "whitestripe", "nyul")) -> Versions:
+def baseline_versions(
+    volumes: Sequence[np.ndarray],
+    reference: Sequence[np.ndarray],
+    names: Sequence[str] = ("zscore", "whitestripe", "nyul"),
+) -> Versions:
     """Each classical baseline fitted on ``reference`` (e.g. the training cohort) and applied to ``volumes``."""
-    return {name: apply_baseline(make_baseline(name, list(reference)), volumes) for name in tqdm(names, desc="baselines", leave=False)}
+    return {
+        name: apply_baseline(make_baseline(name, list(reference)), volumes)
+        for name in tqdm(names, desc="baselines", leave=False)
+    }

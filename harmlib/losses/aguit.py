@@ -17,6 +17,7 @@ Two readings we had to choose (the paper gives no more detail):
   unbounded, so the encoders instead push D_p^b's site predictions to 1/2 (the maximum-entropy
   point), the usual domain-confusion form of the same goal.
 """
+
 from __future__ import annotations
 
 import torch
@@ -94,7 +95,9 @@ def kl_noise(n: torch.Tensor) -> torch.Tensor:
     return 0.5 * (n.float() ** 2).mean()
 
 
-def aguit_generator_loss(f: dict[str, torch.Tensor], d_x_fake: list, d_b: tuple, w: AGUITWeights, t: SSIMConfig) -> tuple[torch.Tensor, dict[str, float]]:
+def aguit_generator_loss(
+    f: dict[str, torch.Tensor], d_x_fake: list, d_b: tuple, w: AGUITWeights, t: SSIMConfig
+) -> tuple[torch.Tensor, dict[str, float]]:
     """L_{G, E_b, E_s}: ``f`` holds the forward pass (see ``harmlib.train.aguit``)."""
     adv_b_logit, pre_b_logits = d_b  # D^b on c_u: the encoders want it judged "labeled" and site-less
     m_u, m_l = f.get("mask_u"), f.get("mask_l")
@@ -109,21 +112,26 @@ def aguit_generator_loss(f: dict[str, torch.Tensor], d_x_fake: list, d_b: tuple,
         "pre_b": F.binary_cross_entropy_with_logits(pre_b_logits.float(), torch.full_like(pre_b_logits.float(), 0.5)),
         "adv_x": sum(lsgan(adv, True) for adv, _ in d_x_fake) / len(d_x_fake),
         "pre_x_g": sum(label_bce(lab, f["label"]) for _, lab in d_x_fake) / len(d_x_fake),
-        "lat": (f["c_ul"].float() - f["c_u"].detach().float()).abs().mean() + (f["n_ul"].float() - f["n_r"]).abs().mean(),
+        "lat": (f["c_ul"].float() - f["c_u"].detach().float()).abs().mean()
+        + (f["n_ul"].float() - f["n_r"]).abs().mean(),
         "kl": kl_noise(f["n_u"]),
     }
     total = sum(getattr(w, k) * v for k, v in terms.items())
     return total, {k: float(v.detach()) for k, v in terms.items()}
 
 
-def aguit_reconstruction_loss(f: dict[str, torch.Tensor], w: AGUITWeights, t: SSIMConfig) -> tuple[torch.Tensor, dict[str, float]]:
+def aguit_reconstruction_loss(
+    f: dict[str, torch.Tensor], w: AGUITWeights, t: SSIMConfig
+) -> tuple[torch.Tensor, dict[str, float]]:
     """The warm-up objective (``train.warmup`` steps, as HACA3's first epoch): L_rec^x and L_cla^s only."""
     terms = {"rec": mixed(f["x_u"], f["x_uu"], t, f.get("mask_u")), "cla_s": label_bce(f["logit_l"], f["label"])}
     total = w.rec * terms["rec"] + w.cla_s * terms["cla_s"]
     return total, {k: float(v.detach()) for k, v in terms.items()}
 
 
-def aguit_discriminator_loss(d_x_real: list, d_x_fake: list, d_b_real: tuple, d_b_fake: tuple, label: torch.Tensor, w: AGUITWeights) -> tuple[torch.Tensor, dict[str, float]]:
+def aguit_discriminator_loss(
+    d_x_real: list, d_x_fake: list, d_b_real: tuple, d_b_fake: tuple, label: torch.Tensor, w: AGUITWeights
+) -> tuple[torch.Tensor, dict[str, float]]:
     """L_D: D^x tells real x_l from x_{u->l} and reads x_l's label; D^b plays the content games."""
     terms = {
         "d_adv_x": sum(lsgan(r[0], True) + lsgan(f[0], False) for r, f in zip(d_x_real, d_x_fake)) / len(d_x_real),

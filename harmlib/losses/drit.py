@@ -13,6 +13,7 @@ GMM-DRIT's branch 2 is scanner-free: its intended code is c_sf = 0, so G learns 
 read no scanner at all from x^rand. The adversarial game is least squares (LSGAN) rather than
 DRIT++'s cross-entropy: it is more stable on the short CPU budgets of this companion.
 """
+
 from __future__ import annotations
 
 import torch
@@ -38,7 +39,9 @@ def kl_gaussian(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
     return 0.5 * (mu.float() ** 2 + logvar.float().exp() - 1 - logvar.float()).sum(1).mean()
 
 
-def _d_branch(d: nn.Module, real: list[torch.Tensor], fake: list[torch.Tensor], codes: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+def _d_branch(
+    d: nn.Module, real: list[torch.Tensor], fake: list[torch.Tensor], codes: list[torch.Tensor]
+) -> tuple[torch.Tensor, torch.Tensor]:
     adv, cls = torch.zeros(()), torch.zeros(())
     for x, y, c in zip(real, fake, codes):
         r_adv, r_cls = d(x)
@@ -48,7 +51,9 @@ def _d_branch(d: nn.Module, real: list[torch.Tensor], fake: list[torch.Tensor], 
     return adv, cls
 
 
-def drit_discriminator_loss(f: dict[str, torch.Tensor], nets: dict[str, nn.Module], w: DRITWeights) -> tuple[torch.Tensor, dict[str, float]]:
+def drit_discriminator_loss(
+    f: dict[str, torch.Tensor], nets: dict[str, nn.Module], w: DRITWeights
+) -> tuple[torch.Tensor, dict[str, float]]:
     """L_{D_s^1} + L_{D_s^2} + L_{D_c} on detached translations and content codes."""
     real, codes = [f["x_a"], f["x_b"]], [f["c_a"], f["c_b"]]
     adv1, cls1 = _d_branch(nets["D_s1"], real, [f["x_ab"], f["x_ba"]], codes)
@@ -59,7 +64,9 @@ def drit_discriminator_loss(f: dict[str, torch.Tensor], nets: dict[str, nn.Modul
     return total, {k: float(v.detach()) for k, v in terms.items()}
 
 
-def _g_branch(d: nn.Module, fake: list[torch.Tensor], intended: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+def _g_branch(
+    d: nn.Module, fake: list[torch.Tensor], intended: list[torch.Tensor]
+) -> tuple[torch.Tensor, torch.Tensor]:
     adv, cls = torch.zeros(()), torch.zeros(())
     for y, c in zip(fake, intended):
         f_adv, f_cls = d(y)
@@ -68,20 +75,33 @@ def _g_branch(d: nn.Module, fake: list[torch.Tensor], intended: list[torch.Tenso
     return adv, cls
 
 
-def drit_generator_loss(f: dict[str, torch.Tensor], nets: dict[str, nn.Module], w: DRITWeights) -> tuple[torch.Tensor, dict[str, float]]:
+def drit_generator_loss(
+    f: dict[str, torch.Tensor], nets: dict[str, nn.Module], w: DRITWeights
+) -> tuple[torch.Tensor, dict[str, float]]:
     """L_{E^c, E^a, G}: both generator branches, reconstructions, the content game and the regularizers."""
     adv1, cls1 = _g_branch(nets["D_s1"], [f["x_ab"], f["x_ba"]], [f["c_b"], f["c_a"]])
     adv2, cls2 = _g_branch(nets["D_s2"], [f["x_a_rand"], f["x_b_rand"]], [f["c_rand_a"], f["c_rand_b"]])
     l1 = lambda a, b: (a.float() - b.float()).abs().mean()  # noqa: E731
     terms = {
-        "adv1": adv1, "cls1": cls1, "adv2": adv2, "cls2": cls2,
+        "adv1": adv1,
+        "cls1": cls1,
+        "adv2": adv2,
+        "cls2": cls2,
         "self_rec": l1(f["x_aa"], f["x_a"]) + l1(f["x_bb"], f["x_b"]),
         "cc": l1(f["x_aba"], f["x_a"]) + l1(f["x_bab"], f["x_b"]),
         "content_adv": content_confusion(nets["D_c"](f["z_c_a"])) + content_confusion(nets["D_c"](f["z_c_b"])),
         "content_reg": (f["z_c_a"].float() ** 2).mean() + (f["z_c_b"].float() ** 2).mean(),
     }
-    weights = {"adv1": w.adv, "cls1": w.cls_g, "adv2": w.adv, "cls2": w.cls_g, "self_rec": w.self_rec, "cc": w.cc,
-               "content_adv": w.content_adv, "content_reg": w.content_reg}
+    weights = {
+        "adv1": w.adv,
+        "cls1": w.cls_g,
+        "adv2": w.adv,
+        "cls2": w.cls_g,
+        "self_rec": w.self_rec,
+        "cc": w.cc,
+        "content_adv": w.content_adv,
+        "content_reg": w.content_reg,
+    }
     if "mu_a" in f:  # DRIT++: its attribute encoder is trained, with a prior and latent regression
         terms["kl"] = kl_gaussian(f["mu_a"], f["logvar_a"]) + kl_gaussian(f["mu_b"], f["logvar_b"])
         terms["lat"] = l1(f["mu_rand_a"], f["z_rand"]) + l1(f["mu_rand_b"], f["z_rand"])

@@ -22,6 +22,7 @@ Levers beyond the thesis (each off by default, so the paper profile keeps the th
 * ``gmvae.kl_warmup``: the weights of L_gauss and L_cat are multiplied by min(1, step / kl_warmup),
   a function of the step only (as the Gumbel temperature), so a resumed run is identical.
 """
+
 from __future__ import annotations
 
 import math
@@ -43,9 +44,13 @@ def reconstruction_bce(x_logits: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     return F.binary_cross_entropy_with_logits(x_logits.float(), target, reduction="none").flatten(1).sum(1).mean()
 
 
-def gaussian_kl(z: torch.Tensor, mu: torch.Tensor, var: torch.Tensor, mu_prior: torch.Tensor, var_prior: torch.Tensor) -> torch.Tensor:
+def gaussian_kl(
+    z: torch.Tensor, mu: torch.Tensor, var: torch.Tensor, mu_prior: torch.Tensor, var_prior: torch.Tensor
+) -> torch.Tensor:
     """L_gauss: log q(z|x, y) - log p(z|y) at the sample z, averaged over the batch."""
-    return (log_normal(z.float(), mu.float(), var.float()) - log_normal(z.float(), mu_prior.float(), var_prior.float())).mean()
+    return (
+        log_normal(z.float(), mu.float(), var.float()) - log_normal(z.float(), mu_prior.float(), var_prior.float())
+    ).mean()
 
 
 def categorical_kl(logits: torch.Tensor) -> torch.Tensor:
@@ -73,8 +78,16 @@ def kl_warmup_scale(step: int, warmup: int) -> float:
     return 1.0 if warmup <= 0 else min(1.0, step / warmup)
 
 
-def gmvae_loss(f: dict[str, torch.Tensor], x: torch.Tensor, w: GMVAEWeights, *, likelihood: str = "bce", sigma: float = 0.1,
-               free_bits_floor: float = 0.0, kl_scale: float = 1.0) -> tuple[torch.Tensor, dict[str, float]]:
+def gmvae_loss(
+    f: dict[str, torch.Tensor],
+    x: torch.Tensor,
+    w: GMVAEWeights,
+    *,
+    likelihood: str = "bce",
+    sigma: float = 0.1,
+    free_bits_floor: float = 0.0,
+    kl_scale: float = 1.0,
+) -> tuple[torch.Tensor, dict[str, float]]:
     """L_GMVAE on one forward pass ``f`` of :class:`harmlib.models.gmvae.GMVAE`.
 
     The defaults are the thesis's objective; ``likelihood``, ``sigma``, ``free_bits_floor`` and ``kl_scale``
@@ -91,5 +104,7 @@ def gmvae_loss(f: dict[str, torch.Tensor], x: torch.Tensor, w: GMVAEWeights, *, 
         "gauss": gaussian_kl(f["z"], f["mu"], f["var"], f["mu_prior"], f["var_prior"]),
         "cat": categorical_kl(f["logits"]),
     }
-    total = w.rec * terms["rec"] + kl_scale * (w.gauss * terms["gauss"] + w.cat * free_bits(terms["cat"], free_bits_floor))
+    total = w.rec * terms["rec"] + kl_scale * (
+        w.gauss * terms["gauss"] + w.cat * free_bits(terms["cat"], free_bits_floor)
+    )
     return total, {k: float(v.detach()) for k, v in terms.items()}

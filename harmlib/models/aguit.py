@@ -15,6 +15,7 @@ IN residual blocks; the style encoder the same without norm, global pooling and 
 noise_dim (8) + K; the decoder four AdaIN residual blocks, two (upsample, conv5, LayerNorm) and a
 conv7 with tanh; an MLP with 256 hidden units. Widths and depths are config fields.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -22,7 +23,17 @@ from dataclasses import dataclass
 import torch
 import torch.nn as nn
 
-from harmlib.models.blocks import MLP, ConvBlock, ResBlock, assign_adain_params, conv, downsample, global_pool, n_adain_params, upsample
+from harmlib.models.blocks import (
+    MLP,
+    ConvBlock,
+    ResBlock,
+    assign_adain_params,
+    conv,
+    downsample,
+    global_pool,
+    n_adain_params,
+    upsample,
+)
 
 
 @dataclass(frozen=True)
@@ -68,7 +79,7 @@ class StyleEncoder(nn.Module):
         super().__init__()
         layers: list[nn.Module] = [ConvBlock(s.dim, 1, s.style_width, 7, norm="none")]
         ch = s.style_width
-        for i in range(s.n_down + 2):  # two more stride-2 steps than E_b: style is global
+        for _ in range(s.n_down + 2):  # two more stride-2 steps than E_b: style is global
             nxt = min(ch * 2, 4 * s.style_width)
             layers.append(ConvBlock(s.dim, ch, nxt, 4, stride=2, norm="none"))
             ch = nxt
@@ -177,4 +188,10 @@ class ContentDiscriminator(nn.Module):
 def build_aguit(spec: AGUITSpec) -> dict[str, nn.Module]:
     """The nets by the paper's names: E_b, E_s, G, D_x (D_a^x, D_p^x), D_b (D_a^b, D_p^b)."""
     e_b = StructureEncoder(spec)
-    return {"E_b": e_b, "E_s": StyleEncoder(spec), "G": Generator(spec, e_b.out_ch), "D_x": ImageDiscriminator(spec), "D_b": ContentDiscriminator(spec, e_b.out_ch)}
+    return {
+        "E_b": e_b,
+        "E_s": StyleEncoder(spec),
+        "G": Generator(spec, e_b.out_ch),
+        "D_x": ImageDiscriminator(spec),
+        "D_b": ContentDiscriminator(spec, e_b.out_ch),
+    }

@@ -3,6 +3,7 @@
 ``dim`` is 2 or 3 everywhere; the same code builds the 3D SSIM-guided harmonizer and the 2D
 DRIT-family models.
 """
+
 from __future__ import annotations
 
 import torch
@@ -13,7 +14,14 @@ import torch.nn.functional as F
 def conv(dim: int, cin: int, cout: int, k: int, stride: int = 1, pad_mode: str = "reflect") -> nn.Module:
     """A padded convolution that keeps the size (stride 1) or divides it by ``stride``."""
     cls = nn.Conv2d if dim == 2 else nn.Conv3d
-    return cls(cin, cout, k, stride=stride, padding=(k - 1) // 2 if k % 2 else k // 2 - 1 + (stride == 1), padding_mode=pad_mode)
+    return cls(
+        cin,
+        cout,
+        k,
+        stride=stride,
+        padding=(k - 1) // 2 if k % 2 else k // 2 - 1 + (stride == 1),
+        padding_mode=pad_mode,
+    )
 
 
 def instance_norm(dim: int, ch: int, affine: bool = False) -> nn.Module:
@@ -77,11 +85,18 @@ def make_norm(kind: str, dim: int, ch: int) -> nn.Module:
 class ConvBlock(nn.Module):
     """conv -> norm -> activation."""
 
-    def __init__(self, dim: int, cin: int, cout: int, k: int, stride: int = 1, norm: str = "in", act: str = "relu") -> None:
+    def __init__(
+        self, dim: int, cin: int, cout: int, k: int, stride: int = 1, norm: str = "in", act: str = "relu"
+    ) -> None:
         super().__init__()
         self.conv = conv(dim, cin, cout, k, stride)
         self.norm = make_norm(norm, dim, cout)
-        self.act = {"relu": nn.ReLU(inplace=True), "lrelu": nn.LeakyReLU(0.2, inplace=True), "tanh": nn.Tanh(), "none": nn.Identity()}[act]
+        self.act = {
+            "relu": nn.ReLU(inplace=True),
+            "lrelu": nn.LeakyReLU(0.2, inplace=True),
+            "tanh": nn.Tanh(),
+            "none": nn.Identity(),
+        }[act]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.act(self.norm(self.conv(x)))
@@ -92,7 +107,9 @@ class ResBlock(nn.Module):
 
     def __init__(self, dim: int, ch: int, norm: str = "in") -> None:
         super().__init__()
-        self.body = nn.Sequential(ConvBlock(dim, ch, ch, 3, norm=norm), ConvBlock(dim, ch, ch, 3, norm=norm, act="none"))
+        self.body = nn.Sequential(
+            ConvBlock(dim, ch, ch, 3, norm=norm), ConvBlock(dim, ch, ch, 3, norm=norm, act="none")
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x + self.body(x)

@@ -15,6 +15,7 @@ The networks, named as in the thesis:
   scanner-free (GMM-DRIT) ones.
 * ``D_c`` (:class:`ContentDiscriminator`) D_c: K scanner logits read from z^c.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -89,12 +90,17 @@ class _ConcatRes(nn.Module):
 
     def __init__(self, ch: int, ns: int) -> None:
         super().__init__()
-        self.c1, self.c2 = ConvBlock(2, ch, ch, 3, norm="in", act="none"), ConvBlock(2, ch, ch, 3, norm="in", act="none")
+        self.c1, self.c2 = (
+            ConvBlock(2, ch, ch, 3, norm="in", act="none"),
+            ConvBlock(2, ch, ch, 3, norm="in", act="none"),
+        )
         self.f1, self.f2 = self._fuse(ch, ns), self._fuse(ch, ns)
 
     @staticmethod
     def _fuse(ch: int, ns: int) -> nn.Module:
-        return nn.Sequential(nn.Conv2d(ch + ns, ch + ns, 1), nn.ReLU(inplace=True), nn.Conv2d(ch + ns, ch, 1), nn.ReLU(inplace=True))
+        return nn.Sequential(
+            nn.Conv2d(ch + ns, ch + ns, 1), nn.ReLU(inplace=True), nn.Conv2d(ch + ns, ch, 1), nn.ReLU(inplace=True)
+        )
 
     def forward(self, h: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
         t = tile(s, h)
@@ -170,5 +176,11 @@ def build_drit(spec: DRITSpec, attribute_encoder: nn.Module | None = None) -> di
     e_a = attribute_encoder if attribute_encoder is not None else AttributeEncoder(spec)
     if attribute_encoder is not None:
         e_a.requires_grad_(False)  # stage 2 never updates the pretrained GM-VAE
-    return {"E_c": e_c, "E_a": e_a, "G": Generator(spec, e_c.out_ch), "D_s1": ScannerDiscriminator(spec),
-            "D_s2": ScannerDiscriminator(spec), "D_c": ContentDiscriminator(spec, e_c.out_ch)}
+    return {
+        "E_c": e_c,
+        "E_a": e_a,
+        "G": Generator(spec, e_c.out_ch),
+        "D_s1": ScannerDiscriminator(spec),
+        "D_s2": ScannerDiscriminator(spec),
+        "D_c": ContentDiscriminator(spec, e_c.out_ch),
+    }

@@ -9,6 +9,7 @@ After pretraining, the inference network is GMM-DRIT's attribute encoder E^a:
 (z^a, y~) = E^a(x) with z^a the mean of q(z|x, y) at y = q(y|x) and y~ the one-hot argmax of q(y|x)
 (:meth:`GMVAE.attribute`). K is the number of training domains (scanners).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -36,7 +37,9 @@ class GMVAESpec:
         """(channels, h, w) of the convolutional feature map before the fully connected layers."""
         f = 2**self.n_down
         if self.size[0] % f or self.size[1] % f:
-            raise ValueError(f"GM-VAE: slice size {self.size} is not divisible by 2**n_down={f}; pad slices to a multiple of {f}")
+            raise ValueError(
+                f"GM-VAE: slice size {self.size} is not divisible by 2**n_down={f}; pad slices to a multiple of {f}"
+            )
         return self.width * 2 ** (self.n_down - 1), self.size[0] // f, self.size[1] // f
 
 
@@ -60,12 +63,15 @@ class Encoder(nn.Module):
         c, h, w = s.bottleneck
         self.fc = nn.Sequential(nn.Linear(c * h * w, s.hidden), nn.LeakyReLU(0.2, inplace=True))
         self.q_y = nn.Linear(s.hidden, s.n_components)  # logits of q(y|x)
-        self.q_z = nn.Sequential(nn.Linear(s.hidden + s.n_components, s.hidden), nn.LeakyReLU(0.2, inplace=True),
-                                 nn.Linear(s.hidden, 2 * s.gaussian_size))  # mean and variance of q(z|x, y)
+        self.q_z = nn.Sequential(
+            nn.Linear(s.hidden + s.n_components, s.hidden),
+            nn.LeakyReLU(0.2, inplace=True),
+            nn.Linear(s.hidden, 2 * s.gaussian_size),
+        )  # mean and variance of q(z|x, y)
         self.gaussian_size = s.gaussian_size
         # Start q(z|x, y) narrow (variance ~0.02): z then carries the slice from the first step, and the
         # decoder learns to use it before L_gauss widens the posterior (a wide start collapses it at once).
-        nn.init.constant_(self.q_z[-1].bias[s.gaussian_size:], -4.0)
+        nn.init.constant_(self.q_z[-1].bias[s.gaussian_size :], -4.0)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         return self.fc(self.conv(x).flatten(1))
@@ -73,7 +79,7 @@ class Encoder(nn.Module):
     def q_z_given(self, h: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(mean, variance) of q(z|x, y); softplus keeps the variance positive."""
         out = self.q_z(torch.cat([h, y.to(h.dtype)], 1))
-        return out[:, : self.gaussian_size], F.softplus(out[:, self.gaussian_size:]) + 1e-6
+        return out[:, : self.gaussian_size], F.softplus(out[:, self.gaussian_size :]) + 1e-6
 
 
 class Decoder(nn.Module):
@@ -83,7 +89,12 @@ class Decoder(nn.Module):
         super().__init__()
         c, h, w = s.bottleneck
         self.shape = (c, h, w)
-        self.fc = nn.Sequential(nn.Linear(s.gaussian_size, s.hidden), nn.ReLU(inplace=True), nn.Linear(s.hidden, c * h * w), nn.ReLU(inplace=True))
+        self.fc = nn.Sequential(
+            nn.Linear(s.gaussian_size, s.hidden),
+            nn.ReLU(inplace=True),
+            nn.Linear(s.hidden, c * h * w),
+            nn.ReLU(inplace=True),
+        )
         ups: list[nn.Module] = []
         for i in reversed(range(s.n_down)):
             cout = s.width * 2 ** max(i - 1, 0)
@@ -125,7 +136,9 @@ class GMVAE(nn.Module):
         """Set the means of p(z|y=k) to ``centers[k]`` (shape (K, gaussian_size)), e.g. k-means centres of codes."""
         k, d = self.spec.n_components, self.spec.gaussian_size
         if tuple(centers.shape) != (k, d):
-            raise ValueError(f"GM-VAE: prior means of shape {tuple(centers.shape)}; need (K, gaussian_size) = ({k}, {d})")
+            raise ValueError(
+                f"GM-VAE: prior means of shape {tuple(centers.shape)}; need (K, gaussian_size) = ({k}, {d})"
+            )
         self.p_z_mean.weight.copy_(centers.T.to(self.p_z_mean.weight))  # mu_y = W y + b with y one-hot: column k
         self.p_z_mean.bias.zero_()
 
@@ -141,8 +154,17 @@ class GMVAE(nn.Module):
         mu, var = self.encoder.q_z_given(h, y)
         z = mu + var.sqrt() * torch.randn_like(mu)
         mu_p, var_p = self.prior(y)
-        return {"logits": logits, "prob": logits.softmax(1), "y": y, "mu": mu, "var": var, "z": z,
-                "mu_prior": mu_p, "var_prior": var_p, "x_logits": self.decoder(z)}
+        return {
+            "logits": logits,
+            "prob": logits.softmax(1),
+            "y": y,
+            "mu": mu,
+            "var": var,
+            "z": z,
+            "mu_prior": mu_p,
+            "var_prior": var_p,
+            "x_logits": self.decoder(z),
+        }
 
     def attribute(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """E^a(x) = (z^a, y~): the mean of q(z|x, y) at y = q(y|x), and the one-hot argmax of q(y|x)."""

@@ -5,6 +5,7 @@ translate x_{u->l} = G(c_u, s_r) with s_r = (n_r ~ N(0, 1), l of x_l); re-encode
 (c_{u->l}, s_{u->l}) and close the cycle x_u^cc = G(c_{u->l}, s_u). The D step updates D^x and D^b
 on detached translations; the G step updates E_b, E_s and G on every term of L_{G, E_b, E_s}.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -39,12 +40,21 @@ def model_downsample(cfg: Config) -> int:
     """Block-averaging factor from the data's grid to the model's (``harmonizer.voxel_mm``)."""
     v = cfg.harmonizer.voxel_mm or cfg.data.voxel_mm
     if v % cfg.data.voxel_mm:
-        raise ValueError(f"harmonizer.voxel_mm={v} is not a multiple of data.voxel_mm={cfg.data.voxel_mm}; use a coarser or equal grid")
+        raise ValueError(
+            f"harmonizer.voxel_mm={v} is not a multiple of data.voxel_mm={cfg.data.voxel_mm}; use a coarser or equal grid"
+        )
     return v // cfg.data.voxel_mm
 
 
-def forward(nets: dict, x_l: torch.Tensor, label: torch.Tensor, x_u: torch.Tensor, noise_dim: int, masked: bool = False,
-            translate: bool = True) -> dict[str, torch.Tensor]:
+def forward(
+    nets: dict,
+    x_l: torch.Tensor,
+    label: torch.Tensor,
+    x_u: torch.Tensor,
+    noise_dim: int,
+    masked: bool = False,
+    translate: bool = True,
+) -> dict[str, torch.Tensor]:
     """Every image and code of one iteration, by the paper's names (``translate=False``: x_{u->u} only)."""
     c_u, (n_u, logit_u) = nets["E_b"](x_u), nets["E_s"](x_u)
     _, logit_l = nets["E_s"](x_l)
@@ -61,7 +71,9 @@ def forward(nets: dict, x_l: torch.Tensor, label: torch.Tensor, x_u: torch.Tenso
     return f
 
 
-def discriminator_objective(nets: dict, x_l: torch.Tensor, label: torch.Tensor, x_u: torch.Tensor, noise_dim: int, w: AGUITWeights):
+def discriminator_objective(
+    nets: dict, x_l: torch.Tensor, label: torch.Tensor, x_u: torch.Tensor, noise_dim: int, w: AGUITWeights
+):
     """L_D on detached translations x_{u->l} and structure codes."""
     with torch.no_grad():
         c_u, c_l = nets["E_b"](x_u), nets["E_b"](x_l)
@@ -70,15 +82,31 @@ def discriminator_objective(nets: dict, x_l: torch.Tensor, label: torch.Tensor, 
     return aguit_discriminator_loss(nets["D_x"](x_l), nets["D_x"](x_ul), nets["D_b"](c_l), nets["D_b"](c_u), label, w)
 
 
-def generator_objective(nets: dict, x_l: torch.Tensor, label: torch.Tensor, x_u: torch.Tensor, noise_dim: int, w: AGUITWeights, t: SSIMConfig,
-                        masked: bool = False):
+def generator_objective(
+    nets: dict,
+    x_l: torch.Tensor,
+    label: torch.Tensor,
+    x_u: torch.Tensor,
+    noise_dim: int,
+    w: AGUITWeights,
+    t: SSIMConfig,
+    masked: bool = False,
+):
     """L_{G, E_b, E_s} on one full forward pass."""
     f = forward(nets, x_l, label, x_u, noise_dim, masked)
     return aguit_generator_loss(f, nets["D_x"](f["x_ul"]), nets["D_b"](f["c_u"]), w, t)
 
 
-def reconstruction_objective(nets: dict, x_l: torch.Tensor, label: torch.Tensor, x_u: torch.Tensor, noise_dim: int, w: AGUITWeights,
-                             t: SSIMConfig, masked: bool = False):
+def reconstruction_objective(
+    nets: dict,
+    x_l: torch.Tensor,
+    label: torch.Tensor,
+    x_u: torch.Tensor,
+    noise_dim: int,
+    w: AGUITWeights,
+    t: SSIMConfig,
+    masked: bool = False,
+):
     """The warm-up steps: L_rec^x and L_cla^s only (no translation, no discriminators)."""
     return aguit_reconstruction_loss(forward(nets, x_l, label, x_u, noise_dim, masked, translate=False), w, t)
 
@@ -103,8 +131,12 @@ def build_task(cfg: Config, manifest: Manifest) -> tuple[Task, dict[str, Any]]:
     norm = Normalizer()
     pad = max(8, 2 ** (cfg.harmonizer.n_down + 1))
     down = model_downsample(cfg)
-    labeled = VolumeDataset(manifest, split="train", role="labeled", domains=domains, normalizer=norm, pad_multiple=pad, downsample=down)
-    unlabeled = VolumeDataset(manifest, split="train", role="unlabeled", domains=domains, normalizer=norm, pad_multiple=pad, downsample=down)
+    labeled = VolumeDataset(
+        manifest, split="train", role="labeled", domains=domains, normalizer=norm, pad_multiple=pad, downsample=down
+    )
+    unlabeled = VolumeDataset(
+        manifest, split="train", role="unlabeled", domains=domains, normalizer=norm, pad_multiple=pad, downsample=down
+    )
     pairs = LabeledUnlabeledPairs(labeled, unlabeled, seed=cfg.seed)
     spec = spec_from_config(cfg, len(domains))
     torch.manual_seed(cfg.seed)
@@ -113,9 +145,13 @@ def build_task(cfg: Config, manifest: Manifest) -> tuple[Task, dict[str, Any]]:
     crop, masked = cfg.harmonizer.crop, cfg.harmonizer.mask_losses
     padded = [s_ + a + b for s_, (a, b) in zip(labeled.shape, labeled.pads)]
     if crop > min(padded):
-        raise ValueError(f"harmonizer.crop={crop} is larger than the volumes ({'x'.join(map(str, padded))} voxels after padding); use at most {min(padded) // pad * pad}")
+        raise ValueError(
+            f"harmonizer.crop={crop} is larger than the volumes ({'x'.join(map(str, padded))} voxels after padding); use at most {min(padded) // pad * pad}"
+        )
     if crop and crop % pad:
-        raise ValueError(f"harmonizer.crop={crop} is not a multiple of {pad} (2^(n_down+1)); use e.g. {crop // pad * pad or pad}")
+        raise ValueError(
+            f"harmonizer.crop={crop} is not a multiple of {pad} (2^(n_down+1)); use e.g. {crop // pad * pad or pad}"
+        )
 
     def batch(step: int):
         items = []
@@ -125,7 +161,9 @@ def build_task(cfg: Config, manifest: Manifest) -> tuple[Task, dict[str, Any]]:
             items.append(pairs[i])
         lab, unl = default_collate(items)
         if crop:  # a fresh cube per step, drawn from the step alone so a resumed run sees the same batches
-            lab["image"], unl["image"] = random_crop([lab["image"], unl["image"]], crop, np.random.default_rng([cfg.seed, step]))
+            lab["image"], unl["image"] = random_crop(
+                [lab["image"], unl["image"]], crop, np.random.default_rng([cfg.seed, step])
+            )
         return lab, unl
 
     def d_step(b):
@@ -137,13 +175,41 @@ def build_task(cfg: Config, manifest: Manifest) -> tuple[Task, dict[str, Any]]:
     def rec_step(b):
         return reconstruction_objective(nets, *_unpack(b), spec.noise_dim, w, t, masked)
 
-    scales = VolumeDataset(manifest, split="train", domains=domains, normalizer=norm, pad_multiple=pad, downsample=down).intensity_scales()
-    meta = {"domains": domains, "spec": asdict(spec), "normalizer": norm.to_dict(), "scales": scales, "pads": labeled.pads, "shape": list(labeled.shape),
-            "voxel_mm": float(abs(labeled.affine(0)[0, 0])), "affine": labeled.affine(0).tolist(), "config": to_dict(cfg)}
-    shaping = {"spec": meta["spec"], "harmonizer": to_dict(cfg.harmonizer), "ssim": to_dict(cfg.ssim), "seed": cfg.seed, "domains": domains, "shape": meta["shape"]}
+    scales = VolumeDataset(
+        manifest, split="train", domains=domains, normalizer=norm, pad_multiple=pad, downsample=down
+    ).intensity_scales()
+    meta = {
+        "domains": domains,
+        "spec": asdict(spec),
+        "normalizer": norm.to_dict(),
+        "scales": scales,
+        "pads": labeled.pads,
+        "shape": list(labeled.shape),
+        "voxel_mm": float(abs(labeled.affine(0)[0, 0])),
+        "affine": labeled.affine(0).tolist(),
+        "config": to_dict(cfg),
+    }
+    shaping = {
+        "spec": meta["spec"],
+        "harmonizer": to_dict(cfg.harmonizer),
+        "ssim": to_dict(cfg.ssim),
+        "seed": cfg.seed,
+        "domains": domains,
+        "shape": meta["shape"],
+    }
     fingerprint = hashlib.sha256(json.dumps(shaping, sort_keys=True, default=str).encode()).hexdigest()[:16]
-    task = Task(KIND, nets, g_nets=["E_b", "E_s", "G"], batch=batch, g_step=g_step, d_nets=["D_x", "D_b"], d_step=d_step, fingerprint=fingerprint,
-                rec_step=rec_step, lr_scale={"D_b": cfg.harmonizer.content_d_lr})
+    task = Task(
+        KIND,
+        nets,
+        g_nets=["E_b", "E_s", "G"],
+        batch=batch,
+        g_step=g_step,
+        d_nets=["D_x", "D_b"],
+        d_step=d_step,
+        fingerprint=fingerprint,
+        rec_step=rec_step,
+        lr_scale={"D_b": cfg.harmonizer.content_d_lr},
+    )
     return task, meta
 
 
@@ -151,4 +217,6 @@ def export_model(task: Task, meta: dict[str, Any], path: str | Path) -> Path:
     """The self-describing model file: everything ``harmlib harmonize`` needs, and nothing else."""
     unwrap = lambda m: getattr(m, "module", m)  # noqa: E731
     state = {k: unwrap(task.nets[k]).state_dict() for k in ("E_b", "E_s", "G")}
-    return save_checkpoint(path, {"kind": KIND, **meta, "state": state, "created": np.datetime_as_string(np.datetime64("now"), unit="s")})
+    return save_checkpoint(
+        path, {"kind": KIND, **meta, "state": state, "created": np.datetime_as_string(np.datetime64("now"), unit="s")}
+    )

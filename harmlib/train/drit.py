@@ -13,6 +13,7 @@ The two variants differ only where the papers do: GMM-DRIT's random branch is sc
 a KL term and latent regression, and its random branch translates into the partner's domain
 (c^rand = c_b for x_a). Same data, pairs, architecture and iteration budget for both.
 """
+
 from __future__ import annotations
 
 from dataclasses import asdict
@@ -45,7 +46,9 @@ def _attribute(nets: dict, x: torch.Tensor, c_true: torch.Tensor, gmm: bool) -> 
     return {"z": mu + (0.5 * logvar).exp() * torch.randn_like(mu), "c": c_true, "mu": mu, "logvar": logvar}
 
 
-def forward(nets: dict, x_a: torch.Tensor, x_b: torch.Tensor, d_a: torch.Tensor, d_b: torch.Tensor, spec: DRITSpec, gmm: bool) -> dict[str, torch.Tensor]:
+def forward(
+    nets: dict, x_a: torch.Tensor, x_b: torch.Tensor, d_a: torch.Tensor, d_b: torch.Tensor, spec: DRITSpec, gmm: bool
+) -> dict[str, torch.Tensor]:
     """Steps (1)-(3) for a batch of pairs; a and b go through each net together (one call, 2B items)."""
     n, k = x_a.shape[0], spec.n_domains
     onehot = F.one_hot(torch.cat([d_a, d_b]), k).float()
@@ -55,31 +58,67 @@ def forward(nets: dict, x_a: torch.Tensor, x_b: torch.Tensor, d_a: torch.Tensor,
     c_a, c_b = att["c"][:n], att["c"][n:]
     z_rand = torch.randn(n, spec.nz, device=x_a.device)
     c_rand_a, c_rand_b = (torch.zeros_like(c_a), torch.zeros_like(c_b)) if gmm else (c_b, c_a)
-    out = nets["G"](torch.cat([z_ca, z_cb, z_ca, z_cb, z_ca, z_cb]), torch.cat([z_ab, z_aa, z_aa, z_ab, z_rand, z_rand]),
-                    torch.cat([c_b, c_a, c_a, c_b, c_rand_a, c_rand_b]))
+    out = nets["G"](
+        torch.cat([z_ca, z_cb, z_ca, z_cb, z_ca, z_cb]),
+        torch.cat([z_ab, z_aa, z_aa, z_ab, z_rand, z_rand]),
+        torch.cat([c_b, c_a, c_a, c_b, c_rand_a, c_rand_b]),
+    )
     x_ab, x_ba, x_aa, x_bb, x_a_rand, x_b_rand = out.split(n)
     # (3) re-encode: x_{a->b} holds a's content and b's attribute, x_{b->a} the converse
     z_c_re = nets["E_c"](torch.cat([x_ab, x_ba]))
     re_in = torch.cat([x_ab, x_ba]) if gmm else torch.cat([x_ab, x_ba, x_a_rand, x_b_rand])
     att_re = _attribute(nets, re_in, torch.cat([c_b, c_a] if gmm else [c_b, c_a, c_b, c_a]), gmm)
-    za_re_b, za_re_a = att_re["z"][:n], att_re["z"][n:2 * n]
+    za_re_b, za_re_a = att_re["z"][:n], att_re["z"][n : 2 * n]
     cyc = nets["G"](torch.cat([z_c_re[:n], z_c_re[n:]]), torch.cat([za_re_a, za_re_b]), torch.cat([c_a, c_b]))
-    f = {"x_a": x_a, "x_b": x_b, "c_a": c_a, "c_b": c_b, "z_c_a": z_ca, "z_c_b": z_cb, "x_ab": x_ab, "x_ba": x_ba,
-         "x_aa": x_aa, "x_bb": x_bb, "x_a_rand": x_a_rand, "x_b_rand": x_b_rand, "c_rand_a": c_rand_a, "c_rand_b": c_rand_b,
-         "x_aba": cyc[:n], "x_bab": cyc[n:], "z_rand": z_rand}
+    f = {
+        "x_a": x_a,
+        "x_b": x_b,
+        "c_a": c_a,
+        "c_b": c_b,
+        "z_c_a": z_ca,
+        "z_c_b": z_cb,
+        "x_ab": x_ab,
+        "x_ba": x_ba,
+        "x_aa": x_aa,
+        "x_bb": x_bb,
+        "x_a_rand": x_a_rand,
+        "x_b_rand": x_b_rand,
+        "c_rand_a": c_rand_a,
+        "c_rand_b": c_rand_b,
+        "x_aba": cyc[:n],
+        "x_bab": cyc[n:],
+        "z_rand": z_rand,
+    }
     if not gmm:
-        f |= {"mu_a": att["mu"][:n], "logvar_a": att["logvar"][:n], "mu_b": att["mu"][n:], "logvar_b": att["logvar"][n:],
-              "mu_rand_a": att_re["mu"][2 * n:3 * n], "mu_rand_b": att_re["mu"][3 * n:]}
+        f |= {
+            "mu_a": att["mu"][:n],
+            "logvar_a": att["logvar"][:n],
+            "mu_b": att["mu"][n:],
+            "logvar_b": att["logvar"][n:],
+            "mu_rand_a": att_re["mu"][2 * n : 3 * n],
+            "mu_rand_b": att_re["mu"][3 * n :],
+        }
     return f
 
 
 def _spec(cfg: Config, k: int, nz: int) -> DRITSpec:
     d = cfg.drit
-    return DRITSpec(n_domains=k, nz=nz, width=d.width, n_down=d.n_down, n_res=d.n_res, attr_width=d.attr_width,
-                    d_width=d.d_width, d_layers=d.d_layers, content_noise=d.content_noise)
+    return DRITSpec(
+        n_domains=k,
+        nz=nz,
+        width=d.width,
+        n_down=d.n_down,
+        n_res=d.n_res,
+        attr_width=d.attr_width,
+        d_width=d.d_width,
+        d_layers=d.d_layers,
+        content_noise=d.content_noise,
+    )
 
 
-def build_task(cfg: Config, manifest: Manifest, variant: str, gmvae_path: str | Path | None = None) -> tuple[Task, dict[str, Any]]:
+def build_task(
+    cfg: Config, manifest: Manifest, variant: str, gmvae_path: str | Path | None = None
+) -> tuple[Task, dict[str, Any]]:
     """GMM-DRIT (``variant='gmm_drit'``, needs the pretrained ``gmvae.pt``) or DRIT++ (``'drit'``)."""
     if variant not in VARIANTS:
         raise ValueError(f"unknown DRIT variant '{variant}'; use one of {', '.join(VARIANTS)}")
@@ -90,13 +129,22 @@ def build_task(cfg: Config, manifest: Manifest, variant: str, gmvae_path: str | 
     gmvae = None
     if gmm:
         if gmvae_path is None:
-            raise ValueError("GMM-DRIT needs the pretrained GM-VAE: pass gmvae_path (runs/<profile>/models/gmvae.pt from notebook 04)")
+            raise ValueError(
+                "GMM-DRIT needs the pretrained GM-VAE: pass gmvae_path (runs/<profile>/models/gmvae.pt from notebook 04)"
+            )
         gmvae, ck = load_gmvae(gmvae_path, domains)
         padded = [s + a + b for s, (a, b) in zip(data.shape, data.pads)]
         if list(ck["spec"]["size"]) != padded:
-            raise CheckpointError(f"{gmvae_path}: the GM-VAE was trained on {tuple(ck['spec']['size'])} slices, these are {tuple(padded)}; "
-                                  "re-run the GM-VAE pretraining (notebook 04) at this profile's resolution")
-        extra = {"gmvae_spec": ck["spec"], "component": ck["component"], "gmvae_scores": ck.get("scores", {}), "gmvae_created": ck.get("created", "")}
+            raise CheckpointError(
+                f"{gmvae_path}: the GM-VAE was trained on {tuple(ck['spec']['size'])} slices, these are {tuple(padded)}; "
+                "re-run the GM-VAE pretraining (notebook 04) at this profile's resolution"
+            )
+        extra = {
+            "gmvae_spec": ck["spec"],
+            "component": ck["component"],
+            "gmvae_scores": ck.get("scores", {}),
+            "gmvae_created": ck.get("created", ""),
+        }
     spec = _spec(cfg, len(domains), gmvae.spec.gaussian_size if gmm else cfg.drit.nz)
     torch.manual_seed(cfg.seed)
     nets = build_drit(spec, gmvae)
@@ -114,20 +162,51 @@ def build_task(cfg: Config, manifest: Manifest, variant: str, gmvae_path: str | 
         return {"x_a": a["image"], "x_b": b["image"], "d_a": a["domain_index"], "d_b": b["domain_index"]}
 
     def d_step(b: dict[str, torch.Tensor]):
-        cache["f"] = forward(nets, b["x_a"], b["x_b"], b["d_a"], b["d_b"], spec, gmm)  # reused by g_step, as DRIT++ does
+        cache["f"] = forward(
+            nets, b["x_a"], b["x_b"], b["d_a"], b["d_b"], spec, gmm
+        )  # reused by g_step, as DRIT++ does
         return drit_discriminator_loss(cache["f"], nets, cfg.drit.weights)
 
     def g_step(b: dict[str, torch.Tensor]):
         return drit_generator_loss(cache.pop("f"), nets, cfg.drit.weights)
 
     vol = data.volumes
-    meta = {"domains": domains, "variant": variant, "spec": asdict(spec), "slices": asdict(cfg.drit.slices), "pads": data.pads,
-            "slice_shape": list(data.shape), "shape": list(vol.shape), "affine": vol.affine(0).tolist(),
-            "voxel_mm": float(abs(vol.affine(0)[0, 0])), "normalizer": data.normalizer.to_dict(), "config": to_dict(cfg), **extra}
-    fp = fingerprint(variant, meta["spec"], to_dict(cfg.drit), cfg.seed, domains, meta["slice_shape"], extra.get("component"), extra.get("gmvae_created"))
+    meta = {
+        "domains": domains,
+        "variant": variant,
+        "spec": asdict(spec),
+        "slices": asdict(cfg.drit.slices),
+        "pads": data.pads,
+        "slice_shape": list(data.shape),
+        "shape": list(vol.shape),
+        "affine": vol.affine(0).tolist(),
+        "voxel_mm": float(abs(vol.affine(0)[0, 0])),
+        "normalizer": data.normalizer.to_dict(),
+        "config": to_dict(cfg),
+        **extra,
+    }
+    fp = fingerprint(
+        variant,
+        meta["spec"],
+        to_dict(cfg.drit),
+        cfg.seed,
+        domains,
+        meta["slice_shape"],
+        extra.get("component"),
+        extra.get("gmvae_created"),
+    )
     g_nets = ["E_c", "G"] if gmm else ["E_c", "E_a", "G"]
-    task = Task(variant, nets, g_nets=g_nets, batch=batch, g_step=g_step, d_nets=["D_s1", "D_s2", "D_c"], d_step=d_step,
-                frozen=["E_a"] if gmm else [], fingerprint=fp)
+    task = Task(
+        variant,
+        nets,
+        g_nets=g_nets,
+        batch=batch,
+        g_step=g_step,
+        d_nets=["D_s1", "D_s2", "D_c"],
+        d_step=d_step,
+        frozen=["E_a"] if gmm else [],
+        fingerprint=fp,
+    )
     return task, {**meta, "dataset": data}
 
 
@@ -136,4 +215,12 @@ def export_model(task: Task, meta: dict[str, Any], path: str | Path) -> Path:
     unwrap = lambda m: getattr(m, "module", m)  # noqa: E731
     state = {k: unwrap(task.nets[k]).state_dict() for k in ("E_c", "E_a", "G")}
     payload = {k: v for k, v in meta.items() if k != "dataset"}
-    return save_checkpoint(path, {"kind": task.kind, **payload, "state": state, "created": np.datetime_as_string(np.datetime64("now"), unit="s")})
+    return save_checkpoint(
+        path,
+        {
+            "kind": task.kind,
+            **payload,
+            "state": state,
+            "created": np.datetime_as_string(np.datetime64("now"), unit="s"),
+        },
+    )

@@ -10,13 +10,15 @@ clusters, seeded) of the initial encoder's codes of the training slices; this ha
 The exported ``gmvae.pt`` carries the nets, K and the domains, and the cluster -> scanner matching
 (Hungarian, on the training slices) that lets stage 2 and inference name a target scanner's component.
 """
+
 from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -33,11 +35,28 @@ from harmlib.train.loop import Task
 KIND = "gmvae"
 
 
-def slice_dataset(manifest: Manifest, s: SliceConfig, domains: Sequence[str], pad: int, split: str = "train", role: str | None = None,
-                  allow_unknown: bool = False) -> SliceDataset:
+def slice_dataset(
+    manifest: Manifest,
+    s: SliceConfig,
+    domains: Sequence[str],
+    pad: int,
+    split: str = "train",
+    role: str | None = None,
+    allow_unknown: bool = False,
+) -> SliceDataset:
     """Coronal slices of a split (both roles of the training split by default), padded to ``pad``."""
-    return SliceDataset(manifest, split=split, role=role, domains=domains, n_slices=s.n_slices, spacing_mm=s.spacing_mm,
-                        centre_mm=s.centre_mm, normalizer=Normalizer(), pad_multiple=pad, allow_unknown=allow_unknown)
+    return SliceDataset(
+        manifest,
+        split=split,
+        role=role,
+        domains=domains,
+        n_slices=s.n_slices,
+        spacing_mm=s.spacing_mm,
+        centre_mm=s.centre_mm,
+        normalizer=Normalizer(),
+        pad_multiple=pad,
+        allow_unknown=allow_unknown,
+    )
 
 
 def epoch_indices(n: int, bs: int, step: int, seed: int) -> list[int]:
@@ -59,7 +78,14 @@ def build_task(cfg: Config, manifest: Manifest) -> tuple[Task, dict[str, Any]]:
     domains = manifest.domains("train")
     data = slice_dataset(manifest, g.slices, domains, max(8, 2**g.n_down))
     size = tuple(s + a + b for s, (a, b) in zip(data.shape, data.pads))
-    spec = GMVAESpec(size=size, n_components=len(domains), gaussian_size=g.gaussian_size, width=g.width, n_down=g.n_down, hidden=g.hidden)
+    spec = GMVAESpec(
+        size=size,
+        n_components=len(domains),
+        gaussian_size=g.gaussian_size,
+        width=g.width,
+        n_down=g.n_down,
+        hidden=g.hidden,
+    )
     torch.manual_seed(cfg.seed)
     nets = {"gmvae": GMVAE(spec)}
     nets["gmvae"].init_output(torch.stack([data[i]["image"][0] for i in range(len(data))]).mean(0))
@@ -69,15 +95,34 @@ def build_task(cfg: Config, manifest: Manifest) -> tuple[Task, dict[str, Any]]:
 
     def batch(step: int) -> dict[str, Any]:
         x = torch.stack([data[i]["image"] for i in epoch_indices(n, bs, step, cfg.seed)])
-        return {"x": x, "tau": temperature(step, g.train.iterations, g.temp_init, g.temp_min), "kl_scale": kl_warmup_scale(step, g.kl_warmup)}
+        return {
+            "x": x,
+            "tau": temperature(step, g.train.iterations, g.temp_init, g.temp_min),
+            "kl_scale": kl_warmup_scale(step, g.kl_warmup),
+        }
 
     def g_step(b: dict[str, Any]):
         f = nets["gmvae"](b["x"], b["tau"])
-        loss, terms = gmvae_loss(f, b["x"], g.weights, likelihood=g.likelihood, sigma=g.sigma, free_bits_floor=g.free_bits, kl_scale=b["kl_scale"])
+        loss, terms = gmvae_loss(
+            f,
+            b["x"],
+            g.weights,
+            likelihood=g.likelihood,
+            sigma=g.sigma,
+            free_bits_floor=g.free_bits,
+            kl_scale=b["kl_scale"],
+        )
         return loss, terms | {"temperature": b["tau"], "kl_scale": b["kl_scale"]}
 
-    meta = {"domains": domains, "spec": asdict(spec), "slices": asdict(g.slices), "pads": data.pads, "slice_shape": list(data.shape),
-            "voxel_mm": float(abs(data.volumes.affine(0)[0, 0])), "config": to_dict(cfg)}
+    meta = {
+        "domains": domains,
+        "spec": asdict(spec),
+        "slices": asdict(g.slices),
+        "pads": data.pads,
+        "slice_shape": list(data.shape),
+        "voxel_mm": float(abs(data.volumes.affine(0)[0, 0])),
+        "config": to_dict(cfg),
+    }
     fp = fingerprint(meta["spec"], to_dict(g), cfg.seed, domains, meta["slice_shape"])
     return Task(KIND, nets, g_nets=["gmvae"], batch=batch, g_step=g_step, fingerprint=fp), {**meta, "dataset": data}
 
@@ -97,7 +142,12 @@ def attribute_space(model: GMVAE, data: SliceDataset, batch_size: int = 64) -> d
         probs.append(logits.softmax(1).cpu())
     model.train(was_training)
     prob = torch.cat(probs).numpy()
-    return {"z": torch.cat(zs).numpy(), "prob": prob, "cluster": prob.argmax(1), "domain": np.asarray(data.domain_indices)}
+    return {
+        "z": torch.cat(zs).numpy(),
+        "prob": prob,
+        "cluster": prob.argmax(1),
+        "domain": np.asarray(data.domain_indices),
+    }
 
 
 def kmeans_prior_means(model: GMVAE, data: SliceDataset, seed: int) -> np.ndarray:
@@ -120,8 +170,17 @@ def export_model(task: Task, meta: dict[str, Any], path: str | Path) -> tuple[Pa
     component = {meta["domains"][d]: c for c, d in cluster_to_domain.items()}
     scores = clustering_scores(space["domain"], space["cluster"])
     payload = {k_: v for k_, v in meta.items() if k_ != "dataset"}
-    out = save_checkpoint(path, {"kind": KIND, **payload, "component": component, "scores": scores,
-                                 "state": model.state_dict(), "created": np.datetime_as_string(np.datetime64("now"), unit="s")})
+    out = save_checkpoint(
+        path,
+        {
+            "kind": KIND,
+            **payload,
+            "component": component,
+            "scores": scores,
+            "state": model.state_dict(),
+            "created": np.datetime_as_string(np.datetime64("now"), unit="s"),
+        },
+    )
     return out, scores
 
 
@@ -130,8 +189,10 @@ def load_gmvae(path: str | Path, domains: Sequence[str] | None = None) -> tuple[
     ck = load_checkpoint(path, (KIND,))
     spec = GMVAESpec(**{**ck["spec"], "size": tuple(ck["spec"]["size"])})
     if domains is not None and (spec.n_components != len(domains) or sorted(ck["domains"]) != sorted(domains)):
-        raise CheckpointError(f"{path}: the GM-VAE has K={spec.n_components} components for domains {', '.join(ck['domains'])}, "
-                              f"but the data has {len(domains)} training domains ({', '.join(domains)}); re-run the GM-VAE pretraining (notebook 04) on this data")
+        raise CheckpointError(
+            f"{path}: the GM-VAE has K={spec.n_components} components for domains {', '.join(ck['domains'])}, "
+            f"but the data has {len(domains)} training domains ({', '.join(domains)}); re-run the GM-VAE pretraining (notebook 04) on this data"
+        )
     model = GMVAE(spec)
     model.load_state_dict(ck["state"])
     return model.eval(), ck

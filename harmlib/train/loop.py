@@ -13,15 +13,17 @@ each step optimizes, a deterministic ``batch(step)`` and the two step functions,
 * per-term losses in ``log.csv`` (rows after the resumed step are dropped) and a tqdm bar;
 * several GPUs with DistributedDataParallel when launched by ``torchrun``.
 """
+
 from __future__ import annotations
 
 import contextlib
 import os
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import pandas as pd
 import torch
@@ -75,11 +77,17 @@ def _distributed() -> tuple[int, int]:
     return (torch.distributed.get_rank(), world) if world > 1 else (0, 1)
 
 
-def _adam(nets: dict[str, nn.Module], names: list[str], cfg: TrainConfig, lr_scale: dict[str, float]) -> torch.optim.Optimizer | None:
+def _adam(
+    nets: dict[str, nn.Module], names: list[str], cfg: TrainConfig, lr_scale: dict[str, float]
+) -> torch.optim.Optimizer | None:
     """One Adam over ``names``, one parameter group per net (so a net can run at its own learning rate)."""
     groups = [{"params": list(nets[n].parameters()), "lr": cfg.lr * lr_scale.get(n, 1.0)} for n in names]
     groups = [g for g in groups if g["params"]]
-    return torch.optim.Adam(groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), weight_decay=cfg.weight_decay) if groups else None
+    return (
+        torch.optim.Adam(groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), weight_decay=cfg.weight_decay)
+        if groups
+        else None
+    )
 
 
 def _to(batch: Any, device: torch.device) -> Any:
@@ -92,7 +100,9 @@ def _to(batch: Any, device: torch.device) -> Any:
     return batch
 
 
-def _update(opt: torch.optim.Optimizer | None, loss: torch.Tensor, scaler: torch.amp.GradScaler, clip: float = 0.0) -> None:
+def _update(
+    opt: torch.optim.Optimizer | None, loss: torch.Tensor, scaler: torch.amp.GradScaler, clip: float = 0.0
+) -> None:
     if opt is None:
         return
     opt.zero_grad(set_to_none=True)
@@ -121,18 +131,28 @@ def _state(task: Task, opts: dict, step: int) -> dict[str, Any]:
 
 def _set_aside(run_dir: Path) -> None:
     """Keep a checkpoint of another configuration as ``*.stale`` instead of resuming from it."""
-    for name in ("checkpoint.pt", "log.csv", "snapshots"):  # snapshots of that run would mix into this one's convergence
+    for name in (
+        "checkpoint.pt",
+        "log.csv",
+        "snapshots",
+    ):  # snapshots of that run would mix into this one's convergence
         if (run_dir / name).exists():
             if (run_dir / f"{name}.stale").is_dir():
                 shutil.rmtree(run_dir / f"{name}.stale")  # an older stale run's snapshots; only the last is kept
             os.replace(run_dir / name, run_dir / f"{name}.stale")
-    print(f"harmlib: {run_dir}/checkpoint.pt was trained with another configuration; kept as checkpoint.pt.stale, starting afresh", flush=True)
+    print(
+        f"harmlib: {run_dir}/checkpoint.pt was trained with another configuration; kept as checkpoint.pt.stale, starting afresh",
+        flush=True,
+    )
 
 
 def _resumable(ck: dict[str, Any], task: Task, opts: dict) -> bool:
     """Same configuration, and optimizers of the same layout (one parameter group per net since the
     per-net learning rates; an older checkpoint with one group for all nets cannot be resumed)."""
-    same_groups = all(o is None or len(ck.get("opts", {}).get(k, {}).get("param_groups", [])) == len(o.param_groups) for k, o in opts.items())
+    same_groups = all(
+        o is None or len(ck.get("opts", {}).get(k, {}).get("param_groups", [])) == len(o.param_groups)
+        for k, o in opts.items()
+    )
     return ck.get("fingerprint", "") == task.fingerprint and same_groups
 
 
@@ -156,14 +176,24 @@ def snapshot_path(run_dir: str | Path, step: int) -> Path:
 def save_snapshot(task: Task, run_dir: Path, step: int) -> Path:
     """The trained nets (not D, not the optimizers) at ``step``: the convergence figure's points."""
     state = {k: _unwrap(task.nets[k]).state_dict() for k in task.g_nets}
-    return save_checkpoint(snapshot_path(run_dir, step), {"kind": f"{task.kind}-snapshot", "step": step, "nets": state, "fingerprint": task.fingerprint})
+    return save_checkpoint(
+        snapshot_path(run_dir, step),
+        {"kind": f"{task.kind}-snapshot", "step": step, "nets": state, "fingerprint": task.fingerprint},
+    )
 
 
 def _write_log(path: Path, rows: list[dict[str, float]]) -> None:
     write_text_atomic(path, pd.DataFrame(rows).to_csv(index=False))
 
 
-def fit(task: Task, cfg: TrainConfig, runtime: RuntimeConfig, run_dir: str | Path, seed: int = 0, stop_after: int | None = None) -> pd.DataFrame:
+def fit(
+    task: Task,
+    cfg: TrainConfig,
+    runtime: RuntimeConfig,
+    run_dir: str | Path,
+    seed: int = 0,
+    stop_after: int | None = None,
+) -> pd.DataFrame:
     """Train ``task`` for ``cfg.iterations`` steps under ``run_dir`` (resuming); returns the log.
 
     ``stop_after`` ends the run early after that step (as a kill would, but cleanly): tests use
@@ -179,8 +209,13 @@ def fit(task: Task, cfg: TrainConfig, runtime: RuntimeConfig, run_dir: str | Pat
         net.to(device).train(name not in task.frozen)
         if world > 1 and name not in task.frozen and any(p.requires_grad for p in net.parameters()):
             # static_graph: the same net runs several times per step (E_b on x_u and x_{u->l}, D on real and fake)
-            task.nets[name] = nn.parallel.DistributedDataParallel(net, device_ids=[device.index] if device.type == "cuda" else None, static_graph=True)
-    opts = {"g": _adam(task.nets, task.g_nets, cfg, task.lr_scale), "d": _adam(task.nets, task.d_nets, cfg, task.lr_scale)}
+            task.nets[name] = nn.parallel.DistributedDataParallel(
+                net, device_ids=[device.index] if device.type == "cuda" else None, static_graph=True
+            )
+    opts = {
+        "g": _adam(task.nets, task.g_nets, cfg, task.lr_scale),
+        "d": _adam(task.nets, task.d_nets, cfg, task.lr_scale),
+    }
     scaler = torch.amp.GradScaler(device.type, enabled=runtime.amp == "fp16" and device.type == "cuda")
     ck_path, log_path = run_dir / "checkpoint.pt", run_dir / "log.csv"
     start, rows = 0, []
