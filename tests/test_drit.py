@@ -35,6 +35,7 @@ TINY = {
     "drit.train.batch_size": 2,
     "drit.train.iterations": 2,
     "drit.train.log_every": 1,
+    "drit.train.snapshot_every": 1,
     "runtime.amp": "none",
     "synth.n_train_per_site": 2,
     "synth.n_test_per_site": 1,
@@ -148,6 +149,21 @@ def test_self_reconstruction_uses_each_slices_own_attribute(trained, variant):
     assert not torch.allclose(own, translate_slices(h, x, "Guys", seed=0))  # not the sampled attribute of the site
     with pytest.raises(DataError, match="unknown target site 'Mars'"):
         translate_slices(h, x, "self:Mars")
+
+
+@pytest.mark.parametrize("variant", ["gmm_drit", "drit"])
+def test_snapshots_of_a_2d_model_feed_the_convergence_table(trained, variant):
+    from harmlib.data.synthetic import TARGET_A, TARGET_B
+    from harmlib.evaluation.gate import convergence
+    from harmlib.evaluation.snapshots import snapshot_slice_harmonizers
+
+    snaps = snapshot_slice_harmonizers(trained["root"] / variant / "snapshots", trained[variant]["path"])
+    assert sorted(snaps) == [0, 1, 2]
+    targets = {"A": TARGET_A.domain, "B": TARGET_B.domain}
+    conv = convergence({k: snaps[k] for k in (0, 2)}, trained["man"], targets, n_test=1, reconstruction_sites=targets)
+    assert list(conv.step) == [0, 2] and conv["reconstruction SSIM"].between(-1, 1).all()
+    # each point is its snapshot's nets (E^c, G from the snapshot, the rest from the model file), not the final model
+    assert conv.loc[0, "SSIM to truth -> A"] != conv.loc[1, "SSIM to truth -> A"]
 
 
 def test_cli_refusals_and_listing(trained, tmp_path, capsys):

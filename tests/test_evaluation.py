@@ -292,3 +292,22 @@ def test_a_claim_shows_both_sides_and_a_reason_made_of_its_numbers(tmp_path):
         and "GMM-DRIT (B) 0.90 > DRIT++ (B) 0.84" in e3.why
         and "not higher than DRIT++: GMM-DRIT (A)" in e3.why
     )
+
+
+def test_slice_flicker_counts_jumps_between_planes_not_a_smooth_change():
+    from harmlib.evaluation.metrics import slice_flicker
+
+    zz, yy, xx = np.mgrid[:24, :32, :24]
+    ref = np.where((zz - 12) ** 2 + (yy - 16) ** 2 + (xx - 12) ** 2 < 10**2, 100.0, 0.0).astype(np.float32)
+    ref += np.random.default_rng(0).normal(0, 1, ref.shape).astype(np.float32) * (ref > 0)
+    ramp = (1 + 0.01 * np.arange(32))[None, :, None]
+    alternating = (1 + 0.01 * (-1) ** np.arange(32))[None, :, None]
+    assert slice_flicker(ref, ref) == 0
+    assert slice_flicker(ref * 1.1, ref) < 1e-3  # one change for the whole volume (planes differ only by their noise)
+    assert slice_flicker(ref * ramp, ref) < 1e-3  # a smooth trend across planes
+    assert slice_flicker(ref * alternating, ref) == pytest.approx(0.02, rel=0.05)  # +-1 % from plane to plane
+    assert slice_flicker(np.moveaxis(ref * alternating, 1, 0), np.moveaxis(ref, 1, 0), axis=0) == pytest.approx(
+        0.02, rel=0.05
+    )
+    with pytest.raises(ValueError, match="differ in shape"):
+        slice_flicker(ref[:-1], ref)

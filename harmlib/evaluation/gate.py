@@ -361,12 +361,17 @@ def evaluate_gate(
 
 
 def convergence(
-    snapshots: Mapping[int, Callable[[], Harmonize]], manifest: Manifest, targets: Mapping[str, str], n_test: int = 4
+    snapshots: Mapping[int, Callable[[], Harmonize]],
+    manifest: Manifest,
+    targets: Mapping[str, str],
+    n_test: int = 4,
+    reconstruction_sites: Mapping[str, str] | None = None,
 ) -> pd.DataFrame:
     """The gate's image metrics at each training snapshot, on ``n_test`` test volumes spread over the sites.
 
     ``snapshots``: {step: a function returning that snapshot's harmonize function}. One row per step:
     reconstruction SSIM, SSIM to truth after harmonization to each target (and before), structure vs original.
+    ``reconstruction_sites``: as in `reconstruction_cases` (the 2D models reconstruct renderings at training sites).
     """
     test = manifest.select("test", "test")
     idx = np.linspace(0, len(test) - 1, min(n_test, len(test))).round().astype(int)
@@ -374,7 +379,7 @@ def convergence(
     rows = []
     for step, make in sorted(snapshots.items()):
         fn = make()
-        rec = reconstruction_cases(sub, fn)
+        rec = reconstruction_cases(sub, fn, reconstruction_sites)
         trav, _ = traveling_cases(sub, fn, targets, extra=())
         row = {
             "step": step,

@@ -81,3 +81,29 @@ def brain_mask(v: np.ndarray) -> np.ndarray:
             f"brain_mask: a volume of shape {v.shape} is constant or not finite; pass a T1 with a brain in it"
         )
     return v > otsu_threshold(v)
+
+
+def slice_flicker(out: np.ndarray, ref: np.ndarray, axis: int = 1) -> float:
+    """How much a slice-by-slice output jumps between neighbouring planes along ``axis`` (1: coronal), beyond
+    what its input does.
+
+    Per plane k, d_k is the mean change out - ref over the input's brain in that plane (`brain_mask`), in
+    units of the input's mean brain intensity. A harmonizer that treats the volume as one (a 3D model, Nyul)
+    changes neighbouring planes alike, so d_k is smooth in k; one that translates each plane on its own can
+    shift each differently. The flicker is the mean |d_k - (d_{k-1} + d_{k+1}) / 2| over planes with brain on
+    both sides (the second difference: a smooth trend across the volume does not count). 0: no jumps;
+    0.01: neighbouring planes differ by ~1 % of the brain's intensity.
+    """
+    if out.shape != ref.shape:
+        raise ValueError(f"slice_flicker: output {out.shape} and input {ref.shape} differ in shape")
+    mask = brain_mask(ref)
+    scale = float(ref[mask].mean()) if mask.any() else 1.0
+    diff = np.moveaxis((out - ref) * mask, axis, 0).reshape(ref.shape[axis], -1).sum(1)
+    n = np.moveaxis(mask, axis, 0).reshape(ref.shape[axis], -1).sum(1)
+    planes = np.flatnonzero(n > 0)
+    if planes.size < 3:
+        return 0.0
+    d = diff[planes] / n[planes] / scale
+    inner = (planes[1:-1] - 1 == planes[:-2]) & (planes[1:-1] + 1 == planes[2:])  # contiguous neighbours only
+    second = np.abs(d[1:-1] - 0.5 * (d[:-2] + d[2:]))[inner]
+    return float(second.mean()) if second.size else 0.0

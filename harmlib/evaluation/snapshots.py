@@ -14,6 +14,7 @@ from pathlib import Path
 from harmlib.checkpoint import load_checkpoint
 from harmlib.evaluation.gate import Harmonize
 from harmlib.harmonize import harmonize_volume, harmonizer_from
+from harmlib.harmonize2d import SLICE_KINDS, load_slice_harmonizer
 
 
 def snapshot_steps(snap_dir: str | Path) -> dict[int, Path]:
@@ -39,6 +40,27 @@ def snapshot_harmonizers(
     def loader(path: Path) -> Callable[[], Harmonize]:
         def make() -> Harmonize:
             h = harmonizer_from(meta, load_checkpoint(path, (kind,))["nets"], device)
+            return lambda vol, affine, target: harmonize_volume(h, vol, affine, target, seed)
+
+        return make
+
+    return {step: loader(p) for step, p in snapshot_steps(snap_dir).items()}
+
+
+def snapshot_slice_harmonizers(
+    snap_dir: str | Path, model_file: str | Path, seed: int = 0, device: str = "cpu"
+) -> dict[int, Callable[[], Harmonize]]:
+    """{step: a function that builds that snapshot's harmonize function} for a 2D model (GMM-DRIT, DRIT++).
+
+    A snapshot holds the trained nets only (E^c, G; DRIT++ also E^a); the rest (GMM-DRIT's frozen GM-VAE, the
+    grid, the domains) comes from the exported ``model_file`` of the same run.
+    """
+    ck = load_checkpoint(model_file, SLICE_KINDS)
+
+    def loader(path: Path) -> Callable[[], Harmonize]:
+        def make() -> Harmonize:
+            nets = load_checkpoint(path, (f"{ck['kind']}-snapshot",))["nets"]
+            h = load_slice_harmonizer({**ck, "state": {**ck["state"], **nets}}, path, device)
             return lambda vol, affine, target: harmonize_volume(h, vol, affine, target, seed)
 
         return make
