@@ -146,3 +146,47 @@ def test_a_full_disk_is_one_line_and_leaves_no_partial_file(tmp_path, monkeypatc
         else:
             write_text_atomic(tmp_path / "t.csv", "a,b\n")
     assert "\n" not in str(err.value) and list(tmp_path.iterdir()) == []
+
+
+def test_the_loop_runs_one_forward_pass_per_step_for_both_updates(tmp_path):
+    """A task's forward hook runs once per step and its result reaches the D step and the G step (DRIT++ shares
+    its translations between the two updates; before the hook a closure cache relied on the call order)."""
+    import torch
+    from torch import nn
+
+    from harmlib.config import RuntimeConfig, TrainConfig
+    from harmlib.train.loop import Task, fit
+
+    torch.manual_seed(0)
+    nets = {"G": nn.Linear(2, 2), "D": nn.Linear(2, 1)}
+    calls = {"forward": 0, "d": [], "g": []}
+
+    def forward(batch):
+        calls["forward"] += 1
+        return {"fake": nets["G"](batch), "id": calls["forward"]}
+
+    def d_step(f):
+        calls["d"].append(f["id"])
+        return nets["D"](f["fake"].detach()).pow(2).mean(), {"d": 0.0}
+
+    def g_step(f):
+        calls["g"].append(f["id"])
+        return (1 - nets["D"](f["fake"])).pow(2).mean(), {"g": 0.0}
+
+    task = Task(
+        "toy",
+        nets,
+        g_nets=["G"],
+        batch=lambda step: torch.ones(2, 2) * step,
+        g_step=g_step,
+        d_nets=["D"],
+        d_step=d_step,
+        forward=forward,
+    )
+    fit(
+        task,
+        TrainConfig(iterations=3, batch_size=2, checkpoint_every=3, log_every=1),
+        RuntimeConfig(device="cpu", amp="none"),
+        tmp_path,
+    )
+    assert calls["forward"] == 3 and calls["d"] == calls["g"] == [1, 2, 3]

@@ -149,7 +149,6 @@ def build_task(
     torch.manual_seed(cfg.seed)
     nets = build_drit(spec, gmvae)
     pairs, bs = DomainPairs(data, seed=cfg.seed), cfg.drit.train.batch_size
-    cache: dict[str, Any] = {}
 
     def batch(step: int) -> dict[str, torch.Tensor]:
         items = []
@@ -161,14 +160,15 @@ def build_task(
         a, b = default_collate(items)
         return {"x_a": a["image"], "x_b": b["image"], "d_a": a["domain_index"], "d_b": b["domain_index"]}
 
-    def d_step(b: dict[str, torch.Tensor]):
-        cache["f"] = forward(
-            nets, b["x_a"], b["x_b"], b["d_a"], b["d_b"], spec, gmm
-        )  # reused by g_step, as DRIT++ does
-        return drit_discriminator_loss(cache["f"], nets, cfg.drit.weights)
+    def step_forward(b: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """One pass per step; the D and G updates both read it, as DRIT++ does."""
+        return forward(nets, b["x_a"], b["x_b"], b["d_a"], b["d_b"], spec, gmm)
 
-    def g_step(b: dict[str, torch.Tensor]):
-        return drit_generator_loss(cache.pop("f"), nets, cfg.drit.weights)
+    def d_step(f: dict[str, torch.Tensor]):
+        return drit_discriminator_loss(f, nets, cfg.drit.weights)
+
+    def g_step(f: dict[str, torch.Tensor]):
+        return drit_generator_loss(f, nets, cfg.drit.weights)
 
     vol = data.volumes
     meta = {
@@ -206,6 +206,7 @@ def build_task(
         d_step=d_step,
         frozen=["E_a"] if gmm else [],
         fingerprint=fp,
+        forward=step_forward,
     )
     return task, {**meta, "dataset": data}
 

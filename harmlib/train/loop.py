@@ -52,6 +52,9 @@ class Task:
     fingerprint: str = ""  # of everything that shapes training; a checkpoint of another one is not resumed
     rec_step: StepFn | None = None  # the G step of the first ``train.warmup`` steps (no D step then)
     lr_scale: dict[str, float] = field(default_factory=dict)  # a net's learning rate as a fraction of train.lr
+    # one forward pass per step whose result both d_step and g_step read (DRIT++ reuses its translations in
+    # both updates); None: each step function gets the batch and runs its own pass
+    forward: Callable[[Any], Any] | None = None
 
 
 def pick_device(runtime: RuntimeConfig) -> torch.device:
@@ -233,13 +236,15 @@ def fit(
         batch = _to(task.batch(step * world + rank), device)
         terms: dict[str, float] = {}
         warm = step < cfg.warmup and task.rec_step is not None
+        with autocast(device, runtime.amp):
+            state = batch if warm or task.forward is None else task.forward(batch)
         if task.d_step is not None and not warm:
             with autocast(device, runtime.amp):
-                d_loss, d_terms = task.d_step(batch)
+                d_loss, d_terms = task.d_step(state)
             _update(opts["d"], d_loss, scaler, cfg.grad_clip)
             terms |= d_terms
         with autocast(device, runtime.amp):
-            g_loss, g_terms = (task.rec_step if warm else task.g_step)(batch)
+            g_loss, g_terms = task.rec_step(batch) if warm else task.g_step(state)
         _update(opts["g"], g_loss, scaler, cfg.grad_clip)
         scaler.update()  # once per step, after both updates
         terms |= g_terms
