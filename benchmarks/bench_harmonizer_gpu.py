@@ -30,7 +30,7 @@ def step_stats(cfg, shape: tuple[int, ...], batch: int, device: torch.device, re
         [p for k in ("E_b", "E_s", "G") for p in nets[k].parameters()], lr=1e-4, betas=(0.5, 0.999)
     )
     d_opt = torch.optim.Adam([p for k in ("D_x", "D_b") for p in nets[k].parameters()], lr=1e-4, betas=(0.5, 0.999))
-    padded, _ = pad_to_multiple(torch.zeros(shape), max(8, 2 ** (spec.n_down + 1)))
+    padded, _ = pad_to_multiple(torch.zeros(shape), spec.pad_multiple)
     x_l = torch.rand(batch, 1, *padded.shape, device=device) * 2 - 1
     x_u = torch.rand_like(x_l) * 2 - 1
     label = -torch.ones(batch, 5, device=device)

@@ -63,7 +63,7 @@ class Harmonizer:
         lab = -torch.ones(1, len(self.domains))
         if target in AGNOSTIC:
             return lab
-        matches = [i for i, d in enumerate(self.domains) if target in (d, d.split("@")[1], d.split("@")[0])]
+        matches = [i for i, d in enumerate(self.domains) if target in (d, d.split("@")[-1], d.split("@")[0])]
         if len(matches) != 1:
             raise DataError(f"unknown target site '{target}'; known: {', '.join(self.domains)} or agnostic")
         lab[0, matches[0]] = 1.0
@@ -96,7 +96,7 @@ def harmonizer_from(meta: dict, state: dict, device: str = "cpu") -> Harmonizer:
         tuple(int(v) for v in meta["shape"]),
         Normalizer.from_dict(meta["normalizer"]),
         spec.noise_dim,
-        max(8, 2 ** (spec.n_down + 1)),
+        spec.pad_multiple,
         dev,
         meta.get("scales"),
     )

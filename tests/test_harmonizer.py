@@ -390,3 +390,14 @@ def test_models_lists_profile_steps_and_quality_gate(model_file, capsys):
         "model below its quality gate: reconstruction SSIM (held-out, over the brain) 0.500 < 0.95"
         in capsys.readouterr().out
     )
+
+
+def test_a_site_named_without_scanner_is_a_valid_target(model_file):
+    """Imported cohorts may name a domain by its site alone (no "scanner@site"): it is a target like any other."""
+    from dataclasses import replace
+
+    h = load_harmonizer(model_file)
+    h = replace(h, domains=["SiteOne", *h.domains[1:]])
+    assert h.label("SiteOne")[0, 0] == 1 and (h.label("SiteOne")[0, 1:] == -1).all()
+    with pytest.raises(DataError, match="unknown target site 'Mars'"):
+        h.label("Mars")

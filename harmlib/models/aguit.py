@@ -32,6 +32,7 @@ from harmlib.models.blocks import (
     downsample,
     global_pool,
     n_adain_params,
+    pad_multiple,
     upsample,
 )
 
@@ -52,6 +53,11 @@ class AGUITSpec:
     d_layers: int = 3
     d_scales: int = 2
     residual: bool = False  # G(c, s, x) = x + delta(c, s), delta's last layer zero at init (IGUANE's generator)
+
+    @property
+    def pad_multiple(self) -> int:
+        """Volumes are padded for one halving more than E_b's n_down (E_s and D^x downsample further)."""
+        return pad_multiple(self.n_down + 1)
 
 
 class StructureEncoder(nn.Module):

@@ -147,6 +147,12 @@ def n_adain_params(module: nn.Module) -> int:
     return sum(2 * m.ch for m in adain_layers(module))
 
 
+def pad_multiple(halvings: int) -> int:
+    """The multiple every spatial size is padded to: 2^halvings, so each stride-2 step of a net halves exactly
+    and its upsampling path returns the input's size; at least 8. Model files store the padding they used."""
+    return max(8, 2**halvings)
+
+
 def upsample(x: torch.Tensor) -> torch.Tensor:
     return F.interpolate(x, scale_factor=2, mode="nearest")
 

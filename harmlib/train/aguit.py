@@ -129,7 +129,8 @@ def build_task(cfg: Config, manifest: Manifest) -> tuple[Task, dict[str, Any]]:
     """The task and the metadata that the exported model file carries."""
     domains = manifest.domains("train")
     norm = Normalizer()
-    pad = max(8, 2 ** (cfg.harmonizer.n_down + 1))
+    spec = spec_from_config(cfg, len(domains))
+    pad = spec.pad_multiple
     down = model_downsample(cfg)
     labeled = VolumeDataset(
         manifest, split="train", role="labeled", domains=domains, normalizer=norm, pad_multiple=pad, downsample=down
@@ -138,7 +139,6 @@ def build_task(cfg: Config, manifest: Manifest) -> tuple[Task, dict[str, Any]]:
         manifest, split="train", role="unlabeled", domains=domains, normalizer=norm, pad_multiple=pad, downsample=down
     )
     pairs = LabeledUnlabeledPairs(labeled, unlabeled, seed=cfg.seed)
-    spec = spec_from_config(cfg, len(domains))
     torch.manual_seed(cfg.seed)
     nets = build_aguit(spec)
     w, t, bs = cfg.harmonizer.weights, cfg.ssim, cfg.harmonizer.train.batch_size

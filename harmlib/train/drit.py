@@ -30,6 +30,7 @@ from harmlib.config import Config, to_dict
 from harmlib.data.datasets import DomainPairs
 from harmlib.data.manifest import Manifest
 from harmlib.losses.drit import drit_discriminator_loss, drit_generator_loss
+from harmlib.models.blocks import pad_multiple
 from harmlib.models.drit import DRITSpec, build_drit
 from harmlib.train.gmvae import fingerprint, load_gmvae, slice_dataset
 from harmlib.train.loop import Task
@@ -124,7 +125,7 @@ def build_task(
         raise ValueError(f"unknown DRIT variant '{variant}'; use one of {', '.join(VARIANTS)}")
     gmm = variant == "gmm_drit"
     domains = manifest.domains("train")
-    data = slice_dataset(manifest, cfg.drit.slices, domains, max(8, 2**cfg.drit.n_down))
+    data = slice_dataset(manifest, cfg.drit.slices, domains, pad_multiple(cfg.drit.n_down))
     extra: dict[str, Any] = {}
     gmvae = None
     if gmm:

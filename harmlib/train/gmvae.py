@@ -29,6 +29,7 @@ from harmlib.data.datasets import Normalizer, SliceDataset
 from harmlib.data.manifest import Manifest
 from harmlib.evaluation.clustering import clustering_scores, match_clusters
 from harmlib.losses.gmvae import gmvae_loss, kl_warmup_scale
+from harmlib.models.blocks import pad_multiple
 from harmlib.models.gmvae import GMVAE, GMVAESpec, temperature
 from harmlib.train.loop import Task
 
@@ -76,7 +77,7 @@ def build_task(cfg: Config, manifest: Manifest) -> tuple[Task, dict[str, Any]]:
     """The GM-VAE task (K = the number of training domains) and the metadata its model file carries."""
     g = cfg.gmvae
     domains = manifest.domains("train")
-    data = slice_dataset(manifest, g.slices, domains, max(8, 2**g.n_down))
+    data = slice_dataset(manifest, g.slices, domains, pad_multiple(g.n_down))
     size = tuple(s + a + b for s, (a, b) in zip(data.shape, data.pads))
     spec = GMVAESpec(
         size=size,
