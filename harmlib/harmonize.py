@@ -28,7 +28,7 @@ from scipy import ndimage
 from harmlib.checkpoint import load_checkpoint
 from harmlib.data.datasets import Normalizer, crop_pads, pad_to_multiple
 from harmlib.data.io import DataError, load_volume, save_volume
-from harmlib.harmonize2d import SLICE_KINDS, SliceHarmonizer, harmonize_slices, load_slice_harmonizer
+from harmlib.harmonize2d import SLICE_KINDS, SliceHarmonizer, harmonize_slices, load_slice_harmonizer, match_domain
 from harmlib.models.aguit import AGUITSpec, build_aguit, style_vector
 from harmlib.provenance import model_info, provenance, write_sidecar
 
@@ -63,10 +63,7 @@ class Harmonizer:
         lab = -torch.ones(1, len(self.domains))
         if target in AGNOSTIC:
             return lab
-        matches = [i for i, d in enumerate(self.domains) if target in (d, d.split("@")[-1], d.split("@")[0])]
-        if len(matches) != 1:
-            raise DataError(f"unknown target site '{target}'; known: {', '.join(self.domains)} or agnostic")
-        lab[0, matches[0]] = 1.0
+        lab[0, self.domains.index(match_domain(target, self.domains, "agnostic"))] = 1.0
         return lab
 
 

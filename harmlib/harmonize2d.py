@@ -37,6 +37,15 @@ SCANNER_FREE = ("scanner-free", "agnostic")
 SELF_AT = "self:"  # "self:<training site>": reconstruction with each slice's own attribute
 
 
+def match_domain(target: str, domains: list[str], free: str) -> str:
+    """The one training domain ("scanner@site") that ``target`` names, by its full name, site or scanner;
+    else a one-line DataError listing the known domains and ``free`` (the model's site-free target)."""
+    matches = [d for d in domains if target in (d, d.split("@")[-1], d.split("@")[0])]
+    if len(matches) != 1:
+        raise DataError(f"unknown target site '{target}'; known: {', '.join(domains)} or {free}")
+    return matches[0]
+
+
 @dataclass
 class SliceHarmonizer:
     """A loaded 2D model file: E^c, E^a, G, its domains, the volume grid and the slice grid."""
@@ -58,10 +67,7 @@ class SliceHarmonizer:
         target = target.removeprefix(SELF_AT)
         if target in SCANNER_FREE:
             return None
-        matches = [d for d in self.domains if target in (d, d.split("@")[-1], d.split("@")[0])]
-        if len(matches) != 1:
-            raise DataError(f"unknown target site '{target}'; known: {', '.join(self.domains)} or scanner-free")
-        return self.component[matches[0]]
+        return self.component[match_domain(target, self.domains, "scanner-free")]
 
     def code(self, target: str, n: int) -> torch.Tensor:
         """c for ``n`` slices: the target's one-hot code, or c_sf = 0."""

@@ -18,25 +18,8 @@ import numpy as np
 import pandas as pd
 
 from harmlib.data.io import write_text_atomic
+from harmlib.evaluation.paper_values import P1_VERSIONS, PAPER1
 
-# Paper 1 (SSIM-guided harmonization), Tables 2-4: version -> "mean +/- SD" as printed.
-_P1_VERSIONS = ("unharmonized", "A", "B", "agnostic")
-PAPER1 = {
-    "table2": {
-        "wasserstein": ("8.454 ± 5.347", "1.989 ± 0.703", "1.601 ± 0.492", "1.677 ± 0.559"),
-        "luminance_ssim": ("0.952 ± 0.037", "0.981 ± 0.018", "0.986 ± 0.016", "0.989 ± 0.014"),
-    },
-    "table3": {
-        "mae": ("5.36 ± 1.89", "3.30 ± 0.48", "3.39 ± 0.36", "3.31 ± 0.78"),
-        "rmse": ("7.20 ± 2.38", "4.79 ± 0.46", "5.41 ± 0.80", "4.74 ± 1.05"),
-        "r2": ("0.091 ± 0.571", "0.643 ± 0.051", "0.545 ± 0.094", "0.639 ± 0.140"),
-    },
-    "table4": {
-        "accuracy": ("0.702 ± 0.062", "0.759 ± 0.095", "0.736 ± 0.052", "0.744 ± 0.065"),
-        "balanced_accuracy": ("0.647 ± 0.062", "0.727 ± 0.091", "0.667 ± 0.067", "0.704 ± 0.059"),
-        "auc": ("0.778 ± 0.062", "0.848 ± 0.082", "0.822 ± 0.077", "0.836 ± 0.072"),
-    },
-}
 # Which way each metric improves: the direction of the papers' claims.
 BETTER = {
     "wasserstein": "lower",
@@ -60,7 +43,7 @@ def paper1_values(table: str) -> dict[tuple[str, str], str]:
     """Paper 1's printed values of ``table`` (table2, table3, table4) keyed by (metric, version)."""
     if table not in PAPER1:
         raise ValueError(f"unknown paper-1 table '{table}'; use one of {', '.join(PAPER1)}")
-    return {(m, v): s for m, vals in PAPER1[table].items() for v, s in zip(_P1_VERSIONS, vals)}
+    return {(m, v): s for m, vals in PAPER1[table].items() for v, s in zip(P1_VERSIONS, vals)}
 
 
 def tables_dir(cfg_or_dir: Any) -> Path:
