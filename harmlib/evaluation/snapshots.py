@@ -27,6 +27,21 @@ def snapshot_steps(snap_dir: str | Path) -> dict[int, Path]:
     return found
 
 
+def _snapshot_loaders(
+    snap_dir: str | Path, build: Callable[[Path], object], seed: int
+) -> dict[int, Callable[[], Harmonize]]:
+    """{step: a function that builds that snapshot's harmonizer with ``build(path)`` and wraps it as a harmonize function}."""
+
+    def loader(path: Path) -> Callable[[], Harmonize]:
+        def make() -> Harmonize:
+            h = build(path)
+            return lambda vol, affine, target: harmonize_volume(h, vol, affine, target, seed)
+
+        return make
+
+    return {step: loader(p) for step, p in snapshot_steps(snap_dir).items()}
+
+
 def snapshot_harmonizers(
     snap_dir: str | Path, meta: dict, seed: int = 0, device: str = "cpu"
 ) -> dict[int, Callable[[], Harmonize]]:
@@ -36,15 +51,9 @@ def snapshot_harmonizers(
     holds the E_b, E_s and G weights (``{"nets": ...}``).
     """
     kind = f"{meta.get('kind', 'ssim_harmonizer')}-snapshot"
-
-    def loader(path: Path) -> Callable[[], Harmonize]:
-        def make() -> Harmonize:
-            h = harmonizer_from(meta, load_checkpoint(path, (kind,))["nets"], device)
-            return lambda vol, affine, target: harmonize_volume(h, vol, affine, target, seed)
-
-        return make
-
-    return {step: loader(p) for step, p in snapshot_steps(snap_dir).items()}
+    return _snapshot_loaders(
+        snap_dir, lambda path: harmonizer_from(meta, load_checkpoint(path, (kind,))["nets"], device), seed
+    )
 
 
 def snapshot_slice_harmonizers(
@@ -57,12 +66,8 @@ def snapshot_slice_harmonizers(
     """
     ck = load_checkpoint(model_file, SLICE_KINDS)
 
-    def loader(path: Path) -> Callable[[], Harmonize]:
-        def make() -> Harmonize:
-            nets = load_checkpoint(path, (f"{ck['kind']}-snapshot",))["nets"]
-            h = load_slice_harmonizer({**ck, "state": {**ck["state"], **nets}}, path, device)
-            return lambda vol, affine, target: harmonize_volume(h, vol, affine, target, seed)
+    def build(path: Path):
+        nets = load_checkpoint(path, (f"{ck['kind']}-snapshot",))["nets"]
+        return load_slice_harmonizer({**ck, "state": {**ck["state"], **nets}}, path, device)
 
-        return make
-
-    return {step: loader(p) for step, p in snapshot_steps(snap_dir).items()}
+    return _snapshot_loaders(snap_dir, build, seed)
