@@ -541,6 +541,11 @@ def _coerce(name: str, value: Any, typ: Any) -> Any:
     """Cast YAML/papermill values to the field's type (papermill may pass ints for floats)."""
     if typ is float and isinstance(value, (int, float)) and not isinstance(value, bool):
         return float(value)
+    if typ is float and isinstance(value, str):  # YAML 1.1 reads 1e-3 (no dot) as a string
+        try:
+            return float(value)
+        except ValueError:
+            pass
     if typ is int and isinstance(value, float) and value.is_integer():
         return int(value)
     if typ in (int, str) and isinstance(value, typ) and not isinstance(value, bool):

@@ -84,3 +84,9 @@ def test_cli_reports_a_bad_profile_in_one_line(capsys):
     assert main(["reproduce", "--profile", "huge", "--no-book"]) == 2
     err = capsys.readouterr().err.strip()
     assert err == "harmlib: error: unknown profile 'huge'; use one of tiny, cpu, paper or the path of a YAML profile"
+
+
+def test_exponent_without_a_dot_is_a_float():
+    """YAML 1.1 reads 1e-3 as a string; a learning rate written that way is still a number."""
+    cfg = load_config("cpu", parse_overrides("harmonizer.train.lr=1e-3"))
+    assert cfg.harmonizer.train.lr == pytest.approx(1e-3)
