@@ -453,6 +453,7 @@ class DRITConfig:
     d_width: int = 64
     d_layers: int = 4
     content_noise: float = 1.0
+    residual: bool = False  # G outputs x + delta with delta's last conv zero at init (as harmonizer.residual)
     slices: SliceConfig = field(default_factory=SliceConfig)
     weights: DRITWeights = field(default_factory=DRITWeights)
     train: TrainConfig = field(default_factory=lambda: TrainConfig(batch_size=2, weight_decay=1e-4))

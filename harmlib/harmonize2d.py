@@ -61,6 +61,15 @@ class SliceHarmonizer:
     normalizer: Normalizer
     spec: DRITSpec
     device: torch.device
+    scales: dict[str, float] | None = None  # each training site's intensity scale (None: older model files)
+
+    def scale(self, target: str, own: float) -> float:
+        """The intensity scale an output is mapped back with, as the 3D harmonizer's: the target site's
+        (all sites' for scanner-free, the slice's own for a self-reconstruction)."""
+        if not self.scales or target.startswith(SELF_AT):
+            return own
+        k = self.label(target)
+        return self.scales["*"] if k is None else self.scales[match_domain(target, self.domains, "scanner-free")]
 
     def label(self, target: str) -> int | None:
         """The code index of a target scanner (by domain, site or scanner name, or ``self:<site>``); None for scanner-free."""
@@ -140,6 +149,7 @@ def _build(ck: dict[str, Any], device: str) -> SliceHarmonizer:
         Normalizer.from_dict(ck["normalizer"]),
         spec,
         dev,
+        ck.get("scales"),
     )
 
 
@@ -161,7 +171,7 @@ def translate_slices(
         xb = x[start : start + batch_size].to(h.device)
         c = h.code(site, xb.shape[0])
         z = own_attribute(h, xb, c) if own else z_a.expand(xb.shape[0], -1)
-        out.append(h.nets["G"](h.nets["E_c"](xb), z, c).float().cpu())
+        out.append(h.nets["G"](h.nets["E_c"](xb), z, c, xb).float().cpu())
     return torch.cat(out) if out else x.new_zeros(x.shape)
 
 
@@ -186,7 +196,7 @@ def harmonize_slices(h: SliceHarmonizer, vol: np.ndarray, target: str, seed: int
         )
         y = translate_slices(h, xp, target, seed)
         out[brain] = crop_pads(y, h.pads).numpy()[:, 0]
-    res = h.normalizer.inverse(np.moveaxis(out, 0, 1), params)
+    res = h.normalizer.inverse(np.moveaxis(out, 0, 1), {**params, "high": h.scale(target, params["high"])})
     return np.where(vol > 0, np.clip(res, 0, None), 0).astype(np.float32)
 
 

@@ -221,3 +221,15 @@ def test_bad_checkpoints_and_k_mismatch(trained, tmp_path):
         load_harmonizer(tmp_path / "plain.pt")
     with pytest.raises(CheckpointError, match="empty.pt: an incomplete or inconsistent 'drit' model file"):
         load_harmonizer(save_checkpoint(tmp_path / "empty.pt", {"kind": "drit"}))
+
+
+def test_residual_generator_is_the_identity_at_init_and_needs_x():
+    """drit.residual: G(z^c, z^a, c, x) = x + delta with delta zero at step 0, for every code."""
+    k, nz = 3, 8
+    nets = build_drit(DRITSpec(n_domains=k, nz=nz, width=4, attr_width=4, d_width=4, n_res=1, residual=True))
+    x = torch.rand(2, 1, 32, 32) * 2 - 1
+    z_c = nets["E_c"](x)
+    for c in (torch.eye(k)[:2], torch.zeros(2, k)):
+        assert torch.equal(nets["G"](z_c, torch.randn(2, nz), c, x), x)
+    with pytest.raises(ValueError, match="drit.residual"):
+        nets["G"](z_c, torch.randn(2, nz), torch.eye(k)[:2])

@@ -39,6 +39,7 @@ class DRITSpec:
     d_width: int = 64
     d_layers: int = 4
     content_noise: float = 1.0
+    residual: bool = False  # G(z^c, z^a, c, x) = x + delta, delta's last conv zero at init: the identity at step 0
 
 
 def tile(v: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
@@ -112,7 +113,11 @@ class _ConcatRes(nn.Module):
 class Generator(nn.Module):
     """G(z^c, z^a, c): an MLP maps (z^a, c) to one vector per residual block, which is tiled and concatenated
     to its features (at the content code's resolution, before the upsamplings, as in DRIT++'s multi-domain
-    generator); then (upsample, conv3, LayerNorm) x n_down (DRIT++'s 3x3 transposed convs) and conv7 + tanh."""
+    generator); then (upsample, conv3, LayerNorm) x n_down (DRIT++'s 3x3 transposed convs) and conv7 + tanh.
+
+    With ``spec.residual`` the last conv7 has no tanh and starts at zero, and G returns x + delta, as the
+    3D harmonizer's residual generator (IGUANE): a short run learns the change of appearance only.
+    DRIT++ and GMM-DRIT (and the paper profile) draw the image."""
 
     def __init__(self, s: DRITSpec, content_ch: int) -> None:
         super().__init__()
@@ -123,16 +128,27 @@ class Generator(nn.Module):
         for _ in range(s.n_down):
             self.ups.append(nn.Sequential(conv(2, ch, ch // 2, 3), LayerNorm(ch // 2), nn.ReLU(inplace=True)))
             ch //= 2
-        self.out = ConvBlock(2, ch, 1, 7, norm="none", act="tanh")
+        self.residual = s.residual
+        self.out = ConvBlock(2, ch, 1, 7, norm="none", act="none" if s.residual else "tanh")
+        if s.residual:
+            nn.init.zeros_(self.out.conv.weight)
+            nn.init.zeros_(self.out.conv.bias)
 
-    def forward(self, z_c: torch.Tensor, z_a: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self, z_c: torch.Tensor, z_a: torch.Tensor, c: torch.Tensor, x: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """G(z^c, z^a, c); a residual G also needs the slices x whose content z^c is."""
         s = self.mlp(torch.cat([z_a, c.to(z_a.dtype)], 1)).chunk(len(self.res), 1)
         h = z_c
         for block, s_i in zip(self.res, s):
             h = block(h, s_i)
         for up in self.ups:
             h = up(upsample(h))
-        return self.out(h)
+        if not self.residual:
+            return self.out(h)
+        if x is None:
+            raise ValueError("a residual generator (drit.residual) needs the input slices: G(z^c, z^a, c, x)")
+        return x + self.out(h)
 
 
 class ScannerDiscriminator(nn.Module):

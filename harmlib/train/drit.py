@@ -63,6 +63,7 @@ def forward(
         torch.cat([z_ca, z_cb, z_ca, z_cb, z_ca, z_cb]),
         torch.cat([z_ab, z_aa, z_aa, z_ab, z_rand, z_rand]),
         torch.cat([c_b, c_a, c_a, c_b, c_rand_a, c_rand_b]),
+        torch.cat([x_a, x_b] * 3),
     )
     x_ab, x_ba, x_aa, x_bb, x_a_rand, x_b_rand = out.split(n)
     # (3) re-encode: x_{a->b} holds a's content and b's attribute, x_{b->a} the converse
@@ -70,7 +71,9 @@ def forward(
     re_in = torch.cat([x_ab, x_ba]) if gmm else torch.cat([x_ab, x_ba, x_a_rand, x_b_rand])
     att_re = _attribute(nets, re_in, torch.cat([c_b, c_a] if gmm else [c_b, c_a, c_b, c_a]), gmm)
     za_re_b, za_re_a = att_re["z"][:n], att_re["z"][n : 2 * n]
-    cyc = nets["G"](torch.cat([z_c_re[:n], z_c_re[n:]]), torch.cat([za_re_a, za_re_b]), torch.cat([c_a, c_b]))
+    cyc = nets["G"](
+        torch.cat([z_c_re[:n], z_c_re[n:]]), torch.cat([za_re_a, za_re_b]), torch.cat([c_a, c_b]), torch.cat([x_ab, x_ba])
+    )
     f = {
         "x_a": x_a,
         "x_b": x_b,
@@ -114,6 +117,7 @@ def _spec(cfg: Config, k: int, nz: int) -> DRITSpec:
         d_width=d.d_width,
         d_layers=d.d_layers,
         content_noise=d.content_noise,
+        residual=d.residual,
     )
 
 
@@ -183,6 +187,7 @@ def build_task(
         "affine": vol.affine(0).tolist(),
         "voxel_mm": float(abs(vol.affine(0)[0, 0])),
         "normalizer": data.normalizer.to_dict(),
+        "scales": vol.intensity_scales(),
         "config": to_dict(cfg),
         **extra,
     }
