@@ -72,7 +72,10 @@ def forward(
     att_re = _attribute(nets, re_in, torch.cat([c_b, c_a] if gmm else [c_b, c_a, c_b, c_a]), gmm)
     za_re_b, za_re_a = att_re["z"][:n], att_re["z"][n : 2 * n]
     cyc = nets["G"](
-        torch.cat([z_c_re[:n], z_c_re[n:]]), torch.cat([za_re_a, za_re_b]), torch.cat([c_a, c_b]), torch.cat([x_ab, x_ba])
+        torch.cat([z_c_re[:n], z_c_re[n:]]),
+        torch.cat([za_re_a, za_re_b]),
+        torch.cat([c_a, c_b]),
+        torch.cat([x_ab, x_ba]),
     )
     f = {
         "x_a": x_a,
