@@ -77,7 +77,7 @@ def _harmonize(args: argparse.Namespace) -> None:
         raise ValueError(f"{out_dir}: --out-dir is a file, not a folder; choose a folder")
     _check_device(args.device)
     model = load_harmonizer(args.model, args.device)
-    model.label(args.target)
+    model.target(args.target)  # an unknown target fails before any file is read
     # Outputs keep their input's name, or (--bids) go where BIDS derivatives put them.
     outputs = [bids_output(out_dir, p, args.target, sub) if args.bids else out_dir / p.name for p, sub in inputs]
     if len(set(outputs)) != len(outputs):

@@ -13,8 +13,7 @@ from harmlib.cli import main
 from harmlib.data import DataError, fsl_grid_affine, read_manifest
 from harmlib.data.manifest import Manifest
 from harmlib.data.synthetic import write_cohort
-from harmlib.harmonize import harmonize_array, harmonize_file, load_harmonizer
-from harmlib.harmonize2d import SliceHarmonizer, translate_slices
+from harmlib.harmonize import SliceHarmonizer, harmonize_array, harmonize_file, load_harmonizer, translate_slices
 from harmlib.models.drit import DRITSpec, build_drit
 from harmlib.models.gmvae import GMVAE, GMVAESpec
 from harmlib.train import drit as train_drit

@@ -13,7 +13,7 @@ from harmlib.cli import main
 from harmlib.data import fsl_grid_affine, read_manifest
 from harmlib.data.io import DataError
 from harmlib.data.synthetic import write_cohort
-from harmlib.harmonize import harmonize_file, load_harmonizer
+from harmlib.harmonize import LOADERS, Harmonizer, Target, VolumeHarmonizer, harmonize_file, load_harmonizer
 from harmlib.models.aguit import AGUITSpec, build_aguit, style_vector
 from harmlib.train.aguit import build_task, export_model
 from harmlib.train.loop import fit
@@ -401,3 +401,27 @@ def test_a_site_named_without_scanner_is_a_valid_target(model_file):
     assert h.label("SiteOne")[0, 0] == 1 and (h.label("SiteOne")[0, 1:] == -1).all()
     with pytest.raises(DataError, match="unknown target site 'Mars'"):
         h.label("Mars")
+
+
+def test_targets_are_parsed_once_for_every_kind():
+    """One parser and one scale rule for the 3D and the 2D models (harmlib.harmonize.targets)."""
+    doms = ["Gyro@Guys", "Trio@SWU"]
+    assert Target.parse("Guys", doms) == Target.parse("Gyro", doms) == Target("Gyro@Guys")
+    assert Target.parse("agnostic", doms) == Target.parse("scanner-free", doms) == Target(None)
+    assert Target.parse("self", doms) == Target(None, own=True)
+    assert Target.parse("self:SWU", doms) == Target("Trio@SWU", own=True)
+    with pytest.raises(DataError, match="unknown target site 'Mars'; known: Gyro@Guys, Trio@SWU or agnostic"):
+        Target.parse("Mars", doms)
+    scales = {"Gyro@Guys": 2.0, "Trio@SWU": 3.0, "*": 2.5}
+    assert Target("Trio@SWU").scale(scales, 9.0) == 3.0  # the target site's units
+    assert Target(None).scale(scales, 9.0) == 2.5  # site-free: all sites' median
+    assert Target("Trio@SWU", own=True).scale(scales, 9.0) == 9.0  # a reconstruction keeps its own
+    assert Target("Trio@SWU").scale(None, 9.0) == 9.0  # a model file without scales
+
+
+def test_every_model_kind_loads_through_the_registry_as_a_harmonizer(model_file):
+    assert set(LOADERS) == {"ssim_harmonizer", "gmm_drit", "drit"}
+    h = load_harmonizer(model_file)
+    assert isinstance(h, Harmonizer) and isinstance(h, VolumeHarmonizer)
+    with pytest.raises(DataError, match="unknown target site"):
+        h.target("Mars")

@@ -34,8 +34,7 @@ from harmlib.evaluation.baselines import make_baseline
 from harmlib.evaluation.clustering import intensity_histograms
 from harmlib.evaluation.features import ScannerClassifier, train_feature_extractor
 from harmlib.evaluation.metrics import brain_mask, psnr, ssim_terms
-from harmlib.harmonize import SELF
-from harmlib.harmonize2d import SELF_AT
+from harmlib.harmonize import SELF, SELF_AT
 
 Harmonize = Callable[
     [np.ndarray, np.ndarray, str], np.ndarray

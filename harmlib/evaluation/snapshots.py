@@ -13,8 +13,7 @@ from pathlib import Path
 
 from harmlib.checkpoint import load_checkpoint
 from harmlib.evaluation.gate import Harmonize
-from harmlib.harmonize import harmonize_volume, harmonizer_from
-from harmlib.harmonize2d import SLICE_KINDS, load_slice_harmonizer
+from harmlib.harmonize import SLICE_KINDS, harmonize_volume, harmonizer_from, load_slice_harmonizer
 
 
 def snapshot_steps(snap_dir: str | Path) -> dict[int, Path]:

@@ -2,8 +2,8 @@
 
 A volume on the model's grid is normalized as in training (as a whole), cut into all of its coronal
 slices, each slice padded as in training and translated, then stacked back and mapped to the
-input's intensity units. ``harmlib.harmonize`` resamples files to and from that grid and
-dispatches here for these kinds.
+target site's intensity units (as the 3D model's). ``harmlib.harmonize.files`` resamples files to and from
+that grid.
 
 Targets (thesis Sec. 3):
 * a training scanner (domain-to-domain): c is its one-hot code (for GMM-DRIT, the GM-VAE component
@@ -29,21 +29,12 @@ import torch.nn.functional as F
 from harmlib.checkpoint import CheckpointError
 from harmlib.data.datasets import Normalizer, crop_pads
 from harmlib.data.io import DataError
+from harmlib.harmonize.base import register
+from harmlib.harmonize.targets import SELF_AT, Target
 from harmlib.models.drit import AttributeEncoder, ContentEncoder, DRITSpec, Generator
 from harmlib.models.gmvae import GMVAE, GMVAESpec
 
 SLICE_KINDS = ("gmm_drit", "drit")
-SCANNER_FREE = ("scanner-free", "agnostic")
-SELF_AT = "self:"  # "self:<training site>": reconstruction with each slice's own attribute
-
-
-def match_domain(target: str, domains: list[str], free: str) -> str:
-    """The one training domain ("scanner@site") that ``target`` names, by its full name, site or scanner;
-    else a one-line DataError listing the known domains and ``free`` (the model's site-free target)."""
-    matches = [d for d in domains if target in (d, d.split("@")[-1], d.split("@")[0])]
-    if len(matches) != 1:
-        raise DataError(f"unknown target site '{target}'; known: {', '.join(domains)} or {free}")
-    return matches[0]
 
 
 @dataclass
@@ -63,20 +54,19 @@ class SliceHarmonizer:
     device: torch.device
     scales: dict[str, float] | None = None  # each training site's intensity scale (None: older model files)
 
-    def scale(self, target: str, own: float) -> float:
-        """The intensity scale an output is mapped back with, as the 3D harmonizer's: the target site's
-        (all sites' for scanner-free, the slice's own for a self-reconstruction)."""
-        if not self.scales or target.startswith(SELF_AT):
-            return own
-        k = self.label(target)
-        return self.scales["*"] if k is None else self.scales[match_domain(target, self.domains, "scanner-free")]
+    def target(self, text: str) -> Target:
+        t = Target.parse(text, self.domains, "scanner-free")
+        if t.own and t.domain is None:
+            raise DataError(f"target '{text}': a 2D model reconstructs with a site's code; use self:<training site>")
+        return t
 
     def label(self, target: str) -> int | None:
         """The code index of a target scanner (by domain, site or scanner name, or ``self:<site>``); None for scanner-free."""
-        target = target.removeprefix(SELF_AT)
-        if target in SCANNER_FREE:
-            return None
-        return self.component[match_domain(target, self.domains, "scanner-free")]
+        t = self.target(target)
+        return None if t.domain is None else self.component[t.domain]
+
+    def harmonize(self, vol: np.ndarray, target: str, seed: int = 0) -> np.ndarray:
+        return harmonize_slices(self, vol, target, seed)
 
     def code(self, target: str, n: int) -> torch.Tensor:
         """c for ``n`` slices: the target's one-hot code, or c_sf = 0."""
@@ -111,6 +101,7 @@ def own_attribute(h: SliceHarmonizer, x: torch.Tensor, c: torch.Tensor) -> torch
     return h.nets["E_a"](x, c)[0]
 
 
+@register(*SLICE_KINDS)
 def load_slice_harmonizer(ck: dict[str, Any], path: Any = "model file", device: str = "cpu") -> SliceHarmonizer:
     """Rebuild a GMM-DRIT or DRIT++ model file's E^c, E^a and G (eval mode); an incomplete file is a CheckpointError."""
     try:
@@ -196,7 +187,8 @@ def harmonize_slices(h: SliceHarmonizer, vol: np.ndarray, target: str, seed: int
         )
         y = translate_slices(h, xp, target, seed)
         out[brain] = crop_pads(y, h.pads).numpy()[:, 0]
-    res = h.normalizer.inverse(np.moveaxis(out, 0, 1), {**params, "high": h.scale(target, params["high"])})
+    high = h.target(target).scale(h.scales, params["high"])
+    res = h.normalizer.inverse(np.moveaxis(out, 0, 1), {**params, "high": high})
     return np.where(vol > 0, np.clip(res, 0, None), 0).astype(np.float32)
 
 

@@ -1,4 +1,4 @@
-"""Inference: harmonize one's own preprocessed T1 volumes with a trained model file.
+"""Harmonize one's own preprocessed T1 volumes with a trained model file of any kind.
 
 Volume in, volume out on the input's grid, with its header and affine. The input must be
 MNI-aligned (``harmlib preprocess`` output: the FSL 182x218x182 1 mm grid, or any axis-aligned
@@ -6,97 +6,25 @@ grid covering the MNI brain); it is resampled to the model's grid, normalized as
 (background -> -1, 99.5th percentile of the brain -> +1; see ``harmlib.data.datasets.Normalizer``),
 harmonized, mapped back to intensities by the inverse of that normalization with the *target*
 site's typical scale (the median 99.5th percentile of its training volumes, stored in the model
-file; the median over all sites for agnostic), and resampled back to the input grid. So an image
-harmonized to A is in A's intensity units, as a scan at A would be.
-
-Targets (paper 1, Fig. 2): a training scanner-site (its label +1, the others -1, the image's own
-noise code) or ``agnostic`` (every label -1, noise drawn from N(0, 1) with a fixed seed).
-The 2D models of paper 2 (GMM-DRIT, DRIT++) run on every coronal slice: see ``harmlib.harmonize2d``.
+file; the median over all sites for a site-free target), and resampled back to the input grid. So an
+image harmonized to A is in A's intensity units, as a scan at A would be.
 """
 
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
-import torch
 from scipy import ndimage
 
 from harmlib.checkpoint import load_checkpoint
-from harmlib.data.datasets import Normalizer, crop_pads, pad_to_multiple
 from harmlib.data.io import DataError, load_volume, save_volume
-from harmlib.harmonize2d import SLICE_KINDS, SliceHarmonizer, harmonize_slices, load_slice_harmonizer, match_domain
-from harmlib.models.aguit import AGUITSpec, build_aguit, style_vector
+from harmlib.harmonize.base import Harmonizer
 from harmlib.provenance import model_info, provenance, write_sidecar
 
-AGNOSTIC = ("agnostic", "scanner-free")
-SELF = "self"  # reconstruction with the image's own style (the quality gate's x -> G(E_b(x), E_s(x)))
 MNI_CENTRE_MM = np.array([0.0, -18.0, 18.0])
-
-
-@dataclass
-class Harmonizer:
-    """A loaded model file: nets, site names, grid and normalization."""
-
-    kind: str
-    nets: dict[str, torch.nn.Module]
-    domains: list[str]
-    affine: np.ndarray
-    shape: tuple[int, ...]
-    normalizer: Normalizer
-    noise_dim: int
-    pad_multiple: int
-    device: torch.device
-    scales: dict[str, float] | None = None  # each training site's intensity scale (None: older model files)
-
-    def scale(self, target: str, own: float) -> float:
-        """The intensity scale an output is mapped back with: the target site's (all sites' for agnostic)."""
-        if not self.scales:
-            return own
-        return self.scales["*"] if target in AGNOSTIC else self.scales[self.domains[int(self.label(target).argmax())]]
-
-    def label(self, target: str) -> torch.Tensor:
-        """The label vector of a target: +1 at the site, -1 elsewhere; all -1 for agnostic."""
-        lab = -torch.ones(1, len(self.domains))
-        if target in AGNOSTIC:
-            return lab
-        lab[0, self.domains.index(match_domain(target, self.domains, "agnostic"))] = 1.0
-        return lab
-
-
-def load_harmonizer(path: str | Path, device: str = "cpu") -> Harmonizer | SliceHarmonizer:
-    """A model file of any harmonizer kind: paper 1's 3D model, or a 2D GMM-DRIT / DRIT++ (slice by slice)."""
-    ck = load_checkpoint(path, ("ssim_harmonizer", *SLICE_KINDS))
-    if ck["kind"] in SLICE_KINDS:
-        return load_slice_harmonizer(ck, path, device)
-    return harmonizer_from(ck, ck["state"], device)
-
-
-def harmonizer_from(meta: dict, state: dict, device: str = "cpu") -> Harmonizer:
-    """A 3D harmonizer from a model file's metadata and the E_b, E_s, G weights (of the file, or of a
-    training snapshot: the convergence figure evaluates those)."""
-    spec = AGUITSpec(**meta["spec"])
-    nets = build_aguit(spec)
-    nets = {k: nets[k] for k in ("E_b", "E_s", "G")}
-    dev = torch.device(device)
-    for k, net in nets.items():
-        net.load_state_dict(state[k])
-        net.to(dev).eval()
-    return Harmonizer(
-        meta.get("kind", "ssim_harmonizer"),
-        nets,
-        list(meta["domains"]),
-        np.asarray(meta["affine"]),
-        tuple(int(v) for v in meta["shape"]),
-        Normalizer.from_dict(meta["normalizer"]),
-        spec.noise_dim,
-        spec.pad_multiple,
-        dev,
-        meta.get("scales"),
-    )
 
 
 def check_mni_aligned(img: nib.Nifti1Image, path: Path) -> None:
@@ -121,27 +49,9 @@ def resample(
     ).astype(np.float32)
 
 
-@torch.no_grad()
-def harmonize_array(h: Harmonizer | SliceHarmonizer, vol: np.ndarray, target: str, seed: int = 0) -> np.ndarray:
-    """Harmonize a volume already on the model's grid; returns it in the target's intensity units.
-
-    ``target`` ``"self"`` reconstructs the volume with its own style (label read by E_s, in its own
-    units): x -> G(E_b(x), E_s(x)), the quality gate's reconstruction.
-    """
-    if isinstance(h, SliceHarmonizer):
-        return harmonize_slices(h, vol, target, seed)
-    x, params = h.normalizer.forward(vol)
-    x, pads = pad_to_multiple(np.asarray(x, np.float32), h.pad_multiple, value=-1.0)
-    xt = torch.from_numpy(np.ascontiguousarray(x))[None, None].to(h.device)
-    c = h.nets["E_b"](xt)
-    noise, logits = h.nets["E_s"](xt)
-    if target in AGNOSTIC:
-        noise = torch.randn(1, h.noise_dim, generator=torch.Generator().manual_seed(seed)).to(h.device)
-    label = torch.tanh(logits) if target == SELF else h.label(target).to(h.device)
-    y = h.nets["G"](c, style_vector(noise, label), xt)[0, 0].float().cpu().numpy()
-    high = params["high"] if target == SELF else h.scale(target, params["high"])
-    out = h.normalizer.inverse(np.clip(crop_pads(y, pads), -1.0, 1.0), {"low": params["low"], "high": high})
-    return np.where(vol > 0, np.clip(out, 0, None), 0).astype(np.float32)
+def harmonize_array(h: Harmonizer, vol: np.ndarray, target: str, seed: int = 0) -> np.ndarray:
+    """Harmonize a volume already on the model's grid; returns it in the target's intensity units."""
+    return h.harmonize(vol, target, seed)
 
 
 def check_input(in_path: str | Path) -> nib.Nifti1Image:
@@ -167,7 +77,7 @@ def check_output(in_path: str | Path, out_path: str | Path, overwrite: bool = Fa
 
 
 def harmonize_file(
-    h: Harmonizer | SliceHarmonizer,
+    h: Harmonizer,
     in_path: str | Path,
     out_path: str | Path,
     target: str,
@@ -181,8 +91,7 @@ def harmonize_file(
     model paths and SHA-256, kind, training profile and steps, target, seed, versions, date
     (`harmlib.provenance`). It is written after the image, so an image without one was interrupted.
     """
-    if target != SELF:
-        h.label(target)  # unknown targets fail before any work
+    h.target(target)  # unknown targets fail before any work
     check_output(in_path, out_path, overwrite)
     img = check_input(in_path)
     out = harmonize_volume(h, img.get_fdata(dtype=np.float32), img.affine, target, seed)
@@ -207,9 +116,7 @@ def _model_info(path: str, mtime_ns: int) -> dict:  # the mtime: a re-exported m
     return model_info(load_checkpoint(path))
 
 
-def harmonize_volume(
-    h: Harmonizer | SliceHarmonizer, vol: np.ndarray, affine: np.ndarray, target: str, seed: int = 0
-) -> np.ndarray:
+def harmonize_volume(h: Harmonizer, vol: np.ndarray, affine: np.ndarray, target: str, seed: int = 0) -> np.ndarray:
     """Harmonize an MNI-aligned volume on its own grid: resample to the model's grid, harmonize, resample back."""
     on_grid = resample(vol, affine, h.affine, h.shape)
     out = harmonize_array(h, on_grid, target, seed)

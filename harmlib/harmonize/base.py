@@ -1,0 +1,47 @@
+"""The one interface every harmonizer implements, and the registry that loads a model file by its kind."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+
+from harmlib.checkpoint import load_checkpoint
+from harmlib.harmonize.targets import Target
+
+
+@runtime_checkable
+class Harmonizer(Protocol):
+    """A loaded model: ``harmonize(volume, target) -> volume`` on the model's grid (``affine``, ``shape``), in the
+    target's intensity units; ``target(text)`` parses a target or fails with one line before any work."""
+
+    kind: str
+    domains: list[str]
+    affine: np.ndarray
+    shape: tuple[int, ...]
+
+    def target(self, text: str) -> Target: ...
+
+    def harmonize(self, vol: np.ndarray, target: str, seed: int = 0) -> np.ndarray: ...
+
+
+Loader = Callable[[dict[str, Any], Any, str], Harmonizer]
+LOADERS: dict[str, Loader] = {}  # model-file kind -> loader(checkpoint, path, device); one line per kind
+
+
+def register(*kinds: str) -> Callable[[Loader], Loader]:
+    """Decorate a loader ``(checkpoint, path, device) -> Harmonizer`` of these model-file kinds."""
+
+    def add(loader: Loader) -> Loader:
+        LOADERS.update(dict.fromkeys(kinds, loader))
+        return loader
+
+    return add
+
+
+def load_harmonizer(path: str | Path, device: str = "cpu") -> Harmonizer:
+    """A model file of any registered kind (paper 1's 3D model, GMM-DRIT, DRIT++)."""
+    ck = load_checkpoint(path, tuple(LOADERS))
+    return LOADERS[ck["kind"]](ck, path, device)

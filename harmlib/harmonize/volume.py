@@ -1,0 +1,93 @@
+"""Paper 1's 3D model as a harmonizer: x -> G(E_b(x), s) with the target's style s = (n, l).
+
+Targets (paper 1, Fig. 2): a training scanner-site (its label +1, the others -1, the image's own noise
+code), ``agnostic`` (every label -1, noise drawn from N(0, 1) with a fixed seed) or ``self`` (the label
+read by E_s: the quality gate's reconstruction x -> G(E_b(x), E_s(x))).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from harmlib.data.datasets import Normalizer, crop_pads, pad_to_multiple
+from harmlib.harmonize.base import register
+from harmlib.harmonize.targets import Target
+from harmlib.models.aguit import AGUITSpec, build_aguit, style_vector
+
+KIND = "ssim_harmonizer"
+
+
+@dataclass
+class VolumeHarmonizer:
+    """A loaded 3D model file: E_b, E_s, G, site names, grid and normalization."""
+
+    kind: str
+    nets: dict[str, torch.nn.Module]
+    domains: list[str]
+    affine: np.ndarray
+    shape: tuple[int, ...]
+    normalizer: Normalizer
+    noise_dim: int
+    pad_multiple: int
+    device: torch.device
+    scales: dict[str, float] | None = None  # each training site's intensity scale (None: older model files)
+
+    def target(self, text: str) -> Target:
+        return Target.parse(text, self.domains, "agnostic")
+
+    def label(self, text: str) -> torch.Tensor:
+        """The label vector of a target: +1 at the site, -1 elsewhere; all -1 for agnostic."""
+        t, lab = self.target(text), -torch.ones(1, len(self.domains))
+        if t.domain is not None:
+            lab[0, self.domains.index(t.domain)] = 1.0
+        return lab
+
+    @torch.no_grad()
+    def harmonize(self, vol: np.ndarray, target: str, seed: int = 0) -> np.ndarray:
+        """A volume on the model's grid, harmonized to ``target``, in the target's intensity units."""
+        t = self.target(target)
+        x, params = self.normalizer.forward(vol)
+        x, pads = pad_to_multiple(np.asarray(x, np.float32), self.pad_multiple, value=-1.0)
+        xt = torch.from_numpy(np.ascontiguousarray(x))[None, None].to(self.device)
+        c = self.nets["E_b"](xt)
+        noise, logits = self.nets["E_s"](xt)
+        if not t.own and t.domain is None:  # agnostic: a seeded noise code
+            noise = torch.randn(1, self.noise_dim, generator=torch.Generator().manual_seed(seed)).to(self.device)
+        label = torch.tanh(logits) if t.own else self.label(target).to(self.device)
+        y = self.nets["G"](c, style_vector(noise, label), xt)[0, 0].float().cpu().numpy()
+        high = t.scale(self.scales, params["high"])
+        out = self.normalizer.inverse(np.clip(crop_pads(y, pads), -1.0, 1.0), {"low": params["low"], "high": high})
+        return np.where(vol > 0, np.clip(out, 0, None), 0).astype(np.float32)
+
+
+def harmonizer_from(meta: dict[str, Any], state: dict[str, Any], device: str = "cpu") -> VolumeHarmonizer:
+    """A 3D harmonizer from a model file's metadata and the E_b, E_s, G weights (of the file, or of a
+    training snapshot: the convergence figure evaluates those)."""
+    spec = AGUITSpec(**meta["spec"])
+    nets = build_aguit(spec)
+    nets = {k: nets[k] for k in ("E_b", "E_s", "G")}
+    dev = torch.device(device)
+    for k, net in nets.items():
+        net.load_state_dict(state[k])
+        net.to(dev).eval()
+    return VolumeHarmonizer(
+        meta.get("kind", KIND),
+        nets,
+        list(meta["domains"]),
+        np.asarray(meta["affine"]),
+        tuple(int(v) for v in meta["shape"]),
+        Normalizer.from_dict(meta["normalizer"]),
+        spec.noise_dim,
+        spec.pad_multiple,
+        dev,
+        meta.get("scales"),
+    )
+
+
+@register(KIND)
+def _load(ck: dict[str, Any], path: Any, device: str) -> VolumeHarmonizer:
+    return harmonizer_from(ck, ck["state"], device)
