@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from harmlib.config import ConfigError, load_config
-from harmlib.evaluation.baselines import Nyul, WhiteStripe, ZScore, make_baseline
+from harmlib.evaluation.baselines import Nyul, WhiteStripe, ZScore, fit_harmonizer, make_baseline
 from harmlib.evaluation.distributions import (
     mean_sd,
     off_diagonal,
@@ -173,6 +173,20 @@ def test_nyul_maps_landmarks_to_the_standard_scale(brain_pair):
     assert got == pytest.approx(nyul.standard_scale, rel=1e-3, abs=1e-3 * nyul.standard_scale.max())
     with pytest.raises(ValueError, match="not fitted"):
         Nyul()(y)
+
+
+def test_a_baseline_fitted_per_target_is_a_harmonizer(brain_pair):
+    """Nyul fitted to each target's scans behind the one Harmonizer interface: harmonize(volume, target)."""
+    from harmlib.data.io import DataError
+    from harmlib.harmonize import Harmonizer
+
+    x, y, _ = brain_pair
+    h = fit_harmonizer("nyul", {"Gyro@Guys": [x], "Trio@SWU": [x * 1.5]}, ["Gyro@Guys", "Trio@SWU"])
+    assert isinstance(h, Harmonizer)
+    np.testing.assert_allclose(h.harmonize(y, "Guys"), make_baseline("nyul", [x])(y))
+    np.testing.assert_allclose(h.harmonize(y, "SWU"), make_baseline("nyul", [x * 1.5])(y))
+    with pytest.raises(DataError, match="fitted for Gyro@Guys, Trio@SWU; fit it on that target's scans"):
+        h.harmonize(y, "agnostic")
 
 
 def test_whitestripe_matches_the_reference_white_matter(brain_pair):

@@ -1,8 +1,9 @@
 """Classical intensity-normalization baselines behind the deep harmonizers' interface.
 
-Each baseline is a callable: ``baseline(volume) -> harmonized volume`` (numpy, MNI grid, same shape), as
-`harmlib.harmonize.harmonize_array` is for the trained models, so every evaluation loop treats the
-seven versions (unharmonized, three SSIM-harmonizer targets, three baselines) alike.
+A fitted baseline is a callable ``baseline(volume) -> harmonized volume`` (numpy, any grid, same shape);
+:class:`ClassicalHarmonizer` holds one fitted per target and implements `harmlib.harmonize.Harmonizer`
+(``harmonize(volume, target) -> volume``), so every evaluation loop treats the versions (unharmonized,
+each model's targets, the baselines) alike.
 
 The per-image statistics come from the well-kept ``intensity-normalization`` package (v3, numpy >= 2):
 - z-score: mean and SD of the brain;
@@ -30,14 +31,17 @@ where the input is exactly 0 stay 0, and outputs in reference units are clipped 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 from intensity_normalization import NyulNormalizer, WhiteStripeNormalizer, ZScoreNormalizer, create_image
 from intensity_normalization.domain.exceptions import NormalizationError
 
+from harmlib.data.io import DataError
 from harmlib.evaluation.metrics import brain_mask
+from harmlib.harmonize.targets import Target
 
 BASELINES = ("zscore", "whitestripe", "nyul")
 LOW_PERCENTILE = 1.0  # the brain's lowest landmark (Nyul's p_min): below it intensities scale towards 0
@@ -199,6 +203,34 @@ def make_baseline(name: str, reference: Sequence[np.ndarray] | None = None):
     return b.fit(reference) if reference is not None else b
 
 
-def apply_baseline(baseline, volumes: Sequence[np.ndarray]) -> list[np.ndarray]:
-    """``[baseline(v) for v in volumes]``: one harmonized version of a cohort."""
-    return [baseline(v) for v in volumes]
+@dataclass
+class ClassicalHarmonizer:
+    """A classical baseline as a `harmlib.harmonize.Harmonizer`: one fit per target, on that target's reference
+    scans (``None``: the whole reference cohort, the ``agnostic`` target). Works on any grid (``affine``,
+    ``shape`` None): the volume's own."""
+
+    kind: str
+    domains: list[str]
+    fitted: dict[str | None, Callable[[np.ndarray], np.ndarray]]
+    affine: np.ndarray | None = None
+    shape: tuple[int, ...] | None = None
+    scales: dict[str, float] = field(default_factory=dict)  # unused: a fit maps into its reference's units
+
+    def target(self, text: str) -> Target:
+        t = Target.parse(text, self.domains, "agnostic")
+        if t.own or t.domain not in self.fitted:
+            fits = ", ".join("agnostic" if d is None else d for d in self.fitted)
+            raise DataError(
+                f"target '{text}': this {self.kind} baseline is fitted for {fits}; fit it on that target's scans"
+            )
+        return t
+
+    def harmonize(self, vol: np.ndarray, target: str, seed: int = 0) -> np.ndarray:
+        return self.fitted[self.target(target).domain](vol)
+
+
+def fit_harmonizer(
+    name: str, references: Mapping[str | None, Sequence[np.ndarray]], domains: Sequence[str] = ()
+) -> ClassicalHarmonizer:
+    """Baseline ``name`` fitted on each target's ``references`` (``{domain or None: volumes}``)."""
+    return ClassicalHarmonizer(name, list(domains), {d: make_baseline(name, list(v)) for d, v in references.items()})

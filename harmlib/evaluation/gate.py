@@ -30,7 +30,7 @@ from harmlib.data.datasets import Normalizer
 from harmlib.data.io import load_volume
 from harmlib.data.manifest import Manifest
 from harmlib.data.mni import block_average
-from harmlib.evaluation.baselines import make_baseline
+from harmlib.evaluation.baselines import fit_harmonizer
 from harmlib.evaluation.clustering import intensity_histograms
 from harmlib.evaluation.features import ScannerClassifier, train_feature_extractor
 from harmlib.evaluation.metrics import brain_mask, psnr, ssim_terms
@@ -124,10 +124,10 @@ def traveling_cases(
 def nyul_cases(manifest: Manifest, targets: Mapping[str, str]) -> pd.DataFrame:
     """The classical bar: Nyul fitted to each target's training scans, on the same traveling cases."""
     test, train = manifest.select("test", "test"), manifest.select("train")
+    refs = {d: [_load(p)[0] for p, dd in zip(train.paths(), train.df["domain"]) if dd == d] for d in targets.values()}
+    nyul = fit_harmonizer("nyul", refs, list(refs))
     recs = []
     for name, domain in targets.items():
-        ref = [_load(p)[0] for p, d in zip(train.paths(), train.df["domain"]) if d == domain]
-        nyul = make_baseline("nyul", ref)
         for i in range(len(test)):
             vol, _ = _load(test.path(i))
             truth, _ = _load(test.truth(i, domain))
@@ -136,7 +136,7 @@ def nyul_cases(manifest: Manifest, targets: Mapping[str, str]) -> pd.DataFrame:
                 {
                     "target": name,
                     "site": test.df.at[i, "domain"],
-                    "SSIM after": ssim_terms(nyul(vol), truth, mask=m)["ssim"],
+                    "SSIM after": ssim_terms(nyul.harmonize(vol, domain), truth, mask=m)["ssim"],
                 }
             )
     return pd.DataFrame(recs)

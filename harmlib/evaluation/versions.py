@@ -17,7 +17,7 @@ from tqdm.auto import tqdm
 
 from harmlib.data.io import load_volume
 from harmlib.data.manifest import Manifest
-from harmlib.evaluation.baselines import apply_baseline, make_baseline
+from harmlib.evaluation.baselines import fit_harmonizer
 from harmlib.harmonize import harmonize_volume, load_harmonizer
 
 Versions = dict[str, list[np.ndarray]]
@@ -56,8 +56,10 @@ def baseline_versions(
     reference: Sequence[np.ndarray],
     names: Sequence[str] = ("zscore", "whitestripe", "nyul"),
 ) -> Versions:
-    """Each classical baseline fitted on ``reference`` (e.g. the training cohort) and applied to ``volumes``."""
-    return {
-        name: apply_baseline(make_baseline(name, list(reference)), volumes)
-        for name in tqdm(names, desc="baselines", leave=False)
-    }
+    """Each classical baseline fitted on ``reference`` (e.g. the training cohort, or one target's scans) and
+    applied to ``volumes`` through the Harmonizer interface (target ``agnostic``: the reference as a whole)."""
+    out: Versions = {}
+    for name in tqdm(names, desc="baselines", leave=False):
+        h = fit_harmonizer(name, {None: reference})
+        out[name] = [h.harmonize(v, "agnostic") for v in volumes]
+    return out
