@@ -8,8 +8,6 @@ on detached translations; the G step updates E_b, E_s and G on every term of L_{
 
 from __future__ import annotations
 
-import hashlib
-import json
 from dataclasses import asdict, fields
 from pathlib import Path
 from typing import Any
@@ -25,7 +23,7 @@ from harmlib.data.manifest import Manifest
 from harmlib.losses import aguit_discriminator_loss, aguit_generator_loss
 from harmlib.losses.aguit import aguit_reconstruction_loss, brain_mask
 from harmlib.models.aguit import AGUITSpec, build_aguit, style_vector
-from harmlib.train.loop import Task
+from harmlib.train.loop import Task, epoch_items, fingerprint
 
 KIND = "ssim_harmonizer"
 
@@ -155,8 +153,7 @@ def build_task(cfg: Config, manifest: Manifest) -> tuple[Task, dict[str, Any]]:
 
     def batch(step: int):
         items = []
-        for k in range(step * bs, (step + 1) * bs):
-            epoch, i = divmod(k, len(pairs))
+        for epoch, i in epoch_items(step, bs, len(pairs)):
             pairs.set_epoch(epoch)
             items.append(pairs[i])
         lab, unl = default_collate(items)
@@ -197,7 +194,6 @@ def build_task(cfg: Config, manifest: Manifest) -> tuple[Task, dict[str, Any]]:
         "domains": domains,
         "shape": meta["shape"],
     }
-    fingerprint = hashlib.sha256(json.dumps(shaping, sort_keys=True, default=str).encode()).hexdigest()[:16]
     task = Task(
         KIND,
         nets,
@@ -206,7 +202,7 @@ def build_task(cfg: Config, manifest: Manifest) -> tuple[Task, dict[str, Any]]:
         g_step=g_step,
         d_nets=["D_x", "D_b"],
         d_step=d_step,
-        fingerprint=fingerprint,
+        fingerprint=fingerprint(shaping),
         rec_step=rec_step,
         lr_scale={"D_b": cfg.harmonizer.content_d_lr},
     )

@@ -32,8 +32,8 @@ from harmlib.data.manifest import Manifest
 from harmlib.losses.drit import drit_discriminator_loss, drit_generator_loss
 from harmlib.models.blocks import pad_multiple
 from harmlib.models.drit import DRITSpec, build_drit
-from harmlib.train.gmvae import fingerprint, load_gmvae, slice_dataset
-from harmlib.train.loop import Task
+from harmlib.train.gmvae import load_gmvae, slice_dataset
+from harmlib.train.loop import Task, epoch_items, fingerprint
 
 VARIANTS = ("gmm_drit", "drit")
 
@@ -160,8 +160,7 @@ def build_task(
 
     def batch(step: int) -> dict[str, torch.Tensor]:
         items = []
-        for k in range(step * bs, (step + 1) * bs):
-            epoch, i = divmod(k, len(pairs))
+        for epoch, i in epoch_items(step, bs, len(pairs)):
             if pairs.epoch != epoch:
                 pairs.set_epoch(epoch)
             items.append(pairs[i])
@@ -195,14 +194,16 @@ def build_task(
         **extra,
     }
     fp = fingerprint(
-        variant,
-        meta["spec"],
-        to_dict(cfg.drit),
-        cfg.seed,
-        domains,
-        meta["slice_shape"],
-        extra.get("component"),
-        extra.get("gmvae_created"),
+        [
+            variant,
+            meta["spec"],
+            to_dict(cfg.drit),
+            cfg.seed,
+            domains,
+            meta["slice_shape"],
+            extra.get("component"),
+            extra.get("gmvae_created"),
+        ]
     )
     g_nets = ["E_c", "G"] if gmm else ["E_c", "E_a", "G"]
     task = Task(

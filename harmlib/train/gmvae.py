@@ -13,8 +13,6 @@ The exported ``gmvae.pt`` carries the nets, K and the domains, and the cluster -
 
 from __future__ import annotations
 
-import hashlib
-import json
 from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
@@ -31,7 +29,7 @@ from harmlib.evaluation.clustering import clustering_scores, match_clusters
 from harmlib.losses.gmvae import gmvae_loss, kl_warmup_scale
 from harmlib.models.blocks import pad_multiple
 from harmlib.models.gmvae import GMVAE, GMVAESpec, temperature
-from harmlib.train.loop import Task
+from harmlib.train.loop import Task, epoch_items, fingerprint
 
 KIND = "gmvae"
 
@@ -62,15 +60,7 @@ def slice_dataset(
 
 def epoch_indices(n: int, bs: int, step: int, seed: int) -> list[int]:
     """The items of batch ``step``: consecutive slices of per-epoch permutations, so each slice comes once per epoch."""
-    out = []
-    for k in range(step * bs, (step + 1) * bs):
-        epoch, i = divmod(k, n)
-        out.append(int(np.random.default_rng([seed, epoch]).permutation(n)[i]))
-    return out
-
-
-def fingerprint(*parts: Any) -> str:
-    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    return [int(np.random.default_rng([seed, epoch]).permutation(n)[i]) for epoch, i in epoch_items(step, bs, n)]
 
 
 def build_task(cfg: Config, manifest: Manifest) -> tuple[Task, dict[str, Any]]:
@@ -124,7 +114,7 @@ def build_task(cfg: Config, manifest: Manifest) -> tuple[Task, dict[str, Any]]:
         "voxel_mm": float(abs(data.volumes.affine(0)[0, 0])),
         "config": to_dict(cfg),
     }
-    fp = fingerprint(meta["spec"], to_dict(g), cfg.seed, domains, meta["slice_shape"])
+    fp = fingerprint([meta["spec"], to_dict(g), cfg.seed, domains, meta["slice_shape"]])
     return Task(KIND, nets, g_nets=["gmvae"], batch=batch, g_step=g_step, fingerprint=fp), {**meta, "dataset": data}
 
 

@@ -17,6 +17,8 @@ each step optimizes, a deterministic ``batch(step)`` and the two step functions,
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import json
 import os
 import shutil
 import time
@@ -35,6 +37,18 @@ from harmlib.config import RuntimeConfig, TrainConfig
 from harmlib.data.io import write_text_atomic
 
 StepFn = Callable[[Any], tuple[torch.Tensor, dict[str, float]]]
+
+
+def fingerprint(value: Any) -> str:
+    """16 hex digits of SHA-256 over ``value`` as sorted JSON: what shapes a run (architecture, weights, seed,
+    data). A checkpoint resumes only under the same fingerprint; anything else starts the run again."""
+    return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def epoch_items(step: int, batch_size: int, n: int) -> list[tuple[int, int]]:
+    """(epoch, position) of each item of batch ``step`` in an endless sequence of epochs of ``n`` items: a
+    function of the step alone, so a resumed run draws exactly the batches an uninterrupted one would."""
+    return [divmod(k, n) for k in range(step * batch_size, (step + 1) * batch_size)]
 
 
 @dataclass
