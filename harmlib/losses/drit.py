@@ -16,12 +16,56 @@ DRIT++'s cross-entropy: it is more stable on the short CPU budgets of this compa
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 from harmlib.config import DRITWeights
 from harmlib.losses.aguit import label_bce, lsgan
+
+
+@dataclass(frozen=True)
+class AttributePosterior:
+    """DRIT++ only (its E^a is trained): q(z^a|x) of a and b, and E^a's mean on the random-attribute translations."""
+
+    mu_a: torch.Tensor
+    logvar_a: torch.Tensor
+    mu_b: torch.Tensor
+    logvar_b: torch.Tensor
+    mu_rand_a: torch.Tensor
+    mu_rand_b: torch.Tensor
+
+
+@dataclass(frozen=True)
+class DRITForward:
+    """One step's forward pass (``harmlib.train.drit.forward``), read by both the D and the G objective.
+
+    x_a, x_b: the pair; c_a, c_b their codes; z_c_a, z_c_b their content codes; x_ab = G(z^c_a, z^a_b, c_b)
+    and x_ba the translations; x_aa, x_bb the self-reconstructions; x_a_rand, x_b_rand the random-attribute
+    translations with intended codes c_rand_a, c_rand_b (c_sf = 0 for GMM-DRIT) and z_rand; x_aba, x_bab
+    the cycle; ``posterior`` DRIT++'s attribute terms (None for GMM-DRIT, whose E^a is frozen).
+    """
+
+    x_a: torch.Tensor
+    x_b: torch.Tensor
+    c_a: torch.Tensor
+    c_b: torch.Tensor
+    z_c_a: torch.Tensor
+    z_c_b: torch.Tensor
+    x_ab: torch.Tensor
+    x_ba: torch.Tensor
+    x_aa: torch.Tensor
+    x_bb: torch.Tensor
+    x_a_rand: torch.Tensor
+    x_b_rand: torch.Tensor
+    c_rand_a: torch.Tensor
+    c_rand_b: torch.Tensor
+    x_aba: torch.Tensor
+    x_bab: torch.Tensor
+    z_rand: torch.Tensor
+    posterior: AttributePosterior | None = None
 
 
 def code_bce(logits: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
@@ -52,13 +96,13 @@ def _d_branch(
 
 
 def drit_discriminator_loss(
-    f: dict[str, torch.Tensor], nets: dict[str, nn.Module], w: DRITWeights
+    f: DRITForward, nets: dict[str, nn.Module], w: DRITWeights
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """L_{D_s^1} + L_{D_s^2} + L_{D_c} on detached translations and content codes."""
-    real, codes = [f["x_a"], f["x_b"]], [f["c_a"], f["c_b"]]
-    adv1, cls1 = _d_branch(nets["D_s1"], real, [f["x_ab"], f["x_ba"]], codes)
-    adv2, cls2 = _d_branch(nets["D_s2"], real, [f["x_a_rand"], f["x_b_rand"]], codes)
-    d_c = code_bce(nets["D_c"](f["z_c_a"].detach()), f["c_a"]) + code_bce(nets["D_c"](f["z_c_b"].detach()), f["c_b"])
+    real, codes = [f.x_a, f.x_b], [f.c_a, f.c_b]
+    adv1, cls1 = _d_branch(nets["D_s1"], real, [f.x_ab, f.x_ba], codes)
+    adv2, cls2 = _d_branch(nets["D_s2"], real, [f.x_a_rand, f.x_b_rand], codes)
+    d_c = code_bce(nets["D_c"](f.z_c_a.detach()), f.c_a) + code_bce(nets["D_c"](f.z_c_b.detach()), f.c_b)
     terms = {"d_adv1": adv1, "d_cls1": cls1, "d_adv2": adv2, "d_cls2": cls2, "d_content": d_c}
     total = w.adv * (adv1 + adv2) + w.cls_d * (cls1 + cls2 + d_c)
     return total, {k: float(v.detach()) for k, v in terms.items()}
@@ -76,21 +120,21 @@ def _g_branch(
 
 
 def drit_generator_loss(
-    f: dict[str, torch.Tensor], nets: dict[str, nn.Module], w: DRITWeights
+    f: DRITForward, nets: dict[str, nn.Module], w: DRITWeights
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """L_{E^c, E^a, G}: both generator branches, reconstructions, the content game and the regularizers."""
-    adv1, cls1 = _g_branch(nets["D_s1"], [f["x_ab"], f["x_ba"]], [f["c_b"], f["c_a"]])
-    adv2, cls2 = _g_branch(nets["D_s2"], [f["x_a_rand"], f["x_b_rand"]], [f["c_rand_a"], f["c_rand_b"]])
+    adv1, cls1 = _g_branch(nets["D_s1"], [f.x_ab, f.x_ba], [f.c_b, f.c_a])
+    adv2, cls2 = _g_branch(nets["D_s2"], [f.x_a_rand, f.x_b_rand], [f.c_rand_a, f.c_rand_b])
     l1 = lambda a, b: (a.float() - b.float()).abs().mean()  # noqa: E731
     terms = {
         "adv1": adv1,
         "cls1": cls1,
         "adv2": adv2,
         "cls2": cls2,
-        "self_rec": l1(f["x_aa"], f["x_a"]) + l1(f["x_bb"], f["x_b"]),
-        "cc": l1(f["x_aba"], f["x_a"]) + l1(f["x_bab"], f["x_b"]),
-        "content_adv": content_confusion(nets["D_c"](f["z_c_a"])) + content_confusion(nets["D_c"](f["z_c_b"])),
-        "content_reg": (f["z_c_a"].float() ** 2).mean() + (f["z_c_b"].float() ** 2).mean(),
+        "self_rec": l1(f.x_aa, f.x_a) + l1(f.x_bb, f.x_b),
+        "cc": l1(f.x_aba, f.x_a) + l1(f.x_bab, f.x_b),
+        "content_adv": content_confusion(nets["D_c"](f.z_c_a)) + content_confusion(nets["D_c"](f.z_c_b)),
+        "content_reg": (f.z_c_a.float() ** 2).mean() + (f.z_c_b.float() ** 2).mean(),
     }
     weights = {
         "adv1": w.adv,
@@ -102,9 +146,9 @@ def drit_generator_loss(
         "content_adv": w.content_adv,
         "content_reg": w.content_reg,
     }
-    if "mu_a" in f:  # DRIT++: its attribute encoder is trained, with a prior and latent regression
-        terms["kl"] = kl_gaussian(f["mu_a"], f["logvar_a"]) + kl_gaussian(f["mu_b"], f["logvar_b"])
-        terms["lat"] = l1(f["mu_rand_a"], f["z_rand"]) + l1(f["mu_rand_b"], f["z_rand"])
+    if (q := f.posterior) is not None:  # DRIT++: its attribute encoder is trained, with a prior and latent regression
+        terms["kl"] = kl_gaussian(q.mu_a, q.logvar_a) + kl_gaussian(q.mu_b, q.logvar_b)
+        terms["lat"] = l1(q.mu_rand_a, f.z_rand) + l1(q.mu_rand_b, f.z_rand)
         weights |= {"kl": w.kl, "lat": w.lat}
     total = sum(weights[k] * v for k, v in terms.items())
     return total, {k: float(v.detach()) for k, v in terms.items()}

@@ -29,7 +29,7 @@ from harmlib.checkpoint import CheckpointError, save_checkpoint
 from harmlib.config import Config, to_dict
 from harmlib.data.datasets import DomainPairs
 from harmlib.data.manifest import Manifest
-from harmlib.losses.drit import drit_discriminator_loss, drit_generator_loss
+from harmlib.losses.drit import AttributePosterior, DRITForward, drit_discriminator_loss, drit_generator_loss
 from harmlib.models.blocks import pad_multiple
 from harmlib.models.drit import DRITSpec, build_drit
 from harmlib.train.gmvae import load_gmvae, slice_dataset
@@ -49,7 +49,7 @@ def _attribute(nets: dict, x: torch.Tensor, c_true: torch.Tensor, gmm: bool) -> 
 
 def forward(
     nets: dict, x_a: torch.Tensor, x_b: torch.Tensor, d_a: torch.Tensor, d_b: torch.Tensor, spec: DRITSpec, gmm: bool
-) -> dict[str, torch.Tensor]:
+) -> DRITForward:
     """Steps (1)-(3) for a batch of pairs; a and b go through each net together (one call, 2B items)."""
     n, k = x_a.shape[0], spec.n_domains
     onehot = F.one_hot(torch.cat([d_a, d_b]), k).float()
@@ -77,35 +77,36 @@ def forward(
         torch.cat([c_a, c_b]),
         torch.cat([x_ab, x_ba]),
     )
-    f = {
-        "x_a": x_a,
-        "x_b": x_b,
-        "c_a": c_a,
-        "c_b": c_b,
-        "z_c_a": z_ca,
-        "z_c_b": z_cb,
-        "x_ab": x_ab,
-        "x_ba": x_ba,
-        "x_aa": x_aa,
-        "x_bb": x_bb,
-        "x_a_rand": x_a_rand,
-        "x_b_rand": x_b_rand,
-        "c_rand_a": c_rand_a,
-        "c_rand_b": c_rand_b,
-        "x_aba": cyc[:n],
-        "x_bab": cyc[n:],
-        "z_rand": z_rand,
-    }
+    posterior = None
     if not gmm:
-        f |= {
-            "mu_a": att["mu"][:n],
-            "logvar_a": att["logvar"][:n],
-            "mu_b": att["mu"][n:],
-            "logvar_b": att["logvar"][n:],
-            "mu_rand_a": att_re["mu"][2 * n : 3 * n],
-            "mu_rand_b": att_re["mu"][3 * n :],
-        }
-    return f
+        posterior = AttributePosterior(
+            mu_a=att["mu"][:n],
+            logvar_a=att["logvar"][:n],
+            mu_b=att["mu"][n:],
+            logvar_b=att["logvar"][n:],
+            mu_rand_a=att_re["mu"][2 * n : 3 * n],
+            mu_rand_b=att_re["mu"][3 * n :],
+        )
+    return DRITForward(
+        x_a=x_a,
+        x_b=x_b,
+        c_a=c_a,
+        c_b=c_b,
+        z_c_a=z_ca,
+        z_c_b=z_cb,
+        x_ab=x_ab,
+        x_ba=x_ba,
+        x_aa=x_aa,
+        x_bb=x_bb,
+        x_a_rand=x_a_rand,
+        x_b_rand=x_b_rand,
+        c_rand_a=c_rand_a,
+        c_rand_b=c_rand_b,
+        x_aba=cyc[:n],
+        x_bab=cyc[n:],
+        z_rand=z_rand,
+        posterior=posterior,
+    )
 
 
 def _spec(cfg: Config, k: int, nz: int) -> DRITSpec:
@@ -167,14 +168,14 @@ def build_task(
         a, b = default_collate(items)
         return {"x_a": a["image"], "x_b": b["image"], "d_a": a["domain_index"], "d_b": b["domain_index"]}
 
-    def step_forward(b: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    def step_forward(b: dict[str, torch.Tensor]) -> DRITForward:
         """One pass per step; the D and G updates both read it, as DRIT++ does."""
         return forward(nets, b["x_a"], b["x_b"], b["d_a"], b["d_b"], spec, gmm)
 
-    def d_step(f: dict[str, torch.Tensor]):
+    def d_step(f: DRITForward):
         return drit_discriminator_loss(f, nets, cfg.drit.weights)
 
-    def g_step(f: dict[str, torch.Tensor]):
+    def g_step(f: DRITForward):
         return drit_generator_loss(f, nets, cfg.drit.weights)
 
     vol = data.volumes
