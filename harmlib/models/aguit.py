@@ -26,6 +26,7 @@ import torch.nn as nn
 from harmlib.models.blocks import (
     MLP,
     ConvBlock,
+    ImageOutput,
     ResBlock,
     assign_adain_params,
     conv,
@@ -122,11 +123,7 @@ class Generator(nn.Module):
             ups.append(ConvBlock(s.dim, ch, ch // 2, 5, norm="ln"))
             ch //= 2
         self.ups = nn.ModuleList(ups)
-        self.residual = s.residual
-        self.out = ConvBlock(s.dim, ch, 1, 7, norm="none", act="none" if s.residual else "tanh")
-        if s.residual:
-            nn.init.zeros_(self.out.conv.weight)
-            nn.init.zeros_(self.out.conv.bias)
+        self.out = ImageOutput(s.dim, ch, s.residual, "harmonizer.residual")
         self.mlp = MLP(s.noise_dim + s.n_domains, n_adain_params(self.res), s.mlp_hidden)
 
     def forward(self, content: torch.Tensor, style: torch.Tensor, x: torch.Tensor | None = None) -> torch.Tensor:
@@ -135,11 +132,7 @@ class Generator(nn.Module):
         h = self.res(content)
         for up in self.ups:
             h = up(upsample(h))
-        if not self.residual:
-            return self.out(h)
-        if x is None:
-            raise ValueError("a residual generator (harmonizer.residual) needs the input image: G(c, s, x)")
-        return x + self.out(h)
+        return self.out(h, x)
 
 
 class _PatchD(nn.Module):

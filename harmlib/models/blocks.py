@@ -102,6 +102,26 @@ class ConvBlock(nn.Module):
         return self.act(self.norm(self.conv(x)))
 
 
+class ImageOutput(ConvBlock):
+    """A generator's last conv7: tanh onto [-1, 1] (the image drawn from the code), or with ``residual`` a
+    delta that starts at zero and is added to the input image, x + delta (IGUANE's generator: the identity
+    at initialization). ``switch`` names the config field in the error when x is missing."""
+
+    def __init__(self, dim: int, cin: int, residual: bool, switch: str) -> None:
+        super().__init__(dim, cin, 1, 7, norm="none", act="none" if residual else "tanh")
+        self.residual, self.switch = residual, switch
+        if residual:
+            nn.init.zeros_(self.conv.weight)
+            nn.init.zeros_(self.conv.bias)
+
+    def forward(self, h: torch.Tensor, x: torch.Tensor | None = None) -> torch.Tensor:
+        if not self.residual:
+            return super().forward(h)
+        if x is None:
+            raise ValueError(f"a residual generator ({self.switch}) needs the input image x")
+        return x + super().forward(h)
+
+
 class ResBlock(nn.Module):
     """Two 3x3 convolutions with a skip connection; ``norm='adain'`` makes it style-modulated."""
 

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn as nn
 
-from harmlib.models.blocks import MLP, ConvBlock, LayerNorm, ResBlock, conv, global_pool, upsample
+from harmlib.models.blocks import MLP, ConvBlock, ImageOutput, LayerNorm, ResBlock, conv, global_pool, upsample
 
 
 @dataclass(frozen=True)
@@ -128,11 +128,7 @@ class Generator(nn.Module):
         for _ in range(s.n_down):
             self.ups.append(nn.Sequential(conv(2, ch, ch // 2, 3), LayerNorm(ch // 2), nn.ReLU(inplace=True)))
             ch //= 2
-        self.residual = s.residual
-        self.out = ConvBlock(2, ch, 1, 7, norm="none", act="none" if s.residual else "tanh")
-        if s.residual:
-            nn.init.zeros_(self.out.conv.weight)
-            nn.init.zeros_(self.out.conv.bias)
+        self.out = ImageOutput(2, ch, s.residual, "drit.residual")
 
     def forward(
         self, z_c: torch.Tensor, z_a: torch.Tensor, c: torch.Tensor, x: torch.Tensor | None = None
@@ -144,11 +140,7 @@ class Generator(nn.Module):
             h = block(h, s_i)
         for up in self.ups:
             h = up(upsample(h))
-        if not self.residual:
-            return self.out(h)
-        if x is None:
-            raise ValueError("a residual generator (drit.residual) needs the input slices: G(z^c, z^a, c, x)")
-        return x + self.out(h)
+        return self.out(h, x)
 
 
 class ScannerDiscriminator(nn.Module):
