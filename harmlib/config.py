@@ -193,21 +193,34 @@ class TrainConfig:
         )
 
 
-@dataclass(frozen=True)
-class HarmonizerConfig:
-    """Paper 1's 3D model: its grid, architecture widths and depths, loss weights, training."""
+def arch_fields(section: Any, arch: type) -> dict[str, Any]:
+    """The values of the architecture fields that ``arch`` declares, read from a config ``section`` (or a spec)
+    that inherits them: the one way a model's spec is made from its config section."""
+    return {f.name: getattr(section, f.name) for f in fields(arch)}
 
-    voxel_mm: int = 0  # the model's grid; 0: the data's. 4 with 2 mm data trains on exact 2x2x2 block means
-    width: int = 64
-    n_down: int = 2
-    n_res: int = 4
-    noise_dim: int = 8
-    mlp_hidden: int = 256
+
+@dataclass(frozen=True)
+class AGUITArch:
+    """Paper 1's architecture, declared once: the ``harmonizer`` section and ``models.aguit.AGUITSpec`` both
+    inherit these fields (AGUIT reference values; the profiles set the cpu ones)."""
+
+    width: int = 64  # E_b channels after the first conv
+    n_down: int = 2  # stride-2 steps of E_b (and upsamplings of G)
+    n_res: int = 4  # residual blocks in E_b and G
+    noise_dim: int = 8  # n, the noise part of the style code
+    mlp_hidden: int = 256  # the MLP from style to AdaIN parameters
     style_width: int = 64
     d_width: int = 64
     d_layers: int = 3
     d_scales: int = 2
     residual: bool = False  # G outputs x + delta with delta's last layer zero at init (IGUANE): identity at step 0
+
+
+@dataclass(frozen=True)
+class HarmonizerConfig(AGUITArch):
+    """Paper 1's 3D model: its architecture (:class:`AGUITArch`), grid, crops, loss weights, training."""
+
+    voxel_mm: int = 0  # the model's grid; 0: the data's. 4 with 2 mm data trains on exact 2x2x2 block means
     crop: int = 0  # train on random cubic crops of this many voxels a side (0: whole volumes)
     mask_losses: bool = False  # average L_rec, L_cc, L_struct, L_lum over the brain only (IGUANE, HACA3)
     content_d_lr: float = 1.0  # D^b's learning rate as a fraction of train.lr (DRIT++ / DISARM++: 1 / 2.5)
@@ -367,13 +380,19 @@ class GMVAEWeights:
 
 
 @dataclass(frozen=True)
-class GMVAEConfig:
+class GMVAEArch:
+    """The GM-VAE's architecture, declared once: the ``gmvae`` section and ``models.gmvae.GMVAESpec`` inherit it."""
+
+    gaussian_size: int = 64  # z, GMM-DRIT's attribute size
+    width: int = 32  # channels of the first conv (doubled per stride-2 step)
+    n_down: int = 3
+    hidden: int = 256  # fully connected features
+
+
+@dataclass(frozen=True)
+class GMVAEConfig(GMVAEArch):
     """Stage 1 of GMM-DRIT: the GM-VAE on 2D coronal slices; K is the number of training domains."""
 
-    gaussian_size: int = 64
-    width: int = 32
-    n_down: int = 3
-    hidden: int = 256
     temp_init: float = 1.0
     temp_min: float = 0.5
     likelihood: str = (
@@ -442,18 +461,25 @@ class DRITWeights:
 
 
 @dataclass(frozen=True)
-class DRITConfig:
-    """Stage 2 (GMM-DRIT) and the DRIT++ baseline: one architecture, data and budget for both."""
+class DRITArch:
+    """The architecture of DRIT++ and GMM-DRIT, declared once: the ``drit`` section and ``models.drit.DRITSpec``
+    inherit these fields (DRIT++ reference values)."""
 
-    width: int = 64
+    width: int = 64  # E^c channels after the first conv
     n_down: int = 2
-    n_res: int = 3
-    nz: int = 8
+    n_res: int = 3  # residual blocks in E^c and G
+    nz: int = 8  # DRIT++'s attribute size (GMM-DRIT's spec takes the GM-VAE's gaussian_size)
     attr_width: int = 64
     d_width: int = 64
     d_layers: int = 4
-    content_noise: float = 1.0
+    content_noise: float = 1.0  # std of DRIT++'s Gaussian noise layer on z^c (training only)
     residual: bool = False  # G outputs x + delta with delta's last conv zero at init (as harmonizer.residual)
+
+
+@dataclass(frozen=True)
+class DRITConfig(DRITArch):
+    """Stage 2 (GMM-DRIT) and the DRIT++ baseline: one architecture (:class:`DRITArch`), data and budget for both."""
+
     slices: SliceConfig = field(default_factory=SliceConfig)
     weights: DRITWeights = field(default_factory=DRITWeights)
     train: TrainConfig = field(default_factory=lambda: TrainConfig(batch_size=2, weight_decay=1e-4))

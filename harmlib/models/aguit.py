@@ -23,6 +23,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn as nn
 
+from harmlib.config import AGUITArch
 from harmlib.models.blocks import (
     MLP,
     ConvBlock,
@@ -39,21 +40,12 @@ from harmlib.models.blocks import (
 
 
 @dataclass(frozen=True)
-class AGUITSpec:
-    """Architecture of one harmonizer; every number comes from the config."""
+class AGUITSpec(AGUITArch):
+    """Architecture of one harmonizer: the ``harmonizer`` section's :class:`~harmlib.config.AGUITArch` fields,
+    plus what the data decides (2D or 3D, K sites)."""
 
     dim: int = 3
     n_domains: int = 5
-    width: int = 64
-    n_down: int = 2
-    n_res: int = 4
-    noise_dim: int = 8
-    mlp_hidden: int = 256
-    style_width: int = 64
-    d_width: int = 64
-    d_layers: int = 3
-    d_scales: int = 2
-    residual: bool = False  # G(c, s, x) = x + delta(c, s), delta's last layer zero at init (IGUANE's generator)
 
     @property
     def pad_multiple(self) -> int:

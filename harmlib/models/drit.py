@@ -23,23 +23,16 @@ from dataclasses import dataclass
 import torch
 import torch.nn as nn
 
+from harmlib.config import DRITArch
 from harmlib.models.blocks import MLP, ConvBlock, ImageOutput, LayerNorm, ResBlock, conv, global_pool, upsample
 
 
 @dataclass(frozen=True)
-class DRITSpec:
-    """Architecture shared by DRIT++ and GMM-DRIT; ``nz`` is the attribute size (8, or the GM-VAE's)."""
+class DRITSpec(DRITArch):
+    """Architecture shared by DRIT++ and GMM-DRIT: the ``drit`` section's :class:`~harmlib.config.DRITArch`
+    fields (``nz``: 8, or the GM-VAE's gaussian_size) plus the number of scanners K."""
 
     n_domains: int = 5
-    nz: int = 8
-    width: int = 64
-    n_down: int = 2
-    n_res: int = 3
-    attr_width: int = 64
-    d_width: int = 64
-    d_layers: int = 4
-    content_noise: float = 1.0
-    residual: bool = False  # G(z^c, z^a, c, x) = x + delta, delta's last conv zero at init: the identity at step 0
 
 
 def tile(v: torch.Tensor, like: torch.Tensor) -> torch.Tensor:

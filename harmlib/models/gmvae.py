@@ -18,19 +18,17 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from harmlib.config import GMVAEArch
 from harmlib.models.blocks import ConvBlock, upsample
 
 
 @dataclass(frozen=True)
-class GMVAESpec:
-    """Architecture of one GM-VAE; ``size`` is the padded slice (H, W), divisible by 2**n_down."""
+class GMVAESpec(GMVAEArch):
+    """Architecture of one GM-VAE: the ``gmvae`` section's :class:`~harmlib.config.GMVAEArch` fields plus the
+    padded slice ``size`` (H, W, divisible by 2**n_down) and K components."""
 
     size: tuple[int, int] = (96, 96)
     n_components: int = 5
-    gaussian_size: int = 64
-    width: int = 32
-    n_down: int = 3
-    hidden: int = 256
 
     @property
     def bottleneck(self) -> tuple[int, int, int]:

@@ -8,7 +8,7 @@ on detached translations; the G step updates E_b, E_s and G on every term of L_{
 
 from __future__ import annotations
 
-from dataclasses import asdict, fields
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +17,7 @@ import torch
 from torch.utils.data import default_collate
 
 from harmlib.checkpoint import save_checkpoint
-from harmlib.config import AGUITWeights, Config, SSIMConfig, to_dict
+from harmlib.config import AGUITArch, AGUITWeights, Config, SSIMConfig, arch_fields, to_dict
 from harmlib.data.datasets import LabeledUnlabeledPairs, Normalizer, VolumeDataset
 from harmlib.data.manifest import Manifest
 from harmlib.losses import aguit_discriminator_loss, aguit_generator_loss
@@ -29,9 +29,8 @@ KIND = "ssim_harmonizer"
 
 
 def spec_from_config(cfg: Config, n_domains: int) -> AGUITSpec:
-    """The 3D architecture: every field of AGUITSpec that ``harmonizer.*`` sets."""
-    arch = {f.name: getattr(cfg.harmonizer, f.name) for f in fields(AGUITSpec) if hasattr(cfg.harmonizer, f.name)}
-    return AGUITSpec(dim=3, n_domains=n_domains, **arch)
+    """The 3D architecture: the ``harmonizer`` section's AGUITArch fields, for ``n_domains`` sites."""
+    return AGUITSpec(dim=3, n_domains=n_domains, **arch_fields(cfg.harmonizer, AGUITArch))
 
 
 def model_downsample(cfg: Config) -> int:

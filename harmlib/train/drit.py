@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from torch.utils.data import default_collate
 
 from harmlib.checkpoint import CheckpointError, save_checkpoint
-from harmlib.config import Config, to_dict
+from harmlib.config import Config, DRITArch, arch_fields, to_dict
 from harmlib.data.datasets import DomainPairs
 from harmlib.data.manifest import Manifest
 from harmlib.losses.drit import AttributePosterior, DRITForward, drit_discriminator_loss, drit_generator_loss
@@ -110,19 +110,8 @@ def forward(
 
 
 def _spec(cfg: Config, k: int, nz: int) -> DRITSpec:
-    d = cfg.drit
-    return DRITSpec(
-        n_domains=k,
-        nz=nz,
-        width=d.width,
-        n_down=d.n_down,
-        n_res=d.n_res,
-        attr_width=d.attr_width,
-        d_width=d.d_width,
-        d_layers=d.d_layers,
-        content_noise=d.content_noise,
-        residual=d.residual,
-    )
+    """The ``drit`` section's DRITArch fields for ``k`` scanners, with attribute size ``nz`` (GMM-DRIT: the GM-VAE's)."""
+    return DRITSpec(n_domains=k, **{**arch_fields(cfg.drit, DRITArch), "nz": nz})
 
 
 def build_task(

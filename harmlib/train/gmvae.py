@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from harmlib.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from harmlib.config import Config, SliceConfig, to_dict
+from harmlib.config import Config, GMVAEArch, SliceConfig, arch_fields, to_dict
 from harmlib.data.datasets import Normalizer, SliceDataset
 from harmlib.data.manifest import Manifest
 from harmlib.evaluation.clustering import clustering_scores, match_clusters
@@ -69,14 +69,7 @@ def build_task(cfg: Config, manifest: Manifest) -> tuple[Task, dict[str, Any]]:
     domains = manifest.domains("train")
     data = slice_dataset(manifest, g.slices, domains, pad_multiple(g.n_down))
     size = tuple(s + a + b for s, (a, b) in zip(data.shape, data.pads))
-    spec = GMVAESpec(
-        size=size,
-        n_components=len(domains),
-        gaussian_size=g.gaussian_size,
-        width=g.width,
-        n_down=g.n_down,
-        hidden=g.hidden,
-    )
+    spec = GMVAESpec(size=size, n_components=len(domains), **arch_fields(g, GMVAEArch))
     torch.manual_seed(cfg.seed)
     nets = {"gmvae": GMVAE(spec)}
     nets["gmvae"].init_output(torch.stack([data[i]["image"][0] for i in range(len(data))]).mean(0))
