@@ -425,3 +425,14 @@ def test_every_model_kind_loads_through_the_registry_as_a_harmonizer(model_file)
     assert isinstance(h, Harmonizer) and isinstance(h, VolumeHarmonizer)
     with pytest.raises(DataError, match="unknown target site"):
         h.target("Mars")
+
+
+def test_warm_up_steps_train_on_reconstruction_only(cohort):
+    """train.warmup (HACA3's first epoch): L_rec^x and L_cla^s, no translation terms and no discriminator."""
+    cfg, man = cohort
+    task, _ = build_task(cfg, man)
+    batch = task.batch(0)
+    loss, terms = task.rec_step(batch)
+    assert set(terms) == {"rec", "cla_s"} and torch.isfinite(loss)
+    _, full = task.g_step(task.forward(batch) if task.forward else batch)
+    assert {"lum", "struct", "adv_x", "cc"} <= set(full)

@@ -88,24 +88,14 @@ def generator_objective(
     w: AGUITWeights,
     t: SSIMConfig,
     masked: bool = False,
+    warmup: bool = False,
 ):
-    """L_{G, E_b, E_s} on one full forward pass."""
-    f = forward(nets, x_l, label, x_u, noise_dim, masked)
+    """L_{G, E_b, E_s} on one full forward pass; during the warm-up steps (``warmup``, HACA3's first epoch)
+    L_rec^x and L_cla^s only, with no translation and no discriminator."""
+    f = forward(nets, x_l, label, x_u, noise_dim, masked, translate=not warmup)
+    if warmup:
+        return aguit_reconstruction_loss(f, w, t)
     return aguit_generator_loss(f, nets["D_x"](f["x_ul"]), nets["D_b"](f["c_u"]), w, t)
-
-
-def reconstruction_objective(
-    nets: dict,
-    x_l: torch.Tensor,
-    label: torch.Tensor,
-    x_u: torch.Tensor,
-    noise_dim: int,
-    w: AGUITWeights,
-    t: SSIMConfig,
-    masked: bool = False,
-):
-    """The warm-up steps: L_rec^x and L_cla^s only (no translation, no discriminators)."""
-    return aguit_reconstruction_loss(forward(nets, x_l, label, x_u, noise_dim, masked, translate=False), w, t)
 
 
 def random_crop(images: list[torch.Tensor], size: int, rng: np.random.Generator) -> list[torch.Tensor]:
@@ -169,7 +159,7 @@ def build_task(cfg: Config, manifest: Manifest) -> tuple[Task, dict[str, Any]]:
         return generator_objective(nets, *_unpack(b), spec.noise_dim, w, t, masked)
 
     def rec_step(b):
-        return reconstruction_objective(nets, *_unpack(b), spec.noise_dim, w, t, masked)
+        return generator_objective(nets, *_unpack(b), spec.noise_dim, w, t, masked, warmup=True)
 
     scales = VolumeDataset(
         manifest, split="train", domains=domains, normalizer=norm, pad_multiple=pad, downsample=down
