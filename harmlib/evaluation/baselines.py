@@ -32,7 +32,7 @@ where the input is exactly 0 stay 0, and outputs in reference units are clipped 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -214,7 +214,6 @@ class ClassicalHarmonizer:
     fitted: dict[str | None, Callable[[np.ndarray], np.ndarray]]
     affine: np.ndarray | None = None
     shape: tuple[int, ...] | None = None
-    scales: dict[str, float] = field(default_factory=dict)  # unused: a fit maps into its reference's units
 
     def target(self, text: str) -> Target:
         t = Target.parse(text, self.domains, "agnostic")

@@ -30,7 +30,7 @@ from harmlib.checkpoint import CheckpointError
 from harmlib.data.datasets import Normalizer, crop_pads
 from harmlib.data.io import DataError
 from harmlib.harmonize.base import register
-from harmlib.harmonize.targets import SELF_AT, Target
+from harmlib.harmonize.targets import Target
 from harmlib.models.drit import AttributeEncoder, ContentEncoder, DRITSpec, Generator
 from harmlib.models.gmvae import GMVAE, GMVAESpec
 
@@ -60,15 +60,15 @@ class SliceHarmonizer:
             raise DataError(f"target '{text}': a 2D model reconstructs with a site's code; use self:<training site>")
         return t
 
-    def label(self, target: str) -> int | None:
+    def label(self, target: str | Target) -> int | None:
         """The code index of a target scanner (by domain, site or scanner name, or ``self:<site>``); None for scanner-free."""
-        t = self.target(target)
+        t = target if isinstance(target, Target) else self.target(target)
         return None if t.domain is None else self.component[t.domain]
 
     def harmonize(self, vol: np.ndarray, target: str, seed: int = 0) -> np.ndarray:
         return harmonize_slices(self, vol, target, seed)
 
-    def code(self, target: str, n: int) -> torch.Tensor:
+    def code(self, target: str | Target, n: int) -> torch.Tensor:
         """c for ``n`` slices: the target's one-hot code, or c_sf = 0."""
         k = self.label(target)
         c = torch.zeros(n, self.spec.n_domains)
@@ -76,7 +76,7 @@ class SliceHarmonizer:
             c[:, k] = 1.0
         return c.to(self.device)
 
-    def attribute(self, target: str, seed: int = 0, reference: torch.Tensor | None = None) -> torch.Tensor:
+    def attribute(self, target: str | Target, seed: int = 0, reference: torch.Tensor | None = None) -> torch.Tensor:
         """z^a (1, nz): from a reference slice of the target scanner, or sampled (see the module docstring)."""
         k = self.label(target)
         if reference is not None:
@@ -154,20 +154,20 @@ def translate_slices(
     batch_size: int = 32,
 ) -> torch.Tensor:
     """G(E^c(x), z^a, c) for normalized, padded slices ``x`` (N, 1, H, W) in [-1, 1]."""
-    own = target.startswith(SELF_AT)
-    site = target[len(SELF_AT) :] if own else target
-    z_a = None if own else h.attribute(target, seed, reference)
+    t = h.target(target)  # parsed once; ``self:<site>`` keeps each slice's own z^a with that site's code
+    z_a = None if t.own else h.attribute(t, seed, reference)
+    codes = h.code(t, x.shape[0])
     out = []
     for start in range(0, x.shape[0], batch_size):
         xb = x[start : start + batch_size].to(h.device)
-        c = h.code(site, xb.shape[0])
-        z = own_attribute(h, xb, c) if own else z_a.expand(xb.shape[0], -1)
+        c = codes[start : start + batch_size]
+        z = own_attribute(h, xb, c) if t.own else z_a.expand(xb.shape[0], -1)
         out.append(h.nets["G"](h.nets["E_c"](xb), z, c, xb).float().cpu())
     return torch.cat(out) if out else x.new_zeros(x.shape)
 
 
 def harmonize_slices(h: SliceHarmonizer, vol: np.ndarray, target: str, seed: int = 0) -> np.ndarray:
-    """Harmonize a volume on the model's grid, coronal slice by coronal slice; input intensity units out."""
+    """Harmonize a volume on the model's grid, coronal slice by coronal slice; the target's intensity units out."""
     if vol.ndim != 3 or (vol.shape[0], vol.shape[2]) != h.slice_shape:
         raise DataError(
             f"a volume of shape {vol.shape} has coronal slices of {tuple(vol.shape[::2]) if vol.ndim == 3 else '?'}, but this {h.kind} "

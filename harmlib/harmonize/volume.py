@@ -39,9 +39,10 @@ class VolumeHarmonizer:
     def target(self, text: str) -> Target:
         return Target.parse(text, self.domains, "agnostic")
 
-    def label(self, text: str) -> torch.Tensor:
+    def label(self, target: str | Target) -> torch.Tensor:
         """The label vector of a target: +1 at the site, -1 elsewhere; all -1 for agnostic."""
-        t, lab = self.target(text), -torch.ones(1, len(self.domains))
+        t = target if isinstance(target, Target) else self.target(target)
+        lab = -torch.ones(1, len(self.domains))
         if t.domain is not None:
             lab[0, self.domains.index(t.domain)] = 1.0
         return lab
@@ -57,7 +58,7 @@ class VolumeHarmonizer:
         noise, logits = self.nets["E_s"](xt)
         if not t.own and t.domain is None:  # agnostic: a seeded noise code
             noise = torch.randn(1, self.noise_dim, generator=torch.Generator().manual_seed(seed)).to(self.device)
-        label = torch.tanh(logits) if t.own else self.label(target).to(self.device)
+        label = torch.tanh(logits) if t.own else self.label(t).to(self.device)
         y = self.nets["G"](c, style_vector(noise, label), xt)[0, 0].float().cpu().numpy()
         high = t.scale(self.scales, params["high"])
         out = self.normalizer.inverse(np.clip(crop_pads(y, pads), -1.0, 1.0), {"low": params["low"], "high": high})
