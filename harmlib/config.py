@@ -134,6 +134,7 @@ class AGUITWeights:
     pre_x_d: float = 10.0
     lat: float = 10.0
     kl: float = 1.0
+    hist: float = 0.0  # L_hist (ours, not in the paper): 1-D Wasserstein of x_{u->l}'s and site l's brain intensities
 
     def __post_init__(self) -> None:
         for f in fields(self):
@@ -214,6 +215,7 @@ class AGUITArch:
     d_layers: int = 3
     d_scales: int = 2
     residual: bool = False  # G outputs x + delta with delta's last layer zero at init (IGUANE): identity at step 0
+    landmark_curve: bool = False  # with residual: G outputs curve_s(x) + delta, curve_s a style-given Nyul-landmark map
 
 
 @dataclass(frozen=True)
@@ -224,6 +226,7 @@ class HarmonizerConfig(AGUITArch):
     crop: int = 0  # train on random cubic crops of this many voxels a side (0: whole volumes)
     mask_losses: bool = False  # average L_rec, L_cc, L_struct, L_lum over the brain only (IGUANE, HACA3)
     content_d_lr: float = 1.0  # D^b's learning rate as a fraction of train.lr (DRIT++ / DISARM++: 1 / 2.5)
+    curve_lr: float = 1.0  # the landmark curve's learning rate as a multiple of train.lr
     weights: AGUITWeights = field(default_factory=AGUITWeights)
     train: TrainConfig = field(default_factory=TrainConfig)
 
@@ -244,6 +247,19 @@ class HarmonizerConfig(AGUITArch):
         for name in ("width", "n_res", "noise_dim", "mlp_hidden", "style_width", "d_width", "d_layers", "d_scales"):
             _require(getattr(self, name) >= 1, f"harmonizer.{name}", getattr(self, name), "use a positive integer")
         _require(self.n_down >= 0, "harmonizer.n_down", self.n_down, "use 0 or more stride-2 steps")
+        _require(
+            self.residual or not self.landmark_curve,
+            "harmonizer.landmark_curve",
+            self.landmark_curve,
+            "the curve replaces x in x + delta: set harmonizer.residual: true, or landmark_curve: false",
+        )
+        _require(
+            self.landmark_curve or not self.weights.hist,
+            "harmonizer.weights.hist",
+            self.weights.hist,
+            "L_hist compares the landmark curve's landmarks: set harmonizer.landmark_curve: true, or hist: 0",
+        )
+        _require(0 < self.curve_lr <= 1000, "harmonizer.curve_lr", self.curve_lr, "use a factor in (0, 1000], e.g. 10")
 
 
 @dataclass(frozen=True)

@@ -15,8 +15,9 @@ from harmlib.data.io import DataError
 from harmlib.data.synthetic import write_cohort
 from harmlib.harmonize import LOADERS, Harmonizer, Target, VolumeHarmonizer, harmonize_file, load_harmonizer
 from harmlib.models.aguit import AGUITSpec, build_aguit, style_vector
+from harmlib.models.blocks import LANDMARK_PERCENTILES, LandmarkCurve, brain_landmarks
 from harmlib.train.aguit import build_task, export_model
-from harmlib.train.loop import fit
+from harmlib.train.loop import _adam, fit
 
 TINY_NET = {
     "harmonizer.width": 4,
@@ -250,7 +251,8 @@ def test_snapshots_start_at_the_untrained_nets_and_feed_the_convergence_table(co
     from harmlib.evaluation.snapshots import snapshot_harmonizers, snapshot_steps
 
     cfg, man = cohort
-    cfg = cfg.replace({"harmonizer.train.iterations": 4, "harmonizer.train.snapshot_every": 2})
+    steps = {"harmonizer.train.iterations": 4, "harmonizer.train.snapshot_every": 2}
+    cfg = cfg.replace(steps | {"harmonizer.landmark_curve": False, "harmonizer.weights.hist": 0.0})  # x + delta
     task, meta = build_task(cfg, man)
     fit(task, cfg.harmonizer.train, cfg.runtime, tmp_path, seed=cfg.seed)
     assert list(snapshot_steps(tmp_path / "snapshots")) == [0, 2, 4]
@@ -259,6 +261,14 @@ def test_snapshots_start_at_the_untrained_nets_and_feed_the_convergence_table(co
     )
     assert list(conv.step) == [0, 2, 4] and conv["reconstruction SSIM"].between(0, 1).all()
     assert conv.loc[0, "reconstruction SSIM"] > 0.999  # the residual generator is the identity before training
+    cfg = cfg.replace({"harmonizer.landmark_curve": True, "harmonizer.weights.hist": 10.0})
+    task, meta = build_task(cfg, man)
+    fit(task, cfg.harmonizer.train, cfg.runtime, tmp_path / "curve", seed=cfg.seed)
+    conv = convergence(
+        snapshot_harmonizers(tmp_path / "curve" / "snapshots", meta), man, {"A": TARGET_A.domain}, n_test=2
+    )
+    # with the landmark curve, step 0 maps every image onto the cohort's standard landmarks: close, not equal
+    assert 0.98 < conv.loc[0, "reconstruction SSIM"] < 0.9999
 
 
 def test_every_output_has_a_provenance_sidecar(model_file, tmp_path):
@@ -436,3 +446,44 @@ def test_warm_up_steps_train_on_reconstruction_only(cohort):
     assert set(terms) == {"rec", "cla_s"} and torch.isfinite(loss)
     _, full = task.g_step(task.forward(batch) if task.forward else batch)
     assert {"lum", "struct", "adv_x", "cc"} <= set(full)
+
+
+def test_the_landmark_curve_maps_an_image_onto_its_styles_landmarks():
+    """harmonizer.landmark_curve: an image's own brain landmarks land on the style's, monotonely; at step 0
+    every style's landmarks are the cohort standard; a crop mapped with its whole image's landmarks is the
+    same crop of the mapped whole image."""
+    torch.manual_seed(0)
+    curve = LandmarkCurve(style_dim=5, hidden=8)
+    standard = torch.linspace(-0.6, 0.95, len(LANDMARK_PERCENTILES))
+    curve.set_standard(standard)
+    x = torch.where(torch.rand(2, 1, 24, 24, 24) > 0.4, torch.rand(2, 1, 24, 24, 24) ** 2 * 1.8 - 0.8, -1.0)
+    style = torch.randn(2, 5)
+    assert torch.allclose(curve.target(style), standard.expand(2, -1))
+    torch.nn.init.normal_(curve.mlp.net[-1].weight, std=0.05)  # a trained curve: style-dependent landmarks
+    y, want = curve(x, style), curve.target(style)
+    src = brain_landmarks(x, curve.percentiles)
+    brain = [x[k] > x[k].mean() for k in range(2)]  # x's brain voxels, where its landmarks were read
+    got = torch.stack([torch.quantile(y[k][brain[k]], curve.percentiles / 100) for k in range(2)])
+    assert torch.allclose(got, want, atol=2e-3)
+    assert (torch.diff(want, dim=1) >= 0).all()
+    order = torch.argsort(x[0].flatten())
+    assert (torch.diff(y[0].flatten()[order]) >= -1e-6).all()  # monotone: the curve never reorders voxels
+    crop = (..., slice(4, 20), slice(0, 16), slice(8, 24))
+    assert torch.allclose(curve(x[crop], style, src), y[crop])
+
+
+def test_a_landmark_curve_without_a_residual_generator_is_refused():
+    with pytest.raises(ValueError, match="harmonizer.landmark_curve"):
+        harmlib.load_config("tiny", {"harmonizer.residual": False, "harmonizer.landmark_curve": True})
+
+
+def test_a_submodule_named_in_lr_scale_gets_its_own_learning_rate(cohort):
+    cfg, man = cohort
+    cfg = harmlib.load_config("tiny", TINY_NET | {"harmonizer.landmark_curve": True, "harmonizer.curve_lr": 10})
+    task, _ = build_task(cfg, man)
+    opt = _adam(task.nets, task.g_nets, cfg.harmonizer.train, task.lr_scale)
+    curve = {id(p) for p in task.nets["G"].curve.parameters()}
+    lrs = {g["lr"] for g in opt.param_groups if {id(p) for p in g["params"]} == curve}
+    assert lrs == {10 * cfg.harmonizer.train.lr}
+    n_all = sum(len(g["params"]) for g in opt.param_groups)
+    assert n_all == sum(len(list(task.nets[k].parameters())) for k in task.g_nets)  # each parameter once

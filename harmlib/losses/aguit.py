@@ -6,6 +6,7 @@ Paper 1's terms (Sec. 2), on the models' images in [-1, 1]; SSIM terms see them 
     L_cc^x     = lam * L_SSIM(x_u, x_u^cc)  + (1 - lam) * |x_u - x_u^cc|_1
     L_struct^x = 1 - s(x_{u->u}, x_{u->l})          L_lum^x = 1 - l(x_l, x_{u->l})
     L_cla^s    E_s predicts x_l's label              L_lat    E_b, E_s recover c_u and n_r from x_{u->l}
+    L_hist     (ours; 0 in the paper profile) 1-D Wasserstein of the whole x_{u->l}'s brain intensities and site l's
     L_adv^x    LSGAN of D_a^x on x_{u->l}            L_pre^{x,G}  D_p^x reads label l from x_{u->l}
     L_pre^{x,D} D_p^x reads the label of real x_l    L_adv^b, L_pre^b  the content discriminator's games
     KL         the noise part of E_s(x_u) towards N(0, 1)
@@ -80,6 +81,14 @@ def l_lum(x_l: torch.Tensor, x_ul: torch.Tensor, t: SSIMConfig, mask: torch.Tens
     return 1 - _mean(ssim_components(_unit(x_l), _unit(x_ul), DATA_RANGE, **w).luminance, mask)
 
 
+def l_hist(landmarks_ul: torch.Tensor, landmarks_l: torch.Tensor) -> torch.Tensor:
+    """1-D Wasserstein distance between the brain intensities of the whole x_{u->l} and of the target site,
+    read at Nyul's landmarks (mean |difference| of the percentiles; the site's are the mean over its labeled
+    training scans): the translation's intensity distribution against the site's, whatever the anatomy
+    and wherever the training crop lies."""
+    return (landmarks_ul.float() - landmarks_l.float()).abs().mean()
+
+
 def label_bce(logits: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
     """Cross-entropy of per-site logits against a label vector in {-1, 1}^K."""
     return F.binary_cross_entropy_with_logits(logits.float(), (label.float() + 1) / 2)
@@ -116,6 +125,8 @@ def aguit_generator_loss(
         + (f["n_ul"].float() - f["n_r"]).abs().mean(),
         "kl": kl_noise(f["n_u"]),
     }
+    if w.hist:
+        terms["hist"] = l_hist(f["landmarks_ul"], f["landmarks_l"])
     total = sum(getattr(w, k) * v for k, v in terms.items())
     return total, {k: float(v.detach()) for k, v in terms.items()}
 

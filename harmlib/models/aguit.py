@@ -28,6 +28,7 @@ from harmlib.models.blocks import (
     MLP,
     ConvBlock,
     ImageOutput,
+    LandmarkCurve,
     ResBlock,
     assign_adain_params,
     conv,
@@ -104,6 +105,11 @@ class Generator(nn.Module):
     the harmonizer is the identity at initialization (IGUANE's residual generator), so a short
     training run only has to learn the change of appearance, not to redraw the anatomy through the
     bottleneck. AGUIT (and the paper profile) have no residual.
+
+    With ``spec.landmark_curve`` (on a residual G) the image added to delta is first put on the style's
+    intensity scale, x + delta becoming curve_s(x) + delta (:class:`~harmlib.models.blocks.LandmarkCurve`,
+    AdaIN on the image's histogram): a scanner's contrast is a global, monotone map of intensities that
+    the style code sets in one place, where convolutions would have to learn it voxel by voxel.
     """
 
     def __init__(self, s: AGUITSpec, content_ch: int) -> None:
@@ -117,13 +123,23 @@ class Generator(nn.Module):
         self.ups = nn.ModuleList(ups)
         self.out = ImageOutput(s.dim, ch, s.residual, "harmonizer.residual")
         self.mlp = MLP(s.noise_dim + s.n_domains, n_adain_params(self.res), s.mlp_hidden)
+        self.curve = LandmarkCurve(s.noise_dim + s.n_domains, s.mlp_hidden) if s.landmark_curve else None
 
-    def forward(self, content: torch.Tensor, style: torch.Tensor, x: torch.Tensor | None = None) -> torch.Tensor:
-        """G(c, s); a residual G also needs the image x whose structure code c is."""
+    def forward(
+        self,
+        content: torch.Tensor,
+        style: torch.Tensor,
+        x: torch.Tensor | None = None,
+        landmarks: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """G(c, s); a residual G also needs the image x whose structure code c is, and with the landmark
+        curve x's brain landmarks when x is a crop (else they are x's own)."""
         assign_adain_params(self.res, self.mlp(style))
         h = self.res(content)
         for up in self.ups:
             h = up(upsample(h))
+        if self.curve is not None and x is not None:
+            x = self.curve(x, style, landmarks)
         return self.out(h, x)
 
 

@@ -184,3 +184,64 @@ def downsample(x: torch.Tensor) -> torch.Tensor:
 
 def global_pool(x: torch.Tensor) -> torch.Tensor:
     return x.flatten(2).mean(-1)
+
+
+# Nyul & Udupa's (2000) landmarks: the brain's 1st and 99th percentiles and its deciles.
+LANDMARK_PERCENTILES = (1.0, 10.0, 20.0, 30.0, 40.0, 50.0, 60.0, 70.0, 80.0, 90.0, 99.0)
+
+
+def brain_landmarks(x: torch.Tensor, percentiles: torch.Tensor) -> torch.Tensor:
+    """(N, L) percentiles of each image's brain: its voxels above the image's mean (the
+    ``data.datasets.Normalizer``'s foreground), which ignores the background noise at any grid."""
+    q = percentiles.to(x.device, torch.float32) / 100.0
+    rows = [torch.quantile(v[v > v.mean()], q) for v in x.detach().float().flatten(1)]
+    return torch.stack(rows)
+
+
+def piecewise_linear(x: torch.Tensor, src: torch.Tensor, dst: torch.Tensor, floor: float = -1.0) -> torch.Tensor:
+    """Map each image of x (N, 1, *spatial) through the curve (floor -> floor, src_k -> dst_k), linear
+    between knots and, above the last one, along the last segment. ``src`` and ``dst``: (N, L), increasing."""
+    n = x.shape[0]
+    ones = torch.full((n, 1), floor, device=x.device, dtype=torch.float32)
+    kx, ky = torch.cat([ones, src.float()], 1), torch.cat([ones, dst.float()], 1)
+    flat = x.float().reshape(n, -1)
+    i = torch.searchsorted(kx.contiguous(), flat.contiguous()).clamp(1, kx.shape[1] - 1)
+    x0, x1, y0, y1 = (t.gather(1, j) for t, j in ((kx, i - 1), (kx, i), (ky, i - 1), (ky, i)))
+    out = y0 + (y1 - y0) / (x1 - x0).clamp_min(1e-4) * (flat - x0)
+    return out.reshape(x.shape).to(x.dtype)
+
+
+class LandmarkCurve(nn.Module):
+    """Histogram AdaIN on the image itself: each image's brain landmarks (Nyul's percentiles, its own
+    statistics, as instance norm's mean and SD) are mapped piecewise-linearly onto landmarks that an MLP
+    reads from the style code, as AdaIN maps a channel's mean and SD onto the style's.
+
+    The style's landmarks are ``standard`` (the training cohort's mean landmarks, set by
+    :meth:`set_standard` before training) plus offsets u = MLP(style), kept increasing by a running
+    maximum. u's last layer starts at zero, so at step 0 every style maps to the cohort's standard scale
+    (Nyul's, fitted to all sites). Additive offsets, not scaled gaps: sites differ by a few hundredths of
+    the intensity range, which Adam reaches in tens of steps on an offset but not through a cumulative product.
+    """
+
+    def __init__(self, style_dim: int, hidden: int) -> None:
+        super().__init__()
+        self.register_buffer("percentiles", torch.tensor(LANDMARK_PERCENTILES))
+        n = len(LANDMARK_PERCENTILES)
+        self.register_buffer("standard", torch.linspace(-0.5, 0.9, n))  # replaced by set_standard
+        self.mlp = MLP(style_dim, n, hidden)
+        last = self.mlp.net[-1]
+        nn.init.zeros_(last.weight)
+        nn.init.zeros_(last.bias)
+
+    def set_standard(self, landmarks: torch.Tensor) -> None:
+        """The step-0 target of every style: mean landmarks (L,) of the training images (normalized)."""
+        self.standard.copy_(torch.as_tensor(landmarks, dtype=torch.float32))
+
+    def target(self, style: torch.Tensor) -> torch.Tensor:
+        """(N, L) landmarks of the style code."""
+        return torch.cummax(self.standard + self.mlp(style.float()), 1).values
+
+    def forward(self, x: torch.Tensor, style: torch.Tensor, src: torch.Tensor | None = None) -> torch.Tensor:
+        """x's intensities on the style's scale; ``src``: x's landmarks when x is a crop of a larger image."""
+        src = brain_landmarks(x, self.percentiles) if src is None else src
+        return piecewise_linear(x, src, self.target(style))

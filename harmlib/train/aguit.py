@@ -23,6 +23,7 @@ from harmlib.data.manifest import Manifest
 from harmlib.losses import aguit_discriminator_loss, aguit_generator_loss
 from harmlib.losses.aguit import aguit_reconstruction_loss, brain_mask
 from harmlib.models.aguit import AGUITSpec, build_aguit, style_vector
+from harmlib.models.blocks import brain_landmarks
 from harmlib.train.loop import Task, epoch_items, fingerprint
 
 KIND = "ssim_harmonizer"
@@ -51,31 +52,46 @@ def forward(
     noise_dim: int,
     masked: bool = False,
     translate: bool = True,
+    landmarks_u: torch.Tensor | None = None,
+    landmarks_l: torch.Tensor | None = None,
 ) -> dict[str, torch.Tensor]:
-    """Every image and code of one iteration, by the paper's names (``translate=False``: x_{u->u} only)."""
+    """Every image and code of one iteration, by the paper's names (``translate=False``: x_{u->u} only).
+    ``landmarks_u``, ``landmarks_l``: the brain landmarks of the whole x_u and x_l when they are crops
+    (G's landmark curve and L_hist)."""
     c_u, (n_u, logit_u) = nets["E_b"](x_u), nets["E_s"](x_u)
     _, logit_l = nets["E_s"](x_l)
     s_u = style_vector(n_u, torch.tanh(logit_u))
-    x_uu = nets["G"](c_u, s_u, x_u)
+    x_uu = nets["G"](c_u, s_u, x_u, landmarks_u)
     f = {"x_l": x_l, "x_u": x_u, "label": label, "c_u": c_u, "n_u": n_u, "logit_l": logit_l, "x_uu": x_uu}
     if masked:
         f |= {"mask_u": brain_mask(x_u), "mask_l": brain_mask(x_l)}
     if translate:
         n_r = torch.randn(x_u.shape[0], noise_dim, device=x_u.device)
-        x_ul = nets["G"](c_u, style_vector(n_r, label.to(n_r.dtype)), x_u)
+        s_r = style_vector(n_r, label.to(n_r.dtype))
+        x_ul = nets["G"](c_u, s_r, x_u, landmarks_u)
         c_ul, (n_ul, _) = nets["E_b"](x_ul), nets["E_s"](x_ul)
-        f |= {"n_r": n_r, "x_ul": x_ul, "c_ul": c_ul, "n_ul": n_ul, "x_cc": nets["G"](c_ul, s_u, x_ul)}
+        f |= {"n_r": n_r, "x_ul": x_ul, "c_ul": c_ul, "n_ul": n_ul}
+        curve = getattr(nets["G"], "curve", None)
+        if curve is not None and landmarks_u is not None:  # the whole x_{u->l}'s: the curve put x_u's on s_r's
+            f |= {"landmarks_ul": curve.target(s_r), "landmarks_l": landmarks_l}
+        f["x_cc"] = nets["G"](c_ul, s_u, x_ul, None if "landmarks_ul" not in f else f["landmarks_ul"].detach())
     return f
 
 
 def discriminator_objective(
-    nets: dict, x_l: torch.Tensor, label: torch.Tensor, x_u: torch.Tensor, noise_dim: int, w: AGUITWeights
+    nets: dict,
+    x_l: torch.Tensor,
+    label: torch.Tensor,
+    x_u: torch.Tensor,
+    noise_dim: int,
+    w: AGUITWeights,
+    landmarks_u: torch.Tensor | None = None,
 ):
     """L_D on detached translations x_{u->l} and structure codes."""
     with torch.no_grad():
         c_u, c_l = nets["E_b"](x_u), nets["E_b"](x_l)
         n_r = torch.randn(x_u.shape[0], noise_dim, device=x_u.device)
-        x_ul = nets["G"](c_u, style_vector(n_r, label.to(n_r.dtype)), x_u)
+        x_ul = nets["G"](c_u, style_vector(n_r, label.to(n_r.dtype)), x_u, landmarks_u)
     return aguit_discriminator_loss(nets["D_x"](x_l), nets["D_x"](x_ul), nets["D_b"](c_l), nets["D_b"](c_u), label, w)
 
 
@@ -89,13 +105,33 @@ def generator_objective(
     t: SSIMConfig,
     masked: bool = False,
     warmup: bool = False,
+    landmarks: tuple[torch.Tensor | None, torch.Tensor | None] = (None, None),
 ):
     """L_{G, E_b, E_s} on one full forward pass; during the warm-up steps (``warmup``, HACA3's first epoch)
-    L_rec^x and L_cla^s only, with no translation and no discriminator."""
-    f = forward(nets, x_l, label, x_u, noise_dim, masked, translate=not warmup)
+    L_rec^x and L_cla^s only, with no translation and no discriminator. ``landmarks``: of the whole x_u, x_l."""
+    f = forward(nets, x_l, label, x_u, noise_dim, masked, not warmup, *landmarks)
     if warmup:
         return aguit_reconstruction_loss(f, w, t)
     return aguit_generator_loss(f, nets["D_x"](f["x_ul"]), nets["D_b"](f["c_u"]), w, t)
+
+
+def cohort_landmarks(datasets: list[VolumeDataset], percentiles: torch.Tensor) -> torch.Tensor:
+    """(V, L) brain landmarks of every volume of ``datasets``, as the model sees them (normalized, padded)."""
+    return torch.stack(
+        [brain_landmarks(ds[i]["image"][None], percentiles)[0] for ds in datasets for i in range(len(ds))]
+    )
+
+
+def site_means(landmarks: torch.Tensor, labeled: VolumeDataset) -> torch.Tensor:
+    """(K, L) mean landmarks of each site's labeled volumes: L_hist's target for x_{u->l} (a site-level
+    statistic, Nyul's standard scale of that site, so one step sees the whole site, not one subject)."""
+    site = torch.stack([labeled[i]["label"] for i in range(len(labeled))]).argmax(1)
+    missing = [d for k, d in enumerate(labeled.domains) if not (site == k).any()]
+    if missing:
+        raise ValueError(
+            f"harmonizer.weights.hist: site(s) {missing} have no labeled training volume; label at least one per site or set hist: 0"
+        )
+    return torch.stack([landmarks[site == k].mean(0) for k in range(len(labeled.domains))])
 
 
 def random_crop(images: list[torch.Tensor], size: int, rng: np.random.Generator) -> list[torch.Tensor]:
@@ -110,6 +146,11 @@ def random_crop(images: list[torch.Tensor], size: int, rng: np.random.Generator)
 def _unpack(batch: tuple[dict, dict]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     lab, unl = batch
     return lab["image"], lab["label"], unl["image"]
+
+
+def _landmarks(batch: tuple[dict, dict]) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """The whole x_u's and x_l's brain landmarks (None without the landmark curve or crops)."""
+    return batch[1].get("landmarks"), batch[0].get("landmarks")
 
 
 def build_task(cfg: Config, manifest: Manifest) -> tuple[Task, dict[str, Any]]:
@@ -128,6 +169,10 @@ def build_task(cfg: Config, manifest: Manifest) -> tuple[Task, dict[str, Any]]:
     pairs = LabeledUnlabeledPairs(labeled, unlabeled, seed=cfg.seed)
     torch.manual_seed(cfg.seed)
     nets = build_aguit(spec)
+    curve = nets["G"].curve
+    if curve is not None:  # step 0: every style maps to the training cohort's mean landmarks
+        curve.set_standard(cohort_landmarks([labeled, unlabeled], curve.percentiles).mean(0))
+        site_landmarks = site_means(cohort_landmarks([labeled], curve.percentiles), labeled)
     w, t, bs = cfg.harmonizer.weights, cfg.ssim, cfg.harmonizer.train.batch_size
     crop, masked = cfg.harmonizer.crop, cfg.harmonizer.mask_losses
     padded = [s_ + a + b for s_, (a, b) in zip(labeled.shape, labeled.pads)]
@@ -146,6 +191,9 @@ def build_task(cfg: Config, manifest: Manifest) -> tuple[Task, dict[str, Any]]:
             pairs.set_epoch(epoch)
             items.append(pairs[i])
         lab, unl = default_collate(items)
+        if curve is not None:  # of the whole x_u (before cropping): inference maps whole volumes
+            unl["landmarks"] = brain_landmarks(unl["image"], curve.percentiles)
+            lab["landmarks"] = site_landmarks[lab["label"].argmax(1)]
         if crop:  # a fresh cube per step, drawn from the step alone so a resumed run sees the same batches
             lab["image"], unl["image"] = random_crop(
                 [lab["image"], unl["image"]], crop, np.random.default_rng([cfg.seed, step])
@@ -153,13 +201,13 @@ def build_task(cfg: Config, manifest: Manifest) -> tuple[Task, dict[str, Any]]:
         return lab, unl
 
     def d_step(b):
-        return discriminator_objective(nets, *_unpack(b), spec.noise_dim, w)
+        return discriminator_objective(nets, *_unpack(b), spec.noise_dim, w, _landmarks(b)[0])
 
     def g_step(b):
-        return generator_objective(nets, *_unpack(b), spec.noise_dim, w, t, masked)
+        return generator_objective(nets, *_unpack(b), spec.noise_dim, w, t, masked, landmarks=_landmarks(b))
 
     def rec_step(b):
-        return generator_objective(nets, *_unpack(b), spec.noise_dim, w, t, masked, warmup=True)
+        return generator_objective(nets, *_unpack(b), spec.noise_dim, w, t, masked, True, _landmarks(b))
 
     scales = VolumeDataset(
         manifest, split="train", domains=domains, normalizer=norm, pad_multiple=pad, downsample=down
@@ -193,7 +241,7 @@ def build_task(cfg: Config, manifest: Manifest) -> tuple[Task, dict[str, Any]]:
         d_step=d_step,
         fingerprint=fingerprint(shaping),
         rec_step=rec_step,
-        lr_scale={"D_b": cfg.harmonizer.content_d_lr},
+        lr_scale={"D_b": cfg.harmonizer.content_d_lr, "G.curve": cfg.harmonizer.curve_lr},
     )
     return task, meta
 

@@ -97,8 +97,16 @@ def _distributed() -> tuple[int, int]:
 def _adam(
     nets: dict[str, nn.Module], names: list[str], cfg: TrainConfig, lr_scale: dict[str, float]
 ) -> torch.optim.Optimizer | None:
-    """One Adam over ``names``, one parameter group per net (so a net can run at its own learning rate)."""
-    groups = [{"params": list(nets[n].parameters()), "lr": cfg.lr * lr_scale.get(n, 1.0)} for n in names]
+    """One Adam over ``names``, one parameter group per net (so a net can run at its own learning rate) and
+    one per submodule named "net.sub" in ``lr_scale`` (e.g. "G.curve")."""
+    groups = []
+    for n in names:
+        own = {k.split(".", 1)[1]: v for k, v in lr_scale.items() if k.startswith(n + ".")}
+        subs = {k: getattr(nets[n], k, None) for k in own}
+        taken = {id(p) for m in subs.values() if m is not None for p in m.parameters()}
+        rest = [p for p in nets[n].parameters() if id(p) not in taken]
+        groups.append({"params": rest, "lr": cfg.lr * lr_scale.get(n, 1.0)})
+        groups += [{"params": list(m.parameters()), "lr": cfg.lr * own[k]} for k, m in subs.items() if m is not None]
     groups = [g for g in groups if g["params"]]
     return (
         torch.optim.Adam(groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), weight_decay=cfg.weight_decay)
