@@ -232,15 +232,21 @@ def plot_harmonization_planes(
 
 
 def plot_convergence(df, thresholds: dict[str, float] | None = None, title: str = "") -> plt.Figure:
-    """The quality gate's image metrics against the training step (`harmlib.evaluation.gate.convergence`).
+    """The quality gate's metrics against the training step (`harmlib.evaluation.gate.convergence`).
 
-    One solid line per metric; a metric's ``"<name> (unharmonized)"`` column (SSIM of the input to the truth,
-    the bar to beat) is drawn dashed in the same colour; ``thresholds`` ({metric: value}, e.g. the gate's
-    reconstruction threshold) are dotted horizontal lines in their metric's colour.
+    One solid line per SSIM metric; a metric's ``"<name> (unharmonized)"`` column (SSIM of the input to the
+    truth, the bar to beat) is drawn dashed in the same colour; ``thresholds`` ({metric: value}, e.g. the gate's
+    reconstruction threshold) are dotted horizontal lines in their metric's colour. A ``translation accuracy``
+    column gets a panel of its own (a share of scans, on another scale than SSIM).
     """
     thresholds = thresholds or {}
     metrics = [c for c in df.columns if c != "step" and not c.endswith(" (unharmonized)")]
-    fig, ax = plt.subplots(figsize=(6.4, 3.6))
+    shares = [m for m in metrics if m.endswith("accuracy")]
+    metrics = [m for m in metrics if m not in shares]
+    if shares:
+        fig, (ax, ax2) = plt.subplots(1, 2, figsize=(9.0, 3.6), gridspec_kw={"width_ratios": [2.2, 1]})
+    else:
+        fig, ax = plt.subplots(figsize=(6.4, 3.6))
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     for k, m in enumerate(metrics):
         color = colors[k % len(colors)]
@@ -250,12 +256,23 @@ def plot_convergence(df, thresholds: dict[str, float] | None = None, title: str 
         if m in thresholds:
             ax.axhline(thresholds[m], ls=":", lw=1.2, color=color, label=f"gate: {m} >= {thresholds[m]:g}")
     for m, v in thresholds.items():
-        if m not in metrics:
+        if m not in metrics and m not in shares:
             ax.axhline(v, ls=":", lw=1.2, color="0.3", label=f"gate: {m} >= {v:g}")
     ax.set_xlabel("training step")
     ax.set_ylabel("SSIM over the brain")
     ax.set_title(title, fontsize=10)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
+    if shares:
+        for m in shares:
+            ax2.plot(df["step"], df[m], marker="o", ms=3, lw=1.3, color="k", label=m)
+            if m in thresholds:
+                ax2.axhline(thresholds[m], ls=":", lw=1.2, color="k", label=f"gate >= {thresholds[m]:g}")
+        ax2.set_ylim(-0.02, 1.02)
+        ax2.set_xlabel("training step")
+        ax2.set_ylabel("share of outputs read as the target")
+        ax2.set_title("translation (independent classifier)", fontsize=10)
+        ax2.grid(alpha=0.3)
+        ax2.legend(fontsize=7, loc="lower right")
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(0.0, -0.18), ncol=2)
     fig.tight_layout()
     return fig

@@ -163,6 +163,11 @@ def test_snapshots_of_a_2d_model_feed_the_convergence_table(trained, variant):
     assert list(conv.step) == [0, 2] and conv["reconstruction SSIM"].between(-1, 1).all()
     # each point is its snapshot's nets (E^c, G from the snapshot, the rest from the model file), not the final model
     assert conv.loc[0, "SSIM to truth -> A"] != conv.loc[1, "SSIM to truth -> A"]
+    reads_a = lambda vols: [TARGET_A.domain] * len(vols)  # noqa: E731 - a classifier that always says A
+    conv = convergence(
+        {0: snaps[0]}, trained["man"], targets, n_test=1, reconstruction_sites=targets, classifier=reads_a
+    )
+    assert conv.loc[0, "translation accuracy"] == 0.5  # right for every output harmonized to A, wrong for B
 
 
 def test_cli_refusals_and_listing(trained, tmp_path, capsys):

@@ -204,6 +204,14 @@ def test_convergence_plot_draws_metrics_unharmonized_and_threshold():
     assert sum(ln.get_linestyle() == "--" for ln in lines) == 2
     dotted = [ln for ln in lines if ln.get_linestyle() == ":"]
     assert len(dotted) == 1 and np.allclose(dotted[0].get_ydata(), 0.95)
+    assert len(fig.axes) == 1  # no translation column: one panel
+
+    df["translation accuracy"] = [0.125, 0.5, 1.0]
+    fig = plot_convergence(df, {"reconstruction SSIM": 0.95, "translation accuracy": 0.8})
+    assert len(fig.axes) == 2  # a share of scans gets its own panel, not the SSIM axis
+    assert sum(ln.get_linestyle() == "-" for ln in fig.axes[0].get_lines()) == 4
+    solid, dotted = ([ln for ln in fig.axes[1].get_lines() if ln.get_linestyle() == s] for s in ("-", ":"))
+    assert np.allclose(solid[0].get_ydata(), [0.125, 0.5, 1.0]) and np.allclose(dotted[0].get_ydata(), 0.8)
 
 
 def test_snapshot_steps_lists_the_kept_steps_in_order(tmp_path):

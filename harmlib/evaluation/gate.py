@@ -365,11 +365,13 @@ def convergence(
     targets: Mapping[str, str],
     n_test: int = 4,
     reconstruction_sites: Mapping[str, str] | None = None,
+    classifier: Callable[[Sequence[np.ndarray]], list[str]] | None = None,
 ) -> pd.DataFrame:
-    """The gate's image metrics at each training snapshot, on ``n_test`` test volumes spread over the sites.
+    """The gate's metrics at each training snapshot, on ``n_test`` test volumes spread over the sites.
 
     ``snapshots``: {step: a function returning that snapshot's harmonize function}. One row per step:
-    reconstruction SSIM, SSIM to truth after harmonization to each target (and before), structure vs original.
+    reconstruction SSIM, SSIM to truth after harmonization to each target (and before), structure vs original,
+    and with ``classifier`` (the gate's `scanner_classifier`) the translation accuracy.
     ``reconstruction_sites``: as in `reconstruction_cases` (the 2D models reconstruct renderings at training sites).
     """
     test = manifest.select("test", "test")
@@ -379,12 +381,15 @@ def convergence(
     for step, make in sorted(snapshots.items()):
         fn = make()
         rec = reconstruction_cases(sub, fn, reconstruction_sites)
-        trav, _ = traveling_cases(sub, fn, targets, extra=())
+        trav, outputs = traveling_cases(sub, fn, targets, extra=())
         row = {
             "step": step,
             "reconstruction SSIM": rec["reconstruction SSIM"].mean(),
             "structure vs original": trav["structure vs original"].mean(),
         }
+        if classifier is not None:
+            hits = [p == targets[name] for name in targets for p in classifier(outputs[name])]
+            row["translation accuracy"] = float(np.mean(hits))
         for name, g in trav.groupby("target"):
             row[f"SSIM to truth -> {name}"] = g["SSIM after"].mean()
             row[f"SSIM to truth -> {name} (unharmonized)"] = g["SSIM before"].mean()

@@ -56,8 +56,8 @@ def forward(
     landmarks_l: torch.Tensor | None = None,
 ) -> dict[str, torch.Tensor]:
     """Every image and code of one iteration, by the paper's names (``translate=False``: x_{u->u} only).
-    ``landmarks_u``, ``landmarks_l``: the brain landmarks of the whole x_u and x_l when they are crops
-    (G's landmark curve and L_hist)."""
+    With G's landmark curve: ``landmarks_u``, the brain landmarks of the whole x_u (x_u may be a crop), and
+    ``landmarks_l``, the mean landmarks of x_l's site (L_hist's target)."""
     c_u, (n_u, logit_u) = nets["E_b"](x_u), nets["E_s"](x_u)
     _, logit_l = nets["E_s"](x_l)
     s_u = style_vector(n_u, torch.tanh(logit_u))
@@ -108,7 +108,7 @@ def generator_objective(
     landmarks: tuple[torch.Tensor | None, torch.Tensor | None] = (None, None),
 ):
     """L_{G, E_b, E_s} on one full forward pass; during the warm-up steps (``warmup``, HACA3's first epoch)
-    L_rec^x and L_cla^s only, with no translation and no discriminator. ``landmarks``: of the whole x_u, x_l."""
+    L_rec^x and L_cla^s only, with no translation and no discriminator. ``landmarks``: see :func:`forward`."""
     f = forward(nets, x_l, label, x_u, noise_dim, masked, not warmup, *landmarks)
     if warmup:
         return aguit_reconstruction_loss(f, w, t)
@@ -149,7 +149,7 @@ def _unpack(batch: tuple[dict, dict]) -> tuple[torch.Tensor, torch.Tensor, torch
 
 
 def _landmarks(batch: tuple[dict, dict]) -> tuple[torch.Tensor | None, torch.Tensor | None]:
-    """The whole x_u's and x_l's brain landmarks (None without the landmark curve or crops)."""
+    """The whole x_u's brain landmarks and x_l's site's mean landmarks (None without the landmark curve)."""
     return batch[1].get("landmarks"), batch[0].get("landmarks")
 
 
@@ -171,8 +171,9 @@ def build_task(cfg: Config, manifest: Manifest) -> tuple[Task, dict[str, Any]]:
     nets = build_aguit(spec)
     curve = nets["G"].curve
     if curve is not None:  # step 0: every style maps to the training cohort's mean landmarks
-        curve.set_standard(cohort_landmarks([labeled, unlabeled], curve.percentiles).mean(0))
-        site_landmarks = site_means(cohort_landmarks([labeled], curve.percentiles), labeled)
+        every = cohort_landmarks([labeled, unlabeled], curve.percentiles)
+        curve.set_standard(every.mean(0))
+        site_landmarks = site_means(every[: len(labeled)], labeled)
     w, t, bs = cfg.harmonizer.weights, cfg.ssim, cfg.harmonizer.train.batch_size
     crop, masked = cfg.harmonizer.crop, cfg.harmonizer.mask_losses
     padded = [s_ + a + b for s_, (a, b) in zip(labeled.shape, labeled.pads)]
@@ -191,7 +192,7 @@ def build_task(cfg: Config, manifest: Manifest) -> tuple[Task, dict[str, Any]]:
             pairs.set_epoch(epoch)
             items.append(pairs[i])
         lab, unl = default_collate(items)
-        if curve is not None:  # of the whole x_u (before cropping): inference maps whole volumes
+        if curve is not None:  # the whole x_u's (before cropping; inference maps whole volumes), x_l's site's
             unl["landmarks"] = brain_landmarks(unl["image"], curve.percentiles)
             lab["landmarks"] = site_landmarks[lab["label"].argmax(1)]
         if crop:  # a fresh cube per step, drawn from the step alone so a resumed run sees the same batches
