@@ -273,6 +273,6 @@ def plot_convergence(df, thresholds: dict[str, float] | None = None, title: str 
         ax2.set_title("translation (independent classifier)", fontsize=10)
         ax2.grid(alpha=0.3)
         ax2.legend(fontsize=7, loc="lower right")
-    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(0.0, -0.18), ncol=2)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(0.0, -0.24), ncol=2)  # below the x label
     fig.tight_layout()
     return fig
