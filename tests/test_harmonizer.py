@@ -487,3 +487,26 @@ def test_a_submodule_named_in_lr_scale_gets_its_own_learning_rate(cohort):
     assert lrs == {10 * cfg.harmonizer.train.lr}
     n_all = sum(len(g["params"]) for g in opt.param_groups)
     assert n_all == sum(len(list(task.nets[k].parameters())) for k in task.g_nets)  # each parameter once
+
+
+def test_a_crop_batch_carries_its_whole_volumes_landmarks(cohort):
+    """harmonizer.landmark_curve on crops: x_u's landmarks are the whole volume's (as at inference), read
+    once in build_task; x_l's are its site's mean landmarks (L_hist's target)."""
+    from harmlib.data.datasets import Normalizer, VolumeDataset
+    from harmlib.train.aguit import spec_from_config
+
+    cfg, man = cohort
+    cfg = cfg.replace({"harmonizer.voxel_mm": 0, "harmonizer.crop": 16})
+    task, meta = build_task(cfg, man)
+    pad = spec_from_config(cfg, len(meta["domains"])).pad_multiple
+    kw = {"domains": meta["domains"], "normalizer": Normalizer(), "pad_multiple": pad}
+    unlabeled = VolumeDataset(man, split="train", role="unlabeled", **kw)
+    labeled = VolumeDataset(man, split="train", role="labeled", **kw)
+    p = task.nets["G"].curve.percentiles
+    lab, unl = task.batch(1)
+    assert unl["image"].shape[-1] == 16  # a crop
+    whole = torch.stack([brain_landmarks(unlabeled[int(i)]["image"][None], p)[0] for i in unl["index"]])
+    assert torch.equal(unl["landmarks"], whole)
+    site = [labeled[i] for i in range(len(labeled)) if labeled[i]["domain_index"] == int(lab["domain_index"][0])]
+    mean = torch.stack([brain_landmarks(s["image"][None], p)[0] for s in site]).mean(0)
+    assert torch.allclose(lab["landmarks"][0], mean)

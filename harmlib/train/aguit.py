@@ -71,7 +71,7 @@ def forward(
         x_ul = nets["G"](c_u, s_r, x_u, landmarks_u)
         c_ul, (n_ul, _) = nets["E_b"](x_ul), nets["E_s"](x_ul)
         f |= {"n_r": n_r, "x_ul": x_ul, "c_ul": c_ul, "n_ul": n_ul}
-        curve = getattr(nets["G"], "curve", None)
+        curve = nets["G"].curve
         if curve is not None and landmarks_u is not None:  # the whole x_{u->l}'s: the curve put x_u's on s_r's
             f |= {"landmarks_ul": curve.target(s_r), "landmarks_l": landmarks_l}
         f["x_cc"] = nets["G"](c_ul, s_u, x_ul, None if "landmarks_ul" not in f else f["landmarks_ul"].detach())
@@ -174,6 +174,7 @@ def build_task(cfg: Config, manifest: Manifest) -> tuple[Task, dict[str, Any]]:
         every = cohort_landmarks([labeled, unlabeled], curve.percentiles)
         curve.set_standard(every.mean(0))
         site_landmarks = site_means(every[: len(labeled)], labeled)
+        unlabeled_landmarks = every[len(labeled) :]  # the whole x_u's, read once, not at every step
     w, t, bs = cfg.harmonizer.weights, cfg.ssim, cfg.harmonizer.train.batch_size
     crop, masked = cfg.harmonizer.crop, cfg.harmonizer.mask_losses
     padded = [s_ + a + b for s_, (a, b) in zip(labeled.shape, labeled.pads)]
@@ -193,7 +194,7 @@ def build_task(cfg: Config, manifest: Manifest) -> tuple[Task, dict[str, Any]]:
             items.append(pairs[i])
         lab, unl = default_collate(items)
         if curve is not None:  # the whole x_u's (before cropping; inference maps whole volumes), x_l's site's
-            unl["landmarks"] = brain_landmarks(unl["image"], curve.percentiles)
+            unl["landmarks"] = unlabeled_landmarks[unl["index"]]
             lab["landmarks"] = site_landmarks[lab["label"].argmax(1)]
         if crop:  # a fresh cube per step, drawn from the step alone so a resumed run sees the same batches
             lab["image"], unl["image"] = random_crop(
