@@ -31,6 +31,8 @@ def main() -> None:
     ap.add_argument("--set", default="")
     ap.add_argument("--steps", type=int, default=300)
     ap.add_argument("--out", default="/tmp/probe_drit")
+    ap.add_argument("--gmvae", default="", help="GMM-DRIT's GM-VAE model file (default: the profile run's)")
+    ap.add_argument("--resume", action="store_true", help="keep --out: a finished run's checkpoint is evaluated again")
     a = ap.parse_args()
     over = harmlib.config.parse_overrides(a.set) | {
         "drit.train.iterations": a.steps,
@@ -40,8 +42,9 @@ def main() -> None:
     cfg = harmlib.load_config(a.profile, over)
     man = read_manifest(cfg.data_dir / "manifest.csv")
     out = Path(a.out)
-    shutil.rmtree(out, ignore_errors=True)
-    task, meta = build_task(cfg, man, a.variant, cfg.run_dir / "models" / "gmvae.pt")
+    if not a.resume:
+        shutil.rmtree(out, ignore_errors=True)
+    task, meta = build_task(cfg, man, a.variant, a.gmvae or cfg.run_dir / "models" / "gmvae.pt")
     t0 = time.perf_counter()
     log = fit(task, cfg.drit.train, cfg.runtime, out / "train", seed=cfg.seed)
     minutes = (time.perf_counter() - t0) / 60

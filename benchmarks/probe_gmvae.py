@@ -17,7 +17,7 @@ import torch
 import harmlib
 from harmlib.data import read_manifest
 from harmlib.evaluation.clustering import clustering_scores, histogram_kmeans
-from harmlib.train.gmvae import attribute_space, build_task
+from harmlib.train.gmvae import attribute_space, build_task, export_model
 from harmlib.train.loop import fit
 
 
@@ -28,6 +28,7 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=400)
     ap.add_argument("--every", type=int, default=100)
     ap.add_argument("--out", default="/tmp/probe_gmvae")
+    ap.add_argument("--export", default="", help="write the probe's model file here (for probe_drit.py --gmvae)")
     a = ap.parse_args()
     over = harmlib.config.parse_overrides(a.set)
     cfg = harmlib.load_config(
@@ -55,6 +56,8 @@ def main() -> None:
             f"sizes {sizes} mean max q(y|x) {float(space['prob'].max(1).mean()):.2f}",
             flush=True,
         )
+    if a.export:
+        print("model file:", export_model(task, meta, a.export)[0], flush=True)
 
 
 if __name__ == "__main__":

@@ -469,6 +469,7 @@ class DRITWeights:
     kl: float = 0.01
     content_reg: float = 0.01
     content_adv: float = 1.0
+    hist: float = 0.0  # L_hist (ours, as harmonizer.weights.hist): each translation's landmarks vs its code's mean
 
     def __post_init__(self) -> None:
         for f in fields(self):
@@ -490,6 +491,7 @@ class DRITArch:
     d_layers: int = 4
     content_noise: float = 1.0  # std of DRIT++'s Gaussian noise layer on z^c (training only)
     residual: bool = False  # G outputs x + delta with delta's last conv zero at init (as harmonizer.residual)
+    landmark_curve: bool = False  # with residual: G outputs curve_(z^a, c)(x) + delta (as harmonizer.landmark_curve)
 
 
 @dataclass(frozen=True)
@@ -499,11 +501,25 @@ class DRITConfig(DRITArch):
     slices: SliceConfig = field(default_factory=SliceConfig)
     weights: DRITWeights = field(default_factory=DRITWeights)
     train: TrainConfig = field(default_factory=lambda: TrainConfig(batch_size=2, weight_decay=1e-4))
+    curve_lr: float = 1.0  # the landmark curve's learning rate as a multiple of train.lr
 
     def __post_init__(self) -> None:
         for name in ("width", "n_down", "n_res", "nz", "attr_width", "d_width", "d_layers"):
             _require(getattr(self, name) >= 1, f"drit.{name}", getattr(self, name), "use a positive integer")
         _require(self.content_noise >= 0, "drit.content_noise", self.content_noise, "use a standard deviation >= 0")
+        _require(
+            self.residual or not self.landmark_curve,
+            "drit.landmark_curve",
+            self.landmark_curve,
+            "the curve replaces x in x + delta: set drit.residual: true, or landmark_curve: false",
+        )
+        _require(
+            self.landmark_curve or not self.weights.hist,
+            "drit.weights.hist",
+            self.weights.hist,
+            "L_hist compares the landmark curve's landmarks: set drit.landmark_curve: true, or hist: 0",
+        )
+        _require(0 < self.curve_lr <= 1000, "drit.curve_lr", self.curve_lr, "use a factor in (0, 1000], e.g. 3")
 
 
 @dataclass(frozen=True)

@@ -237,3 +237,69 @@ def test_residual_generator_is_the_identity_at_init_and_needs_x():
         assert torch.equal(nets["G"](z_c, torch.randn(2, nz), c, x), x)
     with pytest.raises(ValueError, match="drit.residual"):
         nets["G"](z_c, torch.randn(2, nz), torch.eye(k)[:2])
+
+
+def test_a_2d_landmark_curve_needs_a_residual_generator_and_l_hist_needs_the_curve():
+    with pytest.raises(ValueError, match="drit.landmark_curve"):
+        harmlib.load_config("tiny", {"drit.residual": False, "drit.landmark_curve": True})
+    with pytest.raises(ValueError, match="drit.weights.hist"):
+        harmlib.load_config("tiny", {"drit.landmark_curve": False, "drit.weights.hist": 1.0})
+    with pytest.raises(ValueError, match="drit.curve_lr"):
+        harmlib.load_config("tiny", {"drit.curve_lr": 0})
+
+
+def test_2d_curve_maps_every_slice_with_its_volumes_landmarks_at_init():
+    """drit.landmark_curve: at step 0 G = curve(x) + 0 puts the volume's landmarks on the cohort standard, so the
+    slices of one volume, mapped with the volume's landmarks, are the slices of the whole volume mapped."""
+    from harmlib.models.blocks import brain_landmarks, piecewise_linear
+
+    k, nz = 3, 8
+    spec = DRITSpec(n_domains=k, nz=nz, width=4, attr_width=4, d_width=4, n_res=1, residual=True, landmark_curve=True)
+    nets = build_drit(spec)
+    curve = nets["G"].curve
+    standard = torch.linspace(-0.6, 0.8, len(curve.percentiles))
+    curve.set_standard(standard)
+    vol = torch.rand(1, 1, 16, 32, 32) * 2 - 1  # (1, 1, Y, X, Z): 16 coronal planes
+    lm = brain_landmarks(vol, curve.percentiles)
+    whole = piecewise_linear(vol, lm, standard[None])
+    x = vol[0, 0, :, None]  # (16, 1, X, Z): one item per plane
+    y = nets["G"](nets["E_c"](x), torch.randn(16, nz), torch.eye(k)[torch.arange(16) % k], x, lm.expand(16, -1))
+    assert torch.allclose(y[:, 0], whole[0, 0], atol=1e-6)
+    own = nets["G"](nets["E_c"](x[:1]), torch.randn(1, nz), torch.eye(k)[:1], x[:1])  # no landmarks: the slice's own
+    brain = x[0] > x[0].mean()  # the slice's brain, where its own landmarks were read
+    assert torch.allclose(torch.quantile(own[0][brain], curve.percentiles / 100), standard, atol=0.02)
+
+
+def test_code_means_keep_the_cohort_mean_for_an_empty_code():
+    lm = torch.tensor([[0.0, 1.0], [2.0, 3.0], [4.0, 5.0]])
+    means = train_drit.code_means(lm, torch.tensor([0, 0, 2]), 3)
+    assert torch.equal(means, torch.tensor([[1.0, 2.0], [2.0, 3.0], [4.0, 5.0]]))
+
+
+@pytest.mark.parametrize("variant", ["gmm_drit", "drit"])
+def test_a_2d_batch_carries_its_volumes_landmarks_and_l_hist_reads_coded_translations(trained, variant):
+    """Each slice of a batch carries its whole volume's landmarks (read once in build_task); L_hist compares
+    the encoded translations (and DRIT++'s random ones, which have the partner's code) with their code's mean
+    landmarks; GMM-DRIT's scanner-free translations have no code and no L_hist term."""
+    from harmlib.data.datasets import volume_landmarks
+
+    cfg = trained["cfg"]
+    assert cfg.drit.landmark_curve and cfg.drit.weights.hist > 0  # the tiny profile trains the curve
+    task, meta = train_drit.build_task(cfg, trained["man"], variant, trained["gmvae"])
+    per_volume = volume_landmarks(meta["dataset"].volumes, task.nets["G"].curve.percentiles)
+    b = task.batch(0)
+    for rows in (b["l_a"], b["l_b"]):
+        assert all(any(torch.equal(r, v) for v in per_volume) for r in rows)
+    f = task.forward(b)
+    n = b["x_a"].shape[0]
+    assert f.hist_pred.shape == f.hist_target.shape == (2 * n if variant == "gmm_drit" else 4 * n, per_volume.shape[1])
+    assert torch.allclose(f.hist_pred, per_volume.mean(0).expand_as(f.hist_pred))  # step 0: the cohort's standard
+    assert "hist" in trained[variant]["log"].columns
+
+
+def test_a_constant_image_has_landmarks():
+    """A volume with no voxel above its mean (all equal) is its own foreground, not an empty quantile."""
+    from harmlib.models.blocks import LANDMARK_PERCENTILES, brain_landmarks
+
+    lm = brain_landmarks(torch.full((1, 1, 4, 4, 4), 0.3), torch.tensor(LANDMARK_PERCENTILES))
+    assert torch.allclose(lm, torch.full((1, len(LANDMARK_PERCENTILES)), 0.3))

@@ -21,6 +21,7 @@ from torch.utils.data import Dataset
 from harmlib.data.io import DataError, load_volume
 from harmlib.data.manifest import Manifest
 from harmlib.data.mni import block_average
+from harmlib.models.blocks import brain_landmarks
 
 Array = np.ndarray | torch.Tensor
 Pads = tuple[tuple[int, int], ...]
@@ -257,6 +258,15 @@ class VolumeDataset(Dataset):
             **{d: float(np.median(highs[doms == d])) for d in self.domains if (doms == d).any()},
             "*": float(np.median(highs)),
         }
+
+
+def volume_landmarks(volumes: VolumeDataset, percentiles: torch.Tensor) -> torch.Tensor:
+    """(V, L) brain landmarks of each volume, normalized as a whole and unpadded: what the 2D models' landmark
+    curve maps every slice of that volume with, in training and at inference (``harmonize.slices``)."""
+    rows = [
+        brain_landmarks(torch.from_numpy(volumes.normalized(i)[0])[None], percentiles)[0] for i in range(len(volumes))
+    ]
+    return torch.stack(rows) if rows else torch.zeros(0, len(percentiles))
 
 
 def _values(manifest: Manifest, col: str) -> str:

@@ -27,10 +27,11 @@ import torch
 import torch.nn.functional as F
 
 from harmlib.checkpoint import CheckpointError
-from harmlib.data.datasets import Normalizer, crop_pads
+from harmlib.data.datasets import Normalizer, crop_pads, volume_landmarks
 from harmlib.data.io import DataError
 from harmlib.harmonize.base import register
 from harmlib.harmonize.targets import Target
+from harmlib.models.blocks import brain_landmarks
 from harmlib.models.drit import AttributeEncoder, ContentEncoder, DRITSpec, Generator
 from harmlib.models.gmvae import GMVAE, GMVAESpec
 
@@ -152,8 +153,11 @@ def translate_slices(
     seed: int = 0,
     reference: torch.Tensor | None = None,
     batch_size: int = 32,
+    landmarks: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """G(E^c(x), z^a, c) for normalized, padded slices ``x`` (N, 1, H, W) in [-1, 1]."""
+    """G(E^c(x), z^a, c) for normalized, padded slices ``x`` (N, 1, H, W) in [-1, 1]; ``landmarks`` (N, L) or
+    (1, L): the brain landmarks of the volume(s) the slices come from, for a model with the landmark curve
+    (None: each slice's own)."""
     t = h.target(target)  # parsed once; ``self:<site>`` keeps each slice's own z^a with that site's code
     z_a = None if t.own else h.attribute(t, seed, reference)
     codes = h.code(t, x.shape[0])
@@ -162,8 +166,19 @@ def translate_slices(
         xb = x[start : start + batch_size].to(h.device)
         c = codes[start : start + batch_size]
         z = own_attribute(h, xb, c) if t.own else z_a.expand(xb.shape[0], -1)
-        out.append(h.nets["G"](h.nets["E_c"](xb), z, c, xb).float().cpu())
+        lm = None
+        if landmarks is not None:  # one row for the whole volume, or one per slice
+            lm = (landmarks if len(landmarks) == 1 else landmarks[start : start + batch_size]).expand(len(xb), -1)
+        out.append(h.nets["G"](h.nets["E_c"](xb), z, c, xb, None if lm is None else lm.to(h.device)).float().cpu())
     return torch.cat(out) if out else x.new_zeros(x.shape)
+
+
+def volume_curve_landmarks(h: SliceHarmonizer, x: np.ndarray) -> torch.Tensor | None:
+    """(1, L) landmarks of a normalized volume, for a model with the landmark curve (None without one)."""
+    curve = h.nets["G"].curve
+    return (
+        None if curve is None else brain_landmarks(torch.from_numpy(np.asarray(x, np.float32))[None], curve.percentiles)
+    )
 
 
 def harmonize_slices(h: SliceHarmonizer, vol: np.ndarray, target: str, seed: int = 0) -> np.ndarray:
@@ -185,7 +200,7 @@ def harmonize_slices(h: SliceHarmonizer, vol: np.ndarray, target: str, seed: int
             [h.pads[1][0], h.pads[1][1], h.pads[0][0], h.pads[0][1]],
             value=-1.0,
         )
-        y = translate_slices(h, xp, target, seed)
+        y = translate_slices(h, xp, target, seed, landmarks=volume_curve_landmarks(h, x))
         out[brain] = crop_pads(y, h.pads).numpy()[:, 0]
     high = h.target(target).scale(h.scales, params["high"])
     res = h.normalizer.inverse(np.moveaxis(out, 0, 1), {**params, "high": high})
@@ -204,5 +219,10 @@ def translate_dataset(
             "build the dataset at the model's resolution"
         )
     x = torch.stack([data[i]["image"] for i in idx]) if idx else torch.zeros(0, 1, 1, 1)
-    y = translate_slices(h, x, target, seed)
+    curve = h.nets["G"].curve
+    lm = None
+    if curve is not None and idx:  # every slice mapped with its whole volume's landmarks, as in training
+        per_volume = volume_landmarks(data.volumes, curve.percentiles)
+        lm = per_volume[torch.as_tensor([data[i]["index"] for i in idx])]
+    y = translate_slices(h, x, target, seed, landmarks=lm)
     return crop_pads(x, h.pads).numpy()[:, 0], crop_pads(y, h.pads).numpy()[:, 0]

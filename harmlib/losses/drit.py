@@ -8,7 +8,9 @@ For both branches i (1: encoded translations x_{a->b}, x_{b->a}; 2: random-attri
     L_rec^self = |x_{a->a} - x_a|_1 + |x_{b->b} - x_b|_1       L_rec^cc = |x_{a->b->a} - x_a|_1 + |x_{b->a->b} - x_b|_1
 
 plus DRIT++'s small L2 penalty on z^c (weight 0.01) and, for DRIT++ only (its E^a is trained),
-KL(q(z^a|x) || N(0, I)) and the latent regression |E^a(G(z^c, z_rand, c)) - z_rand|_1.
+KL(q(z^a|x) || N(0, I)) and the latent regression |E^a(G(z^c, z_rand, c)) - z_rand|_1. With G's landmark
+curve (ours, off in the paper profile), L_hist (``losses.aguit.l_hist``) pulls the landmarks of every
+translation with a scanner code c onto the mean landmarks of the training volumes with that code.
 GMM-DRIT's branch 2 is scanner-free: its intended code is c_sf = 0, so G learns that D_s^2 should
 read no scanner at all from x^rand. The adversarial game is least squares (LSGAN) rather than
 DRIT++'s cross-entropy: it is more stable on the short CPU budgets of this companion.
@@ -23,7 +25,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from harmlib.config import DRITWeights
-from harmlib.losses.aguit import label_bce, lsgan
+from harmlib.losses.aguit import l_hist, label_bce, lsgan
 
 
 @dataclass(frozen=True)
@@ -45,7 +47,8 @@ class DRITForward:
     x_a, x_b: the pair; c_a, c_b their codes; z_c_a, z_c_b their content codes; x_ab = G(z^c_a, z^a_b, c_b)
     and x_ba the translations; x_aa, x_bb the self-reconstructions; x_a_rand, x_b_rand the random-attribute
     translations with intended codes c_rand_a, c_rand_b (c_sf = 0 for GMM-DRIT) and z_rand; x_aba, x_bab
-    the cycle; ``posterior`` DRIT++'s attribute terms (None for GMM-DRIT, whose E^a is frozen).
+    the cycle; ``posterior`` DRIT++'s attribute terms (None for GMM-DRIT, whose E^a is frozen); ``hist_pred``
+    and ``hist_target`` L_hist's two sides (None without the landmark curve).
     """
 
     x_a: torch.Tensor
@@ -66,6 +69,8 @@ class DRITForward:
     x_bab: torch.Tensor
     z_rand: torch.Tensor
     posterior: AttributePosterior | None = None
+    hist_pred: torch.Tensor | None = None  # with G's landmark curve: the coded translations' landmarks T(z^a, c)
+    hist_target: torch.Tensor | None = None  # and their codes' mean landmarks over the training volumes
 
 
 def code_bce(logits: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
@@ -150,5 +155,8 @@ def drit_generator_loss(
         terms["kl"] = kl_gaussian(q.mu_a, q.logvar_a) + kl_gaussian(q.mu_b, q.logvar_b)
         terms["lat"] = l1(q.mu_rand_a, f.z_rand) + l1(q.mu_rand_b, f.z_rand)
         weights |= {"kl": w.kl, "lat": w.lat}
+    if w.hist and f.hist_pred is not None and f.hist_target is not None and len(f.hist_pred):
+        terms["hist"] = l_hist(f.hist_pred, f.hist_target)
+        weights["hist"] = w.hist
     total = sum(weights[k] * v for k, v in terms.items())
     return total, {k: float(v.detach()) for k, v in terms.items()}

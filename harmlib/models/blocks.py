@@ -194,8 +194,14 @@ def brain_landmarks(x: torch.Tensor, percentiles: torch.Tensor) -> torch.Tensor:
     """(N, L) percentiles of each image's brain: its voxels above the image's mean (the
     ``data.datasets.Normalizer``'s foreground), which ignores the background noise at any grid."""
     q = percentiles.to(x.device, torch.float32) / 100.0
-    rows = [torch.quantile(v[v > v.mean()], q) for v in x.detach().float().flatten(1)]
+    rows = [torch.quantile(_foreground(v), q) for v in x.detach().float().flatten(1)]
     return torch.stack(rows)
+
+
+def _foreground(v: torch.Tensor) -> torch.Tensor:
+    """The voxels above the mean; a constant image has none, and all of it is its own foreground."""
+    above = v[v > v.mean()]
+    return above if above.numel() else v
 
 
 def piecewise_linear(x: torch.Tensor, src: torch.Tensor, dst: torch.Tensor, floor: float = -1.0) -> torch.Tensor:

@@ -24,7 +24,17 @@ import torch
 import torch.nn as nn
 
 from harmlib.config import DRITArch
-from harmlib.models.blocks import MLP, ConvBlock, ImageOutput, LayerNorm, ResBlock, conv, global_pool, upsample
+from harmlib.models.blocks import (
+    MLP,
+    ConvBlock,
+    ImageOutput,
+    LandmarkCurve,
+    LayerNorm,
+    ResBlock,
+    conv,
+    global_pool,
+    upsample,
+)
 
 
 @dataclass(frozen=True)
@@ -110,7 +120,9 @@ class Generator(nn.Module):
 
     With ``spec.residual`` the last conv7 has no tanh and starts at zero, and G returns x + delta, as the
     3D harmonizer's residual generator (IGUANE): a short run learns the change of appearance only.
-    DRIT++ and GMM-DRIT (and the paper profile) draw the image."""
+    With ``spec.landmark_curve`` as well, x + delta becomes curve(x) + delta: the slices' intensities are first
+    mapped from their volume's Nyul landmarks onto landmarks read from (z^a, c) (the 3D harmonizer's
+    :class:`~harmlib.models.blocks.LandmarkCurve`). DRIT++ and GMM-DRIT (and the paper profile) draw the image."""
 
     def __init__(self, s: DRITSpec, content_ch: int) -> None:
         super().__init__()
@@ -122,12 +134,22 @@ class Generator(nn.Module):
             self.ups.append(nn.Sequential(conv(2, ch, ch // 2, 3), LayerNorm(ch // 2), nn.ReLU(inplace=True)))
             ch //= 2
         self.out = ImageOutput(2, ch, s.residual, "drit.residual")
+        self.curve = LandmarkCurve(s.nz + s.n_domains, 4 * s.width) if s.landmark_curve else None
 
     def forward(
-        self, z_c: torch.Tensor, z_a: torch.Tensor, c: torch.Tensor, x: torch.Tensor | None = None
+        self,
+        z_c: torch.Tensor,
+        z_a: torch.Tensor,
+        c: torch.Tensor,
+        x: torch.Tensor | None = None,
+        landmarks: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """G(z^c, z^a, c); a residual G also needs the slices x whose content z^c is."""
-        s = self.mlp(torch.cat([z_a, c.to(z_a.dtype)], 1)).chunk(len(self.res), 1)
+        """G(z^c, z^a, c); a residual G also needs the slices x whose content z^c is, and with the landmark
+        curve the landmarks (N, L) of the volume each slice was cut from (None: each slice's own)."""
+        code = torch.cat([z_a, c.to(z_a.dtype)], 1)
+        if self.curve is not None and x is not None:
+            x = self.curve(x, code, landmarks)
+        s = self.mlp(code).chunk(len(self.res), 1)
         h = z_c
         for block, s_i in zip(self.res, s):
             h = block(h, s_i)

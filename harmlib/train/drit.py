@@ -27,7 +27,7 @@ from torch.utils.data import default_collate
 
 from harmlib.checkpoint import CheckpointError, save_checkpoint
 from harmlib.config import Config, DRITArch, arch_fields, to_dict
-from harmlib.data.datasets import DomainPairs
+from harmlib.data.datasets import DomainPairs, SliceDataset, volume_landmarks
 from harmlib.data.manifest import Manifest
 from harmlib.losses.drit import AttributePosterior, DRITForward, drit_discriminator_loss, drit_generator_loss
 from harmlib.models.blocks import pad_multiple
@@ -48,9 +48,21 @@ def _attribute(nets: dict, x: torch.Tensor, c_true: torch.Tensor, gmm: bool) -> 
 
 
 def forward(
-    nets: dict, x_a: torch.Tensor, x_b: torch.Tensor, d_a: torch.Tensor, d_b: torch.Tensor, spec: DRITSpec, gmm: bool
+    nets: dict,
+    x_a: torch.Tensor,
+    x_b: torch.Tensor,
+    d_a: torch.Tensor,
+    d_b: torch.Tensor,
+    spec: DRITSpec,
+    gmm: bool,
+    landmarks: tuple[torch.Tensor, torch.Tensor] | None = None,
+    code_means: torch.Tensor | None = None,
 ) -> DRITForward:
-    """Steps (1)-(3) for a batch of pairs; a and b go through each net together (one call, 2B items)."""
+    """Steps (1)-(3) for a batch of pairs; a and b go through each net together (one call, 2B items).
+
+    With G's landmark curve: ``landmarks``, the landmarks (B, L) of the volumes x_a's and x_b's slices come
+    from, and ``code_means`` (K, L), L_hist's target for a translation coded c: the mean landmarks of the
+    training volumes with that code (DRIT++: the scanner; GMM-DRIT: the GM-VAE's component)."""
     n, k = x_a.shape[0], spec.n_domains
     onehot = F.one_hot(torch.cat([d_a, d_b]), k).float()
     z_c = nets["E_c"](torch.cat([x_a, x_b]))
@@ -59,13 +71,24 @@ def forward(
     c_a, c_b = att["c"][:n], att["c"][n:]
     z_rand = torch.randn(n, spec.nz, device=x_a.device)
     c_rand_a, c_rand_b = (torch.zeros_like(c_a), torch.zeros_like(c_b)) if gmm else (c_b, c_a)
+    z_out = torch.cat([z_ab, z_aa, z_aa, z_ab, z_rand, z_rand])
+    c_out = torch.cat([c_b, c_a, c_a, c_b, c_rand_a, c_rand_b])
+    curve = nets["G"].curve if landmarks is not None else None
     out = nets["G"](
         torch.cat([z_ca, z_cb, z_ca, z_cb, z_ca, z_cb]),
-        torch.cat([z_ab, z_aa, z_aa, z_ab, z_rand, z_rand]),
-        torch.cat([c_b, c_a, c_a, c_b, c_rand_a, c_rand_b]),
+        z_out,
+        c_out,
         torch.cat([x_a, x_b] * 3),
+        None if curve is None else torch.cat([*landmarks] * 3),
     )
     x_ab, x_ba, x_aa, x_bb, x_a_rand, x_b_rand = out.split(n)
+    hist_pred = hist_target = None
+    if curve is not None:  # the translations' landmarks: the curve put their volumes' onto T(z^a, c)
+        code = torch.cat([c_out[: 2 * n], c_out[4 * n :]])  # x_ab, x_ba, x_a_rand, x_b_rand
+        t = curve.target(torch.cat([torch.cat([z_out[: 2 * n], z_out[4 * n :]]), code.to(z_out.dtype)], 1))
+        coded = code.sum(1) > 0  # GMM-DRIT's scanner-free c_sf = 0 has no site to match
+        hist_pred, hist_target = t[coded], (code.float() @ code_means)[coded] if code_means is not None else None
+        cyc_landmarks = t[: 2 * n].detach()
     # (3) re-encode: x_{a->b} holds a's content and b's attribute, x_{b->a} the converse
     z_c_re = nets["E_c"](torch.cat([x_ab, x_ba]))
     re_in = torch.cat([x_ab, x_ba]) if gmm else torch.cat([x_ab, x_ba, x_a_rand, x_b_rand])
@@ -76,6 +99,7 @@ def forward(
         torch.cat([za_re_a, za_re_b]),
         torch.cat([c_a, c_b]),
         torch.cat([x_ab, x_ba]),
+        None if curve is None else cyc_landmarks,
     )
     posterior = None
     if not gmm:
@@ -106,7 +130,26 @@ def forward(
         x_bab=cyc[n:],
         z_rand=z_rand,
         posterior=posterior,
+        hist_pred=hist_pred,
+        hist_target=hist_target,
     )
+
+
+@torch.no_grad()
+def slice_codes(gmvae: torch.nn.Module, data: SliceDataset) -> torch.Tensor:
+    """GMM-DRIT's code of every training slice: the argmax of the frozen GM-VAE's q(y|x), as in training."""
+    x = torch.stack([data[i]["image"] for i in range(len(data))])
+    return torch.cat([gmvae.attribute(x[i : i + 64])[1].argmax(1) for i in range(0, len(x), 64)])
+
+
+def code_means(landmarks: torch.Tensor, codes: torch.Tensor, k: int) -> torch.Tensor:
+    """(K, L) L_hist's targets: the mean landmarks of the slices with each code (rows of ``landmarks``); a code
+    that no training slice has (a GM-VAE component left empty) keeps the mean of all, the curve's start."""
+    out = landmarks.mean(0).repeat(k, 1)
+    for j in range(k):
+        if (codes == j).any():
+            out[j] = landmarks[codes == j].mean(0)
+    return out
 
 
 def _spec(cfg: Config, k: int, nz: int) -> DRITSpec:
@@ -147,6 +190,12 @@ def build_task(
     torch.manual_seed(cfg.seed)
     nets = build_drit(spec, gmvae)
     pairs, bs = DomainPairs(data, seed=cfg.seed), cfg.drit.train.batch_size
+    curve = nets["G"].curve
+    if curve is not None:  # each volume's landmarks once; step 0 maps every code to the cohort's mean
+        landmarks = volume_landmarks(data.volumes, curve.percentiles)
+        curve.set_standard(landmarks.mean(0))
+        codes = slice_codes(nets["E_a"], data) if gmm else torch.as_tensor(data.domain_indices)
+        means = code_means(landmarks[torch.arange(len(data)) // data.n_slices], codes, spec.n_domains)
 
     def batch(step: int) -> dict[str, torch.Tensor]:
         items = []
@@ -155,11 +204,16 @@ def build_task(
                 pairs.set_epoch(epoch)
             items.append(pairs[i])
         a, b = default_collate(items)
-        return {"x_a": a["image"], "x_b": b["image"], "d_a": a["domain_index"], "d_b": b["domain_index"]}
+        out = {"x_a": a["image"], "x_b": b["image"], "d_a": a["domain_index"], "d_b": b["domain_index"]}
+        if curve is not None:  # the volumes' landmarks (inference maps a volume's slices with the volume's)
+            out |= {"l_a": landmarks[a["index"]], "l_b": landmarks[b["index"]]}
+        return out
 
     def step_forward(b: dict[str, torch.Tensor]) -> DRITForward:
         """One pass per step; the D and G updates both read it, as DRIT++ does."""
-        return forward(nets, b["x_a"], b["x_b"], b["d_a"], b["d_b"], spec, gmm)
+        if curve is None:
+            return forward(nets, b["x_a"], b["x_b"], b["d_a"], b["d_b"], spec, gmm)
+        return forward(nets, b["x_a"], b["x_b"], b["d_a"], b["d_b"], spec, gmm, (b["l_a"], b["l_b"]), means)
 
     def d_step(f: DRITForward):
         return drit_discriminator_loss(f, nets, cfg.drit.weights)
@@ -207,6 +261,7 @@ def build_task(
         frozen=["E_a"] if gmm else [],
         fingerprint=fp,
         forward=step_forward,
+        lr_scale={"G.curve": cfg.drit.curve_lr},
     )
     return task, {**meta, "dataset": data}
 
