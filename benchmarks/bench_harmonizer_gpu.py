@@ -18,8 +18,9 @@ import torch
 
 import harmlib
 from harmlib.data.datasets import pad_to_multiple
+from harmlib.losses.aguit import aguit_discriminator_loss, aguit_generator_loss
 from harmlib.models.aguit import build_aguit
-from harmlib.train.aguit import discriminator_objective, generator_objective, spec_from_config
+from harmlib.train.aguit import forward, spec_from_config
 from harmlib.train.loop import autocast
 
 
@@ -42,18 +43,17 @@ def step_stats(cfg, shape: tuple[int, ...], batch: int, device: torch.device, re
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         t0 = time.perf_counter()
-        for opt, objective in (
-            (d_opt, lambda: discriminator_objective(nets, x_l, label, x_u, spec.noise_dim, cfg.harmonizer.weights)),
-            (
-                g_opt,
-                lambda: generator_objective(nets, x_l, label, x_u, spec.noise_dim, cfg.harmonizer.weights, cfg.ssim),
-            ),
-        ):
-            with autocast(device, "bf16"):
-                loss, _ = objective()
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
+        with autocast(device, "bf16"):  # one forward pass, then the D step and the G step read it (as build_task)
+            f = forward(nets, x_l, label, x_u, spec.noise_dim)
+            d_loss, _ = aguit_discriminator_loss(f, nets, cfg.harmonizer.weights)
+        d_opt.zero_grad(set_to_none=True)
+        d_loss.backward()
+        d_opt.step()
+        with autocast(device, "bf16"):
+            g_loss, _ = aguit_generator_loss(f, nets, cfg.harmonizer.weights, cfg.ssim)
+        g_opt.zero_grad(set_to_none=True)
+        g_loss.backward()
+        g_opt.step()
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         if i:

@@ -34,6 +34,23 @@ def _require(ok: bool, name: str, value: Any, allowed: str) -> None:
         raise ConfigError(f"invalid value {value!r} for parameter '{name}': {allowed}")
 
 
+def _check_curve(section: str, residual: bool, curve: bool, hist: float, curve_lr: float) -> None:
+    """The landmark curve's switches (harmonizer and drit alike): it needs a residual G, L_hist needs it."""
+    _require(
+        residual or not curve,
+        f"{section}.landmark_curve",
+        curve,
+        f"the curve replaces x in x + delta: set {section}.residual: true, or landmark_curve: false",
+    )
+    _require(
+        curve or not hist,
+        f"{section}.weights.hist",
+        hist,
+        f"L_hist compares the landmark curve's landmarks: set {section}.landmark_curve: true, or hist: 0",
+    )
+    _require(0 < curve_lr <= 1000, f"{section}.curve_lr", curve_lr, "use a factor in (0, 1000], e.g. 3")
+
+
 @dataclass(frozen=True)
 class RuntimeConfig:
     device: str = "auto"
@@ -247,19 +264,7 @@ class HarmonizerConfig(AGUITArch):
         for name in ("width", "n_res", "noise_dim", "mlp_hidden", "style_width", "d_width", "d_layers", "d_scales"):
             _require(getattr(self, name) >= 1, f"harmonizer.{name}", getattr(self, name), "use a positive integer")
         _require(self.n_down >= 0, "harmonizer.n_down", self.n_down, "use 0 or more stride-2 steps")
-        _require(
-            self.residual or not self.landmark_curve,
-            "harmonizer.landmark_curve",
-            self.landmark_curve,
-            "the curve replaces x in x + delta: set harmonizer.residual: true, or landmark_curve: false",
-        )
-        _require(
-            self.landmark_curve or not self.weights.hist,
-            "harmonizer.weights.hist",
-            self.weights.hist,
-            "L_hist compares the landmark curve's landmarks: set harmonizer.landmark_curve: true, or hist: 0",
-        )
-        _require(0 < self.curve_lr <= 1000, "harmonizer.curve_lr", self.curve_lr, "use a factor in (0, 1000], e.g. 10")
+        _check_curve("harmonizer", self.residual, self.landmark_curve, self.weights.hist, self.curve_lr)
 
 
 @dataclass(frozen=True)
@@ -507,19 +512,7 @@ class DRITConfig(DRITArch):
         for name in ("width", "n_down", "n_res", "nz", "attr_width", "d_width", "d_layers"):
             _require(getattr(self, name) >= 1, f"drit.{name}", getattr(self, name), "use a positive integer")
         _require(self.content_noise >= 0, "drit.content_noise", self.content_noise, "use a standard deviation >= 0")
-        _require(
-            self.residual or not self.landmark_curve,
-            "drit.landmark_curve",
-            self.landmark_curve,
-            "the curve replaces x in x + delta: set drit.residual: true, or landmark_curve: false",
-        )
-        _require(
-            self.landmark_curve or not self.weights.hist,
-            "drit.weights.hist",
-            self.weights.hist,
-            "L_hist compares the landmark curve's landmarks: set drit.landmark_curve: true, or hist: 0",
-        )
-        _require(0 < self.curve_lr <= 1000, "drit.curve_lr", self.curve_lr, "use a factor in (0, 1000], e.g. 3")
+        _check_curve("drit", self.residual, self.landmark_curve, self.weights.hist, self.curve_lr)
 
 
 @dataclass(frozen=True)

@@ -21,13 +21,48 @@ Two readings we had to choose (the paper gives no more detail):
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
+import torch.nn as nn
 import torch.nn.functional as F
 
 from harmlib.config import AGUITWeights, SSIMConfig
 from harmlib.ssim import ssim_components
 
 DATA_RANGE = 1.0  # SSIM terms are computed on the images shifted from [-1, 1] to [0, 1] (see _unit)
+
+
+@dataclass(frozen=True)
+class AGUITForward:
+    """One iteration's images and codes by the paper's names (``harmlib.train.aguit.forward``), read by both the
+    D and the G objective.
+
+    x_l, label: the labeled image and its site label l in {-1, 1}^K; x_u the unlabeled image; c_u = E_b(x_u) and
+    c_l = E_b(x_l) (detached: only D^b reads it); n_u and logit_l the noise part of E_s(x_u) and E_s's site logits
+    of x_l; x_uu = G(c_u, s_u) the reconstruction; mask_u, mask_l the brains (None: unmasked losses). The
+    translation (None during the reconstruction warm-up): n_r, x_ul = G(c_u, s_r), its codes c_ul, n_ul and the
+    cycle x_cc = G(c_ul, s_u); with the landmark curve, landmarks_ul (x_{u->l}'s, set by the curve) and
+    landmarks_l (site l's mean), L_hist's two sides.
+    """
+
+    x_l: torch.Tensor
+    label: torch.Tensor
+    x_u: torch.Tensor
+    c_u: torch.Tensor
+    n_u: torch.Tensor
+    logit_l: torch.Tensor
+    x_uu: torch.Tensor
+    c_l: torch.Tensor | None = None
+    mask_u: torch.Tensor | None = None
+    mask_l: torch.Tensor | None = None
+    n_r: torch.Tensor | None = None
+    x_ul: torch.Tensor | None = None
+    c_ul: torch.Tensor | None = None
+    n_ul: torch.Tensor | None = None
+    x_cc: torch.Tensor | None = None
+    landmarks_ul: torch.Tensor | None = None
+    landmarks_l: torch.Tensor | None = None
 
 
 def _unit(x: torch.Tensor) -> torch.Tensor:
@@ -105,50 +140,51 @@ def kl_noise(n: torch.Tensor) -> torch.Tensor:
 
 
 def aguit_generator_loss(
-    f: dict[str, torch.Tensor], d_x_fake: list, d_b: tuple, w: AGUITWeights, t: SSIMConfig
+    f: AGUITForward, nets: dict[str, nn.Module], w: AGUITWeights, t: SSIMConfig
 ) -> tuple[torch.Tensor, dict[str, float]]:
-    """L_{G, E_b, E_s}: ``f`` holds the forward pass (see ``harmlib.train.aguit``)."""
-    adv_b_logit, pre_b_logits = d_b  # D^b on c_u: the encoders want it judged "labeled" and site-less
-    m_u, m_l = f.get("mask_u"), f.get("mask_l")
+    """L_{G, E_b, E_s} on the forward pass ``f``; D^x judges x_{u->l} and D^b the structure code c_u."""
+    d_x_fake = nets["D_x"](f.x_ul)
+    adv_b_logit, pre_b_logits = nets["D_b"](f.c_u)  # the encoders want c_u judged "labeled" and site-less
+    m_u, m_l = f.mask_u, f.mask_l
     m_lum = None if m_u is None else m_u * m_l  # luminance compares x_l with x_{u->l}: both brains
     terms = {
-        "rec": mixed(f["x_u"], f["x_uu"], t, m_u),
-        "cc": mixed(f["x_u"], f["x_cc"], t, m_u),
-        "struct": l_struct(f["x_uu"], f["x_ul"], t, m_u),
-        "lum": l_lum(f["x_l"], f["x_ul"], t, m_lum),
-        "cla_s": label_bce(f["logit_l"], f["label"]),
+        "rec": mixed(f.x_u, f.x_uu, t, m_u),
+        "cc": mixed(f.x_u, f.x_cc, t, m_u),
+        "struct": l_struct(f.x_uu, f.x_ul, t, m_u),
+        "lum": l_lum(f.x_l, f.x_ul, t, m_lum),
+        "cla_s": label_bce(f.logit_l, f.label),
         "adv_b": lsgan(adv_b_logit, True),
         "pre_b": F.binary_cross_entropy_with_logits(pre_b_logits.float(), torch.full_like(pre_b_logits.float(), 0.5)),
         "adv_x": sum(lsgan(adv, True) for adv, _ in d_x_fake) / len(d_x_fake),
-        "pre_x_g": sum(label_bce(lab, f["label"]) for _, lab in d_x_fake) / len(d_x_fake),
-        "lat": (f["c_ul"].float() - f["c_u"].detach().float()).abs().mean()
-        + (f["n_ul"].float() - f["n_r"]).abs().mean(),
-        "kl": kl_noise(f["n_u"]),
+        "pre_x_g": sum(label_bce(lab, f.label) for _, lab in d_x_fake) / len(d_x_fake),
+        "lat": (f.c_ul.float() - f.c_u.detach().float()).abs().mean() + (f.n_ul.float() - f.n_r).abs().mean(),
+        "kl": kl_noise(f.n_u),
     }
     if w.hist:
-        terms["hist"] = l_hist(f["landmarks_ul"], f["landmarks_l"])
+        terms["hist"] = l_hist(f.landmarks_ul, f.landmarks_l)
     total = sum(getattr(w, k) * v for k, v in terms.items())
     return total, {k: float(v.detach()) for k, v in terms.items()}
 
 
-def aguit_reconstruction_loss(
-    f: dict[str, torch.Tensor], w: AGUITWeights, t: SSIMConfig
-) -> tuple[torch.Tensor, dict[str, float]]:
+def aguit_reconstruction_loss(f: AGUITForward, w: AGUITWeights, t: SSIMConfig) -> tuple[torch.Tensor, dict[str, float]]:
     """The warm-up objective (``train.warmup`` steps, as HACA3's first epoch): L_rec^x and L_cla^s only."""
-    terms = {"rec": mixed(f["x_u"], f["x_uu"], t, f.get("mask_u")), "cla_s": label_bce(f["logit_l"], f["label"])}
+    terms = {"rec": mixed(f.x_u, f.x_uu, t, f.mask_u), "cla_s": label_bce(f.logit_l, f.label)}
     total = w.rec * terms["rec"] + w.cla_s * terms["cla_s"]
     return total, {k: float(v.detach()) for k, v in terms.items()}
 
 
 def aguit_discriminator_loss(
-    d_x_real: list, d_x_fake: list, d_b_real: tuple, d_b_fake: tuple, label: torch.Tensor, w: AGUITWeights
+    f: AGUITForward, nets: dict[str, nn.Module], w: AGUITWeights
 ) -> tuple[torch.Tensor, dict[str, float]]:
-    """L_D: D^x tells real x_l from x_{u->l} and reads x_l's label; D^b plays the content games."""
+    """L_D on the detached translations and codes of ``f``: D^x tells real x_l from x_{u->l} and reads x_l's
+    label; D^b plays the content games (c_l real, c_u fake)."""
+    d_x_real, d_x_fake = nets["D_x"](f.x_l), nets["D_x"](f.x_ul.detach())
+    d_b_real, d_b_fake = nets["D_b"](f.c_l.detach()), nets["D_b"](f.c_u.detach())
     terms = {
-        "d_adv_x": sum(lsgan(r[0], True) + lsgan(f[0], False) for r, f in zip(d_x_real, d_x_fake)) / len(d_x_real),
-        "d_pre_x": sum(label_bce(r[1], label) for r in d_x_real) / len(d_x_real),
+        "d_adv_x": sum(lsgan(r[0], True) + lsgan(g[0], False) for r, g in zip(d_x_real, d_x_fake)) / len(d_x_real),
+        "d_pre_x": sum(label_bce(r[1], f.label) for r in d_x_real) / len(d_x_real),
         "d_adv_b": lsgan(d_b_real[0], True) + lsgan(d_b_fake[0], False),
-        "d_pre_b": label_bce(d_b_real[1], label),
+        "d_pre_b": label_bce(d_b_real[1], f.label),
     }
     weights = {"d_adv_x": w.adv_x, "d_pre_x": w.pre_x_d, "d_adv_b": w.adv_b, "d_pre_b": w.pre_b}
     total = sum(weights[k] * v for k, v in terms.items())

@@ -2,8 +2,9 @@
 
 One iteration (Fig. 1 of the paper): encode x_u and x_l; reconstruct x_{u->u} = G(c_u, s_u);
 translate x_{u->l} = G(c_u, s_r) with s_r = (n_r ~ N(0, 1), l of x_l); re-encode x_{u->l} to
-(c_{u->l}, s_{u->l}) and close the cycle x_u^cc = G(c_{u->l}, s_u). The D step updates D^x and D^b
-on detached translations; the G step updates E_b, E_s and G on every term of L_{G, E_b, E_s}.
+(c_{u->l}, s_{u->l}) and close the cycle x_u^cc = G(c_{u->l}, s_u). One forward pass per step
+(:class:`~harmlib.losses.aguit.AGUITForward`): the D step updates D^x and D^b on its detached translations,
+then the G step updates E_b, E_s and G on every term of L_{G, E_b, E_s} (as DRIT++'s loop and stargan-v2's).
 """
 
 from __future__ import annotations
@@ -17,11 +18,16 @@ import torch
 from torch.utils.data import default_collate
 
 from harmlib.checkpoint import save_checkpoint
-from harmlib.config import AGUITArch, AGUITWeights, Config, SSIMConfig, arch_fields, to_dict
+from harmlib.config import AGUITArch, Config, arch_fields, to_dict
 from harmlib.data.datasets import LabeledUnlabeledPairs, Normalizer, VolumeDataset
 from harmlib.data.manifest import Manifest
-from harmlib.losses import aguit_discriminator_loss, aguit_generator_loss
-from harmlib.losses.aguit import aguit_reconstruction_loss, brain_mask
+from harmlib.losses.aguit import (
+    AGUITForward,
+    aguit_discriminator_loss,
+    aguit_generator_loss,
+    aguit_reconstruction_loss,
+    brain_mask,
+)
 from harmlib.models.aguit import AGUITSpec, build_aguit, style_vector
 from harmlib.models.blocks import brain_landmarks
 from harmlib.train.loop import Task, epoch_items, fingerprint
@@ -54,65 +60,40 @@ def forward(
     translate: bool = True,
     landmarks_u: torch.Tensor | None = None,
     landmarks_l: torch.Tensor | None = None,
-) -> dict[str, torch.Tensor]:
+) -> AGUITForward:
     """Every image and code of one iteration, by the paper's names (``translate=False``: x_{u->u} only).
     With G's landmark curve: ``landmarks_u``, the brain landmarks of the whole x_u (x_u may be a crop), and
     ``landmarks_l``, the mean landmarks of x_l's site (L_hist's target)."""
     c_u, (n_u, logit_u) = nets["E_b"](x_u), nets["E_s"](x_u)
     _, logit_l = nets["E_s"](x_l)
     s_u = style_vector(n_u, torch.tanh(logit_u))
-    x_uu = nets["G"](c_u, s_u, x_u, landmarks_u)
-    f = {"x_l": x_l, "x_u": x_u, "label": label, "c_u": c_u, "n_u": n_u, "logit_l": logit_l, "x_uu": x_uu}
+    base = {"x_l": x_l, "label": label, "x_u": x_u, "c_u": c_u, "n_u": n_u, "logit_l": logit_l}
+    base["x_uu"] = nets["G"](c_u, s_u, x_u, landmarks_u)
     if masked:
-        f |= {"mask_u": brain_mask(x_u), "mask_l": brain_mask(x_l)}
-    if translate:
-        n_r = torch.randn(x_u.shape[0], noise_dim, device=x_u.device)
-        s_r = style_vector(n_r, label.to(n_r.dtype))
-        x_ul = nets["G"](c_u, s_r, x_u, landmarks_u)
-        c_ul, (n_ul, _) = nets["E_b"](x_ul), nets["E_s"](x_ul)
-        f |= {"n_r": n_r, "x_ul": x_ul, "c_ul": c_ul, "n_ul": n_ul}
-        curve = nets["G"].curve
-        if curve is not None and landmarks_u is not None:  # the whole x_{u->l}'s: the curve put x_u's on s_r's
-            f |= {"landmarks_ul": curve.target(s_r), "landmarks_l": landmarks_l}
-        f["x_cc"] = nets["G"](c_ul, s_u, x_ul, None if "landmarks_ul" not in f else f["landmarks_ul"].detach())
-    return f
+        base |= {"mask_u": brain_mask(x_u), "mask_l": brain_mask(x_l)}
+    if not translate:
+        return AGUITForward(**base)
+    with torch.no_grad():  # D^b's real structure code; the encoders' game only moves c_u
+        base["c_l"] = nets["E_b"](x_l)
+    n_r = torch.randn(x_u.shape[0], noise_dim, device=x_u.device)
+    s_r = style_vector(n_r, label.to(n_r.dtype))
+    x_ul = nets["G"](c_u, s_r, x_u, landmarks_u)
+    c_ul, (n_ul, _) = nets["E_b"](x_ul), nets["E_s"](x_ul)
+    curve = nets["G"].curve
+    lm_ul = None
+    if curve is not None and landmarks_u is not None:  # the whole x_{u->l}'s: the curve put x_u's on s_r's
+        lm_ul = curve.target(s_r)
+    x_cc = nets["G"](c_ul, s_u, x_ul, None if lm_ul is None else lm_ul.detach())
+    return AGUITForward(
+        **base, n_r=n_r, x_ul=x_ul, c_ul=c_ul, n_ul=n_ul, x_cc=x_cc, landmarks_ul=lm_ul, landmarks_l=landmarks_l
+    )
 
 
-def discriminator_objective(
-    nets: dict,
-    x_l: torch.Tensor,
-    label: torch.Tensor,
-    x_u: torch.Tensor,
-    noise_dim: int,
-    w: AGUITWeights,
-    landmarks_u: torch.Tensor | None = None,
-):
-    """L_D on detached translations x_{u->l} and structure codes."""
-    with torch.no_grad():
-        c_u, c_l = nets["E_b"](x_u), nets["E_b"](x_l)
-        n_r = torch.randn(x_u.shape[0], noise_dim, device=x_u.device)
-        x_ul = nets["G"](c_u, style_vector(n_r, label.to(n_r.dtype)), x_u, landmarks_u)
-    return aguit_discriminator_loss(nets["D_x"](x_l), nets["D_x"](x_ul), nets["D_b"](c_l), nets["D_b"](c_u), label, w)
-
-
-def generator_objective(
-    nets: dict,
-    x_l: torch.Tensor,
-    label: torch.Tensor,
-    x_u: torch.Tensor,
-    noise_dim: int,
-    w: AGUITWeights,
-    t: SSIMConfig,
-    masked: bool = False,
-    warmup: bool = False,
-    landmarks: tuple[torch.Tensor | None, torch.Tensor | None] = (None, None),
-):
-    """L_{G, E_b, E_s} on one full forward pass; during the warm-up steps (``warmup``, HACA3's first epoch)
-    L_rec^x and L_cla^s only, with no translation and no discriminator. ``landmarks``: see :func:`forward`."""
-    f = forward(nets, x_l, label, x_u, noise_dim, masked, not warmup, *landmarks)
-    if warmup:
-        return aguit_reconstruction_loss(f, w, t)
-    return aguit_generator_loss(f, nets["D_x"](f["x_ul"]), nets["D_b"](f["c_u"]), w, t)
+def batch_forward(nets: dict, batch: tuple[dict, dict], noise_dim: int, masked: bool, translate: bool = True):
+    """:func:`forward` on a (labeled, unlabeled) batch of ``build_task`` (its landmarks when the curve is on)."""
+    lab, unl = batch
+    landmarks = (unl.get("landmarks"), lab.get("landmarks"))
+    return forward(nets, lab["image"], lab["label"], unl["image"], noise_dim, masked, translate, *landmarks)
 
 
 def cohort_landmarks(datasets: list[VolumeDataset], percentiles: torch.Tensor) -> torch.Tensor:
@@ -141,16 +122,6 @@ def random_crop(images: list[torch.Tensor], size: int, rng: np.random.Generator)
     start = [int(rng.integers(0, s - size + 1)) for s in spatial]
     sl = (..., *[slice(a, a + size) for a in start])
     return [im[sl] for im in images]
-
-
-def _unpack(batch: tuple[dict, dict]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    lab, unl = batch
-    return lab["image"], lab["label"], unl["image"]
-
-
-def _landmarks(batch: tuple[dict, dict]) -> tuple[torch.Tensor | None, torch.Tensor | None]:
-    """The whole x_u's brain landmarks and x_l's site's mean landmarks (None without the landmark curve)."""
-    return batch[1].get("landmarks"), batch[0].get("landmarks")
 
 
 def build_task(cfg: Config, manifest: Manifest) -> tuple[Task, dict[str, Any]]:
@@ -202,14 +173,18 @@ def build_task(cfg: Config, manifest: Manifest) -> tuple[Task, dict[str, Any]]:
             )
         return lab, unl
 
-    def d_step(b):
-        return discriminator_objective(nets, *_unpack(b), spec.noise_dim, w, _landmarks(b)[0])
+    def step_forward(b) -> AGUITForward:
+        """One pass per step; the D update reads its detached translations, the G update all of it."""
+        return batch_forward(nets, b, spec.noise_dim, masked)
 
-    def g_step(b):
-        return generator_objective(nets, *_unpack(b), spec.noise_dim, w, t, masked, landmarks=_landmarks(b))
+    def d_step(f: AGUITForward):
+        return aguit_discriminator_loss(f, nets, w)
 
-    def rec_step(b):
-        return generator_objective(nets, *_unpack(b), spec.noise_dim, w, t, masked, True, _landmarks(b))
+    def g_step(f: AGUITForward):
+        return aguit_generator_loss(f, nets, w, t)
+
+    def rec_step(b):  # the warm-up: reconstruction only, no translation (the loop hands it the batch)
+        return aguit_reconstruction_loss(batch_forward(nets, b, spec.noise_dim, masked, translate=False), w, t)
 
     scales = VolumeDataset(
         manifest, split="train", domains=domains, normalizer=norm, pad_multiple=pad, downsample=down
@@ -226,6 +201,7 @@ def build_task(cfg: Config, manifest: Manifest) -> tuple[Task, dict[str, Any]]:
         "config": to_dict(cfg),
     }
     shaping = {
+        "step": "one forward pass for D and G",  # since D read its own pass: models trained before retrain
         "spec": meta["spec"],
         "harmonizer": to_dict(cfg.harmonizer),
         "ssim": to_dict(cfg.ssim),
@@ -243,6 +219,7 @@ def build_task(cfg: Config, manifest: Manifest) -> tuple[Task, dict[str, Any]]:
         d_step=d_step,
         fingerprint=fingerprint(shaping),
         rec_step=rec_step,
+        forward=step_forward,
         lr_scale={"D_b": cfg.harmonizer.content_d_lr, "G.curve": cfg.harmonizer.curve_lr},
     )
     return task, meta
