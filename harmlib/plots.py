@@ -276,3 +276,14 @@ def plot_convergence(df, thresholds: dict[str, float] | None = None, title: str 
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(0.0, -0.24), ncol=2)  # below the x label
     fig.tight_layout()
     return fig
+
+
+def plot_folds(cv, metric: str, title: str = "") -> plt.Figure:
+    """One box per version of a cross-validation's per-fold ``metric`` (``evaluation.downstream.cross_validate``)."""
+    fig, ax = plt.subplots(figsize=(6.5, 2.6))
+    names = list(dict.fromkeys(cv.version))
+    ax.boxplot([cv[cv.version == n][metric] for n in names], tick_labels=names)
+    ax.set_ylabel(metric)
+    ax.set_title(title, fontsize=9)
+    ax.tick_params(labelsize=7)
+    return fig

@@ -303,3 +303,18 @@ def test_a_constant_image_has_landmarks():
 
     lm = brain_landmarks(torch.full((1, 1, 4, 4, 4), 0.3), torch.tensor(LANDMARK_PERCENTILES))
     assert torch.allclose(lm, torch.full((1, len(LANDMARK_PERCENTILES)), 0.3))
+
+
+def test_paper2_real_slices_are_the_training_slices_without_padding_in_unit_range(trained):
+    """The slices every thesis table compares: [0, 1], the pads the models were trained with cropped."""
+    from harmlib.evaluation.paper2 import real_slices
+    from harmlib.models.blocks import pad_multiple
+
+    cfg = trained["cfg"]
+    data = train_gmvae.slice_dataset(trained["man"], cfg.drit.slices, trained["man"].domains("train"), pad_multiple(2))
+    x, dom = real_slices(data)
+    assert x.shape == (len(data), *data.shape) and x.min() >= 0 and x.max() <= 1
+    first = data[0]["image"][0].numpy()
+    (top, _), (left, _) = data.pads
+    assert np.allclose(x[0], np.clip((first[top : top + data.shape[0], left : left + data.shape[1]] + 1) / 2, 0, 1))
+    assert list(dom) == list(data.domain_indices)

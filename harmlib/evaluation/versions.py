@@ -63,3 +63,29 @@ def baseline_versions(
         h = fit_harmonizer(name, {None: reference})
         out[name] = [h.harmonize(v, "agnostic") for v in volumes]
     return out
+
+
+def cohort_versions(
+    manifest: Manifest,
+    model_path: str | Path,
+    targets: dict[str, str],
+    reference: tuple[Sequence[np.ndarray], Sequence[str]],
+    split: str | None = None,
+    role: str | None = None,
+    nyul_to: dict[str, str] | None = None,
+    seed: int = 0,
+) -> tuple[Versions, np.ndarray, pd.DataFrame]:
+    """Every version of one cohort that the paper-1 tables compare: unharmonized, the model to each of
+    ``targets``, the classical baselines fitted on ``reference`` (the training volumes and their domains) and,
+    for each ``nyul_to`` {"A": domain}, Nyul fitted to that site's training scans ("nyul to A").
+
+    Returns (versions, the cohort's affine, its manifest rows)."""
+    vols, affine, df = load_cohort_volumes(manifest, split, role)
+    ref_vols, ref_domains = reference
+    versions: Versions = {"unharmonized": vols}
+    versions |= model_versions(model_path, vols, affine, targets, seed=seed)
+    versions |= baseline_versions(vols, ref_vols)
+    for name, domain in (nyul_to or {}).items():
+        site = [v for v, d in zip(ref_vols, ref_domains) if d == domain]
+        versions[f"nyul to {name}"] = baseline_versions(vols, site, names=("nyul",))["nyul"]
+    return versions, affine, df

@@ -17,7 +17,6 @@ import numpy as np
 import torch
 from torch.utils.data import default_collate
 
-from harmlib.checkpoint import save_checkpoint
 from harmlib.config import AGUITArch, Config, arch_fields, to_dict
 from harmlib.data.datasets import LabeledUnlabeledPairs, Normalizer, VolumeDataset
 from harmlib.data.manifest import Manifest
@@ -30,7 +29,7 @@ from harmlib.losses.aguit import (
 )
 from harmlib.models.aguit import AGUITSpec, build_aguit, style_vector
 from harmlib.models.blocks import brain_landmarks
-from harmlib.train.loop import Task, epoch_items, fingerprint
+from harmlib.train.loop import Task, epoch_items, export_payload, fingerprint
 
 KIND = "ssim_harmonizer"
 
@@ -227,8 +226,4 @@ def build_task(cfg: Config, manifest: Manifest) -> tuple[Task, dict[str, Any]]:
 
 def export_model(task: Task, meta: dict[str, Any], path: str | Path) -> Path:
     """The self-describing model file: everything ``harmlib harmonize`` needs, and nothing else."""
-    unwrap = lambda m: getattr(m, "module", m)  # noqa: E731
-    state = {k: unwrap(task.nets[k]).state_dict() for k in ("E_b", "E_s", "G")}
-    return save_checkpoint(
-        path, {"kind": KIND, **meta, "state": state, "created": np.datetime_as_string(np.datetime64("now"), unit="s")}
-    )
+    return export_payload(task, meta, path, ["E_b", "E_s", "G"])

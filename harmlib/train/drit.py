@@ -20,12 +20,11 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch.utils.data import default_collate
 
-from harmlib.checkpoint import CheckpointError, save_checkpoint
+from harmlib.checkpoint import CheckpointError
 from harmlib.config import Config, DRITArch, arch_fields, to_dict
 from harmlib.data.datasets import DomainPairs, SliceDataset, volume_landmarks
 from harmlib.data.manifest import Manifest
@@ -33,7 +32,7 @@ from harmlib.losses.drit import AttributePosterior, DRITForward, drit_discrimina
 from harmlib.models.blocks import pad_multiple
 from harmlib.models.drit import DRITSpec, build_drit
 from harmlib.train.gmvae import load_gmvae, slice_dataset
-from harmlib.train.loop import Task, epoch_items, fingerprint
+from harmlib.train.loop import Task, epoch_items, export_payload, fingerprint
 
 VARIANTS = ("gmm_drit", "drit")
 
@@ -268,15 +267,4 @@ def build_task(
 
 def export_model(task: Task, meta: dict[str, Any], path: str | Path) -> Path:
     """``gmm_drit.pt`` / ``drit.pt``: E^c, E^a (for GMM-DRIT the whole GM-VAE, so p(z|y) travels too) and G."""
-    unwrap = lambda m: getattr(m, "module", m)  # noqa: E731
-    state = {k: unwrap(task.nets[k]).state_dict() for k in ("E_c", "E_a", "G")}
-    payload = {k: v for k, v in meta.items() if k != "dataset"}
-    return save_checkpoint(
-        path,
-        {
-            "kind": task.kind,
-            **payload,
-            "state": state,
-            "created": np.datetime_as_string(np.datetime64("now"), unit="s"),
-        },
-    )
+    return export_payload(task, meta, path, ["E_c", "E_a", "G"])

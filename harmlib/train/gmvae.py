@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from harmlib.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from harmlib.checkpoint import CheckpointError, load_checkpoint
 from harmlib.config import Config, GMVAEArch, SliceConfig, arch_fields, to_dict
 from harmlib.data.datasets import Normalizer, SliceDataset
 from harmlib.data.manifest import Manifest
@@ -29,7 +29,7 @@ from harmlib.evaluation.clustering import clustering_scores, match_clusters
 from harmlib.losses.gmvae import gmvae_loss, kl_warmup_scale
 from harmlib.models.blocks import pad_multiple
 from harmlib.models.gmvae import GMVAE, GMVAESpec, temperature
-from harmlib.train.loop import Task, epoch_items, fingerprint
+from harmlib.train.loop import Task, epoch_items, export_payload, fingerprint
 
 KIND = "gmvae"
 
@@ -153,18 +153,7 @@ def export_model(task: Task, meta: dict[str, Any], path: str | Path) -> tuple[Pa
     cluster_to_domain = match_clusters(space["domain"], space["cluster"], k)
     component = {meta["domains"][d]: c for c, d in cluster_to_domain.items()}
     scores = clustering_scores(space["domain"], space["cluster"])
-    payload = {k_: v for k_, v in meta.items() if k_ != "dataset"}
-    out = save_checkpoint(
-        path,
-        {
-            "kind": KIND,
-            **payload,
-            "component": component,
-            "scores": scores,
-            "state": model.state_dict(),
-            "created": np.datetime_as_string(np.datetime64("now"), unit="s"),
-        },
-    )
+    out = export_payload(task, meta, path, [], component=component, scores=scores, state=model.state_dict())
     return out, scores
 
 
