@@ -3,7 +3,7 @@
     .venv/bin/python benchmarks/bench_harmonizer_gpu.py                 # on a GPU, the paper profile's nets
     .venv/bin/python benchmarks/bench_harmonizer_gpu.py --device cpu --shape 48x56x48 --profile tiny   # smoke test
 
-One step = the D step then the G step of ``harmlib.train.aguit`` (the functions training uses),
+One step = the D step then the G step of ``harmlib.aguit.task`` (the functions training uses),
 with Adam updates, under bf16 autocast (SSIM in fp32). Prints the median step time over
 ``--repeats`` steps after one warm-up, and the peak memory (``torch.cuda.max_memory_allocated``).
 """
@@ -17,10 +17,10 @@ import time
 import torch
 
 import harmlib
+from harmlib.aguit.losses import aguit_discriminator_loss, aguit_generator_loss
+from harmlib.aguit.model import build_aguit
+from harmlib.aguit.task import forward, spec_from_config
 from harmlib.data.datasets import pad_to_multiple
-from harmlib.losses.aguit import aguit_discriminator_loss, aguit_generator_loss
-from harmlib.models.aguit import build_aguit
-from harmlib.train.aguit import forward, spec_from_config
 from harmlib.train.loop import autocast
 
 

@@ -18,9 +18,9 @@ import numpy as np
 import torch
 
 import harmlib
+from harmlib.aguit.model import style_vector
 from harmlib.data import read_manifest
 from harmlib.data.datasets import Normalizer, VolumeDataset
-from harmlib.models.aguit import style_vector
 from harmlib.models.blocks import LandmarkCurve, brain_landmarks
 
 

@@ -17,10 +17,10 @@ from pathlib import Path
 import harmlib
 from harmlib.data import read_manifest
 from harmlib.data.synthetic import TARGET_A, TARGET_B
+from harmlib.drit.task import build_task, export_model
 from harmlib.evaluation.claims import gate_line
 from harmlib.evaluation.gate import evaluate_gate
 from harmlib.harmonize import harmonize_volume, load_harmonizer
-from harmlib.train.drit import build_task, export_model
 from harmlib.train.loop import fit
 
 

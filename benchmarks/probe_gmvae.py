@@ -17,7 +17,7 @@ import torch
 import harmlib
 from harmlib.data import read_manifest
 from harmlib.evaluation.clustering import clustering_scores, histogram_kmeans
-from harmlib.train.gmvae import attribute_space, build_task, export_model
+from harmlib.gmvae.task import attribute_space, build_task, export_model
 from harmlib.train.loop import fit
 
 

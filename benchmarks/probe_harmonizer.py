@@ -17,12 +17,12 @@ from pathlib import Path
 import numpy as np
 
 import harmlib
+from harmlib.aguit.task import build_task
 from harmlib.checkpoint import load_checkpoint
 from harmlib.data import read_manifest
 from harmlib.data.synthetic import TARGET_A, TARGET_B
 from harmlib.evaluation import gate as G
 from harmlib.harmonize import harmonize_volume, harmonizer_from
-from harmlib.train.aguit import build_task
 from harmlib.train.loop import fit, snapshot_path
 
 

@@ -23,8 +23,8 @@ from sklearn.preprocessing import StandardScaler
 import harmlib
 from harmlib.data import read_manifest
 from harmlib.evaluation.clustering import clustering_scores, intensity_histograms
+from harmlib.gmvae.task import slice_dataset
 from harmlib.models.blocks import pad_multiple
-from harmlib.train.gmvae import slice_dataset
 
 
 def main() -> None:

@@ -1,7 +1,8 @@
 """harmlib: the library behind the deep-MRI-harmonization paper companion.
 
-Floors (imports only go down): config, ssim, models -> losses, data, checkpoint, widgets, plots
--> train, evaluation, preprocess, harmonize, pipeline -> cli.
+Floors (imports only go down): config, ssim, models (shared blocks) -> losses (shared terms), data, checkpoint,
+widgets, plots -> train (the loop), harmonize, the model families (aguit, gmvae, drit: model -> losses -> task,
+harmonizer), evaluation, preprocess, pipeline -> cli.
 """
 
 from harmlib.config import Config, ConfigError, load_config

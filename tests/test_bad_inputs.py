@@ -56,9 +56,9 @@ def _truncated(t: Path) -> Path:
 @pytest.fixture(scope="module")
 def model(tmp_path_factory) -> Path:
     """A tiny harmonizer trained for one step (a real model file)."""
+    from harmlib.aguit.task import build_task, export_model
     from harmlib.data import read_manifest
     from harmlib.data.synthetic import write_cohort
-    from harmlib.train.aguit import build_task, export_model
     from harmlib.train.loop import fit
 
     out = tmp_path_factory.mktemp("cohort")

@@ -13,11 +13,11 @@ from harmlib.cli import main
 from harmlib.data import DataError, fsl_grid_affine, read_manifest
 from harmlib.data.manifest import Manifest
 from harmlib.data.synthetic import write_cohort
+from harmlib.drit import task as train_drit
+from harmlib.drit.model import DRITSpec, build_drit
+from harmlib.gmvae import task as train_gmvae
+from harmlib.gmvae.model import GMVAE, GMVAESpec
 from harmlib.harmonize import SliceHarmonizer, harmonize_array, harmonize_file, load_harmonizer, translate_slices
-from harmlib.models.drit import DRITSpec, build_drit
-from harmlib.models.gmvae import GMVAE, GMVAESpec
-from harmlib.train import drit as train_drit
-from harmlib.train import gmvae as train_gmvae
 from harmlib.train.loop import fit
 
 TINY = {

@@ -15,7 +15,7 @@ from harmlib.data import read_manifest
 from harmlib.data.manifest import Manifest
 from harmlib.data.synthetic import write_cohort
 from harmlib.evaluation.clustering import cluster_accuracy, clustering_scores, histogram_kmeans, match_clusters, pca_2d
-from harmlib.losses.gmvae import (
+from harmlib.gmvae.losses import (
     categorical_kl,
     free_bits,
     gaussian_kl,
@@ -24,8 +24,8 @@ from harmlib.losses.gmvae import (
     reconstruction_bce,
     reconstruction_gaussian,
 )
-from harmlib.models.gmvae import GMVAE, GMVAESpec, temperature
-from harmlib.train.gmvae import attribute_space, build_task, export_model, load_gmvae
+from harmlib.gmvae.model import GMVAE, GMVAESpec, temperature
+from harmlib.gmvae.task import attribute_space, build_task, export_model, load_gmvae
 from harmlib.train.loop import fit
 
 TINY = {

@@ -8,15 +8,15 @@ import pytest
 import torch
 
 import harmlib
+from harmlib.aguit.model import AGUITSpec, build_aguit, style_vector
+from harmlib.aguit.task import build_task, export_model
 from harmlib.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from harmlib.cli import main
 from harmlib.data import fsl_grid_affine, read_manifest
 from harmlib.data.io import DataError
 from harmlib.data.synthetic import write_cohort
-from harmlib.harmonize import LOADERS, Harmonizer, Target, VolumeHarmonizer, harmonize_file, load_harmonizer
-from harmlib.models.aguit import AGUITSpec, build_aguit, style_vector
+from harmlib.harmonize import Harmonizer, Target, VolumeHarmonizer, harmonize_file, load_harmonizer, loaders
 from harmlib.models.blocks import LANDMARK_PERCENTILES, LandmarkCurve, brain_landmarks
-from harmlib.train.aguit import build_task, export_model
 from harmlib.train.loop import _adam, fit
 
 TINY_NET = {
@@ -430,7 +430,7 @@ def test_targets_are_parsed_once_for_every_kind():
 
 
 def test_every_model_kind_loads_through_the_registry_as_a_harmonizer(model_file):
-    assert set(LOADERS) == {"ssim_harmonizer", "gmm_drit", "drit"}
+    assert set(loaders()) == {"ssim_harmonizer", "gmm_drit", "drit"}
     h = load_harmonizer(model_file)
     assert isinstance(h, Harmonizer) and isinstance(h, VolumeHarmonizer)
     with pytest.raises(DataError, match="unknown target site"):
@@ -492,8 +492,8 @@ def test_a_submodule_named_in_lr_scale_gets_its_own_learning_rate(cohort):
 def test_a_crop_batch_carries_its_whole_volumes_landmarks(cohort):
     """harmonizer.landmark_curve on crops: x_u's landmarks are the whole volume's (as at inference), read
     once in build_task; x_l's are its site's mean landmarks (L_hist's target)."""
+    from harmlib.aguit.task import spec_from_config
     from harmlib.data.datasets import Normalizer, VolumeDataset
-    from harmlib.train.aguit import spec_from_config
 
     cfg, man = cohort
     cfg = cfg.replace({"harmonizer.voxel_mm": 0, "harmonizer.crop": 16})

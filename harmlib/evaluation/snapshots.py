@@ -46,7 +46,7 @@ def snapshot_harmonizers(
 ) -> dict[int, Callable[[], Harmonize]]:
     """{step: a function that builds that snapshot's harmonize function} for a 3D harmonizer.
 
-    ``meta``: the model file's metadata (`harmlib.train.aguit.build_task`'s second value); the snapshot
+    ``meta``: the model file's metadata (`harmlib.aguit.task.build_task`'s second value); the snapshot
     holds the E_b, E_s and G weights (``{"nets": ...}``).
     """
     kind = f"{meta.get('kind', 'ssim_harmonizer')}-snapshot"

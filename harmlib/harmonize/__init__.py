@@ -2,18 +2,18 @@
 
 * ``targets``: the target strings, parsed once (:class:`Target`);
 * ``base``: the :class:`Harmonizer` protocol and the registry that loads a model file by its kind;
-* ``volume``: paper 1's 3D model; ``slices``: GMM-DRIT and DRIT++, coronal slice by slice;
 * ``files``: one's own NIfTI files (checks, resampling, atomic output, provenance sidecar).
 
-A new model family adds one module with a ``@register(kind)`` loader and one import line below.
+Each model family's harmonizer lives with the family (``harmlib.aguit.harmonizer``: paper 1's 3D model;
+``harmlib.drit.harmonizer``: GMM-DRIT and DRIT++, coronal slice by slice) and registers its loader with
+``@register(kind)``; a new family adds its module to ``base.FAMILIES`` (one line). The families' names below are
+re-exported on first use.
 """
 
-# isort: off
-from harmlib.harmonize import volume  # noqa: F401  (registers first: the 3D model leads every listing of kinds)
-from harmlib.harmonize import slices  # noqa: F401  (GMM-DRIT, DRIT++)
+import importlib
+from typing import Any
 
-# isort: on
-from harmlib.harmonize.base import LOADERS, Harmonizer, load_harmonizer, register
+from harmlib.harmonize.base import FAMILIES, LOADERS, Harmonizer, load_harmonizer, loaders, register
 from harmlib.harmonize.files import (
     check_input,
     check_mni_aligned,
@@ -23,18 +23,29 @@ from harmlib.harmonize.files import (
     harmonize_volume,
     resample,
 )
-from harmlib.harmonize.slices import (
-    SLICE_KINDS,
-    SliceHarmonizer,
-    load_slice_harmonizer,
-    translate_dataset,
-    translate_slices,
-)
 from harmlib.harmonize.targets import AGNOSTIC, SCANNER_FREE, SELF, SELF_AT, Target, match_domain
-from harmlib.harmonize.volume import VolumeHarmonizer, harmonizer_from
+
+# the families' public names, imported when first asked for (their modules import this package)
+_FROM_FAMILY = {
+    "VolumeHarmonizer": "harmlib.aguit.harmonizer",
+    "harmonizer_from": "harmlib.aguit.harmonizer",
+    "SLICE_KINDS": "harmlib.drit.harmonizer",
+    "SliceHarmonizer": "harmlib.drit.harmonizer",
+    "load_slice_harmonizer": "harmlib.drit.harmonizer",
+    "translate_dataset": "harmlib.drit.harmonizer",
+    "translate_slices": "harmlib.drit.harmonizer",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _FROM_FAMILY:
+        return getattr(importlib.import_module(_FROM_FAMILY[name]), name)
+    raise AttributeError(f"module 'harmlib.harmonize' has no attribute '{name}'")
+
 
 __all__ = [
     "AGNOSTIC",
+    "FAMILIES",
     "LOADERS",
     "SCANNER_FREE",
     "SELF",
@@ -53,6 +64,7 @@ __all__ = [
     "harmonizer_from",
     "load_harmonizer",
     "load_slice_harmonizer",
+    "loaders",
     "match_domain",
     "register",
     "resample",

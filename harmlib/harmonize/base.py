@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
@@ -28,7 +29,13 @@ class Harmonizer(Protocol):
 
 
 Loader = Callable[[dict[str, Any], Any, str], Harmonizer]
-LOADERS: dict[str, Loader] = {}  # model-file kind -> loader(checkpoint, path, device); one line per kind
+LOADERS: dict[str, Loader] = {}  # model-file kind -> loader(checkpoint, path, device), filled by FAMILIES
+# The model families whose harmonizer modules register loaders: one line per family. Imported on first use, so
+# that a family's module can import this package (its Target, register) without a circular import.
+FAMILIES = (
+    "harmlib.aguit.harmonizer",  # paper 1's 3D model (first: it leads every listing of kinds)
+    "harmlib.drit.harmonizer",  # GMM-DRIT and DRIT++
+)
 
 
 def register(*kinds: str) -> Callable[[Loader], Loader]:
@@ -41,7 +48,15 @@ def register(*kinds: str) -> Callable[[Loader], Loader]:
     return add
 
 
+def loaders() -> dict[str, Loader]:
+    """Every registered model-file kind and its loader (the FAMILIES' modules imported once)."""
+    for module in FAMILIES:
+        importlib.import_module(module)
+    return LOADERS
+
+
 def load_harmonizer(path: str | Path, device: str = "cpu") -> Harmonizer:
     """A model file of any registered kind (paper 1's 3D model, GMM-DRIT, DRIT++)."""
-    ck = load_checkpoint(path, tuple(LOADERS))
-    return LOADERS[ck["kind"]](ck, path, device)
+    kinds = loaders()
+    ck = load_checkpoint(path, tuple(kinds))
+    return kinds[ck["kind"]](ck, path, device)

@@ -1,1 +1,1 @@
-"""Networks: blocks shared by 2D and 3D, one module per model family."""
+"""Network blocks shared by the 2D and 3D model families (each family's nets live in harmlib.<family>.model)."""

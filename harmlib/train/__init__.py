@@ -1,1 +1,1 @@
-"""Training: one shared loop (loop.fit) and one task builder per model family."""
+"""Training: the one loop (``loop.fit``) every model family's task runs on (tasks live in harmlib.<family>.task)."""

@@ -13,10 +13,10 @@ from typing import Any
 import numpy as np
 import torch
 
+from harmlib.aguit.model import AGUITSpec, build_aguit, style_vector
 from harmlib.data.datasets import Normalizer, crop_pads, pad_to_multiple
 from harmlib.harmonize.base import register
 from harmlib.harmonize.targets import Target
-from harmlib.models.aguit import AGUITSpec, build_aguit, style_vector
 
 KIND = "ssim_harmonizer"
 

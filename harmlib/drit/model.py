@@ -6,7 +6,7 @@ The networks, named as in the thesis:
   training a Gaussian noise layer perturbs z^c (DRIT++), so the generator cannot rely on tiny values.
 * ``E_a`` E^a: x -> attribute z^a. DRIT++: :class:`AttributeEncoder` on the image and its tiled
   one-hot domain code, giving (mu, logvar) of a unimodal q(z^a|x) pulled to N(0, I) (nz 8).
-  GMM-DRIT: the frozen GM-VAE (``harmlib.models.gmvae.GMVAE.attribute``), giving (z^a, y~).
+  GMM-DRIT: the frozen GM-VAE (``harmlib.gmvae.model.GMVAE.attribute``), giving (z^a, y~).
 * ``G`` (:class:`Generator`) G(z^c, z^a, c): the attribute and the domain code c (one-hot over K, or
   c_sf = 0 for scanner-free) pass through an MLP whose output is tiled and concatenated to the
   features inside every residual block before the upsamplings, as in DRIT++'s multi-domain generator.

@@ -88,7 +88,7 @@ def gmvae_loss(
     free_bits_floor: float = 0.0,
     kl_scale: float = 1.0,
 ) -> tuple[torch.Tensor, dict[str, float]]:
-    """L_GMVAE on one forward pass ``f`` of :class:`harmlib.models.gmvae.GMVAE`.
+    """L_GMVAE on one forward pass ``f`` of :class:`harmlib.gmvae.model.GMVAE`.
 
     The defaults are the thesis's objective; ``likelihood``, ``sigma``, ``free_bits_floor`` and ``kl_scale``
     (the warm-up factor of this step) are the levers of ``gmvae.*``. The returned terms are the raw ones.

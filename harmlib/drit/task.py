@@ -28,10 +28,10 @@ from harmlib.checkpoint import CheckpointError
 from harmlib.config import Config, DRITArch, arch_fields, to_dict
 from harmlib.data.datasets import DomainPairs, SliceDataset, volume_landmarks
 from harmlib.data.manifest import Manifest
-from harmlib.losses.drit import AttributePosterior, DRITForward, drit_discriminator_loss, drit_generator_loss
+from harmlib.drit.losses import AttributePosterior, DRITForward, drit_discriminator_loss, drit_generator_loss
+from harmlib.drit.model import DRITSpec, build_drit
+from harmlib.gmvae.task import load_gmvae, slice_dataset
 from harmlib.models.blocks import pad_multiple
-from harmlib.models.drit import DRITSpec, build_drit
-from harmlib.train.gmvae import load_gmvae, slice_dataset
 from harmlib.train.loop import Task, epoch_items, export_payload, fingerprint
 
 VARIANTS = ("gmm_drit", "drit")

@@ -3,7 +3,7 @@
 One iteration (Fig. 1 of the paper): encode x_u and x_l; reconstruct x_{u->u} = G(c_u, s_u);
 translate x_{u->l} = G(c_u, s_r) with s_r = (n_r ~ N(0, 1), l of x_l); re-encode x_{u->l} to
 (c_{u->l}, s_{u->l}) and close the cycle x_u^cc = G(c_{u->l}, s_u). One forward pass per step
-(:class:`~harmlib.losses.aguit.AGUITForward`): the D step updates D^x and D^b on its detached translations,
+(:class:`~harmlib.aguit.losses.AGUITForward`): the D step updates D^x and D^b on its detached translations,
 then the G step updates E_b, E_s and G on every term of L_{G, E_b, E_s} (as DRIT++'s loop and stargan-v2's).
 """
 
@@ -17,17 +17,17 @@ import numpy as np
 import torch
 from torch.utils.data import default_collate
 
-from harmlib.config import AGUITArch, Config, arch_fields, to_dict
-from harmlib.data.datasets import LabeledUnlabeledPairs, Normalizer, VolumeDataset
-from harmlib.data.manifest import Manifest
-from harmlib.losses.aguit import (
+from harmlib.aguit.losses import (
     AGUITForward,
     aguit_discriminator_loss,
     aguit_generator_loss,
     aguit_reconstruction_loss,
     brain_mask,
 )
-from harmlib.models.aguit import AGUITSpec, build_aguit, style_vector
+from harmlib.aguit.model import AGUITSpec, build_aguit, style_vector
+from harmlib.config import AGUITArch, Config, arch_fields, to_dict
+from harmlib.data.datasets import LabeledUnlabeledPairs, Normalizer, VolumeDataset
+from harmlib.data.manifest import Manifest
 from harmlib.models.blocks import brain_landmarks
 from harmlib.train.loop import Task, epoch_items, export_payload, fingerprint
 

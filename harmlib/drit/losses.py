@@ -25,7 +25,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from harmlib.config import DRITWeights
-from harmlib.losses.aguit import l_hist, label_bce, lsgan
+from harmlib.losses import l_hist, label_bce, lsgan
 
 
 @dataclass(frozen=True)
@@ -42,7 +42,7 @@ class AttributePosterior:
 
 @dataclass(frozen=True)
 class DRITForward:
-    """One step's forward pass (``harmlib.train.drit.forward``), read by both the D and the G objective.
+    """One step's forward pass (``harmlib.drit.task.forward``), read by both the D and the G objective.
 
     x_a, x_b: the pair; c_a, c_b their codes; z_c_a, z_c_b their content codes; x_ab = G(z^c_a, z^a_b, c_b)
     and x_ba the translations; x_aa, x_bb the self-reconstructions; x_a_rand, x_b_rand the random-attribute

@@ -26,9 +26,9 @@ from harmlib.config import Config, GMVAEArch, SliceConfig, arch_fields, to_dict
 from harmlib.data.datasets import Normalizer, SliceDataset
 from harmlib.data.manifest import Manifest
 from harmlib.evaluation.clustering import clustering_scores, match_clusters
-from harmlib.losses.gmvae import gmvae_loss, kl_warmup_scale
+from harmlib.gmvae.losses import gmvae_loss, kl_warmup_scale
+from harmlib.gmvae.model import GMVAE, GMVAESpec, temperature
 from harmlib.models.blocks import pad_multiple
-from harmlib.models.gmvae import GMVAE, GMVAESpec, temperature
 from harmlib.train.loop import Task, epoch_items, export_payload, fingerprint
 
 KIND = "gmvae"

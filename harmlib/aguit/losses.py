@@ -28,6 +28,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from harmlib.config import AGUITWeights, SSIMConfig
+from harmlib.losses import l_hist, label_bce, lsgan
 from harmlib.ssim import ssim_components
 
 DATA_RANGE = 1.0  # SSIM terms are computed on the images shifted from [-1, 1] to [0, 1] (see _unit)
@@ -35,7 +36,7 @@ DATA_RANGE = 1.0  # SSIM terms are computed on the images shifted from [-1, 1] t
 
 @dataclass(frozen=True)
 class AGUITForward:
-    """One iteration's images and codes by the paper's names (``harmlib.train.aguit.forward``), read by both the
+    """One iteration's images and codes by the paper's names (``harmlib.aguit.task.forward``), read by both the
     D and the G objective.
 
     x_l, label: the labeled image and its site label l in {-1, 1}^K; x_u the unlabeled image; c_u = E_b(x_u) and
@@ -114,24 +115,6 @@ def l_struct(x_uu: torch.Tensor, x_ul: torch.Tensor, t: SSIMConfig, mask: torch.
 def l_lum(x_l: torch.Tensor, x_ul: torch.Tensor, t: SSIMConfig, mask: torch.Tensor | None = None) -> torch.Tensor:
     w = _window(t, x_l.shape)
     return 1 - _mean(ssim_components(_unit(x_l), _unit(x_ul), DATA_RANGE, **w).luminance, mask)
-
-
-def l_hist(landmarks_ul: torch.Tensor, landmarks_l: torch.Tensor) -> torch.Tensor:
-    """1-D Wasserstein distance between the brain intensities of the whole x_{u->l} and of the target site,
-    read at Nyul's landmarks (mean |difference| of the percentiles; the site's are the mean over its labeled
-    training scans): the translation's intensity distribution against the site's, whatever the anatomy
-    and wherever the training crop lies."""
-    return (landmarks_ul.float() - landmarks_l.float()).abs().mean()
-
-
-def label_bce(logits: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
-    """Cross-entropy of per-site logits against a label vector in {-1, 1}^K."""
-    return F.binary_cross_entropy_with_logits(logits.float(), (label.float() + 1) / 2)
-
-
-def lsgan(pred: torch.Tensor, real: bool) -> torch.Tensor:
-    """Least-squares GAN: (D - 1)^2 for real targets, D^2 for fake ones."""
-    return ((pred.float() - (1.0 if real else 0.0)) ** 2).mean()
 
 
 def kl_noise(n: torch.Tensor) -> torch.Tensor:

@@ -29,11 +29,11 @@ import torch.nn.functional as F
 from harmlib.checkpoint import CheckpointError
 from harmlib.data.datasets import Normalizer, crop_pads, volume_landmarks
 from harmlib.data.io import DataError
+from harmlib.drit.model import AttributeEncoder, ContentEncoder, DRITSpec, Generator
+from harmlib.gmvae.model import GMVAE, GMVAESpec
 from harmlib.harmonize.base import register
 from harmlib.harmonize.targets import Target
 from harmlib.models.blocks import brain_landmarks
-from harmlib.models.drit import AttributeEncoder, ContentEncoder, DRITSpec, Generator
-from harmlib.models.gmvae import GMVAE, GMVAESpec
 
 SLICE_KINDS = ("gmm_drit", "drit")
 
@@ -110,7 +110,7 @@ def load_slice_harmonizer(ck: dict[str, Any], path: Any = "model file", device: 
     except (KeyError, TypeError, RuntimeError) as err:  # missing fields, another architecture's weights
         raise CheckpointError(
             f"{path}: an incomplete or inconsistent '{ck.get('kind')}' model file ({type(err).__name__}: "
-            f"{str(err).splitlines()[0][:120]}); export it again with harmlib.train.drit.export_model"
+            f"{str(err).splitlines()[0][:120]}); export it again with harmlib.drit.task.export_model"
         ) from None
 
 
