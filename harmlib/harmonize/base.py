@@ -52,7 +52,8 @@ def loaders() -> dict[str, Loader]:
     """Every registered model-file kind and its loader (the FAMILIES' modules imported once)."""
     for module in FAMILIES:
         importlib.import_module(module)
-    return LOADERS
+    order = {m: i for i, m in enumerate(FAMILIES)}  # the families' order, whichever was imported first
+    return dict(sorted(LOADERS.items(), key=lambda kv: order.get(kv[1].__module__, len(order))))
 
 
 def load_harmonizer(path: str | Path, device: str = "cpu") -> Harmonizer:
