@@ -113,6 +113,10 @@ def drit_discriminator_loss(
     return total, {k: float(v.detach()) for k, v in terms.items()}
 
 
+# the per-branch terms (logged apart) and the DRITWeights field that weighs them; every other term is named as its field
+BRANCH_WEIGHT = {"adv1": "adv", "adv2": "adv", "cls1": "cls_g", "cls2": "cls_g"}
+
+
 def _g_branch(
     d: nn.Module, fake: list[torch.Tensor], intended: list[torch.Tensor]
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -141,22 +145,10 @@ def drit_generator_loss(
         "content_adv": content_confusion(nets["D_c"](f.z_c_a)) + content_confusion(nets["D_c"](f.z_c_b)),
         "content_reg": (f.z_c_a.float() ** 2).mean() + (f.z_c_b.float() ** 2).mean(),
     }
-    weights = {
-        "adv1": w.adv,
-        "cls1": w.cls_g,
-        "adv2": w.adv,
-        "cls2": w.cls_g,
-        "self_rec": w.self_rec,
-        "cc": w.cc,
-        "content_adv": w.content_adv,
-        "content_reg": w.content_reg,
-    }
     if (q := f.posterior) is not None:  # DRIT++: its attribute encoder is trained, with a prior and latent regression
         terms["kl"] = kl_gaussian(q.mu_a, q.logvar_a) + kl_gaussian(q.mu_b, q.logvar_b)
         terms["lat"] = l1(q.mu_rand_a, f.z_rand) + l1(q.mu_rand_b, f.z_rand)
-        weights |= {"kl": w.kl, "lat": w.lat}
     if w.hist and f.hist_pred is not None and f.hist_target is not None and len(f.hist_pred):
         terms["hist"] = l_hist(f.hist_pred, f.hist_target)
-        weights["hist"] = w.hist
-    total = sum(weights[k] * v for k, v in terms.items())
+    total = sum(getattr(w, BRANCH_WEIGHT.get(k, k)) * v for k, v in terms.items())
     return total, {k: float(v.detach()) for k, v in terms.items()}
