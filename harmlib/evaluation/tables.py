@@ -33,6 +33,7 @@ BETTER = {
     "auc": "higher",
     "fid": "lower",
     "kid": "lower",
+    "ssim_to_truth": "higher",  # traveling subjects (``evaluation.traveling``), with PSNR
     "acc": "higher",
     "nmi": "higher",
     "ari": "higher",
