@@ -56,6 +56,18 @@ def _load_cached(
     return img.get_fdata(dtype=np.float32), img.affine
 
 
+def traveling_summary(cases: pd.DataFrame) -> tuple[pd.DataFrame, pd.Series, pd.DataFrame]:
+    """What the gate's traveling cases (``evaluate_gate``'s second result) say, three ways: SSIM, structure and
+    PSNR to the truth before/after per target (mean and SD), the share of cases each one rose, and per site."""
+    per_target = cases.drop(columns=["subject", "site"]).groupby("target").agg(["mean", "std"]).round(3).T
+    paired = cases.dropna()
+    rose = pd.Series(
+        {t: float((paired[f"{t} after"] > paired[f"{t} before"]).mean()) for t in ("SSIM", "structure", "PSNR")}
+    )
+    cols = [c for c in paired.columns if c.endswith(("before", "after"))]
+    return per_target, rose, paired.groupby("site")[cols].mean().round(3).T
+
+
 def reconstruction_cases(test: Manifest, harmonize: Harmonize, sites: Mapping[str, str] | None = None) -> pd.DataFrame:
     """SSIM over the brain of each held-out volume against its reconstruction.
 
