@@ -73,10 +73,10 @@ def _unit(x: torch.Tensor) -> torch.Tensor:
     return (x.float() + 1.0) * 0.5
 
 
-def _window(t: SSIMConfig, shape: torch.Size) -> dict:
+def _window(ssim_cfg: SSIMConfig, shape: torch.Size) -> dict:
     """The configured window, shrunk (with its sigma) when an axis is narrower, as at 4 mm."""
-    win = min(t.win_size, (min(shape[2:]) - 1) // 2 * 2 + 1)
-    return {"win_size": win, "sigma": t.sigma * win / t.win_size, "k1": t.k1, "k2": t.k2}
+    win = min(ssim_cfg.win_size, (min(shape[2:]) - 1) // 2 * 2 + 1)
+    return {"win_size": win, "sigma": ssim_cfg.sigma * win / ssim_cfg.win_size, "k1": ssim_cfg.k1, "k2": ssim_cfg.k2}
 
 
 def _mean(m: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
@@ -97,23 +97,27 @@ def brain_mask(x: torch.Tensor, threshold: float = -0.8) -> torch.Tensor:
     return pool((x.detach().float() > threshold).float(), 3, stride=1, padding=1)
 
 
-def mixed(x: torch.Tensor, y: torch.Tensor, t: SSIMConfig, mask: torch.Tensor | None = None) -> torch.Tensor:
+def mixed(x: torch.Tensor, y: torch.Tensor, ssim_cfg: SSIMConfig, mask: torch.Tensor | None = None) -> torch.Tensor:
     """``lam * L_SSIM + (1 - lam) * L1``: the form of L_rec^x and L_cc^x (over ``mask`` if given)."""
-    w = _window(t, x.shape)
+    w = _window(ssim_cfg, x.shape)
     l1 = _mean((x.float() - y.float()).abs(), mask)
-    if t.lam == 0:
+    if ssim_cfg.lam == 0:
         return l1
-    s = ssim_components(_unit(x), _unit(y), DATA_RANGE, **w).combine(t.alpha, t.beta, t.gamma)
-    return t.lam * (1 - _mean(s, mask)) + (1 - t.lam) * l1
+    s = ssim_components(_unit(x), _unit(y), DATA_RANGE, **w).combine(ssim_cfg.alpha, ssim_cfg.beta, ssim_cfg.gamma)
+    return ssim_cfg.lam * (1 - _mean(s, mask)) + (1 - ssim_cfg.lam) * l1
 
 
-def l_struct(x_uu: torch.Tensor, x_ul: torch.Tensor, t: SSIMConfig, mask: torch.Tensor | None = None) -> torch.Tensor:
-    w = _window(t, x_uu.shape)
+def l_struct(
+    x_uu: torch.Tensor, x_ul: torch.Tensor, ssim_cfg: SSIMConfig, mask: torch.Tensor | None = None
+) -> torch.Tensor:
+    w = _window(ssim_cfg, x_uu.shape)
     return 1 - _mean(ssim_components(_unit(x_uu), _unit(x_ul), DATA_RANGE, **w).structure, mask)
 
 
-def l_lum(x_l: torch.Tensor, x_ul: torch.Tensor, t: SSIMConfig, mask: torch.Tensor | None = None) -> torch.Tensor:
-    w = _window(t, x_l.shape)
+def l_lum(
+    x_l: torch.Tensor, x_ul: torch.Tensor, ssim_cfg: SSIMConfig, mask: torch.Tensor | None = None
+) -> torch.Tensor:
+    w = _window(ssim_cfg, x_l.shape)
     return 1 - _mean(ssim_components(_unit(x_l), _unit(x_ul), DATA_RANGE, **w).luminance, mask)
 
 
@@ -123,7 +127,7 @@ def kl_noise(n: torch.Tensor) -> torch.Tensor:
 
 
 def aguit_generator_loss(
-    f: AGUITForward, nets: dict[str, nn.Module], w: AGUITWeights, t: SSIMConfig
+    f: AGUITForward, nets: dict[str, nn.Module], w: AGUITWeights, ssim_cfg: SSIMConfig
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """L_{G, E_b, E_s} on the forward pass ``f``; D^x judges x_{u->l} and D^b the structure code c_u."""
     d_x_fake = nets["D_x"](f.x_ul)
@@ -131,10 +135,10 @@ def aguit_generator_loss(
     m_u, m_l = f.mask_u, f.mask_l
     m_lum = None if m_u is None else m_u * m_l  # luminance compares x_l with x_{u->l}: both brains
     terms = {
-        "rec": mixed(f.x_u, f.x_uu, t, m_u),
-        "cc": mixed(f.x_u, f.x_cc, t, m_u),
-        "struct": l_struct(f.x_uu, f.x_ul, t, m_u),
-        "lum": l_lum(f.x_l, f.x_ul, t, m_lum),
+        "rec": mixed(f.x_u, f.x_uu, ssim_cfg, m_u),
+        "cc": mixed(f.x_u, f.x_cc, ssim_cfg, m_u),
+        "struct": l_struct(f.x_uu, f.x_ul, ssim_cfg, m_u),
+        "lum": l_lum(f.x_l, f.x_ul, ssim_cfg, m_lum),
         "cla_s": label_bce(f.logit_l, f.label),
         "adv_b": lsgan(adv_b_logit, True),
         "pre_b": F.binary_cross_entropy_with_logits(pre_b_logits.float(), torch.full_like(pre_b_logits.float(), 0.5)),
@@ -149,9 +153,11 @@ def aguit_generator_loss(
     return total, {k: float(v.detach()) for k, v in terms.items()}
 
 
-def aguit_reconstruction_loss(f: AGUITForward, w: AGUITWeights, t: SSIMConfig) -> tuple[torch.Tensor, dict[str, float]]:
+def aguit_reconstruction_loss(
+    f: AGUITForward, w: AGUITWeights, ssim_cfg: SSIMConfig
+) -> tuple[torch.Tensor, dict[str, float]]:
     """The warm-up objective (``train.warmup`` steps, as HACA3's first epoch): L_rec^x and L_cla^s only."""
-    terms = {"rec": mixed(f.x_u, f.x_uu, t, f.mask_u), "cla_s": label_bce(f.logit_l, f.label)}
+    terms = {"rec": mixed(f.x_u, f.x_uu, ssim_cfg, f.mask_u), "cla_s": label_bce(f.logit_l, f.label)}
     total = w.rec * terms["rec"] + w.cla_s * terms["cla_s"]
     return total, {k: float(v.detach()) for k, v in terms.items()}
 

@@ -57,14 +57,14 @@ class AGUITSpec(AGUITArch):
 class StructureEncoder(nn.Module):
     """E_b: conv7 -> ``n_down`` stride-2 conv4 -> ``n_res`` residual blocks, all instance-normed."""
 
-    def __init__(self, s: AGUITSpec) -> None:
+    def __init__(self, spec: AGUITSpec) -> None:
         super().__init__()
-        layers: list[nn.Module] = [ConvBlock(s.dim, 1, s.width, 7)]
-        ch = s.width
-        for _ in range(s.n_down):
-            layers.append(ConvBlock(s.dim, ch, ch * 2, 4, stride=2))
+        layers: list[nn.Module] = [ConvBlock(spec.dim, 1, spec.width, 7)]
+        ch = spec.width
+        for _ in range(spec.n_down):
+            layers.append(ConvBlock(spec.dim, ch, ch * 2, 4, stride=2))
             ch *= 2
-        layers += [ResBlock(s.dim, ch) for _ in range(s.n_res)]
+        layers += [ResBlock(spec.dim, ch) for _ in range(spec.n_res)]
         self.net = nn.Sequential(*layers)
         self.out_ch = ch
 
@@ -75,17 +75,17 @@ class StructureEncoder(nn.Module):
 class StyleEncoder(nn.Module):
     """E_s: unnormalized convs, global pooling, then a linear layer to (noise n, label logits)."""
 
-    def __init__(self, s: AGUITSpec) -> None:
+    def __init__(self, spec: AGUITSpec) -> None:
         super().__init__()
-        layers: list[nn.Module] = [ConvBlock(s.dim, 1, s.style_width, 7, norm="none")]
-        ch = s.style_width
-        for _ in range(s.n_down + 2):  # two more stride-2 steps than E_b: style is global
-            nxt = min(ch * 2, 4 * s.style_width)
-            layers.append(ConvBlock(s.dim, ch, nxt, 4, stride=2, norm="none"))
+        layers: list[nn.Module] = [ConvBlock(spec.dim, 1, spec.style_width, 7, norm="none")]
+        ch = spec.style_width
+        for _ in range(spec.n_down + 2):  # two more stride-2 steps than E_b: style is global
+            nxt = min(ch * 2, 4 * spec.style_width)
+            layers.append(ConvBlock(spec.dim, ch, nxt, 4, stride=2, norm="none"))
             ch = nxt
         self.net = nn.Sequential(*layers)
-        self.head = nn.Linear(ch, s.noise_dim + s.n_domains)
-        self.noise_dim = s.noise_dim
+        self.head = nn.Linear(ch, spec.noise_dim + spec.n_domains)
+        self.noise_dim = spec.noise_dim
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Returns (n, label logits)."""
@@ -112,18 +112,18 @@ class Generator(nn.Module):
     the style code sets in one place, where convolutions would have to learn it voxel by voxel.
     """
 
-    def __init__(self, s: AGUITSpec, content_ch: int) -> None:
+    def __init__(self, spec: AGUITSpec, content_ch: int) -> None:
         super().__init__()
         ch = content_ch
-        self.res = nn.Sequential(*[ResBlock(s.dim, ch, norm="adain") for _ in range(s.n_res)])
+        self.res = nn.Sequential(*[ResBlock(spec.dim, ch, norm="adain") for _ in range(spec.n_res)])
         ups: list[nn.Module] = []
-        for _ in range(s.n_down):
-            ups.append(ConvBlock(s.dim, ch, ch // 2, 5, norm="ln"))
+        for _ in range(spec.n_down):
+            ups.append(ConvBlock(spec.dim, ch, ch // 2, 5, norm="ln"))
             ch //= 2
         self.ups = nn.ModuleList(ups)
-        self.out = ImageOutput(s.dim, ch, s.residual, "harmonizer.residual")
-        self.mlp = MLP(s.noise_dim + s.n_domains, n_adain_params(self.res), s.mlp_hidden)
-        self.curve = LandmarkCurve(s.noise_dim + s.n_domains, s.mlp_hidden) if s.landmark_curve else None
+        self.out = ImageOutput(spec.dim, ch, spec.residual, "harmonizer.residual")
+        self.mlp = MLP(spec.noise_dim + spec.n_domains, n_adain_params(self.res), spec.mlp_hidden)
+        self.curve = LandmarkCurve(spec.noise_dim + spec.n_domains, spec.mlp_hidden) if spec.landmark_curve else None
 
     def forward(
         self,
@@ -144,14 +144,14 @@ class Generator(nn.Module):
 
 
 class _PatchD(nn.Module):
-    def __init__(self, s: AGUITSpec) -> None:
+    def __init__(self, spec: AGUITSpec) -> None:
         super().__init__()
-        layers: list[nn.Module] = [ConvBlock(s.dim, 1, s.d_width, 4, stride=2, norm="none", act="lrelu")]
-        ch = s.d_width
-        for _ in range(s.d_layers - 1):
-            layers.append(ConvBlock(s.dim, ch, ch * 2, 4, stride=2, norm="none", act="lrelu"))
+        layers: list[nn.Module] = [ConvBlock(spec.dim, 1, spec.d_width, 4, stride=2, norm="none", act="lrelu")]
+        ch = spec.d_width
+        for _ in range(spec.d_layers - 1):
+            layers.append(ConvBlock(spec.dim, ch, ch * 2, 4, stride=2, norm="none", act="lrelu"))
             ch *= 2
-        layers.append(conv(s.dim, ch, 1 + s.n_domains, 1))
+        layers.append(conv(spec.dim, ch, 1 + spec.n_domains, 1))
         self.net = nn.Sequential(*layers)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -162,9 +162,9 @@ class _PatchD(nn.Module):
 class ImageDiscriminator(nn.Module):
     """D^x = (D_a^x, D_p^x) at ``d_scales`` scales: a list of (real/fake map, label logits)."""
 
-    def __init__(self, s: AGUITSpec) -> None:
+    def __init__(self, spec: AGUITSpec) -> None:
         super().__init__()
-        self.scales = nn.ModuleList([_PatchD(s) for _ in range(s.d_scales)])
+        self.scales = nn.ModuleList([_PatchD(spec) for _ in range(spec.d_scales)])
 
     def forward(self, x: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
         outs = []
@@ -177,15 +177,15 @@ class ImageDiscriminator(nn.Module):
 class ContentDiscriminator(nn.Module):
     """D^b = (D_a^b, D_p^b) on the brain-structure code: (real/fake logit, label logits)."""
 
-    def __init__(self, s: AGUITSpec, content_ch: int) -> None:
+    def __init__(self, spec: AGUITSpec, content_ch: int) -> None:
         super().__init__()
         ch = content_ch
         self.net = nn.Sequential(
-            ConvBlock(s.dim, ch, s.d_width, 3, norm="none", act="lrelu"),
-            ConvBlock(s.dim, s.d_width, s.d_width, 4, stride=2, norm="none", act="lrelu"),
-            ConvBlock(s.dim, s.d_width, s.d_width, 4, stride=2, norm="none", act="lrelu"),
+            ConvBlock(spec.dim, ch, spec.d_width, 3, norm="none", act="lrelu"),
+            ConvBlock(spec.dim, spec.d_width, spec.d_width, 4, stride=2, norm="none", act="lrelu"),
+            ConvBlock(spec.dim, spec.d_width, spec.d_width, 4, stride=2, norm="none", act="lrelu"),
         )
-        self.head = nn.Linear(s.d_width, 1 + s.n_domains)
+        self.head = nn.Linear(spec.d_width, 1 + spec.n_domains)
 
     def forward(self, c: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         out = self.head(global_pool(self.net(c)))
@@ -193,7 +193,11 @@ class ContentDiscriminator(nn.Module):
 
 
 def build_aguit(spec: AGUITSpec) -> dict[str, nn.Module]:
-    """The nets by the paper's names: E_b, E_s, G, D_x (D_a^x, D_p^x), D_b (D_a^b, D_p^b)."""
+    """The nets by the paper's names: E_b, E_s, G, D_x (D_a^x, D_p^x), D_b (D_a^b, D_p^b).
+
+    Args:
+        spec: the architecture (``aguit.task.spec_from_config`` makes it from the ``harmonizer`` section).
+    """
     e_b = StructureEncoder(spec)
     return {
         "E_b": e_b,

@@ -124,7 +124,15 @@ def random_crop(images: list[torch.Tensor], size: int, rng: np.random.Generator)
 
 
 def build_task(cfg: Config, manifest: Manifest) -> tuple[Task, dict[str, Any]]:
-    """The task and the metadata that the exported model file carries."""
+    """The task and the metadata that the exported model file carries.
+
+    Args:
+        cfg: the run's config; its ``harmonizer`` section is the spec, ``ssim`` the loss's SSIM.
+        manifest: the cohort; its training split's labeled and unlabeled volumes are x_l and x_u.
+
+    Returns:
+        (task for ``train.loop.fit``, metadata: domains, spec, normalizer, site scales, grid).
+    """
     domains = manifest.domains("train")
     norm = Normalizer()
     spec = spec_from_config(cfg, len(domains))
@@ -145,7 +153,7 @@ def build_task(cfg: Config, manifest: Manifest) -> tuple[Task, dict[str, Any]]:
         curve.set_standard(every.mean(0))
         site_landmarks = site_means(every[: len(labeled)], labeled)
         unlabeled_landmarks = every[len(labeled) :]  # the whole x_u's, read once, not at every step
-    w, t, bs = cfg.harmonizer.weights, cfg.ssim, cfg.harmonizer.train.batch_size
+    w, ssim_cfg, bs = cfg.harmonizer.weights, cfg.ssim, cfg.harmonizer.train.batch_size
     crop, masked = cfg.harmonizer.crop, cfg.harmonizer.mask_losses
     padded = [s_ + a + b for s_, (a, b) in zip(labeled.shape, labeled.pads)]
     if crop > min(padded):
@@ -180,10 +188,10 @@ def build_task(cfg: Config, manifest: Manifest) -> tuple[Task, dict[str, Any]]:
         return aguit_discriminator_loss(f, nets, w)
 
     def g_step(f: AGUITForward):
-        return aguit_generator_loss(f, nets, w, t)
+        return aguit_generator_loss(f, nets, w, ssim_cfg)
 
     def rec_step(b):  # the warm-up: reconstruction only, no translation (the loop hands it the batch)
-        return aguit_reconstruction_loss(batch_forward(nets, b, spec.noise_dim, masked, translate=False), w, t)
+        return aguit_reconstruction_loss(batch_forward(nets, b, spec.noise_dim, masked, translate=False), w, ssim_cfg)
 
     scales = VolumeDataset(
         manifest, split="train", domains=domains, normalizer=norm, pad_multiple=pad, downsample=down
@@ -225,5 +233,10 @@ def build_task(cfg: Config, manifest: Manifest) -> tuple[Task, dict[str, Any]]:
 
 
 def export_model(task: Task, meta: dict[str, Any], path: str | Path) -> Path:
-    """The self-describing model file: everything ``harmlib harmonize`` needs, and nothing else."""
+    """The self-describing model file: everything ``harmlib harmonize`` needs, and nothing else.
+
+    Args:
+        task, meta: what :func:`build_task` returned (the task after ``fit``).
+        path: where to write ``ssim_harmonizer.pt`` (atomically, verified).
+    """
     return export_payload(task, meta, path, ["E_b", "E_s", "G"])

@@ -53,16 +53,16 @@ def tile(v: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
 class ContentEncoder(nn.Module):
     """E^c: conv7 -> ``n_down`` stride-2 convs -> ``n_res`` residual blocks (instance norm), + noise in training."""
 
-    def __init__(self, s: DRITSpec) -> None:
+    def __init__(self, spec: DRITSpec) -> None:
         super().__init__()
-        layers: list[nn.Module] = [ConvBlock(2, 1, s.width, 7, norm="in", act="lrelu")]
-        ch = s.width
-        for _ in range(s.n_down):
+        layers: list[nn.Module] = [ConvBlock(2, 1, spec.width, 7, norm="in", act="lrelu")]
+        ch = spec.width
+        for _ in range(spec.n_down):
             layers.append(ConvBlock(2, ch, ch * 2, 4, stride=2, norm="in", act="relu"))
             ch *= 2
-        layers += [ResBlock(2, ch) for _ in range(s.n_res)]
+        layers += [ResBlock(2, ch) for _ in range(spec.n_res)]
         self.net = nn.Sequential(*layers)
-        self.out_ch, self.noise = ch, s.content_noise
+        self.out_ch, self.noise = ch, spec.content_noise
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         z = self.net(x)
@@ -72,16 +72,16 @@ class ContentEncoder(nn.Module):
 class AttributeEncoder(nn.Module):
     """DRIT++'s E^a: convs (no norm) on [x, tiled c], global pooling, then (mu, logvar) of q(z^a|x)."""
 
-    def __init__(self, s: DRITSpec) -> None:
+    def __init__(self, spec: DRITSpec) -> None:
         super().__init__()
-        layers: list[nn.Module] = [ConvBlock(2, 1 + s.n_domains, s.attr_width, 7, norm="none", act="lrelu")]
-        ch = s.attr_width
-        for _ in range(s.n_down + 2):  # style is global: downsample further than E^c
-            nxt = min(ch * 2, 4 * s.attr_width)
+        layers: list[nn.Module] = [ConvBlock(2, 1 + spec.n_domains, spec.attr_width, 7, norm="none", act="lrelu")]
+        ch = spec.attr_width
+        for _ in range(spec.n_down + 2):  # style is global: downsample further than E^c
+            nxt = min(ch * 2, 4 * spec.attr_width)
             layers.append(ConvBlock(2, ch, nxt, 4, stride=2, norm="none", act="lrelu"))
             ch = nxt
         self.net = nn.Sequential(*layers)
-        self.mu, self.logvar = nn.Linear(ch, s.nz), nn.Linear(ch, s.nz)
+        self.mu, self.logvar = nn.Linear(ch, spec.nz), nn.Linear(ch, spec.nz)
 
     def forward(self, x: torch.Tensor, c: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         h = global_pool(self.net(torch.cat([x, tile(c, x)], 1)))
@@ -124,17 +124,17 @@ class Generator(nn.Module):
     mapped from their volume's Nyul landmarks onto landmarks read from (z^a, c) (the 3D harmonizer's
     :class:`~harmlib.models.blocks.LandmarkCurve`). DRIT++ and GMM-DRIT (and the paper profile) draw the image."""
 
-    def __init__(self, s: DRITSpec, content_ch: int) -> None:
+    def __init__(self, spec: DRITSpec, content_ch: int) -> None:
         super().__init__()
         ch = content_ch
-        self.mlp = MLP(s.nz + s.n_domains, s.n_res * ch, hidden=4 * s.width)
-        self.res = nn.ModuleList([_ConcatRes(ch, ch) for _ in range(s.n_res)])
+        self.mlp = MLP(spec.nz + spec.n_domains, spec.n_res * ch, hidden=4 * spec.width)
+        self.res = nn.ModuleList([_ConcatRes(ch, ch) for _ in range(spec.n_res)])
         self.ups = nn.ModuleList()
-        for _ in range(s.n_down):
+        for _ in range(spec.n_down):
             self.ups.append(nn.Sequential(conv(2, ch, ch // 2, 3), LayerNorm(ch // 2), nn.ReLU(inplace=True)))
             ch //= 2
-        self.out = ImageOutput(2, ch, s.residual, "drit.residual")
-        self.curve = LandmarkCurve(s.nz + s.n_domains, 4 * s.width) if s.landmark_curve else None
+        self.out = ImageOutput(2, ch, spec.residual, "drit.residual")
+        self.curve = LandmarkCurve(spec.nz + spec.n_domains, 4 * spec.width) if spec.landmark_curve else None
 
     def forward(
         self,
@@ -161,16 +161,16 @@ class Generator(nn.Module):
 class ScannerDiscriminator(nn.Module):
     """D_s^i: a PatchGAN; returns (real/fake map, K scanner logits pooled over the image)."""
 
-    def __init__(self, s: DRITSpec) -> None:
+    def __init__(self, spec: DRITSpec) -> None:
         super().__init__()
-        layers: list[nn.Module] = [ConvBlock(2, 1, s.d_width, 4, stride=2, norm="none", act="lrelu")]
-        ch = s.d_width
-        for _ in range(s.d_layers - 1):
-            layers.append(ConvBlock(2, ch, min(ch * 2, 8 * s.d_width), 4, stride=2, norm="none", act="lrelu"))
-            ch = min(ch * 2, 8 * s.d_width)
+        layers: list[nn.Module] = [ConvBlock(2, 1, spec.d_width, 4, stride=2, norm="none", act="lrelu")]
+        ch = spec.d_width
+        for _ in range(spec.d_layers - 1):
+            layers.append(ConvBlock(2, ch, min(ch * 2, 8 * spec.d_width), 4, stride=2, norm="none", act="lrelu"))
+            ch = min(ch * 2, 8 * spec.d_width)
         self.net = nn.Sequential(*layers)
         self.adv = conv(2, ch, 1, 3)
-        self.cls = conv(2, ch, s.n_domains, 3)
+        self.cls = conv(2, ch, spec.n_domains, 3)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         h = self.net(x)
@@ -180,21 +180,26 @@ class ScannerDiscriminator(nn.Module):
 class ContentDiscriminator(nn.Module):
     """D_c: which scanner does z^c come from? (K logits; E^c is trained to make them uninformative)."""
 
-    def __init__(self, s: DRITSpec, content_ch: int) -> None:
+    def __init__(self, spec: DRITSpec, content_ch: int) -> None:
         super().__init__()
         self.net = nn.Sequential(
-            ConvBlock(2, content_ch, s.d_width, 3, norm="none", act="lrelu"),
-            ConvBlock(2, s.d_width, s.d_width, 4, stride=2, norm="none", act="lrelu"),
-            ConvBlock(2, s.d_width, s.d_width, 4, stride=2, norm="none", act="lrelu"),
+            ConvBlock(2, content_ch, spec.d_width, 3, norm="none", act="lrelu"),
+            ConvBlock(2, spec.d_width, spec.d_width, 4, stride=2, norm="none", act="lrelu"),
+            ConvBlock(2, spec.d_width, spec.d_width, 4, stride=2, norm="none", act="lrelu"),
         )
-        self.head = nn.Linear(s.d_width, s.n_domains)
+        self.head = nn.Linear(spec.d_width, spec.n_domains)
 
     def forward(self, z_c: torch.Tensor) -> torch.Tensor:
         return self.head(global_pool(self.net(z_c)))
 
 
 def build_drit(spec: DRITSpec, attribute_encoder: nn.Module | None = None) -> dict[str, nn.Module]:
-    """The nets by the thesis's names. DRIT++ when ``attribute_encoder`` is None, else GMM-DRIT with that (frozen) E^a."""
+    """The nets by the thesis's names. DRIT++ when ``attribute_encoder`` is None, else GMM-DRIT with that (frozen) E^a.
+
+    Args:
+        spec: the architecture (the ``drit`` section's fields, K and nz).
+        attribute_encoder: GMM-DRIT's pretrained GM-VAE, or None for DRIT++'s own E^a.
+    """
     e_c = ContentEncoder(spec)
     e_a = attribute_encoder if attribute_encoder is not None else AttributeEncoder(spec)
     if attribute_encoder is not None:

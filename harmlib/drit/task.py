@@ -159,7 +159,17 @@ def _spec(cfg: Config, k: int, nz: int) -> DRITSpec:
 def build_task(
     cfg: Config, manifest: Manifest, variant: str, gmvae_path: str | Path | None = None
 ) -> tuple[Task, dict[str, Any]]:
-    """GMM-DRIT (``variant='gmm_drit'``, needs the pretrained ``gmvae.pt``) or DRIT++ (``'drit'``)."""
+    """GMM-DRIT (``variant='gmm_drit'``, needs the pretrained ``gmvae.pt``) or DRIT++ (``'drit'``).
+
+    Args:
+        cfg: the run's config; its ``drit`` section is the spec of both variants.
+        manifest: the cohort; the training split's coronal slices make the unpaired pairs.
+        variant: ``gmm_drit`` or ``drit``.
+        gmvae_path: GMM-DRIT's pretrained GM-VAE model file (its K and slice size must match the data).
+
+    Returns:
+        (task for ``train.loop.fit``, metadata with the slice ``dataset``).
+    """
     if variant not in VARIANTS:
         raise ValueError(f"unknown DRIT variant '{variant}'; use one of {', '.join(VARIANTS)}")
     gmm = variant == "gmm_drit"
@@ -266,5 +276,10 @@ def build_task(
 
 
 def export_model(task: Task, meta: dict[str, Any], path: str | Path) -> Path:
-    """``gmm_drit.pt`` / ``drit.pt``: E^c, E^a (for GMM-DRIT the whole GM-VAE, so p(z|y) travels too) and G."""
+    """``gmm_drit.pt`` / ``drit.pt``: E^c, E^a (for GMM-DRIT the whole GM-VAE, so p(z|y) travels too) and G.
+
+    Args:
+        task, meta: what :func:`build_task` returned (the task after ``fit``).
+        path: where to write the model file (atomically, verified).
+    """
     return export_payload(task, meta, path, ["E_c", "E_a", "G"])

@@ -49,27 +49,27 @@ def gumbel_softmax(logits: torch.Tensor, tau: float, hard: bool = False) -> torc
 class Encoder(nn.Module):
     """The inference network: features h(x), then q(y|x) and q(z|x, y)."""
 
-    def __init__(self, s: GMVAESpec) -> None:
+    def __init__(self, spec: GMVAESpec) -> None:
         super().__init__()
         layers: list[nn.Module] = []
         ch_in = 1
-        for i in range(s.n_down):
-            ch = s.width * 2**i
+        for i in range(spec.n_down):
+            ch = spec.width * 2**i
             layers.append(ConvBlock(2, ch_in, ch, 4, stride=2, norm="none", act="lrelu"))
             ch_in = ch
         self.conv = nn.Sequential(*layers)
-        c, h, w = s.bottleneck
-        self.fc = nn.Sequential(nn.Linear(c * h * w, s.hidden), nn.LeakyReLU(0.2, inplace=True))
-        self.q_y = nn.Linear(s.hidden, s.n_components)  # logits of q(y|x)
+        c, h, w = spec.bottleneck
+        self.fc = nn.Sequential(nn.Linear(c * h * w, spec.hidden), nn.LeakyReLU(0.2, inplace=True))
+        self.q_y = nn.Linear(spec.hidden, spec.n_components)  # logits of q(y|x)
         self.q_z = nn.Sequential(
-            nn.Linear(s.hidden + s.n_components, s.hidden),
+            nn.Linear(spec.hidden + spec.n_components, spec.hidden),
             nn.LeakyReLU(0.2, inplace=True),
-            nn.Linear(s.hidden, 2 * s.gaussian_size),
+            nn.Linear(spec.hidden, 2 * spec.gaussian_size),
         )  # mean and variance of q(z|x, y)
-        self.gaussian_size = s.gaussian_size
+        self.gaussian_size = spec.gaussian_size
         # Start q(z|x, y) narrow (variance ~0.02): z then carries the slice from the first step, and the
         # decoder learns to use it before L_gauss widens the posterior (a wide start collapses it at once).
-        nn.init.constant_(self.q_z[-1].bias[s.gaussian_size :], -4.0)
+        nn.init.constant_(self.q_z[-1].bias[spec.gaussian_size :], -4.0)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         return self.fc(self.conv(x).flatten(1))
@@ -83,19 +83,19 @@ class Encoder(nn.Module):
 class Decoder(nn.Module):
     """p(x|z): a fully connected layer to the bottleneck map, then (upsample, conv) blocks; logits out."""
 
-    def __init__(self, s: GMVAESpec) -> None:
+    def __init__(self, spec: GMVAESpec) -> None:
         super().__init__()
-        c, h, w = s.bottleneck
+        c, h, w = spec.bottleneck
         self.shape = (c, h, w)
         self.fc = nn.Sequential(
-            nn.Linear(s.gaussian_size, s.hidden),
+            nn.Linear(spec.gaussian_size, spec.hidden),
             nn.ReLU(inplace=True),
-            nn.Linear(s.hidden, c * h * w),
+            nn.Linear(spec.hidden, c * h * w),
             nn.ReLU(inplace=True),
         )
         ups: list[nn.Module] = []
-        for i in reversed(range(s.n_down)):
-            cout = s.width * 2 ** max(i - 1, 0)
+        for i in reversed(range(spec.n_down)):
+            cout = spec.width * 2 ** max(i - 1, 0)
             ups.append(ConvBlock(2, c, cout, 3, norm="none", act="relu"))
             c = cout
         self.ups = nn.ModuleList(ups)
@@ -103,7 +103,7 @@ class Decoder(nn.Module):
         # A per-pixel output bias, as the last linear layer of the reference's MLP decoder has: the mean
         # slice is learned at once and z only has to explain deviations from it (without it, a conv
         # decoder learns the mean slowly and the posterior collapses before z carries anything).
-        self.bias = nn.Parameter(torch.zeros(1, 1, *s.size))
+        self.bias = nn.Parameter(torch.zeros(1, 1, *spec.size))
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         h = self.fc(z).view(-1, *self.shape)
@@ -115,13 +115,13 @@ class Decoder(nn.Module):
 class GMVAE(nn.Module):
     """q(y|x), q(z|x, y), p(z|y) (learned means and variances per component) and p(x|z)."""
 
-    def __init__(self, s: GMVAESpec) -> None:
+    def __init__(self, spec: GMVAESpec) -> None:
         super().__init__()
-        self.spec = s
-        self.encoder = Encoder(s)
-        self.decoder = Decoder(s)
-        self.p_z_mean = nn.Linear(s.n_components, s.gaussian_size)  # y -> mu_y
-        self.p_z_var = nn.Linear(s.n_components, s.gaussian_size)  # y -> sigma_y^2 (softplus)
+        self.spec = spec
+        self.encoder = Encoder(spec)
+        self.decoder = Decoder(spec)
+        self.p_z_mean = nn.Linear(spec.n_components, spec.gaussian_size)  # y -> mu_y
+        self.p_z_var = nn.Linear(spec.n_components, spec.gaussian_size)  # y -> sigma_y^2 (softplus)
 
     @torch.no_grad()
     def init_output(self, mean_slice: torch.Tensor) -> None:

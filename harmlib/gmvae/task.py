@@ -64,7 +64,15 @@ def epoch_indices(n: int, bs: int, step: int, seed: int) -> list[int]:
 
 
 def build_task(cfg: Config, manifest: Manifest) -> tuple[Task, dict[str, Any]]:
-    """The GM-VAE task (K = the number of training domains) and the metadata its model file carries."""
+    """The GM-VAE task (K = the number of training domains) and the metadata its model file carries.
+
+    Args:
+        cfg: the run's config; its ``gmvae`` section is the spec and the objective's levers.
+        manifest: the cohort; the training split's coronal slices are x.
+
+    Returns:
+        (task for ``train.loop.fit``, metadata with the slice ``dataset``).
+    """
     g = cfg.gmvae
     domains = manifest.domains("train")
     data = slice_dataset(manifest, g.slices, domains, pad_multiple(g.n_down))
