@@ -260,13 +260,19 @@ class VolumeDataset(Dataset):
         }
 
 
-def volume_landmarks(volumes: VolumeDataset, percentiles: torch.Tensor) -> torch.Tensor:
-    """(V, L) brain landmarks of each volume, normalized as a whole and unpadded: what the 2D models' landmark
-    curve maps every slice of that volume with, in training and at inference (``harmonize.slices``)."""
-    rows = [
-        brain_landmarks(torch.from_numpy(volumes.normalized(i)[0])[None], percentiles)[0] for i in range(len(volumes))
-    ]
-    return torch.stack(rows) if rows else torch.zeros(0, len(percentiles))
+def array_landmarks(x: np.ndarray, percentiles: torch.Tensor) -> torch.Tensor:
+    """(1, L) brain landmarks of one normalized, unpadded volume (``models.blocks.brain_landmarks``)."""
+    return brain_landmarks(torch.from_numpy(np.asarray(x, np.float32))[None], percentiles)
+
+
+def volume_landmarks(
+    volumes: VolumeDataset, percentiles: torch.Tensor, rows: Sequence[int] | None = None
+) -> torch.Tensor:
+    """(V, L) brain landmarks of each volume (or of ``rows``, in that order), normalized as a whole and unpadded:
+    what the 2D models' landmark curve maps every slice of that volume with, in training and at inference."""
+    rows = range(len(volumes)) if rows is None else rows
+    out = [array_landmarks(volumes.normalized(i)[0], percentiles)[0] for i in rows]
+    return torch.stack(out) if out else torch.zeros(0, len(percentiles))
 
 
 def _values(manifest: Manifest, col: str) -> str:

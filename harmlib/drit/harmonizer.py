@@ -27,13 +27,12 @@ import torch
 import torch.nn.functional as F
 
 from harmlib.checkpoint import CheckpointError
-from harmlib.data.datasets import Normalizer, crop_pads, volume_landmarks
+from harmlib.data.datasets import Normalizer, array_landmarks, crop_pads, volume_landmarks
 from harmlib.data.io import DataError
 from harmlib.drit.model import AttributeEncoder, ContentEncoder, DRITSpec, Generator
 from harmlib.gmvae.model import GMVAE, GMVAESpec
 from harmlib.harmonize.base import register
 from harmlib.harmonize.targets import Target
-from harmlib.models.blocks import brain_landmarks
 
 SLICE_KINDS = ("gmm_drit", "drit")
 
@@ -176,9 +175,7 @@ def translate_slices(
 def volume_curve_landmarks(h: SliceHarmonizer, x: np.ndarray) -> torch.Tensor | None:
     """(1, L) landmarks of a normalized volume, for a model with the landmark curve (None without one)."""
     curve = h.nets["G"].curve
-    return (
-        None if curve is None else brain_landmarks(torch.from_numpy(np.asarray(x, np.float32))[None], curve.percentiles)
-    )
+    return None if curve is None else array_landmarks(x, curve.percentiles)
 
 
 def harmonize_slices(h: SliceHarmonizer, vol: np.ndarray, target: str, seed: int = 0) -> np.ndarray:
@@ -218,11 +215,13 @@ def translate_dataset(
             f"the dataset's slices are {tuple(data.shape)}, but this {h.kind} model was trained on {h.slice_shape} slices; "
             "build the dataset at the model's resolution"
         )
-    x = torch.stack([data[i]["image"] for i in idx]) if idx else torch.zeros(0, 1, 1, 1)
+    items = [data[i] for i in idx]
+    x = torch.stack([it["image"] for it in items]) if items else torch.zeros(0, 1, 1, 1)
     curve = h.nets["G"].curve
     lm = None
-    if curve is not None and idx:  # every slice mapped with its whole volume's landmarks, as in training
-        per_volume = volume_landmarks(data.volumes, curve.percentiles)
-        lm = per_volume[torch.as_tensor([data[i]["index"] for i in idx])]
+    if curve is not None and items:  # each slice with its whole volume's landmarks, as in training; each volume once
+        rows = sorted({it["index"] for it in items})
+        per_volume = dict(zip(rows, volume_landmarks(data.volumes, curve.percentiles, rows)))
+        lm = torch.stack([per_volume[it["index"]] for it in items])
     y = translate_slices(h, x, target, seed, landmarks=lm)
     return crop_pads(x, h.pads).numpy()[:, 0], crop_pads(y, h.pads).numpy()[:, 0]
