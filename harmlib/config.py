@@ -152,6 +152,7 @@ class AGUITWeights:
     lat: float = 10.0
     kl: float = 1.0
     hist: float = 0.0  # L_hist (ours, not in the paper): 1-D Wasserstein of x_{u->l}'s and site l's brain intensities
+    field: float = 0.0  # L_field (ours, not in the paper): x_{u->l}'s smooth intensity field vs site l's mean field
 
     def __post_init__(self) -> None:
         for f in fields(self):
@@ -233,6 +234,7 @@ class AGUITArch:
     d_scales: int = 2
     residual: bool = False  # G outputs x + delta with delta's last layer zero at init (IGUANE): identity at step 0
     landmark_curve: bool = False  # with residual: G outputs curve_s(x) + delta, curve_s a style-given Nyul-landmark map
+    site_field_mm: float = 0.0  # with the curve: G also moves the image's smooth intensity field (this Gaussian sigma, mm) to the style's; 0 = off
 
 
 @dataclass(frozen=True)
@@ -265,6 +267,18 @@ class HarmonizerConfig(AGUITArch):
             _require(getattr(self, name) >= 1, f"harmonizer.{name}", getattr(self, name), "use a positive integer")
         _require(self.n_down >= 0, "harmonizer.n_down", self.n_down, "use 0 or more stride-2 steps")
         _check_curve("harmonizer", self.residual, self.landmark_curve, self.weights.hist, self.curve_lr)
+        _require(
+            self.site_field_mm == 0 or (self.landmark_curve and 4 <= self.site_field_mm <= 200),
+            "harmonizer.site_field_mm",
+            self.site_field_mm,
+            "use 0 (off) or a Gaussian sigma in [4, 200] mm with landmark_curve: true (the field acts on the curve's output)",
+        )
+        _require(
+            self.site_field_mm > 0 or not self.weights.field,
+            "harmonizer.weights.field",
+            self.weights.field,
+            "L_field compares the site field's maps: set harmonizer.site_field_mm > 0, or field: 0",
+        )
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,13 @@ def lsgan(pred: torch.Tensor, real: bool) -> torch.Tensor:
     return ((pred.float() - (1.0 if real else 0.0)) ** 2).mean()
 
 
+def l_field(field_ul: torch.Tensor, field_l: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """Mean |difference| of the log low-pass fields of the whole x_{u->l} (set by the site field) and of the
+    target site (the mean over its labeled training scans), over the coarse grid's points inside the brain."""
+    w = valid.float()
+    return ((field_ul.float() - field_l.float()).abs() * w).sum() / (w.sum() * field_ul.shape[0]).clamp_min(1)
+
+
 def l_hist(landmarks_ul: torch.Tensor, landmarks_l: torch.Tensor) -> torch.Tensor:
     """1-D Wasserstein distance between the brain intensities of the whole x_{u->l} and of the target site,
     read at Nyul's landmarks (mean |difference| of the percentiles; the site's are the mean over its labeled

@@ -16,7 +16,7 @@ from harmlib.data import fsl_grid_affine, read_manifest
 from harmlib.data.io import DataError
 from harmlib.data.synthetic import write_cohort
 from harmlib.harmonize import Harmonizer, Target, VolumeHarmonizer, harmonize_file, load_harmonizer, loaders
-from harmlib.models.blocks import LANDMARK_PERCENTILES, LandmarkCurve, brain_landmarks
+from harmlib.models.blocks import LANDMARK_PERCENTILES, LandmarkCurve, SiteField, brain_landmarks, grid_points, log_lowpass
 from harmlib.train.loop import _adam, fit
 
 TINY_NET = {
@@ -252,7 +252,8 @@ def test_snapshots_start_at_the_untrained_nets_and_feed_the_convergence_table(co
 
     cfg, man = cohort
     steps = {"harmonizer.train.iterations": 4, "harmonizer.train.snapshot_every": 2}
-    cfg = cfg.replace(steps | {"harmonizer.landmark_curve": False, "harmonizer.weights.hist": 0.0})  # x + delta
+    no_field = {"harmonizer.site_field_mm": 0.0, "harmonizer.weights.field": 0.0}
+    cfg = cfg.replace(steps | no_field | {"harmonizer.landmark_curve": False, "harmonizer.weights.hist": 0.0})
     task, meta = build_task(cfg, man)
     fit(task, cfg.harmonizer.train, cfg.runtime, tmp_path, seed=cfg.seed)
     assert list(snapshot_steps(tmp_path / "snapshots")) == [0, 2, 4]
@@ -269,6 +270,14 @@ def test_snapshots_start_at_the_untrained_nets_and_feed_the_convergence_table(co
     )
     # with the landmark curve, step 0 maps every image onto the cohort's standard landmarks: close, not equal
     assert 0.98 < conv.loc[0, "reconstruction SSIM"] < 0.9999
+    cfg = cfg.replace({"harmonizer.site_field_mm": 24.0, "harmonizer.weights.field": 10.0})
+    task, meta = build_task(cfg, man)
+    fit(task, cfg.harmonizer.train, cfg.runtime, tmp_path / "field", seed=cfg.seed)
+    conv_field = convergence(
+        snapshot_harmonizers(tmp_path / "field" / "snapshots", meta), man, {"A": TARGET_A.domain}, n_test=2
+    )
+    # and with the site field onto the cohort's mean field as well: a further small change, not a redraw
+    assert 0.95 < conv_field.loc[0, "reconstruction SSIM"] < conv.loc[0, "reconstruction SSIM"]
 
 
 def test_every_output_has_a_provenance_sidecar(model_file, tmp_path):
@@ -510,3 +519,87 @@ def test_a_crop_batch_carries_its_whole_volumes_landmarks(cohort):
     site = [labeled[i] for i in range(len(labeled)) if labeled[i]["domain_index"] == int(lab["domain_index"][0])]
     mean = torch.stack([brain_landmarks(s["image"][None], p)[0] for s in site]).mean(0)
     assert torch.allclose(lab["landmarks"][0], mean)
+
+
+def _smooth_volume(seed: int = 0) -> torch.Tensor:
+    """(1, 1, 32, 36, 32): a brain-like blob of smooth tissue on a -1 background."""
+    g = torch.Generator().manual_seed(seed)
+    zz, yy, xx = torch.meshgrid(*[torch.linspace(-1, 1, n) for n in (32, 36, 32)], indexing="ij")
+    inside = (zz**2 + yy**2 + xx**2) < 0.7
+    tissue = 0.2 + 0.5 * torch.rand(1, 1, 32, 36, 32, generator=g)
+    return torch.where(inside, tissue, torch.full_like(tissue, -1.0))
+
+
+def test_log_lowpass_reads_a_multiplicative_field_and_ignores_the_brains_edge():
+    """A smooth multiplicative field on the brain's intensities comes back as its log on the coarse grid (the
+    brain's edge does not darken it: normalized convolution), relative to the same brain without it."""
+    x = _smooth_volume()
+    zz = torch.linspace(-1, 1, 32)[None, None, :, None, None]
+    v = (x + 1) / 2 * torch.exp(0.1 * zz)  # brighter towards the last slices
+    logs0, ok = log_lowpass(x, 3.0, 2)
+    logs1, ok1 = log_lowpass(2 * v - 1, 3.0, 2)
+    assert torch.equal(ok, ok1) and ok.any()
+    diff = (logs1 - logs0)[ok]
+    grid_z = torch.linspace(-1, 1, 32)[grid_points(32, 2)]
+    want = (0.1 * grid_z[None, :, None, None].expand_as(logs0))[ok]
+    assert torch.corrcoef(torch.stack([diff, want]))[0, 1] > 0.99  # the field's shape, everywhere in the brain
+    assert (diff.abs() <= want.abs() + 0.005).all()  # blurred by sigma 3 of 32 voxels, never exaggerated
+    assert diff.std() > 0.6 * want.std()
+
+
+def test_the_site_field_moves_an_images_field_to_the_styles_and_a_crop_is_the_crop_of_the_whole():
+    """harmonizer.site_field_mm: at step 0 (Phi(s) = 0) an image whose field is the cohort's is unchanged; a
+    trained style's field replaces the image's own; a crop mapped with its region is the crop of the whole."""
+    torch.manual_seed(0)
+    x = _smooth_volume().expand(2, -1, -1, -1, -1).clone()
+    logs, ok = log_lowpass(x, 3.0, 4)
+    field = SiteField(style_dim=5, hidden=8, grid=tuple(logs.shape[1:]), shape=tuple(x.shape[2:]))
+    field.set_cohort(logs, ok)
+    own = field.own(logs, ok)
+    style = torch.randn(2, 5)
+    assert torch.allclose(own, torch.zeros_like(own)) and torch.allclose(field(x, style, own), x, atol=1e-6)
+    gz = torch.linspace(-1, 1, field.grid[0])[:, None, None].expand(field.grid)
+    with torch.no_grad():  # a trained field: brighter towards the last slices
+        field.mlp.net[-1].bias.copy_((0.1 * gz).flatten())
+    y = field(x, style, own)
+    got, want = field.own(*log_lowpass(y, 3.0, 4)), field.target(style)
+    inside = field.valid.expand_as(got)
+    assert torch.corrcoef(torch.stack([got[inside], want[inside]]))[0, 1] > 0.98
+    region = torch.tensor([[4, 0, 8], [4, 0, 8]])
+    crop = (..., slice(4, 20), slice(0, 16), slice(8, 24))
+    assert torch.allclose(field(x[crop], style, own, region), y[crop], atol=1e-6)
+
+
+def test_a_site_field_needs_the_landmark_curve_and_l_field_needs_the_field():
+    with pytest.raises(ValueError, match="harmonizer.site_field_mm"):
+        harmlib.load_config(
+            "tiny", {"harmonizer.landmark_curve": False, "harmonizer.weights.hist": 0, "harmonizer.site_field_mm": 24}
+        )
+    with pytest.raises(ValueError, match="harmonizer.weights.field"):
+        harmlib.load_config("tiny", {"harmonizer.site_field_mm": 0, "harmonizer.weights.field": 10})
+
+
+def test_a_crop_batch_carries_its_whole_volumes_field_and_inference_reads_the_same(cohort):
+    """The site field on crops: x_u's own field is the whole volume's (as G reads it at inference), x_l's is
+    its site's mean (L_field's target), the crop's region is in the batch; L_field is a G term."""
+    cfg, man = cohort
+    cfg = cfg.replace({"harmonizer.voxel_mm": 0, "harmonizer.crop": 16, "harmonizer.site_field_mm": 16})
+    cfg = cfg.replace({"harmonizer.weights.field": 10.0})
+    task, meta = build_task(cfg, man)
+    g = task.nets["G"]
+    lab, unl = task.batch(1)
+    assert unl["region"].shape == (len(unl["image"]), 3) and lab["field"].shape[1:] == g.field.grid
+    from harmlib.data.datasets import Normalizer, VolumeDataset
+
+    ds = VolumeDataset(
+        man,
+        split="train",
+        role="unlabeled",
+        domains=meta["domains"],
+        normalizer=Normalizer(),
+        pad_multiple=AGUITSpec(**meta["spec"]).pad_multiple,
+    )
+    i = int(unl["index"][0])
+    assert torch.allclose(g.field.own(*g.log_field(ds[i]["image"][None])), unl["field"][:1], atol=1e-5)
+    _, terms = task.g_step(task.forward(task.batch(1)))
+    assert "field" in terms and np.isfinite(terms["field"])

@@ -30,12 +30,18 @@ from harmlib.models.blocks import (
     ImageOutput,
     LandmarkCurve,
     ResBlock,
+    SiteField,
     assign_adain_params,
+    brain_landmarks,
     conv,
     downsample,
+    field_grid_step,
     global_pool,
+    grid_points,
+    log_lowpass,
     n_adain_params,
     pad_multiple,
+    piecewise_linear,
     upsample,
 )
 
@@ -47,6 +53,13 @@ class AGUITSpec(AGUITArch):
 
     dim: int = 3
     n_domains: int = 5
+    volume: tuple[int, ...] = ()  # the padded volume's shape: the site field's grid spans it (set by build_task)
+    voxel_size_mm: float = 1.0  # the model grid's voxel, for site_field_mm in voxels
+
+    @property
+    def field_sigma(self) -> float:
+        """The site field's low-pass sigma in voxels of the model's grid."""
+        return self.site_field_mm / self.voxel_size_mm
 
     @property
     def pad_multiple(self) -> int:
@@ -110,6 +123,8 @@ class Generator(nn.Module):
     intensity scale, x + delta becoming curve_s(x) + delta (:class:`~harmlib.models.blocks.LandmarkCurve`,
     AdaIN on the image's histogram): a scanner's contrast is a global, monotone map of intensities that
     the style code sets in one place, where convolutions would have to learn it voxel by voxel.
+    With ``spec.site_field_mm`` the curve's output also has its smooth intensity field moved to the style's
+    (:class:`~harmlib.models.blocks.SiteField`): where in the template a scanner is brighter.
     """
 
     def __init__(self, spec: AGUITSpec, content_ch: int) -> None:
@@ -124,6 +139,20 @@ class Generator(nn.Module):
         self.out = ImageOutput(spec.dim, ch, spec.residual, "harmonizer.residual")
         self.mlp = MLP(spec.noise_dim + spec.n_domains, n_adain_params(self.res), spec.mlp_hidden)
         self.curve = LandmarkCurve(spec.noise_dim + spec.n_domains, spec.mlp_hidden) if spec.landmark_curve else None
+        self.field: SiteField | None = None
+        if spec.site_field_mm:
+            self.field_step = field_grid_step(spec.field_sigma)
+            self.field_sigma = spec.field_sigma
+            grid = tuple(len(grid_points(n, self.field_step)) for n in spec.volume)
+            self.field = SiteField(spec.noise_dim + spec.n_domains, spec.mlp_hidden, grid, tuple(spec.volume))
+
+    def log_field(self, x: torch.Tensor, landmarks: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Whole volumes' log low-pass fields on the site field's grid, after the curve to the cohort's standard
+        (so a site's contrast does not enter its field), and where they are defined."""
+        assert self.curve is not None and self.field is not None
+        src = brain_landmarks(x, self.curve.percentiles) if landmarks is None else landmarks
+        std = piecewise_linear(x, src, self.curve.standard.expand(x.shape[0], -1))
+        return log_lowpass(std, self.field_sigma, self.field_step)
 
     def forward(
         self,
@@ -131,15 +160,23 @@ class Generator(nn.Module):
         style: torch.Tensor,
         x: torch.Tensor | None = None,
         landmarks: torch.Tensor | None = None,
+        own: torch.Tensor | None = None,
+        region: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """G(c, s); a residual G also needs the image x whose structure code c is, and with the landmark
-        curve x's brain landmarks when x is a crop (else they are x's own)."""
+        curve x's brain landmarks when x is a crop (else they are x's own); with the site field x's own field
+        relative to the cohort's (``own``, from the whole volume; None: x is whole and it is read here) and the
+        crop's ``region`` in the volume."""
         assign_adain_params(self.res, self.mlp(style))
         h = self.res(content)
         for up in self.ups:
             h = up(upsample(h))
+        if self.field is not None and x is not None and own is None:
+            own = self.field.own(*self.log_field(x, landmarks))
         if self.curve is not None and x is not None:
             x = self.curve(x, style, landmarks)
+        if self.field is not None and x is not None:
+            x = self.field(x, style, own, region)
         return self.out(h, x)
 
 

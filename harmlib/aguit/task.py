@@ -9,7 +9,7 @@ then the G step updates E_b, E_s and G on every term of L_{G, E_b, E_s} (as DRIT
 
 from __future__ import annotations
 
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -59,15 +59,19 @@ def forward(
     translate: bool = True,
     landmarks_u: torch.Tensor | None = None,
     landmarks_l: torch.Tensor | None = None,
+    field_u: torch.Tensor | None = None,
+    region: torch.Tensor | None = None,
+    field_l: torch.Tensor | None = None,
 ) -> AGUITForward:
     """Every image and code of one iteration, by the paper's names (``translate=False``: x_{u->u} only).
     With G's landmark curve: ``landmarks_u``, the brain landmarks of the whole x_u (x_u may be a crop), and
-    ``landmarks_l``, the mean landmarks of x_l's site (L_hist's target)."""
+    ``landmarks_l``, the mean landmarks of x_l's site (L_hist's target). With G's site field: ``field_u``, the
+    whole x_u's own field, ``region`` the crop's start, ``field_l`` the mean field of x_l's site (L_field's)."""
     c_u, (n_u, logit_u) = nets["E_b"](x_u), nets["E_s"](x_u)
     _, logit_l = nets["E_s"](x_l)
     s_u = style_vector(n_u, torch.tanh(logit_u))
     base = {"x_l": x_l, "label": label, "x_u": x_u, "c_u": c_u, "n_u": n_u, "logit_l": logit_l}
-    base["x_uu"] = nets["G"](c_u, s_u, x_u, landmarks_u)
+    base["x_uu"] = nets["G"](c_u, s_u, x_u, landmarks_u, field_u, region)
     if masked:
         base |= {"mask_u": brain_mask(x_u), "mask_l": brain_mask(x_l)}
     if not translate:
@@ -76,23 +80,43 @@ def forward(
         base["c_l"] = nets["E_b"](x_l)
     n_r = torch.randn(x_u.shape[0], noise_dim, device=x_u.device)
     s_r = style_vector(n_r, label.to(n_r.dtype))
-    x_ul = nets["G"](c_u, s_r, x_u, landmarks_u)
+    x_ul = nets["G"](c_u, s_r, x_u, landmarks_u, field_u, region)
     c_ul, (n_ul, _) = nets["E_b"](x_ul), nets["E_s"](x_ul)
-    curve = nets["G"].curve
-    lm_ul = None
+    curve, field = nets["G"].curve, nets["G"].field
+    lm_ul = fd_ul = None
     if curve is not None and landmarks_u is not None:  # the whole x_{u->l}'s: the curve put x_u's on s_r's
         lm_ul = curve.target(s_r)
-    x_cc = nets["G"](c_ul, s_u, x_ul, None if lm_ul is None else lm_ul.detach())
+    if field is not None and field_u is not None:  # likewise its field: the site field put x_u's on s_r's
+        fd_ul = field.target(s_r)
+    x_cc = nets["G"](
+        c_ul,
+        s_u,
+        x_ul,
+        None if lm_ul is None else lm_ul.detach(),
+        None if fd_ul is None else fd_ul.detach(),
+        region,
+    )
     return AGUITForward(
-        **base, n_r=n_r, x_ul=x_ul, c_ul=c_ul, n_ul=n_ul, x_cc=x_cc, landmarks_ul=lm_ul, landmarks_l=landmarks_l
+        **base,
+        n_r=n_r,
+        x_ul=x_ul,
+        c_ul=c_ul,
+        n_ul=n_ul,
+        x_cc=x_cc,
+        landmarks_ul=lm_ul,
+        landmarks_l=landmarks_l,
+        field_u=field_u,
+        region=region,
+        field_ul=fd_ul,
+        field_l=field_l,
     )
 
 
 def batch_forward(nets: dict, batch: tuple[dict, dict], noise_dim: int, masked: bool, translate: bool = True):
     """:func:`forward` on a (labeled, unlabeled) batch of ``build_task`` (its landmarks when the curve is on)."""
     lab, unl = batch
-    landmarks = (unl.get("landmarks"), lab.get("landmarks"))
-    return forward(nets, lab["image"], lab["label"], unl["image"], noise_dim, masked, translate, *landmarks)
+    extra = (unl.get("landmarks"), lab.get("landmarks"), unl.get("field"), unl.get("region"), lab.get("field"))
+    return forward(nets, lab["image"], lab["label"], unl["image"], noise_dim, masked, translate, *extra)
 
 
 def cohort_landmarks(datasets: list[VolumeDataset], percentiles: torch.Tensor) -> torch.Tensor:
@@ -102,9 +126,24 @@ def cohort_landmarks(datasets: list[VolumeDataset], percentiles: torch.Tensor) -
     )
 
 
+def cohort_fields(g: torch.nn.Module, datasets: list[VolumeDataset], landmarks: torch.Tensor) -> torch.Tensor:
+    """(V, *grid) every volume's own field relative to the cohort's mean (which this sets in G's site field)."""
+    logs, valid = zip(
+        *[g.log_field(ds[i]["image"][None], landmarks[j : j + 1]) for j, (ds, i) in enumerate(_items(datasets))]
+    )
+    logs, valid = torch.cat(logs), torch.cat(valid)
+    g.field.set_cohort(logs, valid)
+    return g.field.own(logs, valid)
+
+
+def _items(datasets: list[VolumeDataset]) -> list[tuple[VolumeDataset, int]]:
+    return [(ds, i) for ds in datasets for i in range(len(ds))]
+
+
 def site_means(landmarks: torch.Tensor, labeled: VolumeDataset) -> torch.Tensor:
-    """(K, L) mean landmarks of each site's labeled volumes: L_hist's target for x_{u->l} (a site-level
-    statistic, Nyul's standard scale of that site, so one step sees the whole site, not one subject)."""
+    """(K, ...) mean of each site's labeled volumes' statistic (landmarks, fields): L_hist's and L_field's
+    target for x_{u->l} (a site-level statistic, Nyul's standard scale of that site, so one step sees the whole
+    site, not one subject)."""
     site = torch.stack([labeled[i]["label"] for i in range(len(labeled))]).argmax(1)
     missing = [d for k, d in enumerate(labeled.domains) if not (site == k).any()]
     if missing:
@@ -114,13 +153,15 @@ def site_means(landmarks: torch.Tensor, labeled: VolumeDataset) -> torch.Tensor:
     return torch.stack([landmarks[site == k].mean(0) for k in range(len(labeled.domains))])
 
 
-def random_crop(images: list[torch.Tensor], size: int, rng: np.random.Generator) -> list[torch.Tensor]:
-    """The same random cube of ``size`` voxels from each (N, 1, *spatial) batch: x_l and x_u stay
-    aligned in MNI space, which L_lum (a local-mean comparison of two subjects) needs."""
+def random_crop(
+    images: list[torch.Tensor], size: int, rng: np.random.Generator
+) -> tuple[list[torch.Tensor], list[int]]:
+    """The same random cube of ``size`` voxels from each (N, 1, *spatial) batch, and its start: x_l and x_u
+    stay aligned in MNI space, which L_lum (a local-mean comparison of two subjects) needs."""
     spatial = images[0].shape[2:]  # build_task checked that the cube fits
     start = [int(rng.integers(0, s - size + 1)) for s in spatial]
     sl = (..., *[slice(a, a + size) for a in start])
-    return [im[sl] for im in images]
+    return [im[sl] for im in images], start
 
 
 def build_task(cfg: Config, manifest: Manifest) -> tuple[Task, dict[str, Any]]:
@@ -145,17 +186,23 @@ def build_task(cfg: Config, manifest: Manifest) -> tuple[Task, dict[str, Any]]:
         manifest, split="train", role="unlabeled", domains=domains, normalizer=norm, pad_multiple=pad, downsample=down
     )
     pairs = LabeledUnlabeledPairs(labeled, unlabeled, seed=cfg.seed)
+    padded = [s_ + a + b for s_, (a, b) in zip(labeled.shape, labeled.pads)]
+    voxel = float(abs(labeled.affine(0)[0, 0]))
+    spec = replace(spec, volume=tuple(padded), voxel_size_mm=voxel) if spec.site_field_mm else spec
     torch.manual_seed(cfg.seed)
     nets = build_aguit(spec)
-    curve = nets["G"].curve
+    curve, field = nets["G"].curve, nets["G"].field
     if curve is not None:  # step 0: every style maps to the training cohort's mean landmarks
         every = cohort_landmarks([labeled, unlabeled], curve.percentiles)
         curve.set_standard(every.mean(0))
         site_landmarks = site_means(every[: len(labeled)], labeled)
         unlabeled_landmarks = every[len(labeled) :]  # the whole x_u's, read once, not at every step
+    if field is not None:  # step 0: every image put on the cohort's mean field; L_field's site means
+        own = cohort_fields(nets["G"], [labeled, unlabeled], every)
+        site_fields = site_means(own[: len(labeled)], labeled)
+        unlabeled_fields = own[len(labeled) :]
     w, ssim_cfg, bs = cfg.harmonizer.weights, cfg.ssim, cfg.harmonizer.train.batch_size
     crop, masked = cfg.harmonizer.crop, cfg.harmonizer.mask_losses
-    padded = [s_ + a + b for s_, (a, b) in zip(labeled.shape, labeled.pads)]
     if crop > min(padded):
         raise ValueError(
             f"harmonizer.crop={crop} is larger than the volumes ({'x'.join(map(str, padded))} voxels after padding); use at most {min(padded) // pad * pad}"
@@ -174,10 +221,15 @@ def build_task(cfg: Config, manifest: Manifest) -> tuple[Task, dict[str, Any]]:
         if curve is not None:  # the whole x_u's (before cropping; inference maps whole volumes), x_l's site's
             unl["landmarks"] = unlabeled_landmarks[unl["index"]]
             lab["landmarks"] = site_landmarks[lab["label"].argmax(1)]
+        if field is not None:
+            unl["field"] = unlabeled_fields[unl["index"]]
+            lab["field"] = site_fields[lab["label"].argmax(1)]
         if crop:  # a fresh cube per step, drawn from the step alone so a resumed run sees the same batches
-            lab["image"], unl["image"] = random_crop(
+            (lab["image"], unl["image"]), start = random_crop(
                 [lab["image"], unl["image"]], crop, np.random.default_rng([cfg.seed, step])
             )
+            if field is not None:
+                unl["region"] = torch.tensor([start] * len(unl["image"]))
         return lab, unl
 
     def step_forward(b) -> AGUITForward:
@@ -227,7 +279,7 @@ def build_task(cfg: Config, manifest: Manifest) -> tuple[Task, dict[str, Any]]:
         fingerprint=fingerprint(shaping),
         rec_step=rec_step,
         forward=step_forward,
-        lr_scale={"D_b": cfg.harmonizer.content_d_lr, "G.curve": cfg.harmonizer.curve_lr},
+        lr_scale={"D_b": cfg.harmonizer.content_d_lr, "G.curve": cfg.harmonizer.curve_lr, "G.field": cfg.harmonizer.curve_lr},
     )
     return task, meta
 

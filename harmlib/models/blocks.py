@@ -251,3 +251,93 @@ class LandmarkCurve(nn.Module):
         """x's intensities on the style's scale; ``src``: x's landmarks when x is a crop of a larger image."""
         src = brain_landmarks(x, self.percentiles) if src is None else src
         return piecewise_linear(x, src, self.target(style))
+
+
+def field_grid_step(sigma_vox: float) -> int:
+    """Spacing (voxels) of the coarse grid a low-pass field of Gaussian ``sigma_vox`` is kept on: 2/3 sigma,
+    where that Gaussian's spectrum is below 1 % (the field between grid points is linear, not aliased)."""
+    return max(1, int(round(2 * sigma_vox / 3)))
+
+
+def grid_points(n: int, step: int) -> torch.Tensor:
+    """The coarse grid's positions along an axis of ``n`` voxels: evenly spaced, both ends included, as
+    ``F.interpolate(..., align_corners=True)`` places them."""
+    return torch.linspace(0, n - 1, -(-(n - 1) // step) + 1).round().long()
+
+
+def log_lowpass(x: torch.Tensor, sigma_vox: float, step: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The brain's log low-pass intensity on the coarse grid, and where it is defined.
+
+    ``x`` (N, 1, *spatial) in [-1, 1]; the brain is each image's foreground (voxels above its mean, as
+    :func:`brain_landmarks`). Normalized convolution: Gaussian(v * m) / Gaussian(m) with v = (x + 1) / 2, so
+    the edge of the brain does not darken the field. Returns (N, *grid) log values (0 where undefined) and
+    the (N, *grid) mask of points with at least 5 % brain weight around them.
+    """
+    from scipy import ndimage  # numpy-side, once per volume: the training loop never calls it
+
+    logs, valid = [], []
+    for img in x.detach().float().cpu().numpy()[:, 0]:
+        m = (img > img.mean()).astype("float32")
+        num = ndimage.gaussian_filter((img + 1) / 2 * m, sigma_vox, mode="constant")
+        den = ndimage.gaussian_filter(m, sigma_vox, mode="constant")
+        idx = torch.meshgrid(*[grid_points(n, step) for n in img.shape], indexing="ij")
+        num_g, den_g = torch.from_numpy(num)[idx], torch.from_numpy(den)[idx]
+        ok = den_g > 0.05
+        logs.append(torch.where(ok, (num_g.clamp_min(1e-4) / den_g.clamp_min(1e-4)).log(), torch.zeros(())))
+        valid.append(ok)
+    return torch.stack(logs).to(x.device), torch.stack(valid).to(x.device)
+
+
+class SiteField(nn.Module):
+    """Bias AdaIN: a smooth multiplicative intensity field in the template's space, read from the style code.
+
+    Scanners differ in where the brain is brighter, not only in how bright (coil profiles, the bias N4 leaves):
+    a global curve cannot move that, and convolutions on crops do not know where they are. In MNI space the
+    site's mean log low-pass field (its scans against the cohort's) is a map the style can carry. The image's
+    own field ``own`` (its log low-pass, :func:`log_lowpass`, after the landmark curve to the cohort's standard,
+    minus the cohort's mean ``cohort``) is divided out and the style's Phi(s) = MLP(s) multiplied in, on a coarse
+    grid upsampled trilinearly: v -> v * exp(Phi(s) - own), v = (x + 1) / 2. The MLP's last layer starts at zero,
+    so at step 0 every image is put on the cohort's mean field.
+    """
+
+    def __init__(self, style_dim: int, hidden: int, grid: tuple[int, ...], shape: tuple[int, ...]) -> None:
+        super().__init__()
+        self.grid, self.shape = tuple(int(g) for g in grid), tuple(int(s) for s in shape)
+        n = 1
+        for g in self.grid:
+            n *= g
+        self.mlp = MLP(style_dim, n, hidden)
+        last = self.mlp.net[-1]
+        nn.init.zeros_(last.weight)
+        nn.init.zeros_(last.bias)
+        self.register_buffer("cohort", torch.zeros(self.grid))  # the cohort's mean log field: set_cohort
+        self.register_buffer("valid", torch.ones(self.grid, dtype=torch.bool))
+
+    def set_cohort(self, logs: torch.Tensor, valid: torch.Tensor) -> None:
+        """The cohort's mean log field over its (V, *grid) fields, and the points inside most brains."""
+        self.valid.copy_(valid.float().mean(0) > 0.5)
+        w = valid.float()
+        self.cohort.copy_((logs * w).sum(0) / w.sum(0).clamp_min(1))
+
+    def own(self, logs: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+        """An image's field relative to the cohort's (0 where either is undefined)."""
+        return torch.where(valid & self.valid, logs - self.cohort, torch.zeros(()))
+
+    def target(self, style: torch.Tensor) -> torch.Tensor:
+        """(N, *grid) Phi(s): the style's field relative to the cohort's."""
+        return self.mlp(style.float()).view(-1, *self.grid) * self.valid
+
+    def forward(
+        self, x: torch.Tensor, style: torch.Tensor, own: torch.Tensor, region: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """x (N, 1, *spatial) with its field moved from ``own`` (N, *grid) to the style's; ``region``: (N, dim)
+        start of each crop in the whole (padded) volume (None: x is the whole volume)."""
+        d = (self.target(style) - own.float())[:, None]
+        full = F.interpolate(d, size=self.shape, mode="trilinear" if d.dim() == 5 else "bilinear", align_corners=True)
+        if region is not None:
+            size = x.shape[2:]
+            full = torch.stack(
+                [f[(..., *[slice(int(a), int(a) + s) for a, s in zip(r, size)])] for f, r in zip(full, region)]
+            )
+        v = (x.float() + 1) / 2 * full.exp()
+        return (2 * v - 1).to(x.dtype)
