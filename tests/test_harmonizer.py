@@ -16,7 +16,14 @@ from harmlib.data import fsl_grid_affine, read_manifest
 from harmlib.data.io import DataError
 from harmlib.data.synthetic import write_cohort
 from harmlib.harmonize import Harmonizer, Target, VolumeHarmonizer, harmonize_file, load_harmonizer, loaders
-from harmlib.models.blocks import LANDMARK_PERCENTILES, LandmarkCurve, SiteField, brain_landmarks, grid_points, log_lowpass
+from harmlib.models.blocks import (
+    LANDMARK_PERCENTILES,
+    LandmarkCurve,
+    SiteField,
+    brain_landmarks,
+    grid_points,
+    log_lowpass,
+)
 from harmlib.train.loop import _adam, fit
 
 TINY_NET = {

@@ -279,7 +279,11 @@ def build_task(cfg: Config, manifest: Manifest) -> tuple[Task, dict[str, Any]]:
         fingerprint=fingerprint(shaping),
         rec_step=rec_step,
         forward=step_forward,
-        lr_scale={"D_b": cfg.harmonizer.content_d_lr, "G.curve": cfg.harmonizer.curve_lr, "G.field": cfg.harmonizer.curve_lr},
+        lr_scale={
+            "D_b": cfg.harmonizer.content_d_lr,
+            "G.curve": cfg.harmonizer.curve_lr,
+            "G.field": cfg.harmonizer.curve_lr,
+        },
     )
     return task, meta
 
