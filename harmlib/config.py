@@ -34,6 +34,22 @@ def _require(ok: bool, name: str, value: Any, allowed: str) -> None:
         raise ConfigError(f"invalid value {value!r} for parameter '{name}': {allowed}")
 
 
+def _check_field(section: str, curve: bool, field_mm: float, weight: float) -> None:
+    """The site field's switches (harmonizer and drit alike): it acts on the curve's output, L_field needs it."""
+    _require(
+        field_mm == 0 or (curve and 4 <= field_mm <= 200),
+        f"{section}.site_field_mm",
+        field_mm,
+        "use 0 (off) or a Gaussian sigma in [4, 200] mm with landmark_curve: true (the field acts on the curve's output)",
+    )
+    _require(
+        field_mm > 0 or not weight,
+        f"{section}.weights.field",
+        weight,
+        f"L_field compares the site field's maps: set {section}.site_field_mm > 0, or field: 0",
+    )
+
+
 def _check_curve(section: str, residual: bool, curve: bool, hist: float, curve_lr: float) -> None:
     """The landmark curve's switches (harmonizer and drit alike): it needs a residual G, L_hist needs it."""
     _require(
@@ -267,18 +283,7 @@ class HarmonizerConfig(AGUITArch):
             _require(getattr(self, name) >= 1, f"harmonizer.{name}", getattr(self, name), "use a positive integer")
         _require(self.n_down >= 0, "harmonizer.n_down", self.n_down, "use 0 or more stride-2 steps")
         _check_curve("harmonizer", self.residual, self.landmark_curve, self.weights.hist, self.curve_lr)
-        _require(
-            self.site_field_mm == 0 or (self.landmark_curve and 4 <= self.site_field_mm <= 200),
-            "harmonizer.site_field_mm",
-            self.site_field_mm,
-            "use 0 (off) or a Gaussian sigma in [4, 200] mm with landmark_curve: true (the field acts on the curve's output)",
-        )
-        _require(
-            self.site_field_mm > 0 or not self.weights.field,
-            "harmonizer.weights.field",
-            self.weights.field,
-            "L_field compares the site field's maps: set harmonizer.site_field_mm > 0, or field: 0",
-        )
+        _check_field("harmonizer", self.landmark_curve, self.site_field_mm, self.weights.field)
 
 
 @dataclass(frozen=True)
@@ -489,6 +494,7 @@ class DRITWeights:
     content_reg: float = 0.01
     content_adv: float = 1.0
     hist: float = 0.0  # L_hist (ours, as harmonizer.weights.hist): each translation's landmarks vs its code's mean
+    field: float = 0.0  # L_field (ours, as harmonizer.weights.field): each translation's field vs its code's mean
 
     def __post_init__(self) -> None:
         for f in fields(self):
@@ -511,6 +517,9 @@ class DRITArch:
     content_noise: float = 1.0  # std of DRIT++'s Gaussian noise layer on z^c (training only)
     residual: bool = False  # G outputs x + delta with delta's last conv zero at init (as harmonizer.residual)
     landmark_curve: bool = False  # with residual: G outputs curve_(z^a, c)(x) + delta (as harmonizer.landmark_curve)
+    site_field_mm: float = (
+        0.0  # with the curve: each slice's plane of its volume's smooth field moved to (z^a, c)'s (as harmonizer's)
+    )
 
 
 @dataclass(frozen=True)
@@ -527,6 +536,7 @@ class DRITConfig(DRITArch):
             _require(getattr(self, name) >= 1, f"drit.{name}", getattr(self, name), "use a positive integer")
         _require(self.content_noise >= 0, "drit.content_noise", self.content_noise, "use a standard deviation >= 0")
         _check_curve("drit", self.residual, self.landmark_curve, self.weights.hist, self.curve_lr)
+        _check_field("drit", self.landmark_curve, self.site_field_mm, self.weights.field)
 
 
 @dataclass(frozen=True)

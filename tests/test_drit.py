@@ -318,3 +318,66 @@ def test_paper2_real_slices_are_the_training_slices_without_padding_in_unit_rang
     (top, _), (left, _) = data.pads
     assert np.allclose(x[0], np.clip((first[top : top + data.shape[0], left : left + data.shape[1]] + 1) / 2, 0, 1))
     assert list(dom) == list(data.domain_indices)
+
+
+def test_the_2d_site_field_on_coronal_slices_is_the_3d_field_on_the_volume():
+    """drit.site_field_mm: each slice, moved with its plane of its volume's own field at its coronal position, is
+    the coronal plane of the whole volume moved by the 3D field (trilinear = linear along Y, then bilinear)."""
+    from harmlib.models.blocks import SiteField
+
+    torch.manual_seed(0)
+    vol = torch.where(torch.rand(1, 1, 20, 26, 18) > 0.3, torch.rand(1, 1, 20, 26, 18) * 1.6 - 0.6, -1.0)
+    field = SiteField(style_dim=4, hidden=8, shape=tuple(vol.shape[2:]), sigma=4.5)  # a grid of 3 voxels
+    logs, ok = log_lowpass_of(vol, field)
+    field.set_cohort(torch.cat([logs, logs * 0.5]), torch.cat([ok, ok]))
+    own = field.own(logs, ok)
+    torch.nn.init.normal_(field.mlp.net[-1].weight, std=0.05)
+    style = torch.randn(1, 4)
+    whole = field(vol, style, own)
+    planes = torch.arange(vol.shape[3])
+    at = field.coronal_position(planes)
+    x = vol[0, 0].permute(1, 0, 2)[:, None]  # (Y, 1, X, Z)
+    y = field.forward_slices(x, style.expand(len(planes), -1), field.plane(own.expand(len(planes), -1, -1, -1), at), at)
+    assert torch.allclose(y[:, 0], whole[0, 0].permute(1, 0, 2), atol=1e-5)
+
+
+def log_lowpass_of(vol: torch.Tensor, field) -> tuple[torch.Tensor, torch.Tensor]:
+    from harmlib.models.blocks import log_lowpass
+
+    return log_lowpass(vol, field.sigma, field.step)
+
+
+def test_a_2d_site_field_needs_the_curve_and_l_field_needs_the_field():
+    with pytest.raises(ValueError, match="drit.site_field_mm"):
+        harmlib.load_config("tiny", {"drit.landmark_curve": False, "drit.weights.hist": 0, "drit.site_field_mm": 24})
+    with pytest.raises(ValueError, match="drit.weights.field"):
+        harmlib.load_config("tiny", {"drit.site_field_mm": 0, "drit.weights.field": 1.0})
+
+
+@pytest.mark.parametrize("variant", ["gmm_drit", "drit"])
+def test_a_2d_batch_carries_its_slices_planes_of_their_volumes_fields(trained, variant):
+    """Each slice of a batch carries its plane of its volume's own field (read once in build_task, as
+    translate_dataset reads it at inference); L_field compares the coded translations' fields with their code's
+    mean field, and at step 0 every style's field is the cohort's (0)."""
+    from harmlib.data.datasets import array_landmarks
+    from harmlib.drit.harmonizer import volume_slice_fields
+    from harmlib.harmonize import load_harmonizer
+
+    cfg = trained["cfg"]
+    assert cfg.drit.site_field_mm and cfg.drit.weights.field > 0  # the tiny profile trains the field
+    task, meta = train_drit.build_task(cfg, trained["man"], variant, trained["gmvae"])
+    b = task.batch(0)
+    own, at = b["f_a"]
+    g = task.nets["G"]
+    assert own.shape == (len(b["x_a"]), g.field.grid[0], g.field.grid[2]) and at.shape == (len(b["x_a"]),)
+    h = load_harmonizer(trained[variant]["path"])  # inference reads each slice's plane from its whole volume
+    data = meta["dataset"]
+    every = []
+    for v in range(len(data.volumes)):
+        vol = data.volumes.normalized(v)[0]
+        every.append(volume_slice_fields(h, vol, array_landmarks(vol, g.curve.percentiles), data.slices)[0])
+    every = torch.cat(every)
+    assert all(any(torch.allclose(o, e, atol=1e-5) for e in every) for o in own)
+    f = task.forward(b)
+    assert f.field_pred.shape[1:] == g.field.grid and torch.allclose(f.field_pred, torch.zeros_like(f.field_pred))
+    assert "field" in trained[variant]["log"].columns

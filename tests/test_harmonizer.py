@@ -559,8 +559,8 @@ def test_the_site_field_moves_an_images_field_to_the_styles_and_a_crop_is_the_cr
     trained style's field replaces the image's own; a crop mapped with its region is the crop of the whole."""
     torch.manual_seed(0)
     x = _smooth_volume().expand(2, -1, -1, -1, -1).clone()
-    logs, ok = log_lowpass(x, 3.0, 4)
-    field = SiteField(style_dim=5, hidden=8, grid=tuple(logs.shape[1:]), shape=tuple(x.shape[2:]))
+    field = SiteField(style_dim=5, hidden=8, shape=tuple(x.shape[2:]), sigma=6.0)  # a grid of 4 voxels
+    logs, ok = log_lowpass(x, field.sigma, field.step)
     field.set_cohort(logs, ok)
     own = field.own(logs, ok)
     style = torch.randn(2, 5)
@@ -569,7 +569,7 @@ def test_the_site_field_moves_an_images_field_to_the_styles_and_a_crop_is_the_cr
     with torch.no_grad():  # a trained field: brighter towards the last slices
         field.mlp.net[-1].bias.copy_((0.1 * gz).flatten())
     y = field(x, style, own)
-    got, want = field.own(*log_lowpass(y, 3.0, 4)), field.target(style)
+    got, want = field.own(*log_lowpass(y, field.sigma, field.step)), field.target(style)
     inside = field.valid.expand_as(got)
     assert torch.corrcoef(torch.stack([got[inside], want[inside]]))[0, 1] > 0.98
     region = torch.tensor([[4, 0, 8], [4, 0, 8]])

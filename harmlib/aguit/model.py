@@ -35,13 +35,9 @@ from harmlib.models.blocks import (
     brain_landmarks,
     conv,
     downsample,
-    field_grid_step,
     global_pool,
-    grid_points,
-    log_lowpass,
     n_adain_params,
     pad_multiple,
-    piecewise_linear,
     upsample,
 )
 
@@ -141,18 +137,13 @@ class Generator(nn.Module):
         self.curve = LandmarkCurve(spec.noise_dim + spec.n_domains, spec.mlp_hidden) if spec.landmark_curve else None
         self.field: SiteField | None = None
         if spec.site_field_mm:
-            self.field_step = field_grid_step(spec.field_sigma)
-            self.field_sigma = spec.field_sigma
-            grid = tuple(len(grid_points(n, self.field_step)) for n in spec.volume)
-            self.field = SiteField(spec.noise_dim + spec.n_domains, spec.mlp_hidden, grid, tuple(spec.volume))
+            self.field = SiteField(spec.noise_dim + spec.n_domains, spec.mlp_hidden, spec.volume, spec.field_sigma)
 
     def log_field(self, x: torch.Tensor, landmarks: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """Whole volumes' log low-pass fields on the site field's grid, after the curve to the cohort's standard
-        (so a site's contrast does not enter its field), and where they are defined."""
+        """Whole volumes' log low-pass fields on the site field's grid (:meth:`SiteField.read`)."""
         assert self.curve is not None and self.field is not None
         src = brain_landmarks(x, self.curve.percentiles) if landmarks is None else landmarks
-        std = piecewise_linear(x, src, self.curve.standard.expand(x.shape[0], -1))
-        return log_lowpass(std, self.field_sigma, self.field_step)
+        return self.field.read(x, src, self.curve.standard)
 
     def forward(
         self,

@@ -19,6 +19,7 @@ Otherwise one z^a (seeded) serves every slice of a volume, so the slices of one 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,9 +28,17 @@ import torch
 import torch.nn.functional as F
 
 from harmlib.checkpoint import CheckpointError
-from harmlib.data.datasets import Normalizer, array_landmarks, crop_pads, volume_landmarks
+from harmlib.data.datasets import Normalizer, array_landmarks, crop_pads
 from harmlib.data.io import DataError
-from harmlib.drit.model import AttributeEncoder, ContentEncoder, DRITSpec, Generator
+from harmlib.drit.model import (
+    AttributeEncoder,
+    ContentEncoder,
+    DRITSpec,
+    Generator,
+    slab_volume,
+    slice_fields,
+    volume_fields,
+)
 from harmlib.gmvae.model import GMVAE, GMVAESpec
 from harmlib.harmonize.base import register
 from harmlib.harmonize.targets import Target
@@ -153,10 +162,12 @@ def translate_slices(
     reference: torch.Tensor | None = None,
     batch_size: int = 32,
     landmarks: torch.Tensor | None = None,
+    fields: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> torch.Tensor:
     """G(E^c(x), z^a, c) for normalized, padded slices ``x`` (N, 1, H, W) in [-1, 1]; ``landmarks`` (N, L) or
     (1, L): the brain landmarks of the volume(s) the slices come from, for a model with the landmark curve
-    (None: each slice's own)."""
+    (None: each slice's own); ``fields`` (own planes (N, gx, gz), positions (N,)) for a model with the site field
+    (:func:`volume_slice_fields`)."""
     t = h.target(target)  # parsed once; ``self:<site>`` keeps each slice's own z^a with that site's code
     z_a = None if t.own else h.attribute(t, seed, reference)
     codes = h.code(t, x.shape[0])
@@ -168,7 +179,8 @@ def translate_slices(
         lm = None
         if landmarks is not None:  # one row for the whole volume, or one per slice
             lm = (landmarks if len(landmarks) == 1 else landmarks[start : start + batch_size]).expand(len(xb), -1)
-        out.append(h.nets["G"](h.nets["E_c"](xb), z, c, xb, None if lm is None else lm.to(h.device)).float().cpu())
+        fb = None if fields is None else tuple(f[start : start + batch_size].to(h.device) for f in fields)
+        out.append(h.nets["G"](h.nets["E_c"](xb), z, c, xb, None if lm is None else lm.to(h.device), fb).float().cpu())
     return torch.cat(out) if out else x.new_zeros(x.shape)
 
 
@@ -176,6 +188,24 @@ def volume_curve_landmarks(h: SliceHarmonizer, x: np.ndarray) -> torch.Tensor | 
     """(1, L) landmarks of a normalized volume, for a model with the landmark curve (None without one)."""
     curve = h.nets["G"].curve
     return None if curve is None else array_landmarks(x, curve.percentiles)
+
+
+def volume_own_field(h: SliceHarmonizer, x: np.ndarray, landmarks: torch.Tensor) -> torch.Tensor:
+    """(1, gx, gy, gz): a normalized volume's own field (relative to the training cohort's), for the site field."""
+    g = h.nets["G"]
+    return g.field.own(*volume_fields(g, [slab_volume(x, h.pads)], landmarks.cpu()))
+
+
+def volume_slice_fields(
+    h: SliceHarmonizer, x: np.ndarray, landmarks: torch.Tensor, coronal: Sequence[int]
+) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """G's site-field input for the coronal planes ``coronal`` of a normalized volume ``x`` (X, Y, Z) with its
+    ``landmarks`` (1, L): their planes of the volume's own field and their positions (None without a site field)."""
+    if h.nets["G"].field is None:
+        return None
+    own = volume_own_field(h, x, landmarks)
+    idx = torch.as_tensor(list(coronal))
+    return slice_fields(h.nets["G"], own.expand(len(idx), *own.shape[1:]), idx)
 
 
 def harmonize_slices(h: SliceHarmonizer, vol: np.ndarray, target: str, seed: int = 0) -> np.ndarray:
@@ -197,7 +227,9 @@ def harmonize_slices(h: SliceHarmonizer, vol: np.ndarray, target: str, seed: int
             [h.pads[1][0], h.pads[1][1], h.pads[0][0], h.pads[0][1]],
             value=-1.0,
         )
-        y = translate_slices(h, xp, target, seed, landmarks=volume_curve_landmarks(h, x))
+        lm = volume_curve_landmarks(h, x)
+        fields = None if lm is None else volume_slice_fields(h, x, lm, brain)
+        y = translate_slices(h, xp, target, seed, landmarks=lm, fields=fields)
         out[brain] = crop_pads(y, h.pads).numpy()[:, 0]
     high = h.target(target).scale(h.scales, params["high"])
     res = h.normalizer.inverse(np.moveaxis(out, 0, 1), {**params, "high": high})
@@ -218,10 +250,15 @@ def translate_dataset(
     items = [data[i] for i in idx]
     x = torch.stack([it["image"] for it in items]) if items else torch.zeros(0, 1, 1, 1)
     curve = h.nets["G"].curve
-    lm = None
+    lm = fields = None
     if curve is not None and items:  # each slice with its whole volume's landmarks, as in training; each volume once
         rows = sorted({it["index"] for it in items})
-        per_volume = dict(zip(rows, volume_landmarks(data.volumes, curve.percentiles, rows)))
-        lm = torch.stack([per_volume[it["index"]] for it in items])
-    y = translate_slices(h, x, target, seed, landmarks=lm)
+        vols = {r: data.volumes.normalized(r)[0] for r in rows}
+        per_volume = {r: array_landmarks(v, curve.percentiles) for r, v in vols.items()}
+        lm = torch.cat([per_volume[it["index"]] for it in items])
+        if h.nets["G"].field is not None:  # and its plane of its volume's own field
+            own = {r: volume_own_field(h, v, per_volume[r]) for r, v in vols.items()}
+            coronal = torch.as_tensor([it["slice"] for it in items])
+            fields = slice_fields(h.nets["G"], torch.cat([own[it["index"]] for it in items]), coronal)
+    y = translate_slices(h, x, target, seed, landmarks=lm, fields=fields)
     return crop_pads(x, h.pads).numpy()[:, 0], crop_pads(y, h.pads).numpy()[:, 0]

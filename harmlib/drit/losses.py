@@ -25,7 +25,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from harmlib.config import DRITWeights
-from harmlib.losses import l_hist, label_bce, lsgan
+from harmlib.losses import l_field, l_hist, label_bce, lsgan
 
 
 @dataclass(frozen=True)
@@ -48,7 +48,8 @@ class DRITForward:
     and x_ba the translations; x_aa, x_bb the self-reconstructions; x_a_rand, x_b_rand the random-attribute
     translations with intended codes c_rand_a, c_rand_b (c_sf = 0 for GMM-DRIT) and z_rand; x_aba, x_bab
     the cycle; ``posterior`` DRIT++'s attribute terms (None for GMM-DRIT, whose E^a is frozen); ``hist_pred``
-    and ``hist_target`` L_hist's two sides (None without the landmark curve).
+    and ``hist_target`` L_hist's two sides (None without the landmark curve); ``field_pred`` and ``field_target``
+    L_field's (None without the site field).
     """
 
     x_a: torch.Tensor
@@ -71,6 +72,8 @@ class DRITForward:
     posterior: AttributePosterior | None = None
     hist_pred: torch.Tensor | None = None  # with G's landmark curve: the coded translations' landmarks T(z^a, c)
     hist_target: torch.Tensor | None = None  # and their codes' mean landmarks over the training volumes
+    field_pred: torch.Tensor | None = None  # with G's site field: the coded translations' fields Phi(z^a, c)
+    field_target: torch.Tensor | None = None  # and their codes' mean fields over the training volumes
 
 
 def code_bce(logits: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
@@ -150,5 +153,7 @@ def drit_generator_loss(
         terms["lat"] = l1(q.mu_rand_a, f.z_rand) + l1(q.mu_rand_b, f.z_rand)
     if w.hist and f.hist_pred is not None and f.hist_target is not None and len(f.hist_pred):
         terms["hist"] = l_hist(f.hist_pred, f.hist_target)
+    if w.field and f.field_pred is not None and f.field_target is not None and len(f.field_pred):
+        terms["field"] = l_field(f.field_pred, f.field_target, nets["G"].field.valid)
     total = sum(getattr(w, BRANCH_WEIGHT.get(k, k)) * v for k, v in terms.items())
     return total, {k: float(v.detach()) for k, v in terms.items()}

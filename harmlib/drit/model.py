@@ -22,6 +22,7 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 from harmlib.config import DRITArch
 from harmlib.models.blocks import (
@@ -31,6 +32,7 @@ from harmlib.models.blocks import (
     LandmarkCurve,
     LayerNorm,
     ResBlock,
+    SiteField,
     conv,
     global_pool,
     upsample,
@@ -43,6 +45,8 @@ class DRITSpec(DRITArch):
     fields (``nz``: 8, or the GM-VAE's gaussian_size) plus the number of scanners K."""
 
     n_domains: int = 5
+    volume: tuple[int, ...] = ()  # (X, Y, Z) of the volumes, X and Z padded as the slices: the site field's extent
+    voxel_size_mm: float = 1.0  # for site_field_mm in voxels
 
 
 def tile(v: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
@@ -122,7 +126,9 @@ class Generator(nn.Module):
     3D harmonizer's residual generator (IGUANE): a short run learns the change of appearance only.
     With ``spec.landmark_curve`` as well, x + delta becomes curve(x) + delta: the slices' intensities are first
     mapped from their volume's Nyul landmarks onto landmarks read from (z^a, c) (the 3D harmonizer's
-    :class:`~harmlib.models.blocks.LandmarkCurve`). DRIT++ and GMM-DRIT (and the paper profile) draw the image."""
+    :class:`~harmlib.models.blocks.LandmarkCurve`). With ``spec.site_field_mm`` each slice's plane of its volume's
+    smooth intensity field is then moved to the plane of (z^a, c)'s field (:class:`~harmlib.models.blocks.SiteField`,
+    a 3D map sampled at the slice's coronal position). DRIT++ and GMM-DRIT (and the paper profile) draw the image."""
 
     def __init__(self, spec: DRITSpec, content_ch: int) -> None:
         super().__init__()
@@ -135,6 +141,11 @@ class Generator(nn.Module):
             ch //= 2
         self.out = ImageOutput(2, ch, spec.residual, "drit.residual")
         self.curve = LandmarkCurve(spec.nz + spec.n_domains, 4 * spec.width) if spec.landmark_curve else None
+        self.field = (
+            SiteField(spec.nz + spec.n_domains, 4 * spec.width, spec.volume, spec.site_field_mm / spec.voxel_size_mm)
+            if spec.site_field_mm
+            else None
+        )
 
     def forward(
         self,
@@ -143,12 +154,16 @@ class Generator(nn.Module):
         c: torch.Tensor,
         x: torch.Tensor | None = None,
         landmarks: torch.Tensor | None = None,
+        field: tuple[torch.Tensor, torch.Tensor] | None = None,
     ) -> torch.Tensor:
         """G(z^c, z^a, c); a residual G also needs the slices x whose content z^c is, and with the landmark
-        curve the landmarks (N, L) of the volume each slice was cut from (None: each slice's own)."""
+        curve the landmarks (N, L) of the volume each slice was cut from (None: each slice's own); with the site
+        field ``field`` = (own, at): each slice's plane (N, gx, gz) of its volume's own field and its position."""
         code = torch.cat([z_a, c.to(z_a.dtype)], 1)
         if self.curve is not None and x is not None:
             x = self.curve(x, code, landmarks)
+        if self.field is not None and x is not None and field is not None:
+            x = self.field.forward_slices(x, code, *field)
         s = self.mlp(code).chunk(len(self.res), 1)
         h = z_c
         for block, s_i in zip(self.res, s):
@@ -212,3 +227,27 @@ def build_drit(spec: DRITSpec, attribute_encoder: nn.Module | None = None) -> di
         "D_s2": ScannerDiscriminator(spec),
         "D_c": ContentDiscriminator(spec, e_c.out_ch),
     }
+
+
+def slab_volume(x: torch.Tensor, pads: tuple[tuple[int, int], tuple[int, int]]) -> torch.Tensor:
+    """A normalized volume (X, Y, Z) as (1, 1, X', Y, Z'): X and Z padded with background as its coronal slices
+    are, so the site field's grid spans exactly what the slices hold."""
+    return F.pad(torch.as_tensor(x, dtype=torch.float32)[None, None], [*pads[1], 0, 0, *pads[0]], value=-1.0)
+
+
+def volume_fields(
+    g: Generator, volumes: list[torch.Tensor], landmarks: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(V, gx, gy, gz) log fields of (1, 1, X', Y, Z') volumes (:func:`slab_volume`) with their landmarks (V, L),
+    and where they are defined."""
+    assert g.field is not None and g.curve is not None
+    logs, valid = zip(*[g.field.read(v, landmarks[i : i + 1], g.curve.standard) for i, v in enumerate(volumes)])
+    return torch.cat(logs), torch.cat(valid)
+
+
+def slice_fields(g: Generator, own: torch.Tensor, coronal: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """G's ``field`` argument for slices: their planes of their volumes' own fields ``own`` (N, gx, gy, gz, one row
+    per slice) at their coronal indices (N,), and those planes' grid positions."""
+    assert g.field is not None
+    at = g.field.coronal_position(coronal)
+    return g.field.plane(own, at), at

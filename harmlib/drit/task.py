@@ -16,7 +16,7 @@ a KL term and latent regression, and its random branch translates into the partn
 
 from __future__ import annotations
 
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +29,7 @@ from harmlib.config import Config, DRITArch, arch_fields, to_dict
 from harmlib.data.datasets import DomainPairs, SliceDataset, volume_landmarks
 from harmlib.data.manifest import Manifest
 from harmlib.drit.losses import AttributePosterior, DRITForward, drit_discriminator_loss, drit_generator_loss
-from harmlib.drit.model import DRITSpec, build_drit
+from harmlib.drit.model import DRITSpec, build_drit, slab_volume, slice_fields, volume_fields
 from harmlib.gmvae.task import load_gmvae, slice_dataset
 from harmlib.models.blocks import pad_multiple
 from harmlib.train.loop import Task, epoch_items, export_payload, fingerprint
@@ -56,12 +56,16 @@ def forward(
     gmm: bool,
     landmarks: tuple[torch.Tensor, torch.Tensor] | None = None,
     code_means: torch.Tensor | None = None,
+    fields: tuple[tuple[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]] | None = None,
+    field_means: torch.Tensor | None = None,
 ) -> DRITForward:
     """Steps (1)-(3) for a batch of pairs; a and b go through each net together (one call, 2B items).
 
     With G's landmark curve: ``landmarks``, the landmarks (B, L) of the volumes x_a's and x_b's slices come
     from, and ``code_means`` (K, L), L_hist's target for a translation coded c: the mean landmarks of the
-    training volumes with that code (DRIT++: the scanner; GMM-DRIT: the GM-VAE's component)."""
+    training volumes with that code (DRIT++: the scanner; GMM-DRIT: the GM-VAE's component). With G's site field:
+    ``fields`` ((own_a, at_a), (own_b, at_b)), each slice's plane of its volume's own field and its position, and
+    ``field_means`` (K, *grid), L_field's target for a code: the mean field of its training volumes."""
     n, k = x_a.shape[0], spec.n_domains
     onehot = F.one_hot(torch.cat([d_a, d_b]), k).float()
     z_c = nets["E_c"](torch.cat([x_a, x_b]))
@@ -73,12 +77,17 @@ def forward(
     z_out = torch.cat([z_ab, z_aa, z_aa, z_ab, z_rand, z_rand])
     c_out = torch.cat([c_b, c_a, c_a, c_b, c_rand_a, c_rand_b])
     curve = nets["G"].curve if landmarks is not None else None
+    field = nets["G"].field if fields is not None else None
+    own = at = None
+    if field is not None:
+        own, at = torch.cat([fields[0][0], fields[1][0]]), torch.cat([fields[0][1], fields[1][1]])
     out = nets["G"](
         torch.cat([z_ca, z_cb, z_ca, z_cb, z_ca, z_cb]),
         z_out,
         c_out,
         torch.cat([x_a, x_b] * 3),
         None if curve is None else torch.cat([*landmarks] * 3),
+        None if field is None else (torch.cat([own] * 3), torch.cat([at] * 3)),
     )
     x_ab, x_ba, x_aa, x_bb, x_a_rand, x_b_rand = out.split(n)
     hist_pred = hist_target = None
@@ -88,6 +97,14 @@ def forward(
         coded = code.sum(1) > 0  # GMM-DRIT's scanner-free c_sf = 0 has no site to match
         hist_pred, hist_target = t[coded], (code.float() @ code_means)[coded] if code_means is not None else None
         cyc_landmarks = t[: 2 * n].detach()
+    field_pred = field_target = cyc_field = None
+    if field is not None:  # likewise their fields: the site field put their volumes' onto Phi(z^a, c)
+        code = torch.cat([c_out[: 2 * n], c_out[4 * n :]])
+        phi = field.target(torch.cat([torch.cat([z_out[: 2 * n], z_out[4 * n :]]), code.to(z_out.dtype)], 1))
+        coded = code.sum(1) > 0
+        field_pred = phi[coded]
+        field_target = (code.float() @ field_means.flatten(1)).view(-1, *field.grid)[coded]
+        cyc_field = (field.plane(phi[: 2 * n], at).detach(), at)  # x_ab on a's plane, x_ba on b's
     # (3) re-encode: x_{a->b} holds a's content and b's attribute, x_{b->a} the converse
     z_c_re = nets["E_c"](torch.cat([x_ab, x_ba]))
     re_in = torch.cat([x_ab, x_ba]) if gmm else torch.cat([x_ab, x_ba, x_a_rand, x_b_rand])
@@ -99,6 +116,7 @@ def forward(
         torch.cat([c_a, c_b]),
         torch.cat([x_ab, x_ba]),
         None if curve is None else cyc_landmarks,
+        cyc_field,
     )
     posterior = None
     if not gmm:
@@ -131,6 +149,8 @@ def forward(
         posterior=posterior,
         hist_pred=hist_pred,
         hist_target=hist_target,
+        field_pred=field_pred,
+        field_target=field_target,
     )
 
 
@@ -196,15 +216,26 @@ def build_task(
             "gmvae_created": ck.get("created", ""),
         }
     spec = _spec(cfg, len(domains), gmvae.spec.gaussian_size if gmm else cfg.drit.nz)
+    if spec.site_field_mm:  # the field spans the volumes as the slices hold them
+        (a0, a1), (b0, b1) = data.pads
+        volume = (data.shape[0] + a0 + a1, data.volumes.shape[1], data.shape[1] + b0 + b1)
+        spec = replace(spec, volume=volume, voxel_size_mm=float(abs(data.volumes.affine(0)[0, 0])))
     torch.manual_seed(cfg.seed)
     nets = build_drit(spec, gmvae)
     pairs, bs = DomainPairs(data, seed=cfg.seed), cfg.drit.train.batch_size
-    curve = nets["G"].curve
+    curve, field = nets["G"].curve, nets["G"].field
+    slice_volume = torch.arange(len(data)) // data.n_slices
     if curve is not None:  # each volume's landmarks once; step 0 maps every code to the cohort's mean
         landmarks = volume_landmarks(data.volumes, curve.percentiles)
         curve.set_standard(landmarks.mean(0))
         codes = slice_codes(nets["E_a"], data) if gmm else torch.as_tensor(data.domain_indices)
-        means = code_means(landmarks[torch.arange(len(data)) // data.n_slices], codes, spec.n_domains)
+        means = code_means(landmarks[slice_volume], codes, spec.n_domains)
+    if field is not None:  # each volume's own field once; step 0 puts every slice on the cohort's mean field
+        vols = [slab_volume(data.volumes.normalized(v)[0], data.pads) for v in range(len(data.volumes))]
+        logs, valid = volume_fields(nets["G"], vols, landmarks)
+        field.set_cohort(logs, valid)
+        own = field.own(logs, valid)
+        f_means = code_means(own[slice_volume].flatten(1), codes, spec.n_domains).view(-1, *field.grid)
 
     def batch(step: int) -> dict[str, torch.Tensor]:
         items = []
@@ -216,13 +247,30 @@ def build_task(
         out = {"x_a": a["image"], "x_b": b["image"], "d_a": a["domain_index"], "d_b": b["domain_index"]}
         if curve is not None:  # the volumes' landmarks (inference maps a volume's slices with the volume's)
             out |= {"l_a": landmarks[a["index"]], "l_b": landmarks[b["index"]]}
+        if field is not None:  # each slice's plane of its volume's own field (inference reads the same)
+            out |= {"f_a": slice_fields(nets["G"], own[a["index"]], a["slice"])}
+            out |= {"f_b": slice_fields(nets["G"], own[b["index"]], b["slice"])}
         return out
 
     def step_forward(b: dict[str, torch.Tensor]) -> DRITForward:
         """One pass per step; the D and G updates both read it, as DRIT++ does."""
         if curve is None:
             return forward(nets, b["x_a"], b["x_b"], b["d_a"], b["d_b"], spec, gmm)
-        return forward(nets, b["x_a"], b["x_b"], b["d_a"], b["d_b"], spec, gmm, (b["l_a"], b["l_b"]), means)
+        if field is None:
+            return forward(nets, b["x_a"], b["x_b"], b["d_a"], b["d_b"], spec, gmm, (b["l_a"], b["l_b"]), means)
+        return forward(
+            nets,
+            b["x_a"],
+            b["x_b"],
+            b["d_a"],
+            b["d_b"],
+            spec,
+            gmm,
+            (b["l_a"], b["l_b"]),
+            means,
+            (b["f_a"], b["f_b"]),
+            f_means,
+        )
 
     def d_step(f: DRITForward):
         return drit_discriminator_loss(f, nets, cfg.drit.weights)
@@ -270,7 +318,7 @@ def build_task(
         frozen=["E_a"] if gmm else [],
         fingerprint=fp,
         forward=step_forward,
-        lr_scale={"G.curve": cfg.drit.curve_lr},
+        lr_scale={"G.curve": cfg.drit.curve_lr, "G.field": cfg.drit.curve_lr},
     )
     return task, {**meta, "dataset": data}
 

@@ -300,9 +300,11 @@ class SiteField(nn.Module):
     so at step 0 every image is put on the cohort's mean field.
     """
 
-    def __init__(self, style_dim: int, hidden: int, grid: tuple[int, ...], shape: tuple[int, ...]) -> None:
+    def __init__(self, style_dim: int, hidden: int, shape: tuple[int, ...], sigma: float) -> None:
         super().__init__()
-        self.grid, self.shape = tuple(int(g) for g in grid), tuple(int(s) for s in shape)
+        self.shape, self.sigma = tuple(int(v) for v in shape), float(sigma)
+        self.step = field_grid_step(sigma)
+        self.grid = tuple(len(grid_points(n, self.step)) for n in self.shape)
         n = 1
         for g in self.grid:
             n *= g
@@ -312,6 +314,15 @@ class SiteField(nn.Module):
         nn.init.zeros_(last.bias)
         self.register_buffer("cohort", torch.zeros(self.grid))  # the cohort's mean log field: set_cohort
         self.register_buffer("valid", torch.ones(self.grid, dtype=torch.bool))
+
+    def read(
+        self, x: torch.Tensor, landmarks: torch.Tensor, standard: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Whole volumes' (N, 1, *shape) log low-pass fields on the grid, after the landmark curve from their
+        ``landmarks`` (N, L) to the cohort's ``standard`` (L,) (so a site's contrast does not enter its field),
+        and where they are defined (:func:`log_lowpass`)."""
+        std = piecewise_linear(x, landmarks, standard.expand(x.shape[0], -1))
+        return log_lowpass(std, self.sigma, self.step)
 
     def set_cohort(self, logs: torch.Tensor, valid: torch.Tensor) -> None:
         """The cohort's mean log field over its (V, *grid) fields, and the points inside most brains."""
@@ -326,6 +337,28 @@ class SiteField(nn.Module):
     def target(self, style: torch.Tensor) -> torch.Tensor:
         """(N, *grid) Phi(s): the style's field relative to the cohort's."""
         return self.mlp(style.float()).view(-1, *self.grid) * self.valid
+
+    @staticmethod
+    def plane(grid: torch.Tensor, at: torch.Tensor) -> torch.Tensor:
+        """(N, gx, gz): the coronal planes of (N, gx, gy, gz) maps at fractional grid positions ``at`` (N,) along
+        gy, linear between grid planes (what a 2D model's slice sees of its volume's field)."""
+        lo = at.floor().long().clamp(0, grid.shape[2] - 1)
+        hi = (lo + 1).clamp(max=grid.shape[2] - 1)
+        w = (at - lo.to(at.dtype)).to(grid.dtype)[:, None, None]
+        n = torch.arange(len(grid), device=grid.device)
+        return grid[n, :, lo] * (1 - w) + grid[n, :, hi] * w
+
+    def coronal_position(self, index: torch.Tensor) -> torch.Tensor:
+        """A coronal plane's voxel index -> its fractional position on the grid (both ends shared, as upsampled)."""
+        return torch.as_tensor(index).float() * (self.grid[1] - 1) / max(self.shape[1] - 1, 1)
+
+    def forward_slices(self, x: torch.Tensor, style: torch.Tensor, own: torch.Tensor, at: torch.Tensor) -> torch.Tensor:
+        """2D: coronal slices x (N, 1, X, Z) of volumes of the field's ``shape`` (X, Y, Z), ``own`` (N, gx, gz) their
+        planes of their volumes' own fields at grid positions ``at`` (N,): the style's plane replaces the own."""
+        d = (self.plane(self.target(style), at) - own.float())[:, None]
+        full = F.interpolate(d, size=(self.shape[0], self.shape[2]), mode="bilinear", align_corners=True)
+        v = (x.float() + 1) / 2 * full.exp()
+        return (2 * v - 1).to(x.dtype)
 
     def forward(
         self, x: torch.Tensor, style: torch.Tensor, own: torch.Tensor, region: torch.Tensor | None = None
