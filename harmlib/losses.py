@@ -1,5 +1,5 @@
 """Loss terms that more than one model family plays with: the least-squares GAN, a BCE against site labels,
-and L_hist (ours) on Nyul landmarks. Each family's objective (``harmlib.<family>.losses``) uses them."""
+L_hist (ours) on Nyul landmarks and L_field (ours) on the site field's maps. Each family's objective (``harmlib.<family>.losses``) uses them."""
 
 from __future__ import annotations
 

@@ -7,6 +7,7 @@ Paper 1's terms (Sec. 2), on the models' images in [-1, 1]; SSIM terms see them 
     L_struct^x = 1 - s(x_{u->u}, x_{u->l})          L_lum^x = 1 - l(x_l, x_{u->l})
     L_cla^s    E_s predicts x_l's label              L_lat    E_b, E_s recover c_u and n_r from x_{u->l}
     L_hist     (ours; 0 in the paper profile) 1-D Wasserstein of the whole x_{u->l}'s brain intensities and site l's
+    L_field    (ours; 0 in the paper profile) the whole x_{u->l}'s smooth log intensity field vs site l's mean field
     L_adv^x    LSGAN of D_a^x on x_{u->l}            L_pre^{x,G}  D_p^x reads label l from x_{u->l}
     L_pre^{x,D} D_p^x reads the label of real x_l    L_adv^b, L_pre^b  the content discriminator's games
     KL         the noise part of E_s(x_u) towards N(0, 1)

@@ -9,8 +9,9 @@ For both branches i (1: encoded translations x_{a->b}, x_{b->a}; 2: random-attri
 
 plus DRIT++'s small L2 penalty on z^c (weight 0.01) and, for DRIT++ only (its E^a is trained),
 KL(q(z^a|x) || N(0, I)) and the latent regression |E^a(G(z^c, z_rand, c)) - z_rand|_1. With G's landmark
-curve (ours, off in the paper profile), L_hist (``losses.aguit.l_hist``) pulls the landmarks of every
-translation with a scanner code c onto the mean landmarks of the training volumes with that code.
+curve (ours, off in the paper profile), L_hist (``harmlib.losses.l_hist``) pulls the landmarks of every
+translation with a scanner code c onto the mean landmarks of the training volumes with that code; with its
+site field, L_field (``harmlib.losses.l_field``) likewise pulls its field onto their mean field.
 GMM-DRIT's branch 2 is scanner-free: its intended code is c_sf = 0, so G learns that D_s^2 should
 read no scanner at all from x^rand. The adversarial game is least squares (LSGAN) rather than
 DRIT++'s cross-entropy: it is more stable on the short CPU budgets of this companion.
