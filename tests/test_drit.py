@@ -281,12 +281,14 @@ def test_a_2d_batch_carries_its_volumes_landmarks_and_l_hist_reads_coded_transla
     """Each slice of a batch carries its whole volume's landmarks (read once in build_task); L_hist compares
     the encoded translations (and DRIT++'s random ones, which have the partner's code) with their code's mean
     landmarks; GMM-DRIT's scanner-free translations have no code and no L_hist term."""
-    from harmlib.data.datasets import volume_landmarks
+    from harmlib.data.datasets import array_landmarks
 
     cfg = trained["cfg"]
     assert cfg.drit.landmark_curve and cfg.drit.weights.hist > 0  # the tiny profile trains the curve
     task, meta = train_drit.build_task(cfg, trained["man"], variant, trained["gmvae"])
-    per_volume = volume_landmarks(meta["dataset"].volumes, task.nets["G"].curve.percentiles)
+    vols = meta["dataset"].volumes
+    p = task.nets["G"].curve.percentiles
+    per_volume = torch.cat([array_landmarks(vols.normalized(i)[0], p) for i in range(len(vols))])
     b = task.batch(0)
     for rows in (b["l_a"], b["l_b"]):
         assert all(any(torch.equal(r, v) for v in per_volume) for r in rows)

@@ -139,12 +139,6 @@ class Generator(nn.Module):
         if spec.site_field_mm:
             self.field = SiteField(spec.noise_dim + spec.n_domains, spec.mlp_hidden, spec.volume, spec.field_sigma)
 
-    def log_field(self, x: torch.Tensor, landmarks: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """Whole volumes' log low-pass fields on the site field's grid (:meth:`SiteField.read`)."""
-        assert self.curve is not None and self.field is not None
-        src = brain_landmarks(x, self.curve.percentiles) if landmarks is None else landmarks
-        return self.field.read(x, src, self.curve.standard)
-
     def forward(
         self,
         content: torch.Tensor,
@@ -162,8 +156,10 @@ class Generator(nn.Module):
         h = self.res(content)
         for up in self.ups:
             h = up(upsample(h))
+        if self.curve is not None and x is not None and landmarks is None:  # a whole x: its own, read once
+            landmarks = brain_landmarks(x, self.curve.percentiles)
         if self.field is not None and x is not None and own is None:
-            own = self.field.own(*self.log_field(x, landmarks))
+            own = self.field.own(*self.field.read(x, landmarks, self.curve.standard))
         if self.curve is not None and x is not None:
             x = self.curve(x, style, landmarks)
         if self.field is not None and x is not None:

@@ -128,16 +128,10 @@ def cohort_landmarks(datasets: list[VolumeDataset], percentiles: torch.Tensor) -
 
 def cohort_fields(g: torch.nn.Module, datasets: list[VolumeDataset], landmarks: torch.Tensor) -> torch.Tensor:
     """(V, *grid) every volume's own field relative to the cohort's mean (which this sets in G's site field)."""
-    logs, valid = zip(
-        *[g.log_field(ds[i]["image"][None], landmarks[j : j + 1]) for j, (ds, i) in enumerate(_items(datasets))]
-    )
-    logs, valid = torch.cat(logs), torch.cat(valid)
+    x = torch.stack([ds[i]["image"] for ds in datasets for i in range(len(ds))])
+    logs, valid = g.field.read(x, landmarks, g.curve.standard)
     g.field.set_cohort(logs, valid)
     return g.field.own(logs, valid)
-
-
-def _items(datasets: list[VolumeDataset]) -> list[tuple[VolumeDataset, int]]:
-    return [(ds, i) for ds in datasets for i in range(len(ds))]
 
 
 def site_means(landmarks: torch.Tensor, labeled: VolumeDataset) -> torch.Tensor:

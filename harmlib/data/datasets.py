@@ -265,16 +265,6 @@ def array_landmarks(x: np.ndarray, percentiles: torch.Tensor) -> torch.Tensor:
     return brain_landmarks(torch.from_numpy(np.asarray(x, np.float32))[None], percentiles)
 
 
-def volume_landmarks(
-    volumes: VolumeDataset, percentiles: torch.Tensor, rows: Sequence[int] | None = None
-) -> torch.Tensor:
-    """(V, L) brain landmarks of each volume (or of ``rows``, in that order), normalized as a whole and unpadded:
-    what the 2D models' landmark curve maps every slice of that volume with, in training and at inference."""
-    rows = range(len(volumes)) if rows is None else rows
-    out = [array_landmarks(volumes.normalized(i)[0], percentiles)[0] for i in rows]
-    return torch.stack(out) if out else torch.zeros(0, len(percentiles))
-
-
 def _values(manifest: Manifest, col: str) -> str:
     return ", ".join(sorted(manifest.df[col].unique())) or "none"
 

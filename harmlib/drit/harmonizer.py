@@ -37,7 +37,6 @@ from harmlib.drit.model import (
     Generator,
     slab_volume,
     slice_fields,
-    volume_fields,
 )
 from harmlib.gmvae.model import GMVAE, GMVAESpec
 from harmlib.harmonize.base import register
@@ -193,7 +192,7 @@ def volume_curve_landmarks(h: SliceHarmonizer, x: np.ndarray) -> torch.Tensor | 
 def volume_own_field(h: SliceHarmonizer, x: np.ndarray, landmarks: torch.Tensor) -> torch.Tensor:
     """(1, gx, gy, gz): a normalized volume's own field (relative to the training cohort's), for the site field."""
     g = h.nets["G"]
-    return g.field.own(*volume_fields(g, [slab_volume(x, h.pads)], landmarks.cpu()))
+    return g.field.own(*g.field.read(slab_volume(x, h.pads), landmarks.cpu(), g.curve.standard))
 
 
 def volume_slice_fields(

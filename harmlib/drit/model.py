@@ -235,16 +235,6 @@ def slab_volume(x: torch.Tensor, pads: tuple[tuple[int, int], tuple[int, int]]) 
     return F.pad(torch.as_tensor(x, dtype=torch.float32)[None, None], [*pads[1], 0, 0, *pads[0]], value=-1.0)
 
 
-def volume_fields(
-    g: Generator, volumes: list[torch.Tensor], landmarks: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """(V, gx, gy, gz) log fields of (1, 1, X', Y, Z') volumes (:func:`slab_volume`) with their landmarks (V, L),
-    and where they are defined."""
-    assert g.field is not None and g.curve is not None
-    logs, valid = zip(*[g.field.read(v, landmarks[i : i + 1], g.curve.standard) for i, v in enumerate(volumes)])
-    return torch.cat(logs), torch.cat(valid)
-
-
 def slice_fields(g: Generator, own: torch.Tensor, coronal: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """G's ``field`` argument for slices: their planes of their volumes' own fields ``own`` (N, gx, gy, gz, one row
     per slice) at their coronal indices (N,), and those planes' grid positions."""

@@ -26,10 +26,10 @@ from torch.utils.data import default_collate
 
 from harmlib.checkpoint import CheckpointError
 from harmlib.config import Config, DRITArch, arch_fields, to_dict
-from harmlib.data.datasets import DomainPairs, SliceDataset, volume_landmarks
+from harmlib.data.datasets import DomainPairs, SliceDataset, array_landmarks
 from harmlib.data.manifest import Manifest
 from harmlib.drit.losses import AttributePosterior, DRITForward, drit_discriminator_loss, drit_generator_loss
-from harmlib.drit.model import DRITSpec, build_drit, slab_volume, slice_fields, volume_fields
+from harmlib.drit.model import DRITSpec, build_drit, slab_volume, slice_fields
 from harmlib.gmvae.task import load_gmvae, slice_dataset
 from harmlib.models.blocks import pad_multiple
 from harmlib.train.loop import Task, epoch_items, export_payload, fingerprint
@@ -90,18 +90,16 @@ def forward(
         None if field is None else (torch.cat([own] * 3), torch.cat([at] * 3)),
     )
     x_ab, x_ba, x_aa, x_bb, x_a_rand, x_b_rand = out.split(n)
-    hist_pred = hist_target = None
+    hist_pred = hist_target = field_pred = field_target = cyc_field = None
     if curve is not None:  # the translations' landmarks: the curve put their volumes' onto T(z^a, c)
         code = torch.cat([c_out[: 2 * n], c_out[4 * n :]])  # x_ab, x_ba, x_a_rand, x_b_rand
-        t = curve.target(torch.cat([torch.cat([z_out[: 2 * n], z_out[4 * n :]]), code.to(z_out.dtype)], 1))
+        style = torch.cat([torch.cat([z_out[: 2 * n], z_out[4 * n :]]), code.to(z_out.dtype)], 1)
         coded = code.sum(1) > 0  # GMM-DRIT's scanner-free c_sf = 0 has no site to match
+        t = curve.target(style)
         hist_pred, hist_target = t[coded], (code.float() @ code_means)[coded] if code_means is not None else None
         cyc_landmarks = t[: 2 * n].detach()
-    field_pred = field_target = cyc_field = None
-    if field is not None:  # likewise their fields: the site field put their volumes' onto Phi(z^a, c)
-        code = torch.cat([c_out[: 2 * n], c_out[4 * n :]])
-        phi = field.target(torch.cat([torch.cat([z_out[: 2 * n], z_out[4 * n :]]), code.to(z_out.dtype)], 1))
-        coded = code.sum(1) > 0
+    if field is not None:  # likewise their fields (the field needs the curve): the site field put theirs on Phi
+        phi = field.target(style)
         field_pred = phi[coded]
         field_target = (code.float() @ field_means.flatten(1)).view(-1, *field.grid)[coded]
         cyc_field = (field.plane(phi[: 2 * n], at).detach(), at)  # x_ab on a's plane, x_ba on b's
@@ -225,14 +223,15 @@ def build_task(
     pairs, bs = DomainPairs(data, seed=cfg.seed), cfg.drit.train.batch_size
     curve, field = nets["G"].curve, nets["G"].field
     slice_volume = torch.arange(len(data)) // data.n_slices
-    if curve is not None:  # each volume's landmarks once; step 0 maps every code to the cohort's mean
-        landmarks = volume_landmarks(data.volumes, curve.percentiles)
+    means = f_means = None
+    if curve is not None:  # each volume read once: its landmarks; step 0 maps every code to the cohort's mean
+        normalized = [data.volumes.normalized(v)[0] for v in range(len(data.volumes))]
+        landmarks = torch.cat([array_landmarks(x, curve.percentiles) for x in normalized])
         curve.set_standard(landmarks.mean(0))
         codes = slice_codes(nets["E_a"], data) if gmm else torch.as_tensor(data.domain_indices)
         means = code_means(landmarks[slice_volume], codes, spec.n_domains)
-    if field is not None:  # each volume's own field once; step 0 puts every slice on the cohort's mean field
-        vols = [slab_volume(data.volumes.normalized(v)[0], data.pads) for v in range(len(data.volumes))]
-        logs, valid = volume_fields(nets["G"], vols, landmarks)
+    if field is not None:  # and its own field; step 0 puts every slice on the cohort's mean field
+        logs, valid = field.read(torch.cat([slab_volume(x, data.pads) for x in normalized]), landmarks, curve.standard)
         field.set_cohort(logs, valid)
         own = field.own(logs, valid)
         f_means = code_means(own[slice_volume].flatten(1), codes, spec.n_domains).view(-1, *field.grid)
@@ -254,23 +253,9 @@ def build_task(
 
     def step_forward(b: dict[str, torch.Tensor]) -> DRITForward:
         """One pass per step; the D and G updates both read it, as DRIT++ does."""
-        if curve is None:
-            return forward(nets, b["x_a"], b["x_b"], b["d_a"], b["d_b"], spec, gmm)
-        if field is None:
-            return forward(nets, b["x_a"], b["x_b"], b["d_a"], b["d_b"], spec, gmm, (b["l_a"], b["l_b"]), means)
-        return forward(
-            nets,
-            b["x_a"],
-            b["x_b"],
-            b["d_a"],
-            b["d_b"],
-            spec,
-            gmm,
-            (b["l_a"], b["l_b"]),
-            means,
-            (b["f_a"], b["f_b"]),
-            f_means,
-        )
+        lm = (b["l_a"], b["l_b"]) if curve is not None else None
+        fd = (b["f_a"], b["f_b"]) if field is not None else None
+        return forward(nets, b["x_a"], b["x_b"], b["d_a"], b["d_b"], spec, gmm, lm, means, fd, f_means)
 
     def d_step(f: DRITForward):
         return drit_discriminator_loss(f, nets, cfg.drit.weights)

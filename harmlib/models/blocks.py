@@ -321,8 +321,11 @@ class SiteField(nn.Module):
         """Whole volumes' (N, 1, *shape) log low-pass fields on the grid, after the landmark curve from their
         ``landmarks`` (N, L) to the cohort's ``standard`` (L,) (so a site's contrast does not enter its field),
         and where they are defined (:func:`log_lowpass`)."""
-        std = piecewise_linear(x, landmarks, standard.expand(x.shape[0], -1))
-        return log_lowpass(std, self.sigma, self.step)
+        rows = [  # one volume at a time: the curve's intermediate copies of a whole cohort are not needed at once
+            log_lowpass(piecewise_linear(x[i : i + 1], landmarks[i : i + 1], standard[None]), self.sigma, self.step)
+            for i in range(len(x))
+        ]
+        return torch.cat([r[0] for r in rows]), torch.cat([r[1] for r in rows])
 
     def set_cohort(self, logs: torch.Tensor, valid: torch.Tensor) -> None:
         """The cohort's mean log field over its (V, *grid) fields, and the points inside most brains."""
@@ -356,9 +359,7 @@ class SiteField(nn.Module):
         """2D: coronal slices x (N, 1, X, Z) of volumes of the field's ``shape`` (X, Y, Z), ``own`` (N, gx, gz) their
         planes of their volumes' own fields at grid positions ``at`` (N,): the style's plane replaces the own."""
         d = (self.plane(self.target(style), at) - own.float())[:, None]
-        full = F.interpolate(d, size=(self.shape[0], self.shape[2]), mode="bilinear", align_corners=True)
-        v = (x.float() + 1) / 2 * full.exp()
-        return (2 * v - 1).to(x.dtype)
+        return _multiply(x, F.interpolate(d, size=(self.shape[0], self.shape[2]), mode="bilinear", align_corners=True))
 
     def forward(
         self, x: torch.Tensor, style: torch.Tensor, own: torch.Tensor, region: torch.Tensor | None = None
@@ -372,5 +373,10 @@ class SiteField(nn.Module):
             full = torch.stack(
                 [f[(..., *[slice(int(a), int(a) + s) for a, s in zip(r, size)])] for f, r in zip(full, region)]
             )
-        v = (x.float() + 1) / 2 * full.exp()
-        return (2 * v - 1).to(x.dtype)
+        return _multiply(x, full)
+
+
+def _multiply(x: torch.Tensor, log_field: torch.Tensor) -> torch.Tensor:
+    """x in [-1, 1] with its intensities v = (x + 1) / 2 multiplied by exp(log_field): the background stays -1."""
+    v = (x.float() + 1) / 2 * log_field.exp()
+    return (2 * v - 1).to(x.dtype)
