@@ -47,13 +47,15 @@ def main() -> None:
     )
     t0 = time.perf_counter()
     for stop in range(a.every, a.steps + 1, a.every):
-        fit(task, cfg.gmvae.train, cfg.runtime, Path(a.out), seed=cfg.seed, stop_after=stop)
-        space = attribute_space(task.nets["gmvae"], data)
+        log = fit(task, cfg.gmvae.train, cfg.runtime, Path(a.out), seed=cfg.seed, stop_after=stop)
+        w, tail = cfg.gmvae.weights, log.tail(20)  # the label-free objective: what a choice among runs may read
+        objective = float((w.rec * tail.rec + w.gauss * tail.gauss + w.cat * tail.cat).mean())
+        space = attribute_space(task.nets["gmvae"], meta["inputs"], data.domain_indices)
         s = clustering_scores(space["domain"], space["cluster"])
         sizes = np.bincount(space["cluster"], minlength=len(meta["domains"])).tolist()
         print(
             f"step {stop:4d} ({(time.perf_counter() - t0) / 60:.1f} min) ACC {s['ACC']:.3f} NMI {s['NMI']:.3f} ARI {s['ARI']:.3f} "
-            f"sizes {sizes} mean max q(y|x) {float(space['prob'].max(1).mean()):.2f}",
+            f"sizes {sizes} mean max q(y|x) {float(space['prob'].max(1).mean()):.2f} L_GMVAE {objective:.1f}",
             flush=True,
         )
     if a.export:

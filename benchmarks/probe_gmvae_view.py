@@ -35,7 +35,10 @@ vols = torch.stack([torch.from_numpy(data.volumes.normalized(i)[0]) for i in ran
 pc = torch.tensor(LANDMARK_PERCENTILES)
 lm = brain_landmarks(vols, pc)
 std = piecewise_linear(vols, lm, lm.mean(0).expand(len(vols), -1))
-sig, step = 12.0, 2  # sigma 24 mm on the cpu cohort's 2 mm grid; a fine grid along Y, so each slice has its own plane
+sig, step = (
+    12.0,
+    int(sys.argv[3]) if len(sys.argv) > 3 else 2,
+)  # sigma 24 mm on the 2 mm grid; grid step (2: a plane per slice)
 logs, ok = log_lowpass(std, sig, step)
 valid = ok.float().mean(0) > 0.5
 rel = torch.where(valid, logs - (logs * ok).sum(0) / ok.sum(0).clamp_min(1), torch.zeros(()))

@@ -443,9 +443,12 @@ class GMVAEConfig(GMVAEArch):
         0.0  # L_cat = max(batch-mean KL(q(y|x) || uniform), free_bits) nats (Nat-D/GMVAE -lambda, 0.5 there); 0 = off
     )
     kl_warmup: int = 0  # steps over which the weights of L_gauss and L_cat ramp linearly from 0; 0 = off
-    init_kmeans: bool = (
-        False  # start the means of p(z|y) at the k-means (K) centres of the encoder's codes of the training slices
+    init_kmeans: bool = False  # seed the mixture from k-means (K) of the inputs: q(y|x) fitted to the clusters, p(z|y)'s means at their codes
+    view: str = (
+        "slice"  # x: the slice (the thesis) or ``field``: its plane of its volume's site field (drit.site_field_mm)
     )
+    view_size: int = 32  # field view: the planes resampled to view_size^2 (divisible by 2**n_down)
+    view_scale: float = 10.0  # field view: the log field (a few hundredths) times this into [-1, 1]
     slices: SliceConfig = field(default_factory=SliceConfig)
     weights: GMVAEWeights = field(default_factory=GMVAEWeights)
     train: TrainConfig = field(default_factory=lambda: TrainConfig(batch_size=64, lr=1e-3, beta1=0.9, weight_decay=0.0))
@@ -477,6 +480,19 @@ class GMVAEConfig(GMVAEArch):
             "gmvae.kl_warmup",
             self.kl_warmup,
             f"use 0 (off) <= kl_warmup < gmvae.train.iterations ({self.train.iterations})",
+        )
+        _require(self.view in ("slice", "field"), "gmvae.view", self.view, "use slice or field")
+        _require(
+            self.view_size >= 2**self.n_down and self.view_size % 2**self.n_down == 0,
+            "gmvae.view_size",
+            self.view_size,
+            f"use a multiple of 2**gmvae.n_down = {2**self.n_down}",
+        )
+        _require(
+            math.isfinite(self.view_scale) and self.view_scale > 0,
+            "gmvae.view_scale",
+            self.view_scale,
+            "use a positive multiplier, e.g. 10",
         )
 
 
@@ -574,6 +590,14 @@ class Config:
     harmonizer: HarmonizerConfig = field(default_factory=HarmonizerConfig)
     gmvae: GMVAEConfig = field(default_factory=GMVAEConfig)
     drit: DRITConfig = field(default_factory=DRITConfig)
+
+    def __post_init__(self) -> None:
+        _require(  # the GM-VAE's field view reads the field GMM-DRIT's G moves, on the same grid
+            self.gmvae.view == "slice" or self.drit.site_field_mm > 0,
+            "gmvae.view",
+            self.gmvae.view,
+            "the field view reads the 2D models' site field; set drit.site_field_mm (e.g. 24) or use view: slice",
+        )
 
     @property
     def data_dir(self) -> Path:

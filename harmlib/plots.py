@@ -169,6 +169,24 @@ def plot_attribute_pca(
     return fig
 
 
+def plot_class_means(
+    images: np.ndarray, labels: Sequence[int], names: Sequence[str], title: str = "", width: float = 1.9
+) -> plt.Figure:
+    """One panel per class: the mean of its 2D ``images`` (N, X, Z), Z up, on one symmetric colour scale (e.g. the
+    GM-VAE's field-view inputs per scanner)."""
+    labels = np.asarray(labels)
+    means = [images[labels == k].mean(0) for k in range(len(names))]
+    v = float(max(np.abs(m).max() for m in means)) or 1.0
+    fig, axes = plt.subplots(1, len(names), figsize=(width * len(names), width * 1.15), squeeze=False)
+    for ax, m, name in zip(axes[0], means, names):
+        im = ax.imshow(m.T, origin="lower", cmap="RdBu_r", vmin=-v, vmax=v)
+        ax.set_title(str(name).split("@")[-1], fontsize=8)
+        ax.axis("off")
+    fig.colorbar(im, ax=axes[0].tolist(), shrink=0.8).ax.tick_params(labelsize=7)
+    fig.suptitle(title, fontsize=9)
+    return fig
+
+
 def plot_translation_grid(
     rows: dict[str, dict[str, np.ndarray]], width: float = 1.5, vmin: float = -1.0, vmax: float = 1.0
 ) -> plt.Figure:

@@ -135,7 +135,8 @@ def test_volume_harmonized_slice_by_slice_keeps_grid_and_header(trained, variant
     with pytest.raises(DataError, match="trained on .* slices; resample it to the model's grid"):
         harmonize_array(h, np.ones((h.shape[0] + 2, h.shape[1], h.shape[2]), np.float32), "scanner-free")
     ref = torch.rand(1, 1, *[s + a + b for s, (a, b) in zip(h.slice_shape, h.pads)]) * 2 - 1
-    assert translate_slices(h, ref.repeat(2, 1, 1, 1), "Guys", reference=ref).shape == (2, 1, *ref.shape[2:])
+    if variant == "drit":  # a field-view GMM-DRIT refuses a reference slice (the field-view test)
+        assert translate_slices(h, ref.repeat(2, 1, 1, 1), "Guys", reference=ref).shape == (2, 1, *ref.shape[2:])
 
 
 @pytest.mark.parametrize("variant", ["gmm_drit", "drit"])
@@ -143,11 +144,36 @@ def test_self_reconstruction_uses_each_slices_own_attribute(trained, variant):
     h = load_harmonizer(trained[variant]["path"])
     shape = [s + a + b for s, (a, b) in zip(h.slice_shape, h.pads)]
     x = torch.rand(3, 1, *shape) * 2 - 1
-    own = translate_slices(h, x, "self:Guys")
+    g = h.nets["G"].field  # a model with the site field reads each slice's plane of its volume's field
+    fields = None if g is None else (torch.randn(3, g.grid[0], g.grid[2]) * 0.05, torch.zeros(3))
+    own = translate_slices(h, x, "self:Guys", fields=fields)
     assert own.shape == x.shape and torch.isfinite(own).all()
-    assert not torch.allclose(own, translate_slices(h, x, "Guys", seed=0))  # not the sampled attribute of the site
+    assert not torch.allclose(own, translate_slices(h, x, "Guys", seed=0, fields=fields))  # not the site's sampled z^a
     with pytest.raises(DataError, match="unknown target site 'Mars'"):
-        translate_slices(h, x, "self:Mars")
+        translate_slices(h, x, "self:Mars", fields=fields)
+
+
+def test_a_field_view_gmm_drit_reads_each_slices_field_plane_not_the_slice(trained, tmp_path):
+    """GMM-DRIT on a field-view GM-VAE (the tiny and cpu profiles): a slice's own z^a comes from its plane of its
+    volume's field, whatever the slice's intensities; one reference slice carries no field, so it is refused; a
+    GM-VAE that read another field than stage 2's G moves is refused with the fix."""
+    from harmlib.drit.harmonizer import own_attribute
+
+    cfg = trained["cfg"]
+    assert cfg.gmvae.view == "field"
+    h = load_harmonizer(trained["gmm_drit"]["path"])
+    shape = [s + a + b for s, (a, b) in zip(h.slice_shape, h.pads)]
+    g = h.nets["G"].field
+    x = torch.rand(3, 1, *shape) * 2 - 1
+    planes = torch.randn(3, g.grid[0], g.grid[2]) * 0.05
+    c = h.code("Guys", 3)
+    z = own_attribute(h, x, c, planes)
+    assert torch.allclose(z, own_attribute(h, torch.rand_like(x), c, planes))
+    assert not torch.allclose(z, own_attribute(h, x, c, -planes))
+    with pytest.raises(DataError, match="one reference slice does not carry"):
+        translate_slices(h, x, "Guys", reference=x[0])
+    with pytest.raises(CheckpointError, match=r"reads site-field planes .* re-run the GM-VAE pretraining"):
+        train_drit.build_task(cfg.replace({"drit.site_field_mm": 30}), trained["man"], "gmm_drit", trained["gmvae"])
 
 
 @pytest.mark.parametrize("variant", ["gmm_drit", "drit"])

@@ -198,6 +198,10 @@ def test_kl_warmup_weight_from_the_step(cohort):
         ({"gmvae.likelihood": "l2"}, "gmvae.likelihood"),
         ({"gmvae.sigma": 0.0}, "gmvae.sigma"),
         ({"gmvae.init_kmeans": "yes"}, "gmvae.init_kmeans"),
+        ({"gmvae.view": "volume"}, "gmvae.view"),
+        ({"gmvae.view_size": 36}, "gmvae.view_size"),  # not a multiple of 2**n_down = 8
+        ({"gmvae.view_scale": 0.0}, "gmvae.view_scale"),
+        ({"gmvae.view": "field", "drit.site_field_mm": 0, "drit.weights.field": 0}, "gmvae.view"),
     ],
 )
 def test_gmvae_lever_errors_are_one_line_naming_the_field(overrides, field):
@@ -208,26 +212,31 @@ def test_gmvae_lever_errors_are_one_line_naming_the_field(overrides, field):
 
 def test_gmvae_lever_defaults_are_the_thesis_objective():
     g = harmlib.config.GMVAEConfig()
-    assert (g.likelihood, g.free_bits, g.kl_warmup, g.init_kmeans) == ("bce", 0.0, 0, False)
+    assert (g.likelihood, g.free_bits, g.kl_warmup, g.init_kmeans, g.view) == ("bce", 0.0, 0, False, "slice")
+    assert harmlib.load_config("paper").gmvae.view == "slice"
     assert harmlib.load_config("tiny", {"gmvae.kl_warmup": 4, "gmvae.train.iterations": 5}).gmvae.kl_warmup == 4
 
 
-def test_kmeans_init_sets_the_prior_means(cohort):
+def test_kmeans_init_seeds_the_mixture_from_k_means_of_the_inputs(cohort):
+    """gmvae.init_kmeans, as EM for a Gaussian mixture is seeded: q(y|x) fitted to k-means clusters of the inputs and
+    the means of p(z|y) at each cluster's mean code; no true labels are read."""
+    from harmlib.gmvae.task import kmeans_prior_means
+
     cfg, man = cohort
-    plain, _ = build_task(cfg, man)
-    task, meta = build_task(cfg.replace({"gmvae.init_kmeans": True}), man)
+    plain, meta = build_task(cfg, man)
+    task, _ = build_task(cfg.replace({"gmvae.init_kmeans": True}), man)
     a, b = plain.nets["gmvae"], task.nets["gmvae"]
-    k, d = b.spec.n_components, b.spec.gaussian_size
-    assert b.p_z_mean.weight.shape == (d, k)
+    k = b.spec.n_components
     assert not torch.allclose(a.p_z_mean.weight, b.p_z_mean.weight)
-    assert torch.equal(a.encoder.q_y.weight, b.encoder.q_y.weight)  # same seed: only p(z|y)'s means changed
-    means = b.prior(torch.eye(k))[0].detach().numpy()
-    z = attribute_space(b, meta["dataset"])["z"]
-    nearest = ((z[:, None] - means[None]) ** 2).sum(-1).argmin(1)
-    for c in range(k):  # a k-means fixed point: every mean is the centroid of the codes nearest to it
-        assert (nearest == c).any()
-        np.testing.assert_allclose(means[c], z[nearest == c].mean(0), rtol=1e-4, atol=1e-5)
     assert plain.fingerprint != task.fingerprint
+    x = meta["inputs"]
+    centers, clusters = kmeans_prior_means(a, x, cfg.seed)  # the same seeding on the plain model, to read its clusters
+    assert len(set(clusters.tolist())) == k
+    space = attribute_space(a, x, clusters)
+    assert (space["cluster"] == clusters).mean() >= 0.9  # q(y|x) learned the clusters
+    np.testing.assert_allclose(a.prior(torch.eye(k))[0].detach().numpy(), centers, rtol=1e-5, atol=1e-6)
+    for c in range(k):  # each mean is its cluster's mean code
+        np.testing.assert_allclose(centers[c], space["z"][clusters == c].mean(0), rtol=1e-4, atol=1e-5)
 
 
 def test_levers_resume_to_the_same_weights(cohort, tmp_path):
@@ -265,3 +274,28 @@ def test_histogram_kmeans_separates_two_contrasts():
     assert scores == pytest.approx({"ACC": 1.0, "NMI": 1.0, "ARI": 1.0})
     with pytest.raises(ValueError, match="20 slices but 19 labels"):
         histogram_kmeans(slices, labels[:19], k=2)
+
+
+def test_the_field_view_reads_the_planes_stage_2s_site_field_reads(cohort):
+    """gmvae.view: field: x of each training slice is its plane of its volume's own field, the plane the 2D models'
+    G reads for that slice (a DRIT++ batch's), resampled to view_size and scaled into [-1, 1]; the model file
+    records the field's grid; a field-view GM-VAE needs the planes."""
+    from harmlib.drit.task import build_task as drit_task
+
+    cfg, man = cohort
+    cfg = cfg.replace({"gmvae.view": "field"})
+    task, meta = build_task(cfg, man)
+    m = task.nets["gmvae"]
+    assert m.spec.view == "field" and m.spec.size == (cfg.gmvae.view_size,) * 2
+    assert meta["inputs"].shape == (len(meta["dataset"]), 1, *m.spec.size)
+    assert meta["inputs"].abs().max() <= 1 and meta["inputs"].std() > 0.01
+    drit, dmeta = drit_task(cfg, man, "drit")
+    assert meta["field"] == {"sigma_mm": cfg.drit.site_field_mm, "volume": list(drit.nets["G"].field.shape)}
+    b = drit.batch(0)
+    for x in m.view_input(b["x_a"], b["f_a"][0]):  # each batch slice's view is one of the GM-VAE's inputs
+        assert min(float((x - y).abs().max()) for y in meta["inputs"]) < 1e-5
+    assert not torch.equal(meta["inputs"][0], meta["inputs"][-1])
+    with pytest.raises(ValueError, match="pass planes"):
+        m.view_input(b["x_a"])
+    plain, pmeta = build_task(cfg.replace({"gmvae.view": "slice"}), man)
+    assert plain.fingerprint != task.fingerprint and pmeta["field"] == {}

@@ -16,12 +16,13 @@ from typing import Any, ClassVar
 import nibabel as nib
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch.utils.data import Dataset
 
 from harmlib.data.io import DataError, load_volume
 from harmlib.data.manifest import Manifest
 from harmlib.data.mni import block_average
-from harmlib.models.blocks import brain_landmarks
+from harmlib.models.blocks import SiteField, brain_landmarks
 
 Array = np.ndarray | torch.Tensor
 Pads = tuple[tuple[int, int], ...]
@@ -427,3 +428,38 @@ class DomainPairs(Dataset):
     def __getitem__(self, i: int) -> tuple[dict[str, Any], dict[str, Any]]:
         ia, ib = self.pairs[i]
         return self.dataset[int(ia)], self.dataset[int(ib)]
+
+
+# --------------------------------------------------------------------------- the 2D models' site field
+def slab_volume(x: np.ndarray | torch.Tensor, pads: Pads) -> torch.Tensor:
+    """A normalized volume (X, Y, Z) as (1, 1, X', Y, Z'): X and Z padded with background as its coronal slices
+    are, so a site field's grid spans exactly what the slices hold."""
+    return F.pad(torch.as_tensor(x, dtype=torch.float32)[None, None], [*pads[1], 0, 0, *pads[0]], value=-1.0)
+
+
+def slab_shape(data: SliceDataset) -> tuple[int, int, int]:
+    """(X', Y, Z'): the volumes of ``data`` padded as its slices (:func:`slab_volume`)."""
+    (a0, a1), (b0, b1) = data.pads
+    return data.shape[0] + a0 + a1, data.volumes.shape[1], data.shape[1] + b0 + b1
+
+
+def cohort_fields(
+    data: SliceDataset, percentiles: torch.Tensor, field: SiteField | None = None
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Each volume of ``data`` read once: its brain landmarks (V, L) and, with a ``field`` on :func:`slab_shape`,
+    its own field relative to the cohort's (V, *grid), read after the landmark curve to the cohort's mean
+    landmarks; the field's cohort buffers are set from these volumes (``SiteField.set_cohort``)."""
+    normalized = [data.volumes.normalized(v)[0] for v in range(len(data.volumes))]
+    landmarks = torch.cat([array_landmarks(x, percentiles) for x in normalized])
+    if field is None:
+        return landmarks, None
+    logs, valid = field.read(torch.cat([slab_volume(x, data.pads) for x in normalized]), landmarks, landmarks.mean(0))
+    field.set_cohort(logs, valid)
+    return landmarks, field.own(logs, valid)
+
+
+def slice_planes(field: SiteField, own: torch.Tensor, data: SliceDataset) -> tuple[torch.Tensor, torch.Tensor]:
+    """Every slice of ``data``: its plane (N, gx, gz) of its volume's own field ``own`` (V, *grid) and the plane's
+    grid position (N,) (what a 2D model with the site field reads for it)."""
+    at = field.coronal_position(torch.as_tensor(data.slices).repeat(len(data.volumes)))
+    return field.plane(own.repeat_interleave(data.n_slices, 0), at), at

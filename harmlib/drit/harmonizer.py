@@ -28,14 +28,13 @@ import torch
 import torch.nn.functional as F
 
 from harmlib.checkpoint import CheckpointError
-from harmlib.data.datasets import Normalizer, array_landmarks, crop_pads
+from harmlib.data.datasets import Normalizer, array_landmarks, crop_pads, slab_volume
 from harmlib.data.io import DataError
 from harmlib.drit.model import (
     AttributeEncoder,
     ContentEncoder,
     DRITSpec,
     Generator,
-    slab_volume,
     slice_fields,
 )
 from harmlib.gmvae.model import GMVAE, GMVAESpec
@@ -91,6 +90,11 @@ class SliceHarmonizer:
             if k is None:
                 raise DataError("a reference image gives a scanner's attribute; the scanner-free target takes none")
             ref = reference.to(self.device).reshape(1, 1, *reference.shape[-2:])
+            if self.kind == "gmm_drit" and self.nets["E_a"].spec.view == "field":
+                raise DataError(
+                    "this GMM-DRIT's E^a reads a slice's plane of its volume's site field, which one reference slice "
+                    "does not carry; harmonize to the scanner by name (its GM-VAE component) instead"
+                )
             return (
                 self.nets["E_a"].attribute(ref)[0]
                 if self.kind == "gmm_drit"
@@ -102,10 +106,13 @@ class SliceHarmonizer:
         return torch.randn(1, self.spec.nz, generator=gen).to(self.device)
 
 
-def own_attribute(h: SliceHarmonizer, x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
-    """Each slice's own z^a: the mean of q(z^a|x) (DRIT++'s E^a with the site's code ``c``; the GM-VAE's posterior)."""
+def own_attribute(
+    h: SliceHarmonizer, x: torch.Tensor, c: torch.Tensor, planes: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Each slice's own z^a: the mean of q(z^a|x) (DRIT++'s E^a with the site's code ``c``; the GM-VAE's posterior,
+    which with the field view reads the slices' ``planes`` of their volume's own field)."""
     if h.kind == "gmm_drit":
-        return h.nets["E_a"].attribute(x)[0]
+        return h.nets["E_a"].attribute(h.nets["E_a"].view_input(x, planes))[0]
     return h.nets["E_a"](x, c)[0]
 
 
@@ -174,11 +181,11 @@ def translate_slices(
     for start in range(0, x.shape[0], batch_size):
         xb = x[start : start + batch_size].to(h.device)
         c = codes[start : start + batch_size]
-        z = own_attribute(h, xb, c) if t.own else z_a.expand(xb.shape[0], -1)
+        fb = None if fields is None else tuple(f[start : start + batch_size].to(h.device) for f in fields)
+        z = own_attribute(h, xb, c, None if fb is None else fb[0]) if t.own else z_a.expand(xb.shape[0], -1)
         lm = None
         if landmarks is not None:  # one row for the whole volume, or one per slice
             lm = (landmarks if len(landmarks) == 1 else landmarks[start : start + batch_size]).expand(len(xb), -1)
-        fb = None if fields is None else tuple(f[start : start + batch_size].to(h.device) for f in fields)
         out.append(h.nets["G"](h.nets["E_c"](xb), z, c, xb, None if lm is None else lm.to(h.device), fb).float().cpu())
     return torch.cat(out) if out else x.new_zeros(x.shape)
 

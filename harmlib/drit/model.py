@@ -22,7 +22,6 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 from harmlib.config import DRITArch
 from harmlib.models.blocks import (
@@ -227,12 +226,6 @@ def build_drit(spec: DRITSpec, attribute_encoder: nn.Module | None = None) -> di
         "D_s2": ScannerDiscriminator(spec),
         "D_c": ContentDiscriminator(spec, e_c.out_ch),
     }
-
-
-def slab_volume(x: torch.Tensor, pads: tuple[tuple[int, int], tuple[int, int]]) -> torch.Tensor:
-    """A normalized volume (X, Y, Z) as (1, 1, X', Y, Z'): X and Z padded with background as its coronal slices
-    are, so the site field's grid spans exactly what the slices hold."""
-    return F.pad(torch.as_tensor(x, dtype=torch.float32)[None, None], [*pads[1], 0, 0, *pads[0]], value=-1.0)
 
 
 def slice_fields(g: Generator, own: torch.Tensor, coronal: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -26,10 +26,10 @@ from torch.utils.data import default_collate
 
 from harmlib.checkpoint import CheckpointError
 from harmlib.config import Config, DRITArch, arch_fields, to_dict
-from harmlib.data.datasets import DomainPairs, SliceDataset, array_landmarks
+from harmlib.data.datasets import DomainPairs, SliceDataset, cohort_fields, slab_shape, slice_planes
 from harmlib.data.manifest import Manifest
 from harmlib.drit.losses import AttributePosterior, DRITForward, drit_discriminator_loss, drit_generator_loss
-from harmlib.drit.model import DRITSpec, build_drit, slab_volume, slice_fields
+from harmlib.drit.model import DRITSpec, build_drit, slice_fields
 from harmlib.gmvae.task import load_gmvae, slice_dataset
 from harmlib.models.blocks import pad_multiple
 from harmlib.train.loop import Task, epoch_items, export_payload, fingerprint
@@ -37,10 +37,13 @@ from harmlib.train.loop import Task, epoch_items, export_payload, fingerprint
 VARIANTS = ("gmm_drit", "drit")
 
 
-def _attribute(nets: dict, x: torch.Tensor, c_true: torch.Tensor, gmm: bool) -> dict[str, torch.Tensor]:
-    """(z^a, c) of a batch; DRIT++ also returns (mu, logvar) and samples z^a = mu + sigma * eps."""
+def _attribute(
+    nets: dict, x: torch.Tensor, c_true: torch.Tensor, gmm: bool, planes: torch.Tensor | None = None
+) -> dict[str, torch.Tensor]:
+    """(z^a, c) of a batch; DRIT++ also returns (mu, logvar) and samples z^a = mu + sigma * eps. A GM-VAE with the
+    field view reads the slices' ``planes`` of their site fields instead of the slices."""
     if gmm:
-        z, c = nets["E_a"].attribute(x)
+        z, c = nets["E_a"].attribute(nets["E_a"].view_input(x, planes))
         return {"z": z, "c": c}
     mu, logvar = nets["E_a"](x, c_true)
     return {"z": mu + (0.5 * logvar).exp() * torch.randn_like(mu), "c": c_true, "mu": mu, "logvar": logvar}
@@ -69,7 +72,11 @@ def forward(
     n, k = x_a.shape[0], spec.n_domains
     onehot = F.one_hot(torch.cat([d_a, d_b]), k).float()
     z_c = nets["E_c"](torch.cat([x_a, x_b]))
-    att = _attribute(nets, torch.cat([x_a, x_b]), onehot, gmm)
+    field = nets["G"].field if fields is not None else None
+    own = at = None
+    if field is not None:
+        own, at = torch.cat([fields[0][0], fields[1][0]]), torch.cat([fields[0][1], fields[1][1]])
+    att = _attribute(nets, torch.cat([x_a, x_b]), onehot, gmm, own)
     z_ca, z_cb, z_aa, z_ab = z_c[:n], z_c[n:], att["z"][:n], att["z"][n:]
     c_a, c_b = att["c"][:n], att["c"][n:]
     z_rand = torch.randn(n, spec.nz, device=x_a.device)
@@ -77,10 +84,6 @@ def forward(
     z_out = torch.cat([z_ab, z_aa, z_aa, z_ab, z_rand, z_rand])
     c_out = torch.cat([c_b, c_a, c_a, c_b, c_rand_a, c_rand_b])
     curve = nets["G"].curve if landmarks is not None else None
-    field = nets["G"].field if fields is not None else None
-    own = at = None
-    if field is not None:
-        own, at = torch.cat([fields[0][0], fields[1][0]]), torch.cat([fields[0][1], fields[1][1]])
     out = nets["G"](
         torch.cat([z_ca, z_cb, z_ca, z_cb, z_ca, z_cb]),
         z_out,
@@ -90,7 +93,7 @@ def forward(
         None if field is None else (torch.cat([own] * 3), torch.cat([at] * 3)),
     )
     x_ab, x_ba, x_aa, x_bb, x_a_rand, x_b_rand = out.split(n)
-    hist_pred = hist_target = field_pred = field_target = cyc_field = None
+    hist_pred = hist_target = field_pred = field_target = cyc_field = re_planes = None
     if curve is not None:  # the translations' landmarks: the curve put their volumes' onto T(z^a, c)
         code = torch.cat([c_out[: 2 * n], c_out[4 * n :]])  # x_ab, x_ba, x_a_rand, x_b_rand
         style = torch.cat([torch.cat([z_out[: 2 * n], z_out[4 * n :]]), code.to(z_out.dtype)], 1)
@@ -102,11 +105,12 @@ def forward(
         phi = field.target(style)
         field_pred = phi[coded]
         field_target = (code.float() @ field_means.flatten(1)).view(-1, *field.grid)[coded]
-        cyc_field = (field.plane(phi[: 2 * n], at).detach(), at)  # x_ab on a's plane, x_ba on b's
+        re_planes = field.plane(phi[: 2 * n], at)  # x_ab's field on a's plane, x_ba's on b's: what E^a re-reads
+        cyc_field = (re_planes.detach(), at)
     # (3) re-encode: x_{a->b} holds a's content and b's attribute, x_{b->a} the converse
     z_c_re = nets["E_c"](torch.cat([x_ab, x_ba]))
     re_in = torch.cat([x_ab, x_ba]) if gmm else torch.cat([x_ab, x_ba, x_a_rand, x_b_rand])
-    att_re = _attribute(nets, re_in, torch.cat([c_b, c_a] if gmm else [c_b, c_a, c_b, c_a]), gmm)
+    att_re = _attribute(nets, re_in, torch.cat([c_b, c_a] if gmm else [c_b, c_a, c_b, c_a]), gmm, re_planes)
     za_re_b, za_re_a = att_re["z"][:n], att_re["z"][n : 2 * n]
     cyc = nets["G"](
         torch.cat([z_c_re[:n], z_c_re[n:]]),
@@ -153,10 +157,29 @@ def forward(
 
 
 @torch.no_grad()
-def slice_codes(gmvae: torch.nn.Module, data: SliceDataset) -> torch.Tensor:
-    """GMM-DRIT's code of every training slice: the argmax of the frozen GM-VAE's q(y|x), as in training."""
+def slice_codes(gmvae: torch.nn.Module, data: SliceDataset, planes: torch.Tensor | None = None) -> torch.Tensor:
+    """GMM-DRIT's code of every training slice: the argmax of the frozen GM-VAE's q(y|x), as in training (a
+    field-view GM-VAE reads the slices' ``planes`` of their volumes' own fields)."""
     x = torch.stack([data[i]["image"] for i in range(len(data))])
+    x = gmvae.view_input(x, planes)
     return torch.cat([gmvae.attribute(x[i : i + 64])[1].argmax(1) for i in range(0, len(x), 64)])
+
+
+def check_gmvae_view(ck: dict[str, Any], spec: DRITSpec, path: str | Path) -> None:
+    """A field-view GM-VAE must have read the field G moves: the same sigma and the same padded volumes."""
+    grid = ck.get("field") or {}
+    if ck["spec"].get("view", "slice") != "field":
+        return
+    if (
+        not spec.site_field_mm
+        or grid.get("sigma_mm") != spec.site_field_mm
+        or list(grid.get("volume", [])) != list(spec.volume)
+    ):
+        raise CheckpointError(
+            f"{path}: the GM-VAE reads site-field planes (sigma {grid.get('sigma_mm')} mm on volumes {grid.get('volume')}), "
+            f"but this run's site field is drit.site_field_mm={spec.site_field_mm} on {list(spec.volume)}; "
+            "re-run the GM-VAE pretraining (notebook 04) with this profile"
+        )
 
 
 def code_means(landmarks: torch.Tensor, codes: torch.Tensor, k: int) -> torch.Tensor:
@@ -202,7 +225,7 @@ def build_task(
             )
         gmvae, ck = load_gmvae(gmvae_path, domains)
         padded = [s + a + b for s, (a, b) in zip(data.shape, data.pads)]
-        if list(ck["spec"]["size"]) != padded:
+        if gmvae.spec.view == "slice" and list(ck["spec"]["size"]) != padded:
             raise CheckpointError(
                 f"{gmvae_path}: the GM-VAE was trained on {tuple(ck['spec']['size'])} slices, these are {tuple(padded)}; "
                 "re-run the GM-VAE pretraining (notebook 04) at this profile's resolution"
@@ -215,25 +238,22 @@ def build_task(
         }
     spec = _spec(cfg, len(domains), gmvae.spec.gaussian_size if gmm else cfg.drit.nz)
     if spec.site_field_mm:  # the field spans the volumes as the slices hold them
-        (a0, a1), (b0, b1) = data.pads
-        volume = (data.shape[0] + a0 + a1, data.volumes.shape[1], data.shape[1] + b0 + b1)
-        spec = replace(spec, volume=volume, voxel_size_mm=float(abs(data.volumes.affine(0)[0, 0])))
+        spec = replace(spec, volume=slab_shape(data), voxel_size_mm=float(abs(data.volumes.affine(0)[0, 0])))
+    if gmm:
+        check_gmvae_view(ck, spec, gmvae_path)
     torch.manual_seed(cfg.seed)
     nets = build_drit(spec, gmvae)
     pairs, bs = DomainPairs(data, seed=cfg.seed), cfg.drit.train.batch_size
     curve, field = nets["G"].curve, nets["G"].field
     slice_volume = torch.arange(len(data)) // data.n_slices
-    means = f_means = None
-    if curve is not None:  # each volume read once: its landmarks; step 0 maps every code to the cohort's mean
-        normalized = [data.volumes.normalized(v)[0] for v in range(len(data.volumes))]
-        landmarks = torch.cat([array_landmarks(x, curve.percentiles) for x in normalized])
+    means = f_means = own = None
+    if curve is not None:  # each volume read once: its landmarks and own field; step 0 maps every code to the mean
+        landmarks, own = cohort_fields(data, curve.percentiles, field)
         curve.set_standard(landmarks.mean(0))
-        codes = slice_codes(nets["E_a"], data) if gmm else torch.as_tensor(data.domain_indices)
+        planes = None if own is None else slice_planes(field, own, data)[0]
+        codes = slice_codes(nets["E_a"], data, planes) if gmm else torch.as_tensor(data.domain_indices)
         means = code_means(landmarks[slice_volume], codes, spec.n_domains)
-    if field is not None:  # and its own field; step 0 puts every slice on the cohort's mean field
-        logs, valid = field.read(torch.cat([slab_volume(x, data.pads) for x in normalized]), landmarks, curve.standard)
-        field.set_cohort(logs, valid)
-        own = field.own(logs, valid)
+    if field is not None:  # L_field's targets: each code's mean field
         f_means = code_means(own[slice_volume].flatten(1), codes, spec.n_domains).view(-1, *field.grid)
 
     def batch(step: int) -> dict[str, torch.Tensor]:

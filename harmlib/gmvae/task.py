@@ -4,11 +4,17 @@ One iteration: a batch of slices from every training domain (labeled and unlabel
 the GM-VAE needs no labels), one forward pass at the Gumbel-softmax temperature of that step
 (annealed from ``temp_init`` to ``temp_min``), one Adam step on L_GMVAE with the KL warm-up factor of
 that step (``gmvae.kl_warmup``). Both come from the step alone, so a resumed run is identical.
-No discriminator. With ``gmvae.init_kmeans`` the means of p(z|y) start at the k-means centres (K
-clusters, seeded) of the initial encoder's codes of the training slices; this happens in
-:func:`build_task`, and a resumed run then loads its checkpoint's weights over it.
+No discriminator. With ``gmvae.init_kmeans`` the mixture starts from k-means (K clusters, seeded) of the
+training inputs: q(y|x) fitted to the clusters, the means of p(z|y) at their mean codes
+(:func:`kmeans_prior_means`); this happens in :func:`build_task`, and a resumed run then loads its checkpoint's
+weights over it.
 The exported ``gmvae.pt`` carries the nets, K and the domains, and the cluster -> scanner matching
 (Hungarian, on the training slices) that lets stage 2 and inference name a target scanner's component.
+
+With ``gmvae.view: field`` x is each training slice's plane of its volume's site field (``GMVAE.view_input``),
+read as stage 2's G reads it: the volumes padded as stage 2's slices (``drit.n_down``), sigma
+``drit.site_field_mm``, relative to the cohort's mean field; the model file records that grid (``field``) and
+stage 2 refuses a GM-VAE read on another.
 """
 
 from __future__ import annotations
@@ -20,15 +26,16 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from harmlib.checkpoint import CheckpointError, load_checkpoint
 from harmlib.config import Config, GMVAEArch, SliceConfig, arch_fields, to_dict
-from harmlib.data.datasets import Normalizer, SliceDataset
+from harmlib.data.datasets import Normalizer, SliceDataset, cohort_fields, slab_shape, slice_planes
 from harmlib.data.manifest import Manifest
 from harmlib.evaluation.clustering import clustering_scores, match_clusters
 from harmlib.gmvae.losses import gmvae_loss, kl_warmup_scale
 from harmlib.gmvae.model import GMVAE, GMVAESpec, temperature
-from harmlib.models.blocks import pad_multiple
+from harmlib.models.blocks import LANDMARK_PERCENTILES, SiteField, pad_multiple
 from harmlib.train.loop import Task, epoch_items, export_payload, fingerprint
 
 KIND = "gmvae"
@@ -63,32 +70,59 @@ def epoch_indices(n: int, bs: int, step: int, seed: int) -> list[int]:
     return [int(np.random.default_rng([seed, epoch]).permutation(n)[i]) for epoch, i in epoch_items(step, bs, n)]
 
 
+def field_reader(cfg: Config, data: SliceDataset) -> SiteField:
+    """The site field stage 2's G reads for ``data`` (sliced and padded as stage 2's slices): its grid, sigma and,
+    once :func:`~harmlib.data.datasets.cohort_fields` has read the cohort, the cohort's mean field. Only its
+    reading is used here (its MLP stays untrained)."""
+    voxel_mm = float(abs(data.volumes.affine(0)[0, 0]))
+    return SiteField(1, 1, slab_shape(data), cfg.drit.site_field_mm / voxel_mm)
+
+
+def view_inputs(cfg: Config, model: GMVAE, data: SliceDataset) -> tuple[torch.Tensor, dict[str, Any]]:
+    """x of every slice of ``data`` in the model's view (N, 1, *size), and for the field view the grid it was
+    read on (the model file's ``field``: sigma in mm, the padded volume's shape)."""
+    images = torch.stack([data[i]["image"] for i in range(len(data))])
+    if model.spec.view == "slice":
+        return images, {}
+    reader = field_reader(cfg, data)
+    _, own = cohort_fields(data, torch.tensor(LANDMARK_PERCENTILES), reader)
+    planes, _ = slice_planes(reader, own, data)
+    return model.view_input(images, planes), {"sigma_mm": cfg.drit.site_field_mm, "volume": list(reader.shape)}
+
+
 def build_task(cfg: Config, manifest: Manifest) -> tuple[Task, dict[str, Any]]:
     """The GM-VAE task (K = the number of training domains) and the metadata its model file carries.
 
     Args:
         cfg: the run's config; its ``gmvae`` section is the spec and the objective's levers.
-        manifest: the cohort; the training split's coronal slices are x.
+        manifest: the cohort; the training split's coronal slices are x (or, field view, their field planes).
 
     Returns:
-        (task for ``train.loop.fit``, metadata with the slice ``dataset``).
+        (task for ``train.loop.fit``, metadata with the slice ``dataset`` and the model's ``inputs``).
     """
     g = cfg.gmvae
     domains = manifest.domains("train")
-    data = slice_dataset(manifest, g.slices, domains, pad_multiple(g.n_down))
-    size = tuple(s + a + b for s, (a, b) in zip(data.shape, data.pads))
-    spec = GMVAESpec(size=size, n_components=len(domains), **arch_fields(g, GMVAEArch))
+    field = g.view == "field"  # the planes of stage 2's slab volumes, padded as its slices
+    data = slice_dataset(manifest, g.slices, domains, pad_multiple(cfg.drit.n_down if field else g.n_down))
+    size = (g.view_size,) * 2 if field else tuple(s + a + b for s, (a, b) in zip(data.shape, data.pads))
+    spec = GMVAESpec(
+        size=size,
+        n_components=len(domains),
+        view=g.view,
+        view_scale=g.view_scale if field else 1.0,
+        **arch_fields(g, GMVAEArch),
+    )
     torch.manual_seed(cfg.seed)
     nets = {"gmvae": GMVAE(spec)}
-    nets["gmvae"].init_output(torch.stack([data[i]["image"][0] for i in range(len(data))]).mean(0))
+    inputs, grid = view_inputs(cfg, nets["gmvae"], data)
+    nets["gmvae"].init_output(inputs.mean(0)[0])
     if g.init_kmeans:
-        kmeans_prior_means(nets["gmvae"], data, cfg.seed)
+        kmeans_prior_means(nets["gmvae"], inputs, cfg.seed)
     n, bs = len(data), g.train.batch_size
 
     def batch(step: int) -> dict[str, Any]:
-        x = torch.stack([data[i]["image"] for i in epoch_indices(n, bs, step, cfg.seed)])
         return {
-            "x": x,
+            "x": inputs[epoch_indices(n, bs, step, cfg.seed)],
             "tau": temperature(step, g.train.iterations, g.temp_init, g.temp_min),
             "kl_scale": kl_warmup_scale(step, g.kl_warmup),
         }
@@ -113,50 +147,64 @@ def build_task(cfg: Config, manifest: Manifest) -> tuple[Task, dict[str, Any]]:
         "pads": data.pads,
         "slice_shape": list(data.shape),
         "voxel_mm": float(abs(data.volumes.affine(0)[0, 0])),
+        "field": grid,
         "config": to_dict(cfg),
     }
-    fp = fingerprint([meta["spec"], to_dict(g), cfg.seed, domains, meta["slice_shape"]])
-    return Task(KIND, nets, g_nets=["gmvae"], batch=batch, g_step=g_step, fingerprint=fp), {**meta, "dataset": data}
+    fp = fingerprint([meta["spec"], to_dict(g), cfg.seed, domains, meta["slice_shape"], grid])
+    task = Task(KIND, nets, g_nets=["gmvae"], batch=batch, g_step=g_step, fingerprint=fp)
+    return task, {**meta, "dataset": data, "inputs": inputs}
 
 
 @torch.no_grad()
-def attribute_space(model: GMVAE, data: SliceDataset, batch_size: int = 64) -> dict[str, np.ndarray]:
-    """E^a on every slice: z^a, the cluster (argmax q(y|x)), q(y|x), and the true domain index."""
+def attribute_space(
+    model: GMVAE, x: torch.Tensor, domains: Sequence[int], batch_size: int = 64
+) -> dict[str, np.ndarray]:
+    """E^a on every input ``x`` (N, 1, *size, in the model's view): z^a, the cluster (argmax q(y|x)), q(y|x), and
+    the true domain index ``domains`` (N,)."""
     was_training = model.training
     model.eval()
     dev = next(model.parameters()).device
     zs, probs = [], []
-    for start in range(0, len(data), batch_size):
-        x = torch.stack([data[i]["image"] for i in range(start, min(start + batch_size, len(data)))]).to(dev)
-        h = model.encoder.features(x)
-        logits = model.encoder.q_y(h).float()
-        zs.append(model.attribute(x)[0].float().cpu())
-        probs.append(logits.softmax(1).cpu())
+    for start in range(0, len(x), batch_size):
+        xb = x[start : start + batch_size].to(dev)
+        zs.append(model.attribute(xb)[0].float().cpu())
+        probs.append(model.encoder.q_y(model.encoder.features(xb)).float().softmax(1).cpu())
     model.train(was_training)
     prob = torch.cat(probs).numpy()
-    return {
-        "z": torch.cat(zs).numpy(),
-        "prob": prob,
-        "cluster": prob.argmax(1),
-        "domain": np.asarray(data.domain_indices),
-    }
+    return {"z": torch.cat(zs).numpy(), "prob": prob, "cluster": prob.argmax(1), "domain": np.asarray(domains)}
 
 
-def kmeans_prior_means(model: GMVAE, data: SliceDataset, seed: int) -> np.ndarray:
-    """Set the means of p(z|y) to the k-means centres (K = the model's components, ``seed``) of E^a's codes
-    z^a of ``data``; returns the centres (K, gaussian_size). Which centre becomes which component is arbitrary."""
+def kmeans_prior_means(model: GMVAE, x: torch.Tensor, seed: int, steps: int = 200) -> tuple[np.ndarray, np.ndarray]:
+    """Seed the mixture from k-means of the inputs, as EM for a Gaussian mixture is seeded (scikit-learn's
+    ``init_params='kmeans'``): K clusters (``seed``) of the inputs ``x`` (N, 1, *size) projected on their first 10
+    principal components; q(y|x) fitted to those clusters (``steps`` Adam steps of cross-entropy on the encoder,
+    no true labels), then the means of p(z|y) set to each cluster's mean code z^a. Returns the means
+    (K, gaussian_size) and the clusters (N,).
+    Which cluster becomes which component is arbitrary."""
     from sklearn.cluster import KMeans
+    from sklearn.decomposition import PCA
 
-    z = attribute_space(model, data)["z"].astype(np.float64)
-    centers = KMeans(n_clusters=model.spec.n_components, n_init=10, random_state=seed).fit(z).cluster_centers_
-    model.set_prior_means(torch.from_numpy(centers).float())
-    return centers
+    flat = x.flatten(1).double().numpy()
+    pcs = PCA(n_components=min(10, *flat.shape), random_state=seed).fit_transform(flat)
+    k = model.spec.n_components
+    clusters = torch.as_tensor(KMeans(n_clusters=k, n_init=10, random_state=seed).fit_predict(pcs)).long()
+    enc = model.encoder
+    opt = torch.optim.Adam(enc.parameters(), lr=1e-3)
+    for _ in range(steps):
+        loss = F.cross_entropy(enc.q_y(enc.features(x)), clusters)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    z = torch.from_numpy(attribute_space(model, x, clusters.numpy())["z"])
+    centers = torch.stack([z[clusters == c].mean(0) if (clusters == c).any() else z.mean(0) for c in range(k)])
+    model.set_prior_means(centers)
+    return centers.numpy(), clusters.numpy()
 
 
 def export_model(task: Task, meta: dict[str, Any], path: str | Path) -> tuple[Path, dict[str, float]]:
     """``gmvae.pt``: the GM-VAE, its K domains, the cluster <-> domain matching and E1's scores."""
     model = getattr(task.nets["gmvae"], "module", task.nets["gmvae"])
-    space = attribute_space(model, meta["dataset"])
+    space = attribute_space(model, meta["inputs"], meta["dataset"].domain_indices)
     k = len(meta["domains"])
     cluster_to_domain = match_clusters(space["domain"], space["cluster"], k)
     component = {meta["domains"][d]: c for c, d in cluster_to_domain.items()}

@@ -197,9 +197,9 @@ def _resume(task: Task, opts: dict, path: Path) -> int:
 def export_payload(
     task: Task, meta: dict[str, Any], path: str | Path, nets: list[str], state: Any = None, **extra: Any
 ) -> Path:
-    """Write a model file: ``kind``, the task's metadata (all but its in-memory ``dataset``), ``extra`` fields,
-    the state of ``nets`` (or ``state`` as given) and the time; the format every ``export_model`` shares."""
-    payload = {k: v for k, v in meta.items() if k != "dataset"}
+    """Write a model file: ``kind``, the task's metadata (all but its in-memory ``dataset`` and ``inputs``),
+    ``extra`` fields, the state of ``nets`` (or ``state`` as given) and the time; the format every ``export_model`` shares."""
+    payload = {k: v for k, v in meta.items() if k not in ("dataset", "inputs")}
     state = {k: _unwrap(task.nets[k]).state_dict() for k in nets} if state is None else state
     created = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime())
     return save_checkpoint(path, {"kind": task.kind, **payload, **extra, "state": state, "created": created})
