@@ -167,9 +167,9 @@ def slice_codes(gmvae: torch.nn.Module, data: SliceDataset, planes: torch.Tensor
 
 def check_gmvae_view(ck: dict[str, Any], spec: DRITSpec, path: str | Path) -> None:
     """A field-view GM-VAE must have read the field G moves: the same sigma and the same padded volumes."""
-    grid = ck.get("field") or {}
     if ck["spec"].get("view", "slice") != "field":
         return
+    grid = ck.get("field") or {}
     if (
         not spec.site_field_mm
         or grid.get("sigma_mm") != spec.site_field_mm
