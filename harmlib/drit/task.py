@@ -165,9 +165,15 @@ def slice_codes(gmvae: torch.nn.Module, data: SliceDataset, planes: torch.Tensor
     return torch.cat([gmvae.attribute(x[i : i + 64])[1].argmax(1) for i in range(0, len(x), 64)])
 
 
-def check_gmvae_view(ck: dict[str, Any], spec: DRITSpec, path: str | Path) -> None:
-    """A field-view GM-VAE must have read the field G moves: the same sigma and the same padded volumes."""
-    if ck["spec"].get("view", "slice") != "field":
+def check_gmvae_view(ck: dict[str, Any], spec: DRITSpec, padded: list[int], path: str | Path) -> None:
+    """The pretrained GM-VAE must read what stage 2 gives it: a slice-view model these ``padded`` slices; a
+    field-view model the field G moves (the same sigma on the same padded volumes)."""
+    if ck["spec"].get("view", "slice") == "slice":
+        if list(ck["spec"]["size"]) != padded:
+            raise CheckpointError(
+                f"{path}: the GM-VAE was trained on {tuple(ck['spec']['size'])} slices, these are {tuple(padded)}; "
+                "re-run the GM-VAE pretraining (notebook 04) at this profile's resolution"
+            )
         return
     grid = ck.get("field") or {}
     if (
@@ -224,12 +230,6 @@ def build_task(
                 "GMM-DRIT needs the pretrained GM-VAE: pass gmvae_path (runs/<profile>/models/gmvae.pt from notebook 04)"
             )
         gmvae, ck = load_gmvae(gmvae_path, domains)
-        padded = [s + a + b for s, (a, b) in zip(data.shape, data.pads)]
-        if gmvae.spec.view == "slice" and list(ck["spec"]["size"]) != padded:
-            raise CheckpointError(
-                f"{gmvae_path}: the GM-VAE was trained on {tuple(ck['spec']['size'])} slices, these are {tuple(padded)}; "
-                "re-run the GM-VAE pretraining (notebook 04) at this profile's resolution"
-            )
         extra = {
             "gmvae_spec": ck["spec"],
             "component": ck["component"],
@@ -240,7 +240,7 @@ def build_task(
     if spec.site_field_mm:  # the field spans the volumes as the slices hold them
         spec = replace(spec, volume=slab_shape(data), voxel_size_mm=float(abs(data.volumes.affine(0)[0, 0])))
     if gmm:
-        check_gmvae_view(ck, spec, gmvae_path)
+        check_gmvae_view(ck, spec, [s + a + b for s, (a, b) in zip(data.shape, data.pads)], gmvae_path)
     torch.manual_seed(cfg.seed)
     nets = build_drit(spec, gmvae)
     pairs, bs = DomainPairs(data, seed=cfg.seed), cfg.drit.train.batch_size

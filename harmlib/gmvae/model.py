@@ -174,12 +174,16 @@ class GMVAE(nn.Module):
 
     def view_input(self, x: torch.Tensor, planes: torch.Tensor | None = None) -> torch.Tensor:
         """The GM-VAE's x for slices ``x`` (N, 1, H, W): the slices themselves (``slice`` view), or (``field``
-        view) their planes ``planes`` (N, gx, gz) of their volumes' own log fields, resampled to ``size`` and
-        scaled by ``view_scale``, clipped to [-1, 1] (the decoder's range)."""
+        view) :meth:`field_input` of their planes ``planes`` (N, gx, gz) of their volumes' own log fields."""
         if self.spec.view == "slice":
             return x
         if planes is None:
             raise ValueError("this GM-VAE reads the slices' site-field planes (view 'field'); pass planes")
+        return self.field_input(planes)
+
+    def field_input(self, planes: torch.Tensor) -> torch.Tensor:
+        """Field view: planes (N, gx, gz) resampled to ``size`` and scaled by ``view_scale``, clipped to [-1, 1]
+        (the decoder's range)."""
         p = F.interpolate(planes[:, None].float(), size=self.spec.size, mode="bilinear", align_corners=True)
         return (p * self.spec.view_scale).clamp(-1, 1)
 

@@ -80,14 +80,14 @@ def field_reader(cfg: Config, data: SliceDataset) -> SiteField:
 
 def view_inputs(cfg: Config, model: GMVAE, data: SliceDataset) -> tuple[torch.Tensor, dict[str, Any]]:
     """x of every slice of ``data`` in the model's view (N, 1, *size), and for the field view the grid it was
-    read on (the model file's ``field``: sigma in mm, the padded volume's shape)."""
-    images = torch.stack([data[i]["image"] for i in range(len(data))])
+    read on (the model file's ``field``: sigma in mm, the padded volume's shape). The field view reads each volume
+    once, for its field only (not its slices)."""
     if model.spec.view == "slice":
-        return images, {}
+        return torch.stack([data[i]["image"] for i in range(len(data))]), {}
     reader = field_reader(cfg, data)
     _, own = cohort_fields(data, torch.tensor(LANDMARK_PERCENTILES), reader)
     planes, _ = slice_planes(reader, own, data)
-    return model.view_input(images, planes), {"sigma_mm": cfg.drit.site_field_mm, "volume": list(reader.shape)}
+    return model.field_input(planes), {"sigma_mm": cfg.drit.site_field_mm, "volume": list(reader.shape)}
 
 
 def build_task(cfg: Config, manifest: Manifest) -> tuple[Task, dict[str, Any]]:
