@@ -3,15 +3,24 @@
 A checkpoint is a dict with at least ``kind`` (which model family) and ``format`` (this module's
 version); training checkpoints add optimizer and RNG state, model files add everything inference
 needs (config, site names, voxel size, normalization), so nothing else has to travel with them.
+
+A model file is something users download and pass around, and a pickle can run any code on load. So a
+checkpoint holds only tensors and plain types (dict, list, tuple, str, int, float, bool, None): numpy
+values are turned into tensors and Python numbers on save (:func:`plain`), and every file is read with
+``torch.load(weights_only=True)``, whose unpickler builds nothing else. A file that needs anything else
+is refused with one line before any of its code can run.
 """
 
 from __future__ import annotations
 
 import os
+import pickle
+import re
 import tempfile
-from pathlib import Path
+from pathlib import Path, PurePath
 from typing import Any
 
+import numpy as np
 import torch
 
 FORMAT = 1
@@ -21,8 +30,28 @@ class CheckpointError(ValueError):
     """A checkpoint that is missing, corrupt or of another model kind; the message names the file."""
 
 
+def plain(obj: Any, where: str = "checkpoint") -> Any:
+    """``obj`` as tensors and plain types only, which ``torch.load(weights_only=True)`` reads back: numpy arrays
+    become tensors, numpy scalars Python numbers, paths strings; anything else is a TypeError naming its key."""
+    if isinstance(obj, np.generic):  # before float: numpy's float64 is a float, but pickles as a numpy scalar
+        return obj.item()
+    if isinstance(obj, torch.Tensor) or obj is None or type(obj) in (str, bool, int, float):
+        return obj
+    if isinstance(obj, np.ndarray):
+        return torch.from_numpy(np.ascontiguousarray(obj))
+    if isinstance(obj, PurePath):
+        return str(obj)
+    if isinstance(obj, dict):
+        return {k: plain(v, f"{where}[{k!r}]") for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(plain(v, f"{where}[{i}]") for i, v in enumerate(obj))
+    raise TypeError(f"{where}: a {type(obj).__name__} cannot be stored safely; store it as plain types (asdict, tolist)")
+
+
 def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> Path:
-    """``torch.save`` to a temporary file in the same folder, then rename: never a half file."""
+    """``torch.save`` to a temporary file in the same folder, then rename: never a half file. The payload is
+    stored as plain types (:func:`plain`), so that loading it never needs to run code."""
+    payload = plain(payload)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".pt", dir=path.parent)
@@ -42,7 +71,12 @@ def load_checkpoint(path: str | Path, kinds: tuple[str, ...] | None = None) -> d
     if not path.is_file():
         raise CheckpointError(f"{path}: checkpoint not found; train a model first (make reproduce) or check the path")
     try:
-        ck = torch.load(path, map_location="cpu", weights_only=False)
+        ck = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:  # weights_only refused a global: the file would build (or run) code
+        raise CheckpointError(
+            f"{path}: refused: it holds Python objects other than tensors and plain types ({_refused(err)}), which "
+            "could run code when loaded; use a model file written by harmlib, or re-export it with this version"
+        ) from None
     except Exception as err:  # truncated zip, pickle errors, not a torch file at all
         raise CheckpointError(
             f"{path}: not a readable checkpoint ({type(err).__name__}); it is corrupt or truncated, re-train or re-copy it"
@@ -52,3 +86,9 @@ def load_checkpoint(path: str | Path, kinds: tuple[str, ...] | None = None) -> d
     if kinds and ck["kind"] not in kinds:
         raise CheckpointError(f"{path}: a '{ck['kind']}' checkpoint, but this needs one of: {', '.join(kinds)}")
     return ck
+
+
+def _refused(err: Exception) -> str:
+    """The global that ``weights_only`` refused, from torch's long message."""
+    found = re.search(r"GLOBAL ([\w.]+)", str(err))
+    return found.group(1) if found else type(err).__name__

@@ -190,3 +190,55 @@ def test_the_loop_runs_one_forward_pass_per_step_for_both_updates(tmp_path):
         tmp_path,
     )
     assert calls["forward"] == 3 and calls["d"] == calls["g"] == [1, 2, 3]
+
+
+class _RunsCode:
+    """A pickle that, loaded unsafely, runs a command: it creates ``marker``."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        import os
+
+        return (os.system, (f"touch '{self.marker}'",))
+
+
+@pytest.mark.parametrize("how", ["harmonize", "models", "api"])
+def test_a_model_file_that_would_run_code_is_refused_without_running_it(tmp_path, capsys, how):
+    import torch
+
+    from harmlib.checkpoint import CheckpointError, load_checkpoint
+
+    marker = tmp_path / "ran"
+    model = tmp_path / "cpu" / "models" / "evil.pt"
+    model.parent.mkdir(parents=True)
+    torch.save({"format": 1, "kind": "ssim_harmonizer", "state": {}, "x": _RunsCode(marker)}, model)
+    vol = tmp_path / "in.nii.gz"
+    nib.save(nib.Nifti1Image(np.ones((4, 4, 4), np.float32), np.eye(4)), vol)
+    if how == "api":
+        with pytest.raises(CheckpointError, match=r"evil.pt: refused: .*posix.system.*could run code"):
+            load_checkpoint(model)
+    elif how == "models":
+        assert main(["models", "--runs", str(tmp_path)]) == 0
+        assert "evil.pt" in capsys.readouterr().out
+    else:
+        args = ["harmonize", str(vol), "--model", str(model), "--target", "agnostic", "--out-dir", str(tmp_path / "o")]
+        assert main(args) == 1
+        err = capsys.readouterr().err
+        assert "refused" in err and str(model) in err and err.count("\n") == 1
+    assert not marker.exists()
+
+
+def test_checkpoints_hold_plain_types_only(tmp_path):
+    """numpy values are stored as tensors and Python numbers, so ``weights_only`` reads them back."""
+    import torch
+
+    from harmlib.checkpoint import load_checkpoint, save_checkpoint
+
+    save_checkpoint(tmp_path / "m.pt", {"kind": "k", "affine": np.eye(4), "scale": np.float64(2.5), "pads": (1, 2)})
+    ck = load_checkpoint(tmp_path / "m.pt")
+    assert isinstance(ck["affine"], torch.Tensor) and np.allclose(np.asarray(ck["affine"]), np.eye(4))
+    assert type(ck["scale"]) is float and ck["pads"] == (1, 2)
+    with pytest.raises(TypeError, match=r"\['obj'\]: a object cannot be stored safely"):
+        save_checkpoint(tmp_path / "n.pt", {"kind": "k", "obj": object()})
