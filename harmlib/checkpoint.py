@@ -45,7 +45,9 @@ def plain(obj: Any, where: str = "checkpoint") -> Any:
         return {k: plain(v, f"{where}[{k!r}]") for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
         return type(obj)(plain(v, f"{where}[{i}]") for i, v in enumerate(obj))
-    raise TypeError(f"{where}: a {type(obj).__name__} cannot be stored safely; store it as plain types (asdict, tolist)")
+    raise TypeError(
+        f"{where}: a {type(obj).__name__} cannot be stored safely; store it as plain types (asdict, tolist)"
+    )
 
 
 def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> Path:
