@@ -63,7 +63,7 @@ def _harmonize(args: argparse.Namespace) -> None:
     from tqdm.auto import tqdm
 
     from harmlib.data.manifest import read_manifest
-    from harmlib.harmonize import check_input, check_output, harmonize_file, load_harmonizer
+    from harmlib.harmonize import check_input, check_output, harmonize_file, load_harmonizer, resolution_note
     from harmlib.provenance import bids_output, write_dataset_description
 
     inputs = [(Path(p), "") for p in args.inputs]
@@ -86,9 +86,12 @@ def _harmonize(args: argparse.Namespace) -> None:
             f"two inputs share a {same}, so their outputs would collide; harmonize them into separate --out-dir folders"
         )
     # All or nothing: every input and output is checked before the first output is written.
+    notes = []
     for (p, _), out in tqdm(list(zip(inputs, outputs)), desc="checking inputs", unit="vol", leave=False):
         check_output(p, out, args.overwrite)
-        check_input(p)
+        notes.append(resolution_note(model, check_input(p).affine, p))
+    for note in filter(None, notes):
+        print(note, file=sys.stderr)
     created = not out_dir.exists()
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -220,7 +223,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=_preprocess)
 
-    p = sub.add_parser("harmonize", help="harmonize MNI-aligned T1 NIfTI files with a trained model")
+    p = sub.add_parser(
+        "harmonize",
+        help="harmonize MNI-aligned T1 NIfTI files with a trained model",
+        description="Harmonize MNI-aligned T1 NIfTI files with a trained model. Each output is on its input's grid and at "
+        "its resolution (same shape, affine and header): the model runs on its own grid (the voxel size `harmlib models` "
+        "lists, 2 mm for the cpu profile) and what it changes is applied to the scan where it is (the intensity curve to "
+        "every voxel, the site field and the networks' change upsampled), so a 1 mm scan comes back a 1 mm scan with its "
+        "own detail. A scan coarser than the model's grid is harmonized on its own grid too, with a one-line note.",
+    )
     p.add_argument("inputs", nargs="*", help="input NIfTI files (preprocessed, MNI-aligned)")
     p.add_argument("--manifest", default="", help="a manifest.csv whose volumes to harmonize (as well)")
     p.add_argument("--model", required=True, help="a model file, e.g. runs/cpu/models/ssim_harmonizer.pt")

@@ -368,6 +368,11 @@ class GateConfig:
     )
     clustering_nmi: float = 0.5  # and their normalized mutual information
     slice_structure: float = 0.9  # the 2D models' structure criterion (their outputs are stacked slices)
+    # The native-resolution row: a few test subjects of the synthetic cohort rendered at ``native_mm`` (finer than the
+    # model's grid), harmonized there and compared with their truth at that resolution. 0: no such row.
+    native_mm: int = 1
+    native_subjects: int = 4  # one per test site, in the cohort's order
+    detail: float = 0.9  # fine detail kept: the output's fine-scale SD over the native truth's (scale-invariant)
 
     def __post_init__(self) -> None:
         for name in (
@@ -379,11 +384,14 @@ class GateConfig:
             "clustering_acc",
             "clustering_nmi",
             "slice_structure",
+            "detail",
         ):
             v = getattr(self, name)
             _require(math.isfinite(v) and 0.0 <= v <= 1.0, f"gate.{name}", v, "gate thresholds lie in [0, 1]")
         _require(self.classifier in ("histogram", "cnn"), "gate.classifier", self.classifier, "use histogram or cnn")
         _require(self.classifier_epochs >= 1, "gate.classifier_epochs", self.classifier_epochs, "use at least 1")
+        _require(self.native_mm in (0, 1, 2), "gate.native_mm", self.native_mm, "use 1 or 2 (mm), or 0 for no row")
+        _require(1 <= self.native_subjects <= 16, "gate.native_subjects", self.native_subjects, "use 1 to 16")
         _require(
             self.classifier_mm in (1, 2, 4, 8),
             "gate.classifier_mm",

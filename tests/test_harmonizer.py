@@ -612,3 +612,66 @@ def test_a_crop_batch_carries_its_whole_volumes_field_and_inference_reads_the_sa
     assert torch.allclose(whole, unl["field"][:1], atol=1e-5)
     _, terms = task.g_step(task.forward(task.batch(1)))
     assert "field" in terms and np.isfinite(terms["field"])
+
+
+SCALE = 0.005  # a delta of a few hundredths: a trained model's order of magnitude
+
+
+def _changed(model_file) -> VolumeHarmonizer:
+    """The model with a G whose delta is far from zero (a one-step model's is nearly zero): a real low-resolution change."""
+    h = load_harmonizer(model_file)
+    torch.manual_seed(0)
+    h.nets["G"].out.conv.weight.data.normal_(0, SCALE)
+    return h
+
+
+def test_a_finer_scan_keeps_its_resolution_and_detail(model_file, brain_pair):
+    """A 2 mm scan through a 4 mm model: the output is a 2 mm image with the scan's fine detail; bringing the model's
+    4 mm output back to 2 mm (the earlier inference) loses most of it."""
+    from harmlib.evaluation.metrics import brain_mask, fine_detail
+    from harmlib.harmonize import harmonize_volume, resample, to_grid
+
+    _, y, _ = brain_pair
+    aff = fsl_grid_affine(2)
+    h = _changed(model_file)
+    m = brain_mask(y)
+    out = harmonize_volume(h, y, aff, "Guys")
+    coarse = resample(h.harmonize(to_grid(y, aff, h.affine, h.shape), "Guys"), h.affine, aff, y.shape)
+    assert out.shape == y.shape and np.isfinite(out).all()
+    native, blurred = fine_detail(out, m) / fine_detail(y, m), fine_detail(coarse, m) / fine_detail(y, m)
+    assert native >= 0.9 and blurred < 0.75, (native, blurred)
+    # the same change: the native output's low frequencies are the model's output on its grid
+    low = to_grid(out, aff, h.affine, h.shape)
+    on_grid = h.harmonize(to_grid(y, aff, h.affine, h.shape), "Guys")
+    mm = brain_mask(on_grid)
+    assert np.corrcoef(low[mm], on_grid[mm])[0, 1] > 0.99
+
+
+def test_on_the_models_grid_the_change_is_the_models_output(model_file):
+    from harmlib.harmonize import harmonize_volume
+
+    h = _changed(model_file)
+    x, aff = harmlib.data.mni_t1(4)
+    change = h.change(x, "TrioTim@SWU")
+    assert change.knots is not None and change.log_field is not None and np.abs(change.delta).max() > 0.01
+    assert np.array_equal(harmonize_volume(h, x, aff, "TrioTim@SWU"), change.apply(x))
+    assert np.allclose(change.apply(x), h.harmonize(x, "TrioTim@SWU"))
+
+
+def test_a_coarser_scan_is_harmonized_on_its_own_grid_with_a_note(model_file, tmp_path, capsys):
+    from harmlib.data.mni import block_average
+    from harmlib.harmonize import harmonize_volume, resolution_note
+
+    x4, _ = harmlib.data.mni_t1(4)
+    x8, aff8 = block_average(x4, 2), fsl_grid_affine(8)
+    h = load_harmonizer(model_file)
+    out = harmonize_volume(h, x8, aff8, "Guys")
+    assert out.shape == x8.shape and np.isfinite(out).all() and out.std() > 0
+    assert "8x8x8 mm are coarser than the model's 4 mm grid" in resolution_note(h, aff8, "in.nii.gz")
+    assert resolution_note(h, fsl_grid_affine(2)) is None and resolution_note(h, fsl_grid_affine(4)) is None
+    src = _nifti(tmp_path / "coarse.nii.gz", x8, aff8)
+    args = ["harmonize", str(src), "--model", str(model_file), "--target", "Guys", "--out-dir", str(tmp_path / "o")]
+    assert main(args) == 0
+    err = [line for line in capsys.readouterr().err.splitlines() if "coarser" in line]
+    assert len(err) == 1 and str(src) in err[0]
+    assert nib.load(str(tmp_path / "o" / "coarse.nii.gz")).shape == x8.shape

@@ -3,6 +3,13 @@
 Targets (paper 1, Fig. 2): a training scanner-site (its label +1, the others -1, the image's own noise
 code), ``agnostic`` (every label -1, noise drawn from N(0, 1) with a fixed seed) or ``self`` (the label
 read by E_s: the quality gate's reconstruction x -> G(E_b(x), E_s(x))).
+
+Resolution: E_b, E_s and G run on the model's grid (the profile's voxel size: 2 mm on cpu, 1 mm on paper), where
+they were trained. A scan on a finer grid gets the model's *change* at its own resolution
+(`harmlib.harmonize.change`): the landmark curve is applied to its every voxel, the site field and G's delta are
+upsampled as changes, so a 1 mm scan comes back a 1 mm scan with its detail; what is finer than the model's grid is
+changed only by the curve and the field, not by the networks. A paper-profile model (1 mm, no curve or field) on a
+1 mm scan is the networks on the native grid.
 """
 
 from __future__ import annotations
@@ -16,7 +23,9 @@ import torch
 from harmlib.aguit.model import AGUITSpec, build_aguit, style_vector
 from harmlib.data.datasets import Normalizer, crop_pads, pad_to_multiple
 from harmlib.harmonize.base import register
+from harmlib.harmonize.change import Change, change_from
 from harmlib.harmonize.targets import Target
+from harmlib.models.blocks import brain_landmarks
 
 KIND = "ssim_harmonizer"
 
@@ -48,21 +57,30 @@ class VolumeHarmonizer:
         return lab
 
     @torch.no_grad()
-    def harmonize(self, vol: np.ndarray, target: str, seed: int = 0) -> np.ndarray:
-        """A volume on the model's grid, harmonized to ``target``, in the target's intensity units."""
+    def change(self, vol: np.ndarray, target: str, seed: int = 0) -> Change:
+        """What the model does to a volume on its grid, in parts that apply at any resolution: the landmark curve
+        (pointwise), the site field (smooth) and G's delta (`harmlib.harmonize.change`)."""
         t = self.target(target)
         x, params = self.normalizer.forward(vol)
-        x, pads = pad_to_multiple(np.asarray(x, np.float32), self.pad_multiple, value=-1.0)
-        xt = torch.from_numpy(np.ascontiguousarray(x))[None, None].to(self.device)
+        xp, pads = pad_to_multiple(np.asarray(x, np.float32), self.pad_multiple, value=-1.0)
+        xt = torch.from_numpy(np.ascontiguousarray(xp))[None, None].to(self.device)
         c = self.nets["E_b"](xt)
         noise, logits = self.nets["E_s"](xt)
         if not t.own and t.domain is None:  # agnostic: a seeded noise code
             noise = torch.randn(1, self.noise_dim, generator=torch.Generator().manual_seed(seed)).to(self.device)
-        label = torch.tanh(logits) if t.own else self.label(t).to(self.device)
-        y = self.nets["G"](c, style_vector(noise, label), xt)[0, 0].float().cpu().numpy()
+        style = style_vector(noise, torch.tanh(logits) if t.own else self.label(t).to(self.device))
+        g = self.nets["G"]
+        lm = None if g.curve is None else brain_landmarks(xt, g.curve.percentiles)  # the whole volume's, once
+        own = None if g.field is None else g.field.own(*g.field.read(xt, lm, g.curve.standard))
+        y = g(c, style, xt, lm, own)[0, 0].float().cpu().numpy()
+        knots = None if g.curve is None else (lm[0].cpu().numpy(), g.curve.target(style)[0].cpu().numpy())
+        field = None if g.field is None else crop_pads(g.field.log_field(style, own)[0, 0].cpu().numpy(), pads)
         high = t.scale(self.scales, params["high"])
-        out = self.normalizer.inverse(np.clip(crop_pads(y, pads), -1.0, 1.0), {"low": params["low"], "high": high})
-        return np.where(vol > 0, np.clip(out, 0, None), 0).astype(np.float32)
+        return change_from(self.normalizer, params, high, np.asarray(x), crop_pads(y, pads), knots, field)
+
+    def harmonize(self, vol: np.ndarray, target: str, seed: int = 0) -> np.ndarray:
+        """A volume on the model's grid, harmonized to ``target``, in the target's intensity units."""
+        return self.change(vol, target, seed).apply(vol)
 
 
 def harmonizer_from(meta: dict[str, Any], state: dict[str, Any], device: str = "cpu") -> VolumeHarmonizer:

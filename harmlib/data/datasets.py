@@ -61,12 +61,17 @@ class Normalizer:
             raise DataError(
                 f"Normalizer: no voxel above 0 in an image of shape {tuple(v.shape)}; a T1 with a positive brain is needed"
             )
-        low, high = 0.0, float(np.percentile(fg, self.percentile))
-        x = vol.float() if isinstance(vol, torch.Tensor) else v.astype(np.float32)
+        params = {"low": 0.0, "high": float(np.percentile(fg, self.percentile))}
+        return self.apply(vol, params), params
+
+    def apply(self, vol: Array, params: dict[str, float]) -> Array:
+        """Normalize with given parameters {low, high} (another grid's of the same scan, at inference)."""
+        low, high = params["low"], params["high"]
+        x = vol.float() if isinstance(vol, torch.Tensor) else np.asarray(vol).astype(np.float32)
         out = 2.0 * (x - low) / (high - low) - 1.0
         if self.clip:
             out = out.clamp(-1.0, 1.0) if isinstance(out, torch.Tensor) else np.clip(out, -1.0, 1.0)
-        return out, {"low": low, "high": high}
+        return out
 
     def inverse(self, x: Array, params: dict[str, Any]) -> Array:
         """Back to input units: x = (x' + 1) / 2 (high - low) + low; batched params broadcast over axis 0."""

@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from functools import lru_cache
+from itertools import zip_longest
 from pathlib import Path
 from typing import Any
 
@@ -258,6 +259,40 @@ def _made_from(scan: Any, site: Site, voxel: int) -> dict[str, Any]:
         "seed": _scan_seed(scan, site),
         "version": COHORT_VERSION,
     }
+
+
+def native_scans(cfg: SynthConfig, seed: int, n: int) -> list[Scan]:
+    """``n`` healthy test scans for the gate's native-resolution row: the first of each test site, then the second..."""
+    by_site: dict[str, list[Scan]] = {}
+    for scan in plan_cohort(cfg, seed):
+        if scan.role == "test":
+            by_site.setdefault(scan.site.domain, []).append(scan)
+    rounds = zip_longest(*by_site.values())
+    return [scan for group in rounds for scan in group if scan is not None][:n]
+
+
+def write_native_copies(cfg: Config, out: str | Path, voxel_mm: int, n: int, targets: list[str]) -> pd.DataFrame:
+    """``n`` test subjects (:func:`native_scans`) rendered at ``voxel_mm`` (finer than the cohort's grid), at their own
+    site and at each of the ``targets`` (domains: their traveling truth), on the FSL MNI grid at that resolution, under
+    ``out``: the quality gate's native-resolution row. Complete files are kept (a rerun or the next model's gate
+    reads them). One row per subject: subject, site, path and ``truth <domain>`` paths."""
+    out, aff, sites = Path(out), fsl_grid_affine(voxel_mm), all_sites()
+    unknown = [d for d in targets if d not in sites]
+    if unknown:
+        raise DataError(f"native copies: {', '.join(unknown)} is not a site of the synthetic cohort; use its domains")
+    rows = []
+    for scan in tqdm(native_scans(cfg.synth, cfg.seed, n), desc=f"gate subjects at {voxel_mm} mm", unit="subject"):
+        todo = {scan.site.domain: scan.site} | {d: sites[d] for d in targets}
+        paths = {d: out / f"{scan.subject.subject}_{slug(d)}.nii.gz" for d in todo}
+        made = {d: _made_from(scan, site, voxel_mm) for d, site in todo.items()}
+        needed = [d for d in todo if not is_done(paths[d], made[d])]
+        anat = make_anatomy(scan.subject, voxel_mm) if needed else None
+        for d in needed:
+            save_volume(paths[d], render(anat, todo[d], voxel_mm, _scan_seed(scan, todo[d])), aff)
+            mark_done(paths[d], made[d])
+        row = {"subject": scan.subject.subject, "site": scan.site.domain, "path": str(paths[scan.site.domain])}
+        rows.append(row | {f"truth {d}": str(paths[d]) for d in targets})
+    return pd.DataFrame(rows)
 
 
 def render_at_sites(subject: Subject, voxel_mm: int, sites: list[Site] | None = None) -> dict[str, np.ndarray]:

@@ -15,6 +15,11 @@ Targets (thesis Sec. 3):
   each slice keeps its own attribute, z^a = E^a(x) (for DRIT++ with that site's code c, for GMM-DRIT the GM-VAE
   posterior mean), with the site's code c: x -> G(E^c(x), E^a(x), c).
 Otherwise one z^a (seeded) serves every slice of a volume, so the slices of one output share one appearance.
+
+Resolution: E^c, E^a and G run on the coronal slices of the model's grid (2 mm on cpu), as trained. A scan on a
+finer grid gets the model's change at its own resolution (`harmlib.harmonize.change`): the landmark curve on every
+voxel, the planes of the site field and G's delta upsampled as changes (in all three axes: the slices' change is
+a volume on the model's grid), so a 1 mm scan comes back with its 1 mm detail.
 """
 
 from __future__ import annotations
@@ -39,6 +44,7 @@ from harmlib.drit.model import (
 )
 from harmlib.gmvae.model import GMVAE, GMVAESpec
 from harmlib.harmonize.base import register
+from harmlib.harmonize.change import Change, change_from
 from harmlib.harmonize.targets import Target
 
 SLICE_KINDS = ("gmm_drit", "drit")
@@ -74,6 +80,9 @@ class SliceHarmonizer:
 
     def harmonize(self, vol: np.ndarray, target: str, seed: int = 0) -> np.ndarray:
         return harmonize_slices(self, vol, target, seed)
+
+    def change(self, vol: np.ndarray, target: str, seed: int = 0) -> Change:
+        return slice_change(self, vol, target, seed)
 
     def code(self, target: str | Target, n: int) -> torch.Tensor:
         """c for ``n`` slices: the target's one-hot code, or c_sf = 0."""
@@ -203,43 +212,63 @@ def volume_own_field(h: SliceHarmonizer, x: np.ndarray, landmarks: torch.Tensor)
 
 
 def volume_slice_fields(
-    h: SliceHarmonizer, x: np.ndarray, landmarks: torch.Tensor, coronal: Sequence[int]
+    h: SliceHarmonizer, x: np.ndarray, landmarks: torch.Tensor, coronal: Sequence[int], own: torch.Tensor | None = None
 ) -> tuple[torch.Tensor, torch.Tensor] | None:
     """G's site-field input for the coronal planes ``coronal`` of a normalized volume ``x`` (X, Y, Z) with its
-    ``landmarks`` (1, L): their planes of the volume's own field and their positions (None without a site field)."""
+    ``landmarks`` (1, L): their planes of the volume's own field and their positions (None without a site field).
+    ``own``: that field when the caller has it (:func:`volume_own_field`)."""
     if h.nets["G"].field is None:
         return None
-    own = volume_own_field(h, x, landmarks)
+    own = volume_own_field(h, x, landmarks) if own is None else own
     idx = torch.as_tensor(list(coronal))
     return slice_fields(h.nets["G"], own.expand(len(idx), *own.shape[1:]), idx)
 
 
 def harmonize_slices(h: SliceHarmonizer, vol: np.ndarray, target: str, seed: int = 0) -> np.ndarray:
     """Harmonize a volume on the model's grid, coronal slice by coronal slice; the target's intensity units out."""
+    return slice_change(h, vol, target, seed).apply(vol)
+
+
+@torch.no_grad()
+def slice_change(h: SliceHarmonizer, vol: np.ndarray, target: str, seed: int = 0) -> Change:
+    """What the model does to a volume on its grid, slice by slice, in parts that apply at any resolution
+    (`harmlib.harmonize.change`). A target's code (z^a, c) is the same for every slice, so the landmark curve is one
+    pointwise map and the planes of the site field one 3D field; ``self:<site>`` keeps each slice's own z^a, so its
+    whole change is G's output minus the input."""
     if vol.ndim != 3 or (vol.shape[0], vol.shape[2]) != h.slice_shape:
         raise DataError(
             f"a volume of shape {vol.shape} has coronal slices of {tuple(vol.shape[::2]) if vol.ndim == 3 else '?'}, but this {h.kind} "
             f"model was trained on {h.slice_shape} slices; resample it to the model's grid first (harmonize_file does)"
         )
+    t = h.target(target)
     x, params = h.normalizer.forward(vol)
-    slices = np.ascontiguousarray(np.moveaxis(np.asarray(x, np.float32), 1, 0))  # (Y, X, Z): one coronal plane per item
+    x = np.asarray(x, np.float32)
+    slices = np.ascontiguousarray(np.moveaxis(x, 1, 0))  # (Y, X, Z): one coronal plane per item
     brain = np.flatnonzero(
         (np.moveaxis(vol, 1, 0) > 0).reshape(vol.shape[1], -1).any(1)
     )  # planes outside the head stay background
     out = np.full_like(slices, -1.0)
+    g = h.nets["G"]
+    lm = volume_curve_landmarks(h, x)
+    own = None if lm is None or g.field is None else volume_own_field(h, x, lm)  # once: slices and change
     if brain.size:
         xp = F.pad(
             torch.from_numpy(slices[brain])[:, None],
             [h.pads[1][0], h.pads[1][1], h.pads[0][0], h.pads[0][1]],
             value=-1.0,
         )
-        lm = volume_curve_landmarks(h, x)
-        fields = None if lm is None else volume_slice_fields(h, x, lm, brain)
+        fields = None if lm is None else volume_slice_fields(h, x, lm, brain, own)
         y = translate_slices(h, xp, target, seed, landmarks=lm, fields=fields)
         out[brain] = crop_pads(y, h.pads).numpy()[:, 0]
-    high = h.target(target).scale(h.scales, params["high"])
-    res = h.normalizer.inverse(np.moveaxis(out, 0, 1), {**params, "high": high})
-    return np.where(vol > 0, np.clip(res, 0, None), 0).astype(np.float32)
+    knots = field = None
+    if lm is not None and not t.own:
+        code = torch.cat([h.attribute(t, seed), h.code(t, 1)], 1)  # what translate_slices gave every slice
+        knots = (lm[0].numpy(), g.curve.target(code)[0].cpu().numpy())
+        if own is not None:
+            slab = g.field.log_field(code, own.to(h.device))[0, 0].cpu().numpy()
+            field = crop_pads(slab, (h.pads[0], (0, 0), h.pads[1]))
+    high = t.scale(h.scales, params["high"])
+    return change_from(h.normalizer, params, high, x, np.moveaxis(out, 0, 1), knots, field)
 
 
 def translate_dataset(

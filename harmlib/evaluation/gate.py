@@ -9,7 +9,10 @@ chapter measures, on held-out data and by means independent of the model:
 * **traveling subjects**: SSIM to the same subject's true rendering at the target, before and after
   harmonization: the share of cases that moved closer and the mean gain (Nyul fitted to the target's
   training scans on the same cases is reported beside it, as the classical bar);
-* **structure**: the structural term of SSIM between each harmonized volume and its original.
+* **structure**: the structural term of SSIM between each harmonized volume and its original;
+* **native resolution** (synthetic cohort, ``gate.native_mm`` finer than the model's grid): a few test subjects
+  rendered at 1 mm, harmonized there: the output keeps the fine detail of the truth at that resolution, with
+  scale-invariant SSIM to the 1 mm truth before and after, and Nyul at 1 mm beside it.
 
 Each criterion is a row (value, threshold from ``cfg.gate``, passed) of ``gate_<model>.csv``.
 A model whose gate fails is shown as "model below its quality gate" with these numbers.
@@ -30,11 +33,12 @@ from harmlib.data.datasets import Normalizer
 from harmlib.data.io import load_volume
 from harmlib.data.manifest import Manifest
 from harmlib.data.mni import block_average
+from harmlib.data.synthetic import write_native_copies
 from harmlib.evaluation.baselines import fit_harmonizer
 from harmlib.evaluation.clustering import intensity_histograms
 from harmlib.evaluation.features import ScannerClassifier, train_feature_extractor
-from harmlib.evaluation.metrics import brain_mask, psnr, ssim_terms
-from harmlib.harmonize import SELF, SELF_AT
+from harmlib.evaluation.metrics import brain_mask, fine_detail, psnr, scale_free, ssim_terms
+from harmlib.harmonize import SELF, SELF_AT, resample, to_grid
 
 Harmonize = Callable[
     [np.ndarray, np.ndarray, str], np.ndarray
@@ -133,11 +137,17 @@ def traveling_cases(
     return pd.DataFrame(recs), outputs
 
 
-def nyul_cases(manifest: Manifest, targets: Mapping[str, str]) -> pd.DataFrame:
-    """The classical bar: Nyul fitted to each target's training scans, on the same traveling cases."""
-    test, train = manifest.select("test", "test"), manifest.select("train")
+def target_nyul(manifest: Manifest, targets: Mapping[str, str]):
+    """The classical bar: Nyul fitted to each target's training scans (a `ClassicalHarmonizer`, any grid)."""
+    train = manifest.select("train")
     refs = {d: [_load(p)[0] for p, dd in zip(train.paths(), train.df["domain"]) if dd == d] for d in targets.values()}
-    nyul = fit_harmonizer("nyul", refs, list(refs))
+    return fit_harmonizer("nyul", refs, list(refs))
+
+
+def nyul_cases(manifest: Manifest, targets: Mapping[str, str], nyul=None) -> pd.DataFrame:
+    """Nyul fitted to each target's training scans (``nyul``: already fitted) on the same traveling cases."""
+    test = manifest.select("test", "test")
+    nyul = nyul or target_nyul(manifest, targets)
     recs = []
     for name, domain in targets.items():
         for i in range(len(test)):
@@ -152,6 +162,112 @@ def nyul_cases(manifest: Manifest, targets: Mapping[str, str]) -> pd.DataFrame:
                 }
             )
     return pd.DataFrame(recs)
+
+
+def native_cases(cfg, manifest: Manifest, harmonize: Harmonize, targets: Mapping[str, str], nyul=None) -> pd.DataFrame:
+    """The native-resolution row's cases: ``cfg.gate.native_subjects`` test subjects rendered at ``cfg.gate.native_mm``
+    (finer than the model's grid; `harmlib.data.synthetic.write_native_copies`), harmonized on that grid to each
+    target and compared with their truth there. Per case: fine detail (`metrics.fine_detail`) of the output, the
+    input and the model-grid output resampled to the fine grid (what inference returned before it kept the scan's
+    resolution) over the truth's; scale-invariant SSIM to the truth before, after and with Nyul (fitted to the
+    target's scans, applied on the fine grid). Empty when the row does not apply: no synthetic cohort to render
+    (real data), or data already at ``native_mm``."""
+    mm = cfg.gate.native_mm
+    if not mm or mm >= cfg.data.voxel_mm or not manifest.df["dataset"].eq("synthetic").all():
+        return pd.DataFrame()
+    copies = write_native_copies(
+        cfg, manifest.root / f"native_{mm}mm", mm, cfg.gate.native_subjects, list(targets.values())
+    )
+    grid, grid_affine = _load(manifest.select("test", "test").path(0))
+    nyul = nyul or target_nyul(manifest, targets)
+    recs = []
+    for row in copies.to_dict("records"):
+        vol, affine = _load(row["path"])
+        for name, domain in targets.items():
+            truth, _ = _load(row[f"truth {domain}"])
+            m = brain_mask(truth)
+            box = _bounding_box(m, margin=6)  # the metrics on the brain's box: a 1 mm volume is mostly background
+            out, coarse = _native_outputs(harmonize, vol, affine, domain, grid.shape, grid_affine)
+            t, mb = truth[box], m[box]
+            detail = fine_detail(t, mb)
+            recs.append(
+                {
+                    "subject": row["subject"],
+                    "site": row["site"],
+                    "target": name,
+                    "detail after": fine_detail(out[box], mb) / detail,
+                    "detail before": fine_detail(vol[box], mb) / detail,
+                    "detail model grid": fine_detail(coarse[box], mb) / detail,
+                    "SSIM before": _scale_free_ssim(vol[box], t, mb),
+                    "SSIM after": _scale_free_ssim(out[box], t, mb),
+                    "SSIM Nyul": _scale_free_ssim(nyul.harmonize(vol, domain)[box], t, mb),
+                }
+            )
+    return pd.DataFrame(recs)
+
+
+def _native_outputs(
+    harmonize: Harmonize, vol: np.ndarray, affine: np.ndarray, domain: str, grid_shape, grid_affine: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """A fine scan harmonized at its own resolution, and the model-grid output resampled to the fine grid (what
+    inference returned before it kept the scan's resolution)."""
+    on_grid = harmonize(to_grid(vol, affine, grid_affine, grid_shape), grid_affine, domain)
+    return harmonize(vol, affine, domain), resample(on_grid, grid_affine, affine, vol.shape)
+
+
+def native_example(cfg, manifest: Manifest, harmonize: Harmonize, domain: str) -> dict[str, np.ndarray]:
+    """The first native-resolution gate subject (`native_cases`, files already written) for a figure: its scan, harmonized
+    to ``domain`` at its own resolution, the model-grid output resampled, and its truth there; each divided by its
+    99.5th brain percentile (so one grey scale fits all) and cropped to the middle half of each axis (a zoom where
+    the difference between 1 and 2 mm shows). Empty when the gate has no native row."""
+    mm = cfg.gate.native_mm
+    if not mm or mm >= cfg.data.voxel_mm or not manifest.df["dataset"].eq("synthetic").all():
+        return {}
+    row = write_native_copies(cfg, manifest.root / f"native_{mm}mm", mm, 1, [domain]).iloc[0]
+    vol, affine = _load(row["path"])
+    truth, _ = _load(row[f"truth {domain}"])
+    grid, grid_affine = _load(manifest.select("test", "test").path(0))
+    out, coarse = _native_outputs(harmonize, vol, affine, domain, grid.shape, grid_affine)
+    m = brain_mask(truth)
+    box = tuple(slice(n // 4, n - n // 4) for n in vol.shape)
+    versions = {
+        f"input ({row['site'].split('@')[-1]}, {mm} mm)": vol,
+        f"harmonized at {mm} mm": out,
+        f"model grid ({cfg.data.voxel_mm} mm) resampled": coarse,
+        f"truth at target ({mm} mm)": truth,
+    }
+    return {k: scale_free(v, m)[box] for k, v in versions.items()}
+
+
+def _scale_free_ssim(v: np.ndarray, truth: np.ndarray, mask: np.ndarray) -> float:
+    """SSIM to the truth over ``mask`` with each volume divided by its 99.5th percentile there."""
+    return ssim_terms(scale_free(v, mask), scale_free(truth, mask), mask=mask)["ssim"]
+
+
+def _bounding_box(mask: np.ndarray, margin: int) -> tuple[slice, ...]:
+    idx = np.argwhere(mask)
+    lo, hi = np.maximum(idx.min(0) - margin, 0), np.minimum(idx.max(0) + margin + 1, mask.shape)
+    return tuple(slice(int(a), int(b)) for a, b in zip(lo, hi))
+
+
+def native_rows(native: pd.DataFrame, gate: GateConfig, mm: int) -> tuple[list[tuple[str, float, float]], dict]:
+    """The native-resolution criteria (fine detail kept, per target) and their context (SSIM, detail before)."""
+    rows, info = [], {}
+    for name, g in native.groupby("target", sort=True):
+        rows.append(
+            (
+                f"native {mm} mm -> {name}: fine detail kept (output / truth, scale-invariant)",
+                g["detail after"].mean(),
+                gate.detail,
+            )
+        )
+        info[f"native {mm} mm -> {name}: SSIM to truth before / after / Nyul (scale-invariant)"] = (
+            f"{g['SSIM before'].mean():.3f} / {g['SSIM after'].mean():.3f} / {g['SSIM Nyul'].mean():.3f}"
+        )
+        info[f"native {mm} mm -> {name}: fine detail of the input / of the model-grid output resampled"] = (
+            f"{g['detail before'].mean():.3f} / {g['detail model grid'].mean():.3f}"
+        )
+    return rows, info
 
 
 def _classifier_input(vols: Sequence[np.ndarray], factor: int) -> torch.Tensor:
@@ -245,8 +361,11 @@ def gate_table(
     trav: pd.DataFrame,
     accuracy: float,
     nyul: pd.DataFrame | None = None,
+    native: pd.DataFrame | None = None,
+    native_mm: int = 1,
 ) -> pd.DataFrame:
-    """The gate's rows: criterion, value, threshold, passed (and the model and profile)."""
+    """The gate's rows: criterion, value, threshold, passed (and the model and profile); ``native``: the
+    native-resolution cases (`native_cases`) at ``native_mm``."""
     paired = trav.dropna(subset=["SSIM after"])
     rows = [
         ("reconstruction SSIM (held-out, over the brain)", rec["reconstruction SSIM"].mean(), gate.reconstruction),
@@ -263,6 +382,10 @@ def gate_table(
             (f"traveling subjects -> {name}: mean SSIM gain", float(gain.mean()), gate.min_gain),
         ]
     rows.append(("structural SSIM harmonized vs original", trav["structure vs original"].mean(), gate.structure))
+    native_info: dict[str, str] = {}
+    if native is not None and len(native):
+        more, native_info = native_rows(native, gate, native_mm)
+        rows += more
     info = {
         f"SSIM to truth -> {n}: before / after": f"{g['SSIM before'].mean():.3f} / {g['SSIM after'].mean():.3f}"
         for n, g in paired.groupby("target")
@@ -276,7 +399,7 @@ def gate_table(
         f"PSNR to truth -> {n}: before / after (dB)": f"{g['PSNR before'].mean():.2f} / {g['PSNR after'].mean():.2f}"
         for n, g in paired.groupby("target")
     }
-    return _gate_frame(model, profile, rows, info)
+    return _gate_frame(model, profile, rows, info | native_info)
 
 
 def _gate_frame(
@@ -355,7 +478,19 @@ def evaluate_gate(
         for name in targets
         for pred in predict([_load(test.truth(i, targets[name]))[0] for i in range(len(test))])
     ]
-    table = gate_table(model, cfg.profile, gate, rec, trav, float(np.mean(hits)), nyul_cases(manifest, targets))
+    nyul = target_nyul(manifest, targets)
+    native = native_cases(cfg, manifest, harmonize, targets, nyul)
+    table = gate_table(
+        model,
+        cfg.profile,
+        gate,
+        rec,
+        trav,
+        float(np.mean(hits)),
+        nyul_cases(manifest, targets, nyul),
+        native,
+        cfg.gate.native_mm,
+    )
     sanity = pd.DataFrame(
         [
             {

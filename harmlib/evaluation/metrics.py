@@ -45,6 +45,22 @@ def map_mask(mask: np.ndarray, win_size: int) -> torch.Tensor:
     return m
 
 
+def scale_free(v: np.ndarray, mask: np.ndarray, percentile: float = 99.5) -> np.ndarray:
+    """``v`` divided by its ``percentile`` inside ``mask``: a global rescale, which any normalization undoes, then
+    earns nothing in a comparison (scale-invariant SSIM, fine detail)."""
+    p = float(np.percentile(v[mask], percentile))
+    return (v / p if p > 0 else v).astype(np.float32)
+
+
+def fine_detail(v: np.ndarray, mask: np.ndarray) -> float:
+    """The SD of what a Gaussian of 1 voxel removes (v - G_1(v)) over ``mask``, on the scale-free ``v``: the detail
+    at the grid's own resolution (an image of coarser resolution on this grid has less of it; noise counts too)."""
+    from scipy import ndimage
+
+    u = scale_free(v, mask)
+    return float((u - ndimage.gaussian_filter(u, 1.0))[mask].std())
+
+
 def psnr(a: np.ndarray, ref: np.ndarray, data_range: float | None = None) -> float:
     """Peak signal-to-noise ratio of ``a`` against ``ref`` (dB)."""
     dr = data_range or float(np.ptp(ref))

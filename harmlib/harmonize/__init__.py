@@ -2,6 +2,7 @@
 
 * ``targets``: the target strings, parsed once (:class:`Target`);
 * ``base``: the :class:`Harmonizer` protocol and the registry that loads a model file by its kind;
+* ``change``: a model's change on its grid, applied at the scan's own resolution;
 * ``files``: one's own NIfTI files (checks, resampling, atomic output, provenance sidecar).
 
 Each model family's harmonizer lives with the family (``harmlib.aguit.harmonizer``: paper 1's 3D model;
@@ -14,6 +15,7 @@ import importlib
 from typing import Any
 
 from harmlib.harmonize.base import FAMILIES, LOADERS, Harmonizer, load_harmonizer, loaders, register
+from harmlib.harmonize.change import Change, change_from, to_grid
 from harmlib.harmonize.files import (
     check_input,
     check_mni_aligned,
@@ -21,7 +23,9 @@ from harmlib.harmonize.files import (
     harmonize_array,
     harmonize_file,
     harmonize_volume,
+    on_model_grid,
     resample,
+    resolution_note,
 )
 from harmlib.harmonize.targets import AGNOSTIC, SCANNER_FREE, SELF, SELF_AT, Target, match_domain
 
@@ -45,6 +49,7 @@ def __getattr__(name: str) -> Any:
 
 __all__ = [
     "AGNOSTIC",
+    "Change",
     "FAMILIES",
     "LOADERS",
     "SCANNER_FREE",
@@ -55,6 +60,7 @@ __all__ = [
     "SliceHarmonizer",
     "Target",
     "VolumeHarmonizer",
+    "change_from",
     "check_input",
     "check_mni_aligned",
     "check_output",
@@ -67,7 +73,10 @@ __all__ = [
     "loaders",
     "match_domain",
     "register",
+    "on_model_grid",
     "resample",
+    "resolution_note",
+    "to_grid",
     "translate_dataset",
     "translate_slices",
 ]

@@ -16,12 +16,14 @@ from harmlib.harmonize.targets import Target
 @runtime_checkable
 class Harmonizer(Protocol):
     """A loaded model: ``harmonize(volume, target) -> volume`` on the model's grid (``affine``, ``shape``), in the
-    target's intensity units; ``target(text)`` parses a target or fails with one line before any work."""
+    target's intensity units; ``target(text)`` parses a target or fails with one line before any work. A model with
+    a grid also gives ``change(volume, target)``: what it does, in parts that apply at any resolution
+    (`harmlib.harmonize.change`); a classical baseline has no grid (``affine`` None) and runs on any."""
 
     kind: str
     domains: list[str]
-    affine: np.ndarray
-    shape: tuple[int, ...]
+    affine: np.ndarray | None
+    shape: tuple[int, ...] | None
 
     def target(self, text: str) -> Target: ...
 

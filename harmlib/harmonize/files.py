@@ -1,13 +1,20 @@
 """Harmonize one's own preprocessed T1 volumes with a trained model file of any kind.
 
-Volume in, volume out on the input's grid, with its header and affine. The input must be
-MNI-aligned (``harmlib preprocess`` output: the FSL 182x218x182 1 mm grid, or any axis-aligned
-grid covering the MNI brain); it is resampled to the model's grid, normalized as in training
-(background -> -1, 99.5th percentile of the brain -> +1; see ``harmlib.data.datasets.Normalizer``),
-harmonized, mapped back to intensities by the inverse of that normalization with the *target*
-site's typical scale (the median 99.5th percentile of its training volumes, stored in the model
-file; the median over all sites for a site-free target), and resampled back to the input grid. So an
-image harmonized to A is in A's intensity units, as a scan at A would be.
+Volume in, volume out on the input's grid and at its resolution, with its header and affine. The input must be
+MNI-aligned (``harmlib preprocess`` output: the FSL 182x218x182 1 mm grid, or any axis-aligned grid covering the
+MNI brain). The model works on its own grid (the profile's voxel size): the scan is brought there as a scan of that
+resolution would look (block means, or a low-pass then trilinear), normalized as in training (background -> -1,
+99.5th percentile of the brain -> +1; see ``harmlib.data.datasets.Normalizer``) and harmonized; what the model
+changed is then applied to the scan on its own grid (`harmlib.harmonize.change`: the landmark curve to every voxel,
+the site field and the networks' delta upsampled as changes), and mapped back to intensities by the inverse of that
+normalization with the *target* site's typical scale (the median 99.5th percentile of its training volumes, stored
+in the model file; the median over all sites for a site-free target). So an image harmonized to A is in A's
+intensity units, as a scan at A would be, and a 1 mm scan comes back a 1 mm scan with its own fine detail.
+
+A scan coarser than the model's grid (3 mm voxels for a 2 mm model) is harmonized on its own grid as well: the
+change is computed from the scan interpolated to the model's grid and averaged back over each of the scan's voxels,
+so the output has the scan's resolution, never a finer look than it was acquired with (:func:`resolution_note`).
+Classical baselines (Nyul, WhiteStripe, z-score) are pointwise and run on the scan's grid directly.
 """
 
 from __future__ import annotations
@@ -22,6 +29,7 @@ from scipy import ndimage
 from harmlib.checkpoint import load_checkpoint
 from harmlib.data.io import DataError, load_volume, save_volume
 from harmlib.harmonize.base import Harmonizer
+from harmlib.harmonize.change import grid_map, to_grid, voxel_sizes
 from harmlib.provenance import model_info, provenance, write_sidecar
 
 MNI_CENTRE_MM = np.array([0.0, -18.0, 18.0])
@@ -42,11 +50,31 @@ def check_mni_aligned(img: nib.Nifti1Image, path: Path) -> None:
 def resample(
     vol: np.ndarray, src_affine: np.ndarray, dst_affine: np.ndarray, dst_shape: tuple[int, ...], order: int = 1
 ) -> np.ndarray:
-    """Resample ``vol`` from its grid onto another grid of the same world (trilinear)."""
-    mapping = np.linalg.inv(src_affine) @ dst_affine
+    """Resample ``vol`` from its grid onto another grid of the same world (trilinear; no low-pass: use
+    `harmlib.harmonize.change.to_grid` to bring a scan to a coarser grid)."""
+    mapping = grid_map(src_affine, dst_affine)
     return ndimage.affine_transform(
         vol, mapping[:3, :3], mapping[:3, 3], output_shape=dst_shape, order=order, mode="constant", cval=0.0
     ).astype(np.float32)
+
+
+def on_model_grid(h: Harmonizer, shape: tuple[int, ...], affine: np.ndarray) -> bool:
+    """Whether a volume of ``shape`` and ``affine`` is on the model's grid (or the model has none: a baseline)."""
+    return h.affine is None or (tuple(shape[:3]) == tuple(h.shape) and np.allclose(affine, h.affine, atol=1e-4))
+
+
+def resolution_note(h: Harmonizer, affine: np.ndarray, path: str | Path = "the scan") -> str | None:
+    """One line for a scan coarser than the model's grid (what the user gets), else None."""
+    if h.affine is None:
+        return None
+    scan, model = voxel_sizes(affine), voxel_sizes(h.affine)
+    if (scan <= model * 1.01).all():
+        return None
+    mm = "x".join(f"{v:.3g}" for v in scan)
+    return (
+        f"harmlib: {path}: voxels of {mm} mm are coarser than the model's {model.max():.3g} mm grid; harmonized on the "
+        "scan's own grid, so the output has the scan's resolution (nothing finer is made up)"
+    )
 
 
 def harmonize_array(h: Harmonizer, vol: np.ndarray, target: str, seed: int = 0) -> np.ndarray:
@@ -117,9 +145,9 @@ def _model_info(path: str, mtime_ns: int) -> dict:  # the mtime: a re-exported m
 
 
 def harmonize_volume(h: Harmonizer, vol: np.ndarray, affine: np.ndarray, target: str, seed: int = 0) -> np.ndarray:
-    """Harmonize an MNI-aligned volume on its own grid: resample to the model's grid, harmonize, resample back."""
-    on_grid = resample(vol, affine, h.affine, h.shape)
-    out = harmonize_array(h, on_grid, target, seed)
-    return np.where(vol > 0, resample(out, h.affine, affine, vol.shape[:3]), 0.0).astype(
-        np.float32
-    )  # the input's background stays 0
+    """Harmonize an MNI-aligned volume on its own grid and at its own resolution (module docstring): the model's
+    change is computed on the model's grid and applied to the volume where it is."""
+    if on_model_grid(h, vol.shape, affine):
+        return h.harmonize(vol, target, seed)
+    on_grid = to_grid(vol, affine, h.affine, h.shape)
+    return h.change(on_grid, target, seed).apply(vol, grid_map(h.affine, affine))

@@ -359,24 +359,32 @@ class SiteField(nn.Module):
         """2D: coronal slices x (N, 1, X, Z) of volumes of the field's ``shape`` (X, Y, Z), ``own`` (N, gx, gz) their
         planes of their volumes' own fields at grid positions ``at`` (N,): the style's plane replaces the own."""
         d = (self.plane(self.target(style), at) - own.float())[:, None]
-        return _multiply(x, F.interpolate(d, size=(self.shape[0], self.shape[2]), mode="bilinear", align_corners=True))
+        return multiply_field(
+            x, F.interpolate(d, size=(self.shape[0], self.shape[2]), mode="bilinear", align_corners=True)
+        )
+
+    def log_field(self, style: torch.Tensor, own: torch.Tensor) -> torch.Tensor:
+        """(N, 1, *shape): the log of the factor by which the style's field replaces the image's own, upsampled from
+        the coarse grid to the whole (padded) volume: what :meth:`forward` multiplies in. A 2D model's slices share
+        their volume's: each coronal plane of it is what :meth:`forward_slices` applies to that slice."""
+        d = (self.target(style) - own.float())[:, None]
+        return F.interpolate(d, size=self.shape, mode="trilinear" if d.dim() == 5 else "bilinear", align_corners=True)
 
     def forward(
         self, x: torch.Tensor, style: torch.Tensor, own: torch.Tensor, region: torch.Tensor | None = None
     ) -> torch.Tensor:
         """x (N, 1, *spatial) with its field moved from ``own`` (N, *grid) to the style's; ``region``: (N, dim)
         start of each crop in the whole (padded) volume (None: x is the whole volume)."""
-        d = (self.target(style) - own.float())[:, None]
-        full = F.interpolate(d, size=self.shape, mode="trilinear" if d.dim() == 5 else "bilinear", align_corners=True)
+        full = self.log_field(style, own)
         if region is not None:
             size = x.shape[2:]
             full = torch.stack(
                 [f[(..., *[slice(int(a), int(a) + s) for a, s in zip(r, size)])] for f, r in zip(full, region)]
             )
-        return _multiply(x, full)
+        return multiply_field(x, full)
 
 
-def _multiply(x: torch.Tensor, log_field: torch.Tensor) -> torch.Tensor:
+def multiply_field(x: torch.Tensor, log_field: torch.Tensor) -> torch.Tensor:
     """x in [-1, 1] with its intensities v = (x + 1) / 2 multiplied by exp(log_field): the background stays -1."""
     v = (x.float() + 1) / 2 * log_field.exp()
     return (2 * v - 1).to(x.dtype)
