@@ -22,7 +22,7 @@ scan's voxels (block means), so the output has the scan's resolution and nothing
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -63,12 +63,14 @@ class Change:
     def apply(self, vol: np.ndarray, vol_to_grid: np.ndarray | None = None) -> np.ndarray:
         """The harmonized ``vol`` on its own grid, in the target's intensity units. ``vol_to_grid``: the 4x4 map from
         ``vol``'s voxel indices to the model grid's (:func:`grid_map`; None: ``vol`` is on the model's grid)."""
-        x = self.normalizer.apply(vol, self.params)
+        # Not clipped at +1 as the model's input was: on a finer grid more voxels lie above the coarse grid's 99.5th
+        # percentile (noise and detail that block means average out), and the curve's last segment carries them.
+        x = np.maximum(replace(self.normalizer, clip=False).apply(vol, self.params), -1.0)
         field, delta = self.log_field, self.delta
         if vol_to_grid is not None:
             field = None if field is None else from_grid(field, vol_to_grid, vol.shape)
             delta = from_grid(delta, vol_to_grid, vol.shape)
-        y = np.clip(self.base(x, field) + delta, -1.0, 1.0)
+        y = np.maximum(self.base(x, field) + delta, -1.0)
         out = self.normalizer.inverse(y, {"low": self.params["low"], "high": self.high})
         return np.where(vol > 0, np.clip(out, 0, None), 0).astype(np.float32)
 
@@ -83,10 +85,11 @@ def change_from(
     log_field: np.ndarray | None = None,
 ) -> Change:
     """The :class:`Change` of a model whose output on its grid is ``y`` for the normalized input ``x`` (both
-    unpadded, [-1, 1] range), with its curve's ``knots`` and its site field's ``log_field`` (None: none):
-    ``delta`` is what the curve and the field do not explain, so that ``apply`` on the grid gives back ``y``."""
+    unpadded, clipped to [-1, 1] as the model saw it), with its curve's ``knots`` and its site field's ``log_field``
+    (None: none): ``delta`` is what the curve and the field do not explain, so that ``apply`` on the grid gives back
+    ``y`` (where the input lies above the normalization's ceiling, its unclipped intensity through the curve)."""
     c = Change(normalizer, params, high, knots, log_field, np.zeros_like(y, dtype=np.float32))
-    c.delta = (np.clip(y, -1.0, 1.0) - c.base(x, log_field)).astype(np.float32)
+    c.delta = (y - c.base(x, log_field)).astype(np.float32)
     return c
 
 
