@@ -373,6 +373,9 @@ class GateConfig:
     native_mm: int = 1
     native_subjects: int = 4  # one per test site, in the cohort's order
     detail: float = 0.9  # fine detail kept: the output's fine-scale SD over the native truth's (scale-invariant)
+    nyul_margin: float = (
+        0.0  # the model's scale-invariant SSIM to the truth minus Nyul's (fitted to the target), at least
+    )
 
     def __post_init__(self) -> None:
         for name in (
@@ -391,6 +394,9 @@ class GateConfig:
         _require(self.classifier in ("histogram", "cnn"), "gate.classifier", self.classifier, "use histogram or cnn")
         _require(self.classifier_epochs >= 1, "gate.classifier_epochs", self.classifier_epochs, "use at least 1")
         _require(self.native_mm in (0, 1, 2), "gate.native_mm", self.native_mm, "use 1 or 2 (mm), or 0 for no row")
+        _require(
+            -1.0 <= self.nyul_margin <= 1.0, "gate.nyul_margin", self.nyul_margin, "use a value in [-1, 1], e.g. 0"
+        )
         _require(1 <= self.native_subjects <= 16, "gate.native_subjects", self.native_subjects, "use 1 to 16")
         _require(
             self.classifier_mm in (1, 2, 4, 8),

@@ -120,6 +120,11 @@ def _resolve(root: Path, p: str) -> Path:
     return q if q.is_absolute() else root / q
 
 
+def rescan_path(truth: Path) -> Path:
+    """Where the rescan of a traveling-subject truth lies: beside it, ``<name>_rescan.nii.gz``."""
+    return truth.with_name(truth.name.replace(".nii.gz", "_rescan.nii.gz"))
+
+
 @dataclass
 class Manifest:
     """A validated manifest and the folder its relative paths start from."""
@@ -153,6 +158,11 @@ class Manifest:
                 f"row {i + 2} (subject {self.df.at[i, 'subject']}): no traveling-subject truth; only synthetic test subjects have one"
             )
         return _resolve(self.root, tmpl.replace("{domain}", slug(domain)))
+
+    def rescan(self, i: int, domain: str) -> Path:
+        """The same subject rendered at ``domain`` again with another scan seed (new noise and bias jitter): how close
+        a second scan at the target comes to the truth, the ceiling a harmonizer is measured against."""
+        return rescan_path(self.truth(i, domain))
 
     def check_domain(self, domain: str, split: str = "train") -> str:
         known = self.domains(split)

@@ -9,7 +9,9 @@ anatomy as a site sees it, plans the cohorts of the papers' design and writes NI
 * an age cohort whose age ranges differ by site (as in ABIDE);
 * an AD/HC cohort across sites with different AD proportions (as in ADNI);
 * every test subject also rendered at A and B: traveling-subject truth, written under ``truth/``
-  and referenced only by the manifest's ``truth_path`` column, never by what the models load.
+  and referenced only by the manifest's ``truth_path`` column, never by what the models load; and a rescan at
+  A and B (the same anatomy, another scan seed: new noise and bias jitter, ``*_rescan.nii.gz`` beside the truth),
+  how close a second scan at the target comes to the truth: the ceiling every gate measures against.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from harmlib.config import Config, SynthConfig
 from harmlib.data.anatomy import Subject, make_anatomy, priors
 from harmlib.data.appearance import Appearance, apply_appearance, smooth_field
 from harmlib.data.io import DataError, is_done, mark_done, save_volume, write_text_atomic
-from harmlib.data.manifest import domain_name, slug, write_manifest
+from harmlib.data.manifest import domain_name, rescan_path, slug, write_manifest
 from harmlib.data.mni import fsl_grid_affine
 from harmlib.data.scanner_space import to_scanner_space
 
@@ -174,8 +176,9 @@ def _row(scan: Scan, path: str, truth: str) -> dict[str, object]:
     }
 
 
-def _scan_seed(scan: Scan, site: Site) -> int:
-    return (scan.subject.seed * 1_000_003 + site.bias_seed) % 2**32
+def _scan_seed(scan: Scan, site: Site, rescan: int = 0) -> int:
+    """The seed of one acquisition (noise, bias jitter); ``rescan`` k > 0: the k-th scan again at the same site."""
+    return (scan.subject.seed * 1_000_003 + site.bias_seed + 7_919 * rescan) % 2**32
 
 
 def _pose_path(raw_path: Path) -> Path:
@@ -214,27 +217,28 @@ def write_cohort(cfg: Config, out: str | Path, raw: bool = True) -> Path:
         tests[:: max(1, len(tests) // max(cfg.synth.n_raw, 1))][: cfg.synth.n_raw] if raw else []
     )  # spread over the test sites
     rows, raw_rows, poses = [], [], []
-    n_files = len(scans) + 2 * sum(s.split == "test" for s in scans) + len(raw_scans)
+    n_files = len(scans) + sum(2 * (s.split == "test") + 2 * (s.role == "test") for s in scans) + len(raw_scans)
     bar = tqdm(total=n_files, desc=f"synth {cfg.profile} ({voxel} mm)", unit="vol")
     for scan in scans:
         rel = f"{scan.split}/{scan.subject.subject}_{slug(scan.site.domain)}.nii.gz"
         truth = f"truth/{scan.subject.subject}_{{domain}}.nii.gz" if scan.split == "test" else ""
-        targets = [(scan.site, out / rel)] + (
-            [(ref, out / truth.replace("{domain}", slug(ref.domain))) for ref in (TARGET_A, TARGET_B)] if truth else []
-        )
+        targets = [(scan.site, out / rel, 0)]  # (site, file, rescan): the scan, then its truth and rescan at A and B
+        for ref in (TARGET_A, TARGET_B) if truth else ():
+            path = out / truth.replace("{domain}", slug(ref.domain))
+            targets += [(ref, path, 0)] + [(ref, rescan_path(path), 1)] * (scan.role == "test")  # the gate's cases
         raw_path = out / "raw" / Path(rel).name if scan in raw_scans else None
         need_raw = raw_path is not None and not _pose_path(raw_path).is_file()
-        made_from = {site.domain: _made_from(scan, site, voxel) for site, _ in targets}
-        needed = [(site, path) for site, path in targets if not is_done(path, made_from[site.domain])]
-        if need_raw and all(site is not scan.site for site, _ in needed):
-            needed.insert(0, (scan.site, None))  # rendered again only to move it to scanner space
+        made_from = {path: _made_from(scan, site, voxel, rescan) for site, path, rescan in targets}
+        needed = [(site, path, rescan) for site, path, rescan in targets if not is_done(path, made_from[path])]
+        if need_raw and all(site is not scan.site for site, _, _ in needed):
+            needed.insert(0, (scan.site, None, 0))  # rendered again only to move it to scanner space
         if needed:
             anat = make_anatomy(scan.subject, voxel)
-            for site, path in needed:
-                vol = render(anat, site, voxel, _scan_seed(scan, site))
+            for site, path, rescan in needed:
+                vol = render(anat, site, voxel, _scan_seed(scan, site, rescan))
                 if path is not None:
                     save_volume(path, vol, aff)
-                    mark_done(path, made_from[site.domain])
+                    mark_done(path, made_from[path])
                 if site is scan.site and need_raw:
                     _write_raw(raw_path, vol, aff, _scan_seed(scan, site), voxel)
         bar.update(len(targets) + (raw_path is not None))
@@ -250,13 +254,13 @@ def write_cohort(cfg: Config, out: str | Path, raw: bool = True) -> Path:
     return out / "manifest.csv"
 
 
-def _made_from(scan: Any, site: Site, voxel: int) -> dict[str, Any]:
+def _made_from(scan: Any, site: Site, voxel: int, rescan: int = 0) -> dict[str, Any]:
     """What a synthetic volume is a function of: a file made from anything else is made again."""
     return {
         "subject": scan.subject.subject,
         "site": site.domain,
         "voxel_mm": voxel,
-        "seed": _scan_seed(scan, site),
+        "seed": _scan_seed(scan, site, rescan),
         "version": COHORT_VERSION,
     }
 
