@@ -142,3 +142,54 @@ def test_synth_resumes_only_over_verified_files(tmp_path):
     assert vols[0].read_bytes() == good and vols[1].stat().st_size > 1000
     assert vols[2].stat().st_mtime_ns == mtime  # a verified file is kept, not rewritten
     assert man.is_file()
+
+
+def test_a_non_physical_site_is_refused_in_one_line_naming_the_site_and_field():
+    from dataclasses import replace
+
+    from harmlib.data.io import DataError
+    from harmlib.data.physics import Sequence
+    from harmlib.data.synthetic import check_sites
+
+    for seq, field in (
+        (Sequence("ir", tr=900, te=3, flip=9, ti=1000, esp=7, n_readout=100), "sequence.ti"),
+        (Sequence("spgr", tr=10, te=4, flip=0), "sequence.flip"),
+        (Sequence("spgr", tr=10, te=12, flip=10), "sequence.tr/te"),
+    ):
+        bad = replace(TARGET_A, acq=replace(TARGET_A.acq, sequence=seq))
+        with pytest.raises(DataError, match=rf"site Gyroscan Intera@Guys: {field}: ") as err:
+            check_sites({bad.domain: bad})
+        assert "\n" not in str(err.value)
+    check_sites()  # the cohort's own sites are physical
+
+
+def test_sites_differ_per_tissue_not_along_one_curve():
+    """Sequence and field move each tissue by its own amount: between some pairs of sites the order of the tissues'
+    signals changes, which no monotone intensity curve can undo."""
+    sites = list(all_sites().values())
+    tissues = ("gm", "caudate", "putamen", "thalamus", "pallidum", "lesion")
+    orders = {tuple(np.argsort([s.signals()[t] for t in tissues])) for s in sites}
+    assert len(orders) >= 3
+    ratios = [s.signals()["csf"] / s.signals()["wm"] for s in sites]
+    assert max(ratios) > 2 * min(ratios)  # CSF contrast differs by sequence, far beyond a global scale
+
+
+def test_kspace_truncation_blurs_and_rings_only_where_the_acquisition_is_coarser():
+    from harmlib.data.physics import truncate_kspace
+
+    step = np.zeros((8, 64, 8), np.float32)
+    step[:, 32:] = 1.0
+    same = truncate_kspace(step, 1.0, (1.0, 0.9, 1.0))
+    assert np.array_equal(same, step)  # an acquisition finer than the grid changes nothing
+    coarse = truncate_kspace(step, 1.0, (1.0, 2.5, 1.0))[4, :, 4]
+    assert coarse[32] < 0.9 and coarse.max() > 1.05 and coarse.min() < -0.05  # blurred edge, Gibbs over- and undershoot
+
+
+def test_a_rescan_is_the_same_anatomy_with_another_noise_and_bias(cohort):
+    _, man = cohort
+    i = man.df.index[man.df.role == "test"][0]
+    truth = harmlib.data.load_volume(man.truth(i, TARGET_A.domain)).get_fdata(dtype=np.float32)
+    again = harmlib.data.load_volume(man.rescan(i, TARGET_A.domain)).get_fdata(dtype=np.float32)
+    brain = truth > np.percentile(truth, 60)
+    assert not np.array_equal(truth, again)
+    assert np.corrcoef(truth[brain], again[brain])[0, 1] > 0.9

@@ -10,8 +10,9 @@ Built from the ICBM152 2009 priors that ship with nilearn (T1, GM, WM, brain mas
 * an AD-like effect: extra global atrophy and medial-temporal (hippocampal) GM loss;
 * the residual of the template T1 over its 3-class fit (subcortical detail) and a fine texture.
 
-The result is a dict of probability maps (csf, gm, wm, lesion; they sum to the brain mask) plus the
-residual and texture, which ``harmlib.data.synthetic`` renders at any scanner site.
+The result is a dict of probability maps (csf, gm, wm, the deep nuclei caudate, putamen, pallidum, thalamus, and
+lesion; they sum to the brain mask) plus the residual and texture, which ``harmlib.data.synthetic`` renders at any
+scanner site.
 """
 
 from __future__ import annotations
@@ -27,6 +28,15 @@ from scipy import ndimage
 from harmlib.data.mni import block_average, fsl_grid_affine
 
 HIPPOCAMPI_MM = ((-27.0, -22.0, -14.0), (27.0, -22.0, -14.0))  # approximate MNI centres
+# The deep grey nuclei as ellipsoids in MNI space (centre and semi-axes, mm; mirrored across the midline): approximate
+# centroids and extents of the Harvard-Oxford subcortical atlas's structures. No atlas ships offline, so each nucleus
+# is its ellipsoid (soft edge) within the template's non-CSF brain; the template T1's residual keeps their detail.
+NUCLEI_MM = {
+    "caudate": ((13.0, 10.0, 10.0), (5.0, 13.0, 8.0)),
+    "putamen": ((25.0, 2.0, 0.0), (5.5, 14.0, 8.0)),
+    "pallidum": ((19.0, -4.0, -1.0), (3.5, 7.5, 4.5)),
+    "thalamus": ((11.0, -18.0, 7.0), (7.0, 11.0, 7.5)),
+}
 VENTRICLE_BOX_MM = ((-32, 32), (-48, 24), (-4, 34))  # lateral ventricles live inside this box
 
 
@@ -55,13 +65,16 @@ def priors(voxel_mm: int) -> dict[str, np.ndarray]:
     mask = crop(nd.load_mni152_brain_mask(resolution=1))
     gm, wm = gm * mask, wm * mask
     csf = np.clip(mask - gm - wm, 0, None)
-    # Residual: what a 3-class model of the template misses (deep nuclei, vessels, partial volume).
+    nuclei = _nuclei(gm, wm)
+    for frac in nuclei.values():  # each nucleus takes its share of the GM and WM it lies in
+        gm, wm = gm - frac * gm / np.maximum(gm + wm, 1e-6), wm - frac * wm / np.maximum(gm + wm, 1e-6)
+    # Residual: what the tissue model of the template misses (vessels, partial volume, nuclei's inner texture).
     inside = mask > 0.5
-    design = np.stack([csf[inside], gm[inside], wm[inside]], 1)
+    design = np.stack([csf[inside], gm[inside], wm[inside], *(n[inside] for n in nuclei.values())], 1)
     coef, *_ = np.linalg.lstsq(design, t1[inside], rcond=None)
     resid = np.zeros_like(t1)
     resid[inside] = t1[inside] - design @ coef
-    maps = {"csf": csf, "gm": gm, "wm": wm, "mask": mask, "resid": resid}
+    maps = {"csf": csf, "gm": gm, "wm": wm, **nuclei, "mask": mask, "resid": resid}
     maps = {k: block_average(v, voxel_mm) for k, v in maps.items()}
     xyz = world_grid(maps["gm"].shape, voxel_mm)
     box = np.ones(maps["gm"].shape, bool)
@@ -73,6 +86,23 @@ def priors(voxel_mm: int) -> dict[str, np.ndarray]:
     )
     maps["template_contrast"] = np.float32(coef[2] - coef[1])  # WM - GM of the template's fit
     return maps
+
+
+def _nuclei(gm: np.ndarray, wm: np.ndarray) -> dict[str, np.ndarray]:
+    """Each deep nucleus's fraction of every 1 mm voxel: its ellipsoids (both hemispheres, a 1.5 mm soft edge) times
+    the voxel's GM + WM; where ellipsoids overlap, shared in proportion."""
+    xyz = world_grid(gm.shape, 1)
+    soft = {}
+    for name, (centre, radii) in NUCLEI_MM.items():
+        inside = np.zeros(gm.shape, np.float32)
+        for side in (-1.0, 1.0):
+            c = np.array([side * centre[0], centre[1], centre[2]], np.float32)
+            r = np.sqrt((((xyz - c) / np.array(radii, np.float32)) ** 2).sum(-1))  # 1 on the ellipsoid's surface
+            inside = np.maximum(inside, 1 / (1 + np.exp(np.clip((r - 1) * min(radii) / 1.5, -30, 30))))
+        soft[name] = inside
+    total = sum(soft.values())
+    share = np.where(total > 1, 1 / np.maximum(total, 1e-6), 1.0)
+    return {k: (v * share * (gm + wm)).astype(np.float32) for k, v in soft.items()}
 
 
 def world_grid(shape: tuple[int, ...], voxel_mm: int) -> np.ndarray:
@@ -142,7 +172,7 @@ def make_anatomy(subj: Subject, voxel_mm: int) -> dict[str, np.ndarray]:
     rng = np.random.default_rng(subj.seed)
     pri = priors(voxel_mm)
     shape = pri["gm"].shape
-    names = ("csf", "gm", "wm", "mask", "resid", "vent", "hippo")
+    names = ("csf", "gm", "wm", *NUCLEI_MM, "mask", "resid", "vent", "hippo")
     stack = torch.from_numpy(np.stack([pri[k] for k in names]))
     # Geometry: head size about the brain's centre, then the diffeomorphic warp.
     size = float(np.clip(rng.normal(1.02 if subj.sex == "M" else 0.98, 0.012), 0.95, 1.05))

@@ -29,68 +29,82 @@ from tqdm.auto import tqdm
 
 from harmlib.config import Config, SynthConfig
 from harmlib.data.anatomy import Subject, make_anatomy, priors
-from harmlib.data.appearance import Appearance, apply_appearance, smooth_field
+from harmlib.data.appearance import smooth_field
 from harmlib.data.io import DataError, is_done, mark_done, save_volume, write_text_atomic
 from harmlib.data.manifest import domain_name, rescan_path, slug, write_manifest
 from harmlib.data.mni import fsl_grid_affine
+from harmlib.data.physics import TISSUES, Acquisition, Sequence, noise_sd, rician, truncate_kspace
 from harmlib.data.scanner_space import to_scanner_space
 
 
 @dataclass(frozen=True)
 class Site:
-    """A scanner-site pair: tissue means (CSF, GM, WM, WM lesion) and the scanner's look."""
+    """A scanner-site pair: how it acquires (`harmlib.data.physics.Acquisition`: field strength, sequence, voxel
+    size, SNR, residual bias, stored scale), the seed of its own tissue parameters and bias pattern, and how far it
+    is from the training sites ("reference", "mild", "strong": a label for the tables, not an input of the physics)."""
 
     scanner: str
     site: str
-    tissue: tuple[float, float, float, float]
-    look: Appearance
+    acq: Acquisition
     bias_seed: int
-    strength: str  # how far from the training sites: "reference", "mild", "strong"
+    strength: str
 
     @property
     def domain(self) -> str:
         return domain_name(self.scanner, self.site)
 
-
-def _site(scanner, site, tissue, gamma, bias, blur, noise, scale, offset, seed, strength) -> Site:
-    return Site(
-        scanner,
-        site,
-        tissue,
-        Appearance(gamma=gamma, scale=scale, offset=offset, bias=bias, bias_scale_mm=70, blur_mm=blur, noise=noise),
-        seed,
-        strength,
-    )
+    def signals(self) -> dict[str, float]:
+        """Each tissue's signal at this site (its own relaxation times under its sequence)."""
+        return _signals(self)
 
 
-COHORT_VERSION = 1  # raise when the anatomy or site model changes: every file is then made again
+@lru_cache(maxsize=64)
+def _signals(site: Site) -> dict[str, float]:
+    return site.acq.tissue_signals(site.bias_seed)
 
+
+def _mprage(tr, ti, te, flip, esp, n) -> Sequence:
+    return Sequence("ir", tr=tr, te=te, flip=flip, ti=ti, esp=esp, n_readout=n)
+
+
+def _spgr(tr, te, flip) -> Sequence:
+    return Sequence("spgr", tr=tr, te=te, flip=flip)
+
+
+def _site(scanner, site, field_t, seq, voxel, snr, bias, scale, offset, seed, strength) -> Site:
+    return Site(scanner, site, Acquisition(field_t, seq, voxel, snr, bias, scale=scale, offset=offset), seed, strength)
+
+
+COHORT_VERSION = 2  # raise when the anatomy or site model changes: every file is then made again (2: MR physics)
+
+# Sequences as the data sets' protocols describe them (IXI: Philips T1-TFE at Guys and HH, GE SPGR at IOP; SALD,
+# ADNI, ABIDE: Siemens MPRAGE, GE IR-FSPGR / BRAVO, Philips T1-TFE), times in ms, flip in degrees; voxel (x, y, z) mm.
 # fmt: off
-#            scanner            site        CSF   GM    WM    lesion gamma bias blur noise scale offset seed
+#            scanner            site        T    sequence                                        voxel               SNR  bias  scale offset seed
 TRAIN_SITES = (
-    _site("Gyroscan Intera", "Guys",     (0.22, 0.55, 0.85, 0.62), 1.00, 0.25, 1.5, 0.020, 1.00, 0.00, 11, "reference"),  # target A
-    _site("TrioTim",         "SWU",      (0.15, 0.48, 0.90, 0.58), 0.85, 0.15, 1.0, 0.015, 1.15, 0.02, 12, "reference"),  # target B
-    _site("Intera",          "HH",       (0.26, 0.60, 0.88, 0.66), 1.15, 0.30, 2.0, 0.025, 0.90, 0.00, 13, "reference"),
-    _site("Prisma",          "ADNI-S01", (0.18, 0.52, 0.92, 0.60), 0.95, 0.12, 1.0, 0.012, 1.05, 0.03, 14, "reference"),
-    _site("Prisma Fit",      "ADNI-S02", (0.19, 0.53, 0.93, 0.61), 0.95, 0.14, 1.0, 0.013, 1.00, 0.03, 15, "reference"),
+    _site("Gyroscan Intera", "Guys",     1.5, _mprage(2000, 800, 4.6, 8, 9.6, 150),   (0.94, 0.94, 1.2), 22, 0.10, 1.00, 0.00, 11, "reference"),  # target A
+    _site("TrioTim",         "SWU",      3.0, _mprage(1900, 900, 2.5, 9, 7.0, 176),   (1.0, 1.0, 1.0),   35, 0.12, 1.15, 0.02, 12, "reference"),  # target B
+    _site("Intera",          "HH",       3.0, _mprage(2200, 900, 4.6, 8, 9.6, 150),   (0.94, 0.94, 1.2), 30, 0.14, 0.90, 0.00, 13, "reference"),
+    _site("Prisma",          "ADNI-S01", 3.0, _mprage(2300, 900, 3.0, 9, 7.1, 176),   (1.0, 1.0, 1.0),   38, 0.08, 1.05, 0.03, 14, "reference"),
+    _site("Prisma Fit",      "ADNI-S02", 3.0, _mprage(2300, 900, 2.95, 9, 7.1, 176),  (1.0, 1.0, 1.0),   36, 0.09, 1.00, 0.03, 15, "reference"),
 )
 TEST_SITES = (
-    _site("GE 1.5T",         "IOP",      (0.32, 0.62, 0.80, 0.68), 1.40, 0.40, 2.5, 0.035, 0.80, 0.00, 21, "strong"),
-    _site("Achieva dStream", "PPMI-S03", (0.24, 0.57, 0.87, 0.64), 1.05, 0.22, 1.5, 0.020, 0.95, 0.01, 22, "mild"),
-    _site("Achieva",         "ADNI-S04", (0.28, 0.50, 0.78, 0.58), 1.25, 0.35, 2.0, 0.030, 1.20, 0.05, 23, "strong"),
-    _site("Skyra",           "ADNI-S05", (0.17, 0.50, 0.91, 0.60), 0.90, 0.18, 1.2, 0.015, 1.10, 0.02, 24, "mild"),
+    _site("GE 1.5T",         "IOP",      1.5, _spgr(12.0, 4.2, 18),                    (0.94, 0.94, 1.5), 16, 0.15, 0.80, 0.00, 21, "strong"),
+    _site("Achieva dStream", "PPMI-S03", 3.0, _mprage(2500, 1000, 3.7, 8, 8.1, 170),  (1.0, 1.0, 1.0),   32, 0.10, 0.95, 0.01, 22, "mild"),
+    _site("Achieva",         "ADNI-S04", 1.5, _mprage(3000, 1000, 3.7, 8, 8.5, 160),  (1.25, 1.25, 1.2), 18, 0.14, 1.20, 0.05, 23, "strong"),
+    _site("Skyra",           "ADNI-S05", 3.0, _mprage(2300, 900, 2.98, 9, 7.1, 176),  (1.0, 1.0, 1.2),   33, 0.11, 1.10, 0.02, 24, "mild"),
 )
 AGE_SITES = (  # (site, age range): ABIDE-like, each site recruits its own ages
-    (_site("Signa",          "ABIDE-NYU",  (0.30, 0.58, 0.82, 0.64), 1.30, 0.30, 2.0, 0.030, 0.85, 0.00, 31, "strong"), (8, 20)),
-    (_site("Allegra",        "ABIDE-UM",   (0.16, 0.46, 0.86, 0.56), 0.80, 0.20, 1.0, 0.018, 1.25, 0.04, 32, "strong"), (14, 40)),
-    (_site("TrioTim",        "ABIDE-USM",  (0.15, 0.49, 0.90, 0.59), 0.88, 0.17, 1.0, 0.016, 1.10, 0.02, 33, "mild"), (30, 65)),
-    (_site("MR750",          "ABIDE-SDSU", (0.27, 0.61, 0.84, 0.66), 1.20, 0.33, 1.8, 0.028, 0.90, 0.00, 34, "strong"), (55, 90)),
+    (_site("Signa",          "ABIDE-NYU",  3.0, _mprage(1500, 450, 3.2, 12, 8.2, 100), (1.0, 1.0, 1.2), 30, 0.13, 0.85, 0.00, 31, "strong"), (8, 20)),
+    (_site("Allegra",        "ABIDE-UM",   3.0, _mprage(2500, 1100, 3.0, 8, 7.5, 160), (1.0, 1.0, 1.0), 30, 0.10, 1.25, 0.04, 32, "strong"), (14, 40)),
+    (_site("TrioTim",        "ABIDE-USM",  3.0, _mprage(2300, 900, 2.9, 9, 7.0, 176),  (1.0, 1.0, 1.0), 35, 0.11, 1.10, 0.02, 33, "mild"), (30, 65)),
+    (_site("MR750",          "ABIDE-SDSU", 3.0, _spgr(8.1, 3.2, 12),                    (1.0, 1.0, 1.0), 28, 0.14, 0.90, 0.00, 34, "strong"), (55, 90)),
 )
 AD_SITES = (  # (site, fraction AD): ADNI-like, diagnosis prevalence differs by site
     (TRAIN_SITES[3], 0.5),
     (TEST_SITES[3], 0.35),
     (TEST_SITES[2], 0.6),
-    (_site("Discovery MR750", "ADNI-S08", (0.30, 0.60, 0.83, 0.65), 1.30, 0.38, 2.2, 0.032, 0.85, 0.01, 41, "strong"), 0.45),
+    (_site("Discovery MR750", "ADNI-S08", 3.0, _mprage(2000, 650, 2.8, 11, 7.0, 100), (1.0, 1.0, 1.2), 30, 0.15, 0.85, 0.01, 41, "strong"), 0.45),
 )
 # fmt: on
 TARGET_A, TARGET_B = TRAIN_SITES[0], TRAIN_SITES[1]
@@ -101,6 +115,13 @@ def all_sites() -> dict[str, Site]:
     return {s.domain: s for s in sites}
 
 
+def check_sites(sites: dict[str, Site] | None = None) -> None:
+    """Every site's acquisition is physical; else one line naming the site and the field, before anything is written."""
+    for domain, site in (sites or all_sites()).items():
+        for name, why in site.acq.problems():
+            raise DataError(f"site {domain}: {name}: {why}; fix its acquisition in harmlib/data/synthetic.py")
+
+
 @lru_cache(maxsize=64)
 def _site_bias(shape: tuple[int, ...], voxel_mm: int, seed: int, fwhm_mm: float) -> np.ndarray:
     """A site's bias pattern: the same for every scan there (cached)."""
@@ -108,15 +129,23 @@ def _site_bias(shape: tuple[int, ...], voxel_mm: int, seed: int, fwhm_mm: float)
 
 
 def render(anat: dict[str, np.ndarray], site: Site, voxel_mm: int, scan_seed: int) -> np.ndarray:
-    """The anatomy as ``site`` images it: tissue means, residual detail, gamma, bias, blur, noise."""
-    csf, gm, wm, les = site.tissue
-    contrast = (wm - gm) / float(priors(voxel_mm)["template_contrast"])
-    img = anat["csf"] * csf + anat["gm"] * gm + anat["wm"] * wm + anat["lesion"] * les + 0.8 * contrast * anat["resid"]
-    img = np.clip(img * anat["texture"], 0.0, None) * (anat["mask"] > 0.5)
-    look, mask = site.look, anat["mask"] > 0.5
-    jitter = smooth_field(img.shape, voxel_mm, 2 * look.bias_scale_mm, np.random.default_rng([scan_seed, 1]))
-    field = _site_bias(img.shape, voxel_mm, site.bias_seed, look.bias_scale_mm) + 0.3 * jitter
-    return apply_appearance(img, look, voxel_mm, seed=scan_seed, field=field, mask=mask)
+    """The anatomy as ``site`` acquires it (`harmlib.data.physics`): each tissue's signal under the site's sequence,
+    mixed by partial volume, the template's residual detail at the site's GM-WM contrast and a fine texture; then
+    the acquired resolution (k-space truncation), the scan's residual bias, Rician noise at the site's SNR and the
+    stored scale and offset. WM sits near 0.85 x scale, as in version 1's units."""
+    acq, sig = site.acq, site.signals()
+    ref = sig["wm"] / 0.85  # signal units -> image units
+    img = sum(anat[t] * (sig[t] / ref) for t in TISSUES)
+    contrast = (sig["wm"] - sig["gm"]) / ref / float(priors(voxel_mm)["template_contrast"])
+    mask = anat["mask"] > 0.5
+    img = np.clip((img + 0.8 * contrast * anat["resid"]) * anat["texture"], 0.0, None) * mask
+    img = truncate_kspace(img.astype(np.float32), voxel_mm, acq.voxel)
+    rng = np.random.default_rng([scan_seed, 1])
+    scan = smooth_field(img.shape, voxel_mm, acq.bias_fwhm_mm, rng)
+    pattern = _site_bias(img.shape, voxel_mm, site.bias_seed, acq.bias_fwhm_mm)
+    img = img * (1.0 + acq.bias * ((1 - acq.site_bias) * scan + acq.site_bias * pattern))
+    img = rician(img, noise_sd(acq, 0.85, voxel_mm), np.random.default_rng([scan_seed, 2]))
+    return (acq.scale * img + acq.offset * mask).astype(np.float32)
 
 
 @dataclass(frozen=True)
@@ -208,6 +237,7 @@ def write_cohort(cfg: Config, out: str | Path, raw: bool = True) -> Path:
     killed run resumes where it stopped.
     """
     out = Path(out)
+    check_sites()
     if out.exists() and not out.is_dir():  # before any volume is rendered
         raise DataError(f"{out}: the output is a file, not a folder; choose a folder (--out)")
     voxel, aff = cfg.data.voxel_mm, fsl_grid_affine(cfg.data.voxel_mm)
@@ -306,7 +336,8 @@ def render_at_sites(subject: Subject, voxel_mm: int, sites: list[Site] | None = 
 
 
 def site_table() -> pd.DataFrame:
-    """Every scanner-site pair with its role in the cohort and its appearance parameters."""
+    """Every scanner-site pair with its role in the cohort and its acquisition: field, sequence, voxel, SNR, bias,
+    and the contrasts its physics gives (each tissue's signal over WM's)."""
     roles = {s.domain: "train" for s in TRAIN_SITES} | {s.domain: "test" for s in TEST_SITES}
     roles |= {s.domain: f"age {lo}-{hi} y" for s, (lo, hi) in AGE_SITES}
     for s, frac in AD_SITES:
@@ -314,17 +345,27 @@ def site_table() -> pd.DataFrame:
     rows = []
     for d, s in all_sites().items():
         tag = " (target A)" if s is TARGET_A else " (target B)" if s is TARGET_B else ""
+        q, sig = s.acq.sequence, s.signals()
+        seq = (
+            f"SPGR TR {q.tr:g} TE {q.te:g} flip {q.flip:g}"
+            if q.kind == "spgr"
+            else f"IR TR {q.tr:g} TI {q.ti:g} TE {q.te:g} flip {q.flip:g}"
+        )
         rows.append(
             {
                 "domain": d + tag,
                 "cohorts": roles[d],
                 "difference": s.strength,
-                "CSF/GM/WM": "/".join(f"{t:.2f}" for t in s.tissue[:3]),
-                "gamma": s.look.gamma,
-                "bias": s.look.bias,
-                "blur FWHM mm": s.look.blur_mm,
-                "noise": s.look.noise,
-                "scale": s.look.scale,
+                "field (T)": s.acq.field_t,
+                "sequence (ms, deg)": seq,
+                "voxel (mm)": "x".join(f"{v:g}" for v in s.acq.voxel),
+                "SNR": s.acq.snr,
+                "bias": s.acq.bias,
+                **{
+                    f"{t}/WM": round(sig[t] / sig["wm"], 2)
+                    for t in ("csf", "gm", "putamen", "pallidum", "thalamus", "lesion")
+                },
+                "scale": s.acq.scale,
             }
         )
     return pd.DataFrame(rows)
