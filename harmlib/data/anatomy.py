@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from scipy import ndimage
 
 from harmlib.data.mni import block_average, fsl_grid_affine
+from harmlib.data.physics import TISSUES
 
 HIPPOCAMPI_MM = ((-27.0, -22.0, -14.0), (27.0, -22.0, -14.0))  # approximate MNI centres
 # The deep grey nuclei as ellipsoids in MNI space (centre and semi-axes, mm; mirrored across the midline): approximate
@@ -184,6 +185,14 @@ def make_anatomy(subj: Subject, voxel_mm: int) -> dict[str, np.ndarray]:
     _age_and_disease(maps, subj, voxel_mm, rng)
     maps["texture"] = 1.0 + 0.03 * smooth_noise(rng, shape, voxel_mm, 1.6 * voxel_mm)[0]
     return {k: np.ascontiguousarray(v, dtype=np.float32) for k, v in maps.items()}
+
+
+def tissue_labels(anat: dict[str, np.ndarray], purity: float = 0.5) -> np.ndarray:
+    """A label map of the voxels mostly of one tissue: k + 1 for ``TISSUES[k]`` where its fraction exceeds ``purity``,
+    0 elsewhere (background and mixed voxels): what the gate's tissue-contrast rows average over."""
+    fractions = np.stack([anat[t] for t in TISSUES])
+    best = fractions.argmax(0)
+    return np.where(fractions.max(0) > purity, best + 1, 0).astype(np.float32)
 
 
 def atrophy_level(age: float, diagnosis: str) -> float:

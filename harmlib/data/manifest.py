@@ -120,6 +120,9 @@ def _resolve(root: Path, p: str) -> Path:
     return q if q.is_absolute() else root / q
 
 
+LABELS = "labels"  # the traveling-subject truth's name for its tissue label map: truth/<subject>_labels.nii.gz
+
+
 def rescan_path(truth: Path) -> Path:
     """Where the rescan of a traveling-subject truth lies: beside it, ``<name>_rescan.nii.gz``."""
     return truth.with_name(truth.name.replace(".nii.gz", "_rescan.nii.gz"))
@@ -158,6 +161,11 @@ class Manifest:
                 f"row {i + 2} (subject {self.df.at[i, 'subject']}): no traveling-subject truth; only synthetic test subjects have one"
             )
         return _resolve(self.root, tmpl.replace("{domain}", slug(domain)))
+
+    def labels(self, i: int) -> Path:
+        """The tissue label map of row ``i``'s traveling subject (synthetic healthy test subjects): 1 CSF, 2 GM, 3 WM,
+        4-7 caudate, putamen, pallidum, thalamus, 8 lesion where a voxel is mostly that tissue, else 0."""
+        return self.truth(i, LABELS)
 
     def rescan(self, i: int, domain: str) -> Path:
         """The same subject rendered at ``domain`` again with another scan seed (new noise and bias jitter): how close

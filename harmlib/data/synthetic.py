@@ -28,10 +28,10 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from harmlib.config import Config, SynthConfig
-from harmlib.data.anatomy import Subject, make_anatomy, priors
+from harmlib.data.anatomy import Subject, make_anatomy, priors, tissue_labels
 from harmlib.data.appearance import smooth_field
 from harmlib.data.io import DataError, is_done, mark_done, save_volume, write_text_atomic
-from harmlib.data.manifest import domain_name, rescan_path, slug, write_manifest
+from harmlib.data.manifest import LABELS, domain_name, rescan_path, slug, write_manifest
 from harmlib.data.mni import fsl_grid_affine
 from harmlib.data.physics import TISSUES, Acquisition, Sequence, noise_sd, rician, truncate_kspace
 from harmlib.data.scanner_space import to_scanner_space
@@ -75,7 +75,11 @@ def _site(scanner, site, field_t, seq, voxel, snr, bias, scale, offset, seed, st
     return Site(scanner, site, Acquisition(field_t, seq, voxel, snr, bias, scale=scale, offset=offset), seed, strength)
 
 
-COHORT_VERSION = 2  # raise when the anatomy or site model changes: every file is then made again (2: MR physics)
+COHORT_VERSION = 2  # raise when the anatomy or site model changes: every file is then made again
+COHORT_MODELS = {
+    1: "tissue means, gamma, site bias, blur, noise",
+    2: "MR physics: sequences, relaxation times, deep nuclei",
+}
 
 # Sequences as the data sets' protocols describe them (IXI: Philips T1-TFE at Guys and HH, GE SPGR at IOP; SALD,
 # ADNI, ABIDE: Siemens MPRAGE, GE IR-FSPGR / BRAVO, Philips T1-TFE), times in ms, flip in degrees; voxel (x, y, z) mm.
@@ -247,7 +251,7 @@ def write_cohort(cfg: Config, out: str | Path, raw: bool = True) -> Path:
         tests[:: max(1, len(tests) // max(cfg.synth.n_raw, 1))][: cfg.synth.n_raw] if raw else []
     )  # spread over the test sites
     rows, raw_rows, poses = [], [], []
-    n_files = len(scans) + sum(2 * (s.split == "test") + 2 * (s.role == "test") for s in scans) + len(raw_scans)
+    n_files = len(scans) + sum(2 * (s.split == "test") + 3 * (s.role == "test") for s in scans) + len(raw_scans)
     bar = tqdm(total=n_files, desc=f"synth {cfg.profile} ({voxel} mm)", unit="vol")
     for scan in scans:
         rel = f"{scan.split}/{scan.subject.subject}_{slug(scan.site.domain)}.nii.gz"
@@ -262,8 +266,14 @@ def write_cohort(cfg: Config, out: str | Path, raw: bool = True) -> Path:
         needed = [(site, path, rescan) for site, path, rescan in targets if not is_done(path, made_from[path])]
         if need_raw and all(site is not scan.site for site, _, _ in needed):
             needed.insert(0, (scan.site, None, 0))  # rendered again only to move it to scanner space
-        if needed:
+        labels = out / truth.replace("{domain}", LABELS) if scan.role == "test" else None  # the gate's tissue rows
+        labels_from = {**_made_from(scan, scan.site, voxel), "site": LABELS}
+        need_labels = labels is not None and not is_done(labels, labels_from)
+        if needed or need_labels:
             anat = make_anatomy(scan.subject, voxel)
+            if need_labels:
+                save_volume(labels, tissue_labels(anat), aff)
+                mark_done(labels, labels_from)
             for site, path, rescan in needed:
                 vol = render(anat, site, voxel, _scan_seed(scan, site, rescan))
                 if path is not None:
@@ -271,7 +281,7 @@ def write_cohort(cfg: Config, out: str | Path, raw: bool = True) -> Path:
                     mark_done(path, made_from[path])
                 if site is scan.site and need_raw:
                     _write_raw(raw_path, vol, aff, _scan_seed(scan, site), voxel)
-        bar.update(len(targets) + (raw_path is not None))
+        bar.update(len(targets) + (raw_path is not None) + (labels is not None))
         if raw_path is not None:
             raw_rows.append(_row(scan, raw_path.name, truth and f"../{truth}"))
             poses.append({"path": raw_path.name, **json.loads(_pose_path(raw_path).read_text())})

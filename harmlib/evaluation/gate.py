@@ -36,11 +36,20 @@ from harmlib.data.datasets import Normalizer
 from harmlib.data.io import load_volume
 from harmlib.data.manifest import Manifest
 from harmlib.data.mni import block_average
-from harmlib.data.synthetic import write_native_copies
+from harmlib.data.physics import TISSUES
+from harmlib.data.synthetic import COHORT_MODELS, COHORT_VERSION, write_native_copies
 from harmlib.evaluation.baselines import fit_harmonizer
 from harmlib.evaluation.clustering import intensity_histograms
 from harmlib.evaluation.features import ScannerClassifier, train_feature_extractor
-from harmlib.evaluation.metrics import brain_mask, fine_detail, psnr, scale_free, ssim_terms
+from harmlib.evaluation.metrics import (
+    brain_mask,
+    fine_detail,
+    lesion_contrast_kept,
+    psnr,
+    scale_free,
+    ssim_terms,
+    tissue_contrast_error,
+)
 from harmlib.harmonize import SELF, SELF_AT, resample, to_grid
 
 Harmonize = Callable[
@@ -129,6 +138,7 @@ def traveling_cases(
                 m = brain_mask(truth)
                 before, after = ssim_terms(vol, truth, mask=m), ssim_terms(out, truth, mask=m)
                 rescan = test.rescan(i, targets[name])
+                rec |= _tissue_terms(test, i, vol, out, truth)
                 rec |= {
                     "SI before": _scale_free_ssim(vol, truth, m),
                     "SI after": _scale_free_ssim(out, truth, m),
@@ -167,9 +177,24 @@ def nyul_cases(manifest: Manifest, targets: Mapping[str, str], nyul=None) -> pd.
                     "site": test.df.at[i, "domain"],
                     "SSIM after": ssim_terms(out := nyul.harmonize(vol, domain), truth, mask=m)["ssim"],
                     "SI after": _scale_free_ssim(out, truth, m),
+                    **_tissue_terms(test, i, vol, out, truth),
                 }
             )
     return pd.DataFrame(recs)
+
+
+def _tissue_terms(test: Manifest, i: int, vol: np.ndarray, out: np.ndarray, truth: np.ndarray) -> dict[str, float]:
+    """Tissue contrast of a case against its truth (`metrics.tissue_contrast_error`, before and after) and the lesions'
+    contrast kept, where the cohort wrote the subject's label map (cohort version 2); else nothing."""
+    path = test.labels(i)
+    if not path.is_file():
+        return {}
+    labels, _ = _load(path)
+    return {
+        "tissue error before": tissue_contrast_error(vol, truth, labels, TISSUES),
+        "tissue error after": tissue_contrast_error(out, truth, labels, TISSUES),
+        "lesion kept": lesion_contrast_kept(out, truth, labels, TISSUES.index("lesion") + 1, TISSUES.index("wm") + 1),
+    }
 
 
 def native_cases(cfg, manifest: Manifest, harmonize: Harmonize, targets: Mapping[str, str], nyul=None) -> pd.DataFrame:
@@ -432,7 +457,11 @@ def rescan_rows(
             n["SI after"].mean(),
         )
         rows.append(
-            (f"-> {name}: scale-invariant SSIM to truth, model minus Nyul", after - classical, gate.nyul_margin)
+            (
+                f"traveling subjects -> {name}: scale-invariant SSIM to truth, model minus Nyul",
+                after - classical,
+                gate.nyul_margin,
+            )
         )
         info[f"-> {name}: scale-invariant SSIM to truth: before / model / Nyul / rescan"] = (
             f"{before:.4f} / {after:.4f} / {classical:.4f} / {ceiling:.4f}"
@@ -441,6 +470,19 @@ def rescan_rows(
         info[f"-> {name}: share of the rescan gap closed: model / Nyul"] = (
             f"{(after - before) / gap:.1%} / {(classical - before) / gap:.1%}" if gap > 0 else "no rescan"
         )
+        if "tissue error after" in g and "tissue error after" in n:
+            info[
+                f"-> {name}: tissue-contrast error (|tissue/WM - truth's|, mean over tissues): before / model / Nyul"
+            ] = (
+                f"{g['tissue error before'].mean():.4f} / {g['tissue error after'].mean():.4f} / "
+                f"{n['tissue error after'].mean():.4f}"
+            )
+            kept = g["lesion kept"].dropna()
+            info[f"-> {name}: lesions' contrast to WM kept (share of the truth's): model / Nyul"] = (
+                f"{kept.mean():.1%} / {n['lesion kept'].dropna().mean():.1%} over {len(kept)} case(s)"
+                if len(kept)
+                else "no lesion in these cases"
+            )
     return rows, info
 
 
@@ -533,19 +575,24 @@ def evaluate_gate(
         native,
         cfg.gate.native_mm,
     )
+    context = {
+        f"{cfg.gate.classifier} scanner classifier: true renderings at the targets read correctly": f"{np.mean(truth_hits):.3f}",
+        "data the gate ran on": data_description(manifest),
+    }
     sanity = pd.DataFrame(
         [
-            {
-                "model": model,
-                "criterion": f"{cfg.gate.classifier} scanner classifier: true renderings at the targets read correctly",
-                "value": f"{np.mean(truth_hits):.3f}",
-                "threshold": "",
-                "passed": "",
-                "profile": cfg.profile,
-            }
+            {"model": model, "criterion": k, "value": v, "threshold": "", "passed": "", "profile": cfg.profile}
+            for k, v in context.items()
         ]
     )
     return pd.concat([table, sanity], ignore_index=True), trav
+
+
+def data_description(manifest: Manifest) -> str:
+    """Which data a table was computed on: the synthetic cohort and its version, or real data."""
+    if manifest.df["dataset"].eq("synthetic").all():
+        return f"synthetic traveling-subject cohort, version {COHORT_VERSION} ({COHORT_MODELS[COHORT_VERSION]})"
+    return f"real data: {', '.join(sorted(manifest.df['dataset'].astype(str).unique()))}"
 
 
 def convergence(

@@ -61,6 +61,39 @@ def fine_detail(v: np.ndarray, mask: np.ndarray) -> float:
     return float((u - ndimage.gaussian_filter(u, 1.0))[mask].std())
 
 
+def tissue_ratios(v: np.ndarray, labels: np.ndarray, names: tuple[str, ...], min_voxels: int = 20) -> dict[str, float]:
+    """Each labelled tissue's mean over WM's (label k + 1 is ``names[k]``; WM is ``names.index("wm") + 1``): the
+    tissue contrast a harmonizer must bring to the target's, whatever the global scale."""
+    wm = float(v[labels == names.index("wm") + 1].mean())
+    return {
+        t: float(v[labels == k + 1].mean()) / wm
+        for k, t in enumerate(names)
+        if t != "wm" and (labels == k + 1).sum() >= min_voxels
+    }
+
+
+def tissue_contrast_error(v: np.ndarray, truth: np.ndarray, labels: np.ndarray, names: tuple[str, ...]) -> float:
+    """Mean over tissues of |tissue/WM ratio in ``v`` - in ``truth``| (`tissue_ratios`)."""
+    a, b = tissue_ratios(v, labels, names), tissue_ratios(truth, labels, names)
+    return float(np.mean([abs(a[t] - b[t]) for t in a]))
+
+
+def lesion_contrast_kept(v: np.ndarray, truth: np.ndarray, labels: np.ndarray, lesion: int, wm: int) -> float:
+    """The lesions' contrast to the WM around them (1 - lesion mean / surrounding WM mean, WM within 3 voxels) in ``v``
+    as a share of the truth's; NaN without lesion voxels."""
+    from scipy import ndimage
+
+    les = labels == lesion
+    if les.sum() < 5:
+        return float("nan")
+    around = ndimage.binary_dilation(les, iterations=3) & (labels == wm)
+
+    def contrast(x: np.ndarray) -> float:
+        return 1 - float(x[les].mean()) / float(x[around].mean())
+
+    return contrast(v) / contrast(truth)
+
+
 def psnr(a: np.ndarray, ref: np.ndarray, data_range: float | None = None) -> float:
     """Peak signal-to-noise ratio of ``a`` against ``ref`` (dB)."""
     dr = data_range or float(np.ptp(ref))
