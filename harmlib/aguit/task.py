@@ -261,6 +261,7 @@ def build_task(cfg: Config, manifest: Manifest) -> tuple[Task, dict[str, Any]]:
         "seed": cfg.seed,
         "domains": domains,
         "shape": meta["shape"],
+        "data": manifest.select("train").digest(),  # another cohort (version, files) trains another model
     }
     task = Task(
         KIND,

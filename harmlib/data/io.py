@@ -92,6 +92,14 @@ def file_digest(path: str | Path) -> str:
     return h.hexdigest()
 
 
+def recorded_digest(path: str | Path) -> str:
+    """A file's SHA-256 as its completion record states it (`mark_done`), else computed from its bytes."""
+    try:
+        return str(json.loads(_done_path(Path(path)).read_text())["sha256"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return file_digest(path)
+
+
 def _done_path(path: Path) -> Path:
     return path.with_name(f".{path.name}.done.json")
 

@@ -19,6 +19,7 @@ One row per T1 volume. Paths are relative to the manifest's folder (or absolute)
 
 from __future__ import annotations
 
+import hashlib
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,7 +27,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from harmlib.data.io import DataError, write_text_atomic
+from harmlib.data.io import DataError, recorded_digest, write_text_atomic
 
 COLUMNS = [
     "path",
@@ -171,6 +172,15 @@ class Manifest:
         """The same subject rendered at ``domain`` again with another scan seed (new noise and bias jitter): how close
         a second scan at the target comes to the truth, the ceiling a harmonizer is measured against."""
         return rescan_path(self.truth(i, domain))
+
+    def digest(self) -> str:
+        """16 hex digits over the rows and every file's content digest: a model trained on other data (another cohort
+        version, other files) has another one, so its checkpoint is not taken for this data's."""
+
+        h = hashlib.sha256(self.df.to_csv(index=False).encode())
+        for p in self.paths():
+            h.update(recorded_digest(p).encode())
+        return h.hexdigest()[:16]
 
     def check_domain(self, domain: str, split: str = "train") -> str:
         known = self.domains(split)

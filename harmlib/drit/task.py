@@ -309,6 +309,7 @@ def build_task(
             meta["slice_shape"],
             extra.get("component"),
             extra.get("gmvae_created"),
+            manifest.select("train").digest(),  # another cohort (version, files) trains another model
         ]
     )
     g_nets = ["E_c", "G"] if gmm else ["E_c", "E_a", "G"]

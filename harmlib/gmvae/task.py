@@ -150,7 +150,9 @@ def build_task(cfg: Config, manifest: Manifest) -> tuple[Task, dict[str, Any]]:
         "field": grid,
         "config": to_dict(cfg),
     }
-    fp = fingerprint([meta["spec"], to_dict(g), cfg.seed, domains, meta["slice_shape"], grid])
+    fp = fingerprint(
+        [meta["spec"], to_dict(g), cfg.seed, domains, meta["slice_shape"], grid, manifest.select("train").digest()]
+    )
     task = Task(KIND, nets, g_nets=["gmvae"], batch=batch, g_step=g_step, fingerprint=fp)
     return task, {**meta, "dataset": data, "inputs": inputs}
 
