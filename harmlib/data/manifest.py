@@ -176,7 +176,6 @@ class Manifest:
     def digest(self) -> str:
         """16 hex digits over the rows and every file's content digest: a model trained on other data (another cohort
         version, other files) has another one, so its checkpoint is not taken for this data's."""
-
         h = hashlib.sha256(self.df.to_csv(index=False).encode())
         for p in self.paths():
             h.update(recorded_digest(p).encode())

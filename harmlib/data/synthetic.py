@@ -137,19 +137,55 @@ def render(anat: dict[str, np.ndarray], site: Site, voxel_mm: int, scan_seed: in
     mixed by partial volume, the template's residual detail at the site's GM-WM contrast and a fine texture; then
     the acquired resolution (k-space truncation), the scan's residual bias, Rician noise at the site's SNR and the
     stored scale and offset. WM sits near 0.85 x scale, as in version 1's units."""
-    acq, sig = site.acq, site.signals()
+    acq = site.acq
+    img = tissue_image(anat, site, voxel_mm) * scan_bias(site, anat["mask"].shape, voxel_mm, scan_seed)
+    img = rician(img, noise_sd(acq, 0.85, voxel_mm), np.random.default_rng([scan_seed, 2]))
+    return (acq.scale * img + acq.offset * (anat["mask"] > 0.5)).astype(np.float32)
+
+
+def tissue_image(anat: dict[str, np.ndarray], site: Site, voxel_mm: int) -> np.ndarray:
+    """The site's image of the anatomy before bias, noise and storage (WM near 0.85): tissue signals mixed by partial
+    volume, the residual detail and texture, at the acquired resolution."""
+    sig = site.signals()
     ref = sig["wm"] / 0.85  # signal units -> image units
     img = sum(anat[t] * (sig[t] / ref) for t in TISSUES)
     contrast = (sig["wm"] - sig["gm"]) / ref / float(priors(voxel_mm)["template_contrast"])
+    img = np.clip((img + 0.8 * contrast * anat["resid"]) * anat["texture"], 0.0, None) * (anat["mask"] > 0.5)
+    return truncate_kspace(img.astype(np.float32), voxel_mm, site.acq.voxel)
+
+
+def scan_bias(site: Site, shape: tuple[int, ...], voxel_mm: int, scan_seed: int) -> np.ndarray:
+    """The multiplicative residual bias of one scan (:func:`render`'s): its own field and the site's share."""
+    acq = site.acq
+    scan = smooth_field(shape, voxel_mm, acq.bias_fwhm_mm, np.random.default_rng([scan_seed, 1]))
+    return 1.0 + acq.bias * ((1 - acq.site_bias) * scan + acq.site_bias * _site_pattern(site, shape, voxel_mm))
+
+
+def _site_pattern(site: Site, shape: tuple[int, ...], voxel_mm: int) -> np.ndarray:
+    return _site_bias(shape, voxel_mm, site.bias_seed, site.acq.bias_fwhm_mm)
+
+
+def oracle(
+    vol: np.ndarray, anat: dict[str, np.ndarray], src: Site, dst: Site, voxel_mm: int, scan_seed: int, bins: int = 128
+) -> np.ndarray:
+    """The best an intensity-only harmonizer can do, knowing the generating model (no learning): undo the source scan's
+    stored scale, offset and its exact bias field, map intensities through the curve that takes them, on average, to
+    the target site's image of this very anatomy (the conditional mean in ``bins`` quantile bins of the brain's
+    intensities, linear between), then apply the target's site bias pattern, scale and offset. What it cannot undo:
+    tissue contrasts no single curve maps, resolution, noise, the target scan's own bias."""
+    a, b = src.acq, dst.acq
     mask = anat["mask"] > 0.5
-    img = np.clip((img + 0.8 * contrast * anat["resid"]) * anat["texture"], 0.0, None) * mask
-    img = truncate_kspace(img.astype(np.float32), voxel_mm, acq.voxel)
-    rng = np.random.default_rng([scan_seed, 1])
-    scan = smooth_field(img.shape, voxel_mm, acq.bias_fwhm_mm, rng)
-    pattern = _site_bias(img.shape, voxel_mm, site.bias_seed, acq.bias_fwhm_mm)
-    img = img * (1.0 + acq.bias * ((1 - acq.site_bias) * scan + acq.site_bias * pattern))
-    img = rician(img, noise_sd(acq, 0.85, voxel_mm), np.random.default_rng([scan_seed, 2]))
-    return (acq.scale * img + acq.offset * mask).astype(np.float32)
+    u = (vol - a.offset * mask) / a.scale / scan_bias(src, vol.shape, voxel_mm, scan_seed)
+    goal = tissue_image(anat, dst, voxel_mm)
+    edges = np.unique(np.quantile(u[mask], np.linspace(0, 1, bins + 1)))
+    which = np.clip(np.searchsorted(edges, u[mask], side="right") - 1, 0, len(edges) - 2)
+    count = np.bincount(which, minlength=len(edges) - 1)
+    ok = count > 0
+    centre = (np.bincount(which, u[mask], len(edges) - 1)[ok]) / count[ok]
+    mean = (np.bincount(which, goal[mask], len(edges) - 1)[ok]) / count[ok]
+    mapped = np.interp(u, np.concatenate([[0.0], centre]), np.concatenate([[0.0], mean]))
+    pattern = 1.0 + b.bias * b.site_bias * _site_pattern(dst, vol.shape, voxel_mm)
+    return (b.scale * np.clip(mapped, 0, None) * pattern + b.offset * mask).astype(np.float32)
 
 
 @dataclass(frozen=True)
@@ -209,7 +245,7 @@ def _row(scan: Scan, path: str, truth: str) -> dict[str, object]:
     }
 
 
-def _scan_seed(scan: Scan, site: Site, rescan: int = 0) -> int:
+def scan_seed(scan: Scan, site: Site, rescan: int = 0) -> int:
     """The seed of one acquisition (noise, bias jitter); ``rescan`` k > 0: the k-th scan again at the same site."""
     return (scan.subject.seed * 1_000_003 + site.bias_seed + 7_919 * rescan) % 2**32
 
@@ -275,12 +311,12 @@ def write_cohort(cfg: Config, out: str | Path, raw: bool = True) -> Path:
                 save_volume(labels, tissue_labels(anat), aff)
                 mark_done(labels, labels_from)
             for site, path, rescan in needed:
-                vol = render(anat, site, voxel, _scan_seed(scan, site, rescan))
+                vol = render(anat, site, voxel, scan_seed(scan, site, rescan))
                 if path is not None:
                     save_volume(path, vol, aff)
                     mark_done(path, made_from[path])
                 if site is scan.site and need_raw:
-                    _write_raw(raw_path, vol, aff, _scan_seed(scan, site), voxel)
+                    _write_raw(raw_path, vol, aff, scan_seed(scan, site), voxel)
         bar.update(len(targets) + (raw_path is not None) + (labels is not None))
         if raw_path is not None:
             raw_rows.append(_row(scan, raw_path.name, truth and f"../{truth}"))
@@ -300,9 +336,14 @@ def _made_from(scan: Any, site: Site, voxel: int, rescan: int = 0) -> dict[str, 
         "subject": scan.subject.subject,
         "site": site.domain,
         "voxel_mm": voxel,
-        "seed": _scan_seed(scan, site, rescan),
+        "seed": scan_seed(scan, site, rescan),
         "version": COHORT_VERSION,
     }
+
+
+def healthy_test_scans(cfg: SynthConfig, seed: int) -> dict[str, Scan]:
+    """The planned healthy test scans by subject (who, at which site, with which seed): what the oracle needs."""
+    return {s.subject.subject: s for s in plan_cohort(cfg, seed) if s.role == "test"}
 
 
 def native_scans(cfg: SynthConfig, seed: int, n: int) -> list[Scan]:
@@ -332,7 +373,7 @@ def write_native_copies(cfg: Config, out: str | Path, voxel_mm: int, n: int, tar
         needed = [d for d in todo if not is_done(paths[d], made[d])]
         anat = make_anatomy(scan.subject, voxel_mm) if needed else None
         for d in needed:
-            save_volume(paths[d], render(anat, todo[d], voxel_mm, _scan_seed(scan, todo[d])), aff)
+            save_volume(paths[d], render(anat, todo[d], voxel_mm, scan_seed(scan, todo[d])), aff)
             mark_done(paths[d], made[d])
         row = {"subject": scan.subject.subject, "site": scan.site.domain, "path": str(paths[scan.site.domain])}
         rows.append(row | {f"truth {d}": str(paths[d]) for d in targets})

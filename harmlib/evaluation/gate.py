@@ -588,6 +588,61 @@ def evaluate_gate(
     return pd.concat([table, sanity], ignore_index=True), trav
 
 
+def classical_bar(cfg, manifest: Manifest, targets: Mapping[str, str]) -> pd.DataFrame:
+    """What needs no deep model, on the gate's traveling cases (synthetic cohort): the unharmonized scans, z-score,
+    WhiteStripe and Nyul fitted to all training scans, Nyul fitted to the target's, the oracle (the generating
+    model's exact curve and fields, `harmlib.data.synthetic.oracle`: the ceiling of an intensity-only method) and a
+    rescan at the target. Per (method, target): the scale-invariant SSIM to the truth, the share of the rescan gap
+    closed, the tissue-contrast error and the lesions' contrast kept (means over the cases)."""
+    from harmlib.data.anatomy import make_anatomy
+    from harmlib.data.synthetic import all_sites, healthy_test_scans, oracle, scan_seed
+
+    test, train = manifest.select("test", "test"), manifest.select("train")
+    everyone = {None: [_load(p)[0] for p in train.paths()]}
+    names = {"zscore": "z-score", "whitestripe": "WhiteStripe", "nyul": "Nyul"}
+    methods = {f"{label} (all training scans)": fit_harmonizer(b, everyone) for b, label in names.items()}
+    methods["Nyul (the target's scans)"] = target_nyul(manifest, targets)
+    scans, sites = healthy_test_scans(cfg.synth, cfg.seed), all_sites()
+    recs = []
+    for i in range(len(test)):
+        vol, _ = _load(test.path(i))
+        scan = scans[test.df.at[i, "subject"]]
+        anat = make_anatomy(scan.subject, cfg.data.voxel_mm)
+        for name, domain in targets.items():
+            truth, _ = _load(test.truth(i, domain))
+            m = brain_mask(truth)
+            versions = {"unharmonized": vol}
+            versions |= {
+                k: h.harmonize(vol, domain if k.endswith("target's scans)") else "agnostic") for k, h in methods.items()
+            }
+            versions["oracle (the generating model's curve and fields)"] = oracle(
+                vol, anat, scan.site, sites[domain], cfg.data.voxel_mm, scan_seed(scan, scan.site)
+            )
+            rescan = test.rescan(i, domain)
+            if rescan.is_file():
+                versions["rescan at the target"] = _load(rescan)[0]
+            for method, v in versions.items():
+                terms = _tissue_terms(test, i, vol, v, truth)
+                recs.append(
+                    {"method": method, "target": name, "SI": _scale_free_ssim(v, truth, m)}
+                    | {k: terms.get(k, np.nan) for k in ("tissue error after", "lesion kept")}
+                )
+    df = pd.DataFrame(recs).groupby(["target", "method"], sort=False).mean().reset_index()
+    for _, g in df.groupby("target"):
+        before = float(g.loc[g["method"] == "unharmonized", "SI"].iloc[0])
+        ceiling = g.loc[g["method"] == "rescan at the target", "SI"]
+        gap = float(ceiling.iloc[0]) - before if len(ceiling) else np.nan
+        df.loc[g.index, "gap closed"] = (g["SI"] - before) / gap
+    return df.rename(
+        columns={
+            "SI": "scale-invariant SSIM to truth",
+            "gap closed": "share of the rescan gap closed",
+            "tissue error after": "tissue-contrast error",
+            "lesion kept": "lesion contrast kept",
+        }
+    )
+
+
 def data_description(manifest: Manifest) -> str:
     """Which data a table was computed on: the synthetic cohort and its version, or real data."""
     if manifest.df["dataset"].eq("synthetic").all():
