@@ -224,6 +224,13 @@ TABLES = {
     "paper2_table3": {"metric", "version", "paper", "ours", "claim holds", "post - pre (95 % CI)"},
     "paper2_e5_fid_kid": {"metric", "version", "paper", "ours", "claim holds", "profile"},
     "what_reproduced": {"claim", "verdict", "ours", "compared", "paper", "profile", "why", "table"},
+    "classical_bar": {
+        "target",
+        "method",
+        "scale-invariant SSIM to truth",
+        "tissue-contrast error",
+        "share of the rescan gap closed",
+    },
     **{
         f"gate_{m}": {"model", "criterion", "value", "threshold", "passed", "profile"}
         for m in ("ssim_harmonizer", "gmvae", "gmm_drit", "drit")

@@ -633,7 +633,7 @@ def classical_bar(cfg, manifest: Manifest, targets: Mapping[str, str]) -> pd.Dat
         ceiling = g.loc[g["method"] == "rescan at the target", "SI"]
         gap = float(ceiling.iloc[0]) - before if len(ceiling) else np.nan
         df.loc[g.index, "gap closed"] = (g["SI"] - before) / gap
-    return df.rename(
+    return df.dropna(axis=1, how="all").rename(  # no lesion in these cases: no lesion column
         columns={
             "SI": "scale-invariant SSIM to truth",
             "gap closed": "share of the rescan gap closed",
