@@ -206,7 +206,7 @@ def native_cases(cfg, manifest: Manifest, harmonize: Harmonize, targets: Mapping
     target's scans, applied on the fine grid). Empty when the row does not apply: no synthetic cohort to render
     (real data), or data already at ``native_mm``."""
     mm = cfg.gate.native_mm
-    if not mm or mm >= cfg.data.voxel_mm or not manifest.df["dataset"].eq("synthetic").all():
+    if not native_applies(cfg, manifest):
         return pd.DataFrame()
     copies = write_native_copies(
         cfg, manifest.root / f"native_{mm}mm", mm, cfg.gate.native_subjects, list(targets.values())
@@ -239,6 +239,13 @@ def native_cases(cfg, manifest: Manifest, harmonize: Harmonize, targets: Mapping
     return pd.DataFrame(recs)
 
 
+def native_applies(cfg, manifest: Manifest) -> bool:
+    """Whether the gate has a native-resolution row: a synthetic cohort to render, at a grid coarser than
+    ``gate.native_mm`` (real data has no second rendering; data at 1 mm is already the scan's own resolution)."""
+    mm = cfg.gate.native_mm
+    return bool(mm) and mm < cfg.data.voxel_mm and bool(manifest.df["dataset"].eq("synthetic").all())
+
+
 def _native_outputs(
     harmonize: Harmonize, vol: np.ndarray, affine: np.ndarray, domain: str, grid_shape, grid_affine: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -254,7 +261,7 @@ def native_example(cfg, manifest: Manifest, harmonize: Harmonize, domain: str) -
     99.5th brain percentile (so one grey scale fits all) and cropped to the middle half of each axis (a zoom where
     the difference between 1 and 2 mm shows). Empty when the gate has no native row."""
     mm = cfg.gate.native_mm
-    if not mm or mm >= cfg.data.voxel_mm or not manifest.df["dataset"].eq("synthetic").all():
+    if not native_applies(cfg, manifest):
         return {}
     row = write_native_copies(cfg, manifest.root / f"native_{mm}mm", mm, 1, [domain]).iloc[0]
     vol, affine = _load(row["path"])
