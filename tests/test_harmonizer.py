@@ -283,8 +283,10 @@ def test_snapshots_start_at_the_untrained_nets_and_feed_the_convergence_table(co
     conv_field = convergence(
         snapshot_harmonizers(tmp_path / "field" / "snapshots", meta), man, {"A": TARGET_A.domain}, n_test=2
     )
-    # and with the site field onto the cohort's mean field as well: a further small change, not a redraw
-    assert 0.95 < conv_field.loc[0, "reconstruction SSIM"] < conv.loc[0, "reconstruction SSIM"]
+    # and with the site field onto the cohort's mean field as well: a further change (on cohort v2, whose bias is
+    # mostly each scan's own, a tiny one in either direction), not a redraw
+    field0, curve0 = conv_field.loc[0, "reconstruction SSIM"], conv.loc[0, "reconstruction SSIM"]
+    assert 0.95 < field0 < 0.9999 and field0 != curve0
 
 
 def test_every_output_has_a_provenance_sidecar(model_file, tmp_path):
