@@ -45,12 +45,12 @@ def run(lm, site, k, noise_dim, lr, power, steps, seed=0) -> tuple[float, float]
     for _ in range(steps):
         j = torch.randint(0, k, (2,), generator=g)
         style = style_vector(torch.randn(2, noise_dim, generator=g), eye[j])
-        loss = ((curve.target(style) - means[j]).abs() ** power).mean()
+        loss = ((curve.style_landmarks(style) - means[j]).abs() ** power).mean()
         opt.zero_grad()
         loss.backward()
         opt.step()
     with torch.no_grad():
-        err = (curve.target(style_vector(torch.zeros(k, noise_dim), eye)) - means).abs().mean(1)
+        err = (curve.style_landmarks(style_vector(torch.zeros(k, noise_dim), eye)) - means).abs().mean(1)
     return float(err.mean()), float(err.max())
 
 

@@ -77,7 +77,7 @@ def _harmonize(args: argparse.Namespace) -> None:
         raise ValueError(f"{out_dir}: --out-dir is a file, not a folder; choose a folder")
     _check_device(args.device)
     model = load_harmonizer(args.model, args.device)
-    model.target(args.target)  # an unknown target fails before any file is read
+    target = model.target(args.target)  # parsed once: an unknown target fails before any file is read
     # Outputs keep their input's name, or (--bids) go where BIDS derivatives put them.
     outputs = [bids_output(out_dir, p, args.target, sub) if args.bids else out_dir / p.name for p, sub in inputs]
     if len(set(outputs)) != len(outputs):
@@ -105,7 +105,7 @@ def _harmonize(args: argparse.Namespace) -> None:
         if args.bids:
             write_dataset_description(out_dir)
         for (p, _), out in tqdm(list(zip(inputs, outputs)), desc=f"harmonize -> {args.target}", unit="vol"):
-            harmonize_file(model, p, out, args.target, seed=args.seed, overwrite=args.overwrite, model_file=args.model)
+            harmonize_file(model, p, out, target, seed=args.seed, overwrite=args.overwrite, model_file=args.model)
     except BaseException:
         if created and not any(f.is_file() for f in out_dir.rglob("*") if f.name != "dataset_description.json"):
             shutil.rmtree(out_dir)  # no empty output folder is left behind

@@ -14,10 +14,10 @@ from __future__ import annotations
 import dataclasses
 import math
 import typing
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import yaml
 
@@ -29,122 +29,151 @@ class ConfigError(ValueError):
     """A profile, parameter or value that cannot be used; the message names it and what is allowed."""
 
 
-def _require(ok: bool, name: str, value: Any, allowed: str) -> None:
-    if not ok:
-        raise ConfigError(f"invalid value {value!r} for parameter '{name}': {allowed}")
+class InvalidValue(ConfigError):
+    """A field whose value breaks its rule. ``name`` is relative to the section that checked it; the loader
+    (:func:`_build`) places it at the section's dotted path, so every message names the full path
+    (``drit.train.iterations``). A section built on its own names itself by its usual ``path``."""
+
+    def __init__(self, name: str, value: Any, allowed: str, prefix: str = "", placed: bool = False) -> None:
+        self.name, self.value, self.allowed, self.placed = name, value, allowed, placed
+        super().__init__(f"invalid value {value!r} for parameter '{prefix}{name}': {allowed}")
+
+    def at(self, prefix: str) -> InvalidValue:
+        """The same error, named at the section's path ``prefix`` (ending in '.', or '' at the top)."""
+        return InvalidValue(self.name, self.value, self.allowed, prefix, placed=True)
 
 
-def _check_field(section: str, curve: bool, field_mm: float, weight: float) -> None:
-    """The site field's switches (harmonizer and drit alike): it acts on the curve's output, L_field needs it."""
-    _require(
-        field_mm == 0 or (curve and 4 <= field_mm <= 200),
-        f"{section}.site_field_mm",
-        field_mm,
+Check = Callable[[Any], bool]
+
+
+def rule(default: Any, ok: Check, allowed: str) -> Any:
+    """A field with its rule beside it: ``iterations: int = rule(1000, lambda v: v >= 1, "use at least 1")``."""
+    return field(default=default, metadata={"rule": (ok, allowed)})
+
+
+def positive(default: int) -> Any:
+    """A count of at least 1."""
+    return rule(default, lambda v: v >= 1, "use a positive integer")
+
+
+def weight(default: float) -> Any:
+    """A loss weight (lambda)."""
+    return rule(default, lambda v: math.isfinite(v) and v >= 0, "loss weights must be finite and >= 0")
+
+
+def threshold(default: float) -> Any:
+    """A gate threshold."""
+    return rule(default, lambda v: math.isfinite(v) and 0.0 <= v <= 1.0, "gate thresholds lie in [0, 1]")
+
+
+def one_of(default: Any, values: tuple, allowed: str) -> Any:
+    return rule(default, lambda v: v in values, allowed)
+
+
+class Section:
+    """A config section: each field's rule (:func:`rule`, in its metadata) and the section's cross-field checks
+    (:meth:`checks`) run when it is built; their names are relative to the section."""
+
+    path: ClassVar[str] = ""  # the section's usual dotted path, for a section built on its own
+
+    def __post_init__(self) -> None:
+        prefix = f"{self.path}." if self.path else ""
+        for f in fields(self):  # type: ignore[arg-type]
+            ok, allowed = f.metadata.get("rule", (None, ""))
+            if ok is not None and not ok(getattr(self, f.name)):
+                raise InvalidValue(f.name, getattr(self, f.name), allowed, prefix)
+        for ok, name, value, allowed in self.checks():
+            if not ok:
+                raise InvalidValue(name, value, allowed, prefix)
+
+    def checks(self) -> Iterator[tuple[bool, str, Any, str]]:
+        """(ok, field, value, what is allowed) of the rules that read several fields."""
+        return iter(())
+
+
+def _curve_and_field(s: Any) -> Iterator[tuple[bool, str, Any, str]]:
+    """The levers' switches (harmonizer and drit alike): the curve replaces x in x + delta; the field acts on the
+    curve's output; L_hist and L_field need what they compare."""
+    yield (
+        s.residual or not s.landmark_curve,
+        "landmark_curve",
+        s.landmark_curve,
+        "the curve replaces x in x + delta: set residual: true, or landmark_curve: false",
+    )
+    yield (
+        s.landmark_curve or not s.weights.hist,
+        "weights.hist",
+        s.weights.hist,
+        "L_hist compares the landmark curve's landmarks: set landmark_curve: true, or hist: 0",
+    )
+    yield 0 < s.curve_lr <= 1000, "curve_lr", s.curve_lr, "use a factor in (0, 1000], e.g. 3"
+    yield (
+        s.site_field_mm == 0 or (s.landmark_curve and 4 <= s.site_field_mm <= 200),
+        "site_field_mm",
+        s.site_field_mm,
         "use 0 (off) or a Gaussian sigma in [4, 200] mm with landmark_curve: true (the field acts on the curve's output)",
     )
-    _require(
-        field_mm > 0 or not weight,
-        f"{section}.weights.field",
-        weight,
-        f"L_field compares the site field's maps: set {section}.site_field_mm > 0, or field: 0",
+    yield (
+        s.site_field_mm > 0 or not s.weights.field,
+        "weights.field",
+        s.weights.field,
+        "L_field compares the site field's maps: set site_field_mm > 0, or field: 0",
     )
 
 
-def _check_curve(section: str, residual: bool, curve: bool, hist: float, curve_lr: float) -> None:
-    """The landmark curve's switches (harmonizer and drit alike): it needs a residual G, L_hist needs it."""
-    _require(
-        residual or not curve,
-        f"{section}.landmark_curve",
-        curve,
-        f"the curve replaces x in x + delta: set {section}.residual: true, or landmark_curve: false",
+def pad_multiple(halvings: int) -> int:
+    """The multiple every spatial size is padded to: 2^halvings, so each stride-2 step of a net halves exactly
+    and its upsampling path returns the input's size; at least 8. Model files store the padding they used."""
+    return max(8, 2**halvings)
+
+
+@dataclass(frozen=True)
+class RuntimeConfig(Section):
+    path: ClassVar[str] = "runtime"
+    device: str = rule(
+        "auto", lambda v: v in ("auto", "cpu", "cuda") or v.startswith("cuda:"), "use auto, cpu, cuda or cuda:N"
     )
-    _require(
-        curve or not hist,
-        f"{section}.weights.hist",
-        hist,
-        f"L_hist compares the landmark curve's landmarks: set {section}.landmark_curve: true, or hist: 0",
-    )
-    _require(0 < curve_lr <= 1000, f"{section}.curve_lr", curve_lr, "use a factor in (0, 1000], e.g. 3")
+    amp: str = one_of("bf16", ("bf16", "fp16", "none"), "use bf16, fp16 or none")
+    threads: int = rule(0, lambda v: v >= 0, "use 0 (all cores) or a positive count")
 
 
 @dataclass(frozen=True)
-class RuntimeConfig:
-    device: str = "auto"
-    amp: str = "bf16"
-    threads: int = 0
-
-    def __post_init__(self) -> None:
-        _require(
-            self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:"),
-            "runtime.device",
-            self.device,
-            "use auto, cpu, cuda or cuda:N",
-        )
-        _require(self.amp in ("bf16", "fp16", "none"), "runtime.amp", self.amp, "use bf16, fp16 or none")
-        _require(self.threads >= 0, "runtime.threads", self.threads, "use 0 (all cores) or a positive count")
+class DataConfig(Section):
+    path: ClassVar[str] = "data"
+    voxel_mm: int = one_of(2, (1, 2, 4), "use 1, 2 or 4 (mm, on the FSL MNI grid)")
 
 
 @dataclass(frozen=True)
-class DataConfig:
-    voxel_mm: int = 2
-
-    def __post_init__(self) -> None:
-        _require(self.voxel_mm in (1, 2, 4), "data.voxel_mm", self.voxel_mm, "use 1, 2 or 4 (mm, on the FSL MNI grid)")
-
-
-@dataclass(frozen=True)
-class SynthConfig:
+class SynthConfig(Section):
     """Size of the synthetic cohort (``harmlib.data.synthetic``): subjects per site and cohort."""
 
-    n_train_per_site: int = 10
-    labeled_fraction: float = 0.5
-    n_test_per_site: int = 4
-    n_age_per_site: int = 8
-    n_ad_per_site: int = 8
-    n_raw: int = 4
+    path: ClassVar[str] = "synth"
+    n_train_per_site: int = rule(10, lambda v: v >= 2, "use at least 2 (labeled and unlabeled)")
+    labeled_fraction: float = rule(0.5, lambda v: 0.0 < v < 1.0, "use a fraction in (0, 1)")
+    n_test_per_site: int = positive(4)
+    n_age_per_site: int = positive(8)
+    n_ad_per_site: int = positive(8)
+    n_raw: int = rule(4, lambda v: v >= 0, "use 0 or more raw scanner-space volumes")
     out_dir: str = ""
 
-    def __post_init__(self) -> None:
-        for name in ("n_train_per_site", "n_test_per_site", "n_age_per_site", "n_ad_per_site"):
-            _require(getattr(self, name) >= 1, f"synth.{name}", getattr(self, name), "use at least 1")
-        _require(
-            self.n_train_per_site >= 2,
-            "synth.n_train_per_site",
-            self.n_train_per_site,
-            "use at least 2 (labeled and unlabeled)",
-        )
-        _require(
-            0.0 < self.labeled_fraction < 1.0,
-            "synth.labeled_fraction",
-            self.labeled_fraction,
-            "use a fraction in (0, 1)",
-        )
-        _require(self.n_raw >= 0, "synth.n_raw", self.n_raw, "use 0 or more raw scanner-space volumes")
+
+def _exponent(default: float) -> Any:
+    return rule(default, lambda v: math.isfinite(v) and v >= 0, "exponents must be finite and >= 0")
 
 
 @dataclass(frozen=True)
-class SSIMConfig:
+class SSIMConfig(Section):
     """Exponents, mixing weight and window of the SSIM loss (paper 1, Eq. 1-3)."""
 
-    alpha: float = 1.0
-    beta: float = 1.0
-    gamma: float = 1.0
-    lam: float = 0.8
-    win_size: int = 11
-    sigma: float = 1.5
-    k1: float = 0.01
-    k2: float = 0.03
-
-    def __post_init__(self) -> None:
-        for name in ("alpha", "beta", "gamma"):
-            v = getattr(self, name)
-            _require(math.isfinite(v) and v >= 0, f"ssim.{name}", v, "exponents must be finite and >= 0")
-        _require(0.0 <= self.lam <= 1.0, "ssim.lam", self.lam, "lambda must lie in [0, 1]")
-        _require(
-            self.win_size >= 3 and self.win_size % 2 == 1, "ssim.win_size", self.win_size, "use an odd integer >= 3"
-        )
-        _require(self.sigma > 0, "ssim.sigma", self.sigma, "use a positive float")
-        _require(0 < self.k1 < 1 and 0 < self.k2 < 1, "ssim.k1/k2", (self.k1, self.k2), "use constants in (0, 1)")
+    path: ClassVar[str] = "ssim"
+    alpha: float = _exponent(1.0)
+    beta: float = _exponent(1.0)
+    gamma: float = _exponent(1.0)
+    lam: float = rule(0.8, lambda v: 0.0 <= v <= 1.0, "lambda must lie in [0, 1]")
+    win_size: int = rule(11, lambda v: v >= 3 and v % 2 == 1, "use an odd integer >= 3")
+    sigma: float = rule(1.5, lambda v: v > 0, "use a positive float")
+    k1: float = rule(0.01, lambda v: 0 < v < 1, "use a constant in (0, 1)")
+    k2: float = rule(0.03, lambda v: 0 < v < 1, "use a constant in (0, 1)")
 
     def window(self) -> dict[str, float]:
         """Keyword arguments for the functions of ``harmlib.ssim``."""
@@ -152,79 +181,57 @@ class SSIMConfig:
 
 
 @dataclass(frozen=True)
-class AGUITWeights:
+class AGUITWeights(Section):
     """The lambdas of paper 1's objectives (AGUIT reference values; struct and lum are ours)."""
 
-    rec: float = 10.0
-    cc: float = 10.0
-    struct: float = 10.0
-    lum: float = 10.0
-    cla_s: float = 10.0
-    adv_b: float = 1.0
-    pre_b: float = 1.0
-    adv_x: float = 1.0
-    pre_x_g: float = 10.0
-    pre_x_d: float = 10.0
-    lat: float = 10.0
-    kl: float = 1.0
-    hist: float = 0.0  # L_hist (ours, not in the paper): 1-D Wasserstein of x_{u->l}'s and site l's brain intensities
-    field: float = 0.0  # L_field (ours, not in the paper): x_{u->l}'s smooth intensity field vs site l's mean field
-
-    def __post_init__(self) -> None:
-        for f in fields(self):
-            v = getattr(self, f.name)
-            _require(math.isfinite(v) and v >= 0, f"weights.{f.name}", v, "loss weights must be finite and >= 0")
+    path: ClassVar[str] = "harmonizer.weights"
+    rec: float = weight(10.0)
+    cc: float = weight(10.0)
+    struct: float = weight(10.0)
+    lum: float = weight(10.0)
+    cla_s: float = weight(10.0)
+    adv_b: float = weight(1.0)
+    pre_b: float = weight(1.0)
+    adv_x: float = weight(1.0)
+    pre_x_g: float = weight(10.0)
+    pre_x_d: float = weight(10.0)
+    lat: float = weight(10.0)
+    kl: float = weight(1.0)
+    hist: float = weight(
+        0.0
+    )  # L_hist (ours, not in the paper): 1-D Wasserstein of x_{u->l}'s and site l's brain intensities
+    field: float = weight(
+        0.0
+    )  # L_field (ours, not in the paper): x_{u->l}'s smooth intensity field vs site l's mean field
 
 
 @dataclass(frozen=True)
-class TrainConfig:
+class TrainConfig(Section):
     """One training run: optimizer (Adam as in the references), length, checkpoints, logging."""
 
-    iterations: int = 1000
-    batch_size: int = 2
-    lr: float = 1e-4
-    beta1: float = 0.5
-    beta2: float = 0.999
+    path: ClassVar[str] = "train"
+    iterations: int = rule(1000, lambda v: v >= 1, "use at least 1")
+    batch_size: int = rule(2, lambda v: v >= 1, "use at least 1")
+    lr: float = rule(1e-4, lambda v: v > 0, "use a positive learning rate")
+    beta1: float = rule(0.5, lambda v: 0 <= v < 1, "use a value in [0, 1)")
+    beta2: float = rule(0.999, lambda v: 0 <= v < 1, "use a value in [0, 1)")
     weight_decay: float = 1e-4
-    checkpoint_every: int = 100
-    log_every: int = 10
+    checkpoint_every: int = rule(100, lambda v: v >= 1, "use at least 1")
+    log_every: int = rule(10, lambda v: v >= 1, "use at least 1")
     warmup: int = 0  # reconstruction-only steps at the start (HACA3's first epoch); 0 = none
-    grad_clip: float = 0.0  # clip each optimizer's gradient norm to this (DRIT++ 5, DISARM++ 1.0); 0 = off
-    snapshot_every: int = 0  # keep the trained nets every N steps for a convergence figure; 0 = off
+    grad_clip: float = rule(  # clip each optimizer's gradient norm to this (DRIT++ 5, DISARM++ 1.0); 0 = off
+        0.0, lambda v: math.isfinite(v) and v >= 0, "use 0 (off) or a positive norm"
+    )
+    snapshot_every: int = rule(  # keep the trained nets every N steps for a convergence figure; 0 = off
+        0, lambda v: v >= 0, "use 0 (off) or a positive step count"
+    )
 
-    def __post_init__(self) -> None:
-        _require(self.iterations >= 1, "train.iterations", self.iterations, "use at least 1")
-        _require(
+    def checks(self) -> Iterator[tuple[bool, str, Any, str]]:
+        yield (
             0 <= self.warmup < self.iterations,
-            "train.warmup",
+            "warmup",
             self.warmup,
             f"use 0 <= warmup < iterations ({self.iterations})",
-        )
-        _require(
-            math.isfinite(self.grad_clip) and self.grad_clip >= 0,
-            "train.grad_clip",
-            self.grad_clip,
-            "use 0 (off) or a positive norm",
-        )
-        _require(
-            self.snapshot_every >= 0,
-            "train.snapshot_every",
-            self.snapshot_every,
-            "use 0 (off) or a positive step count",
-        )
-        _require(self.batch_size >= 1, "train.batch_size", self.batch_size, "use at least 1")
-        _require(self.lr > 0, "train.lr", self.lr, "use a positive learning rate")
-        _require(
-            0 <= self.beta1 < 1 and 0 <= self.beta2 < 1,
-            "train.beta1/beta2",
-            (self.beta1, self.beta2),
-            "use values in [0, 1)",
-        )
-        _require(
-            self.checkpoint_every >= 1 and self.log_every >= 1,
-            "train.checkpoint_every/log_every",
-            (self.checkpoint_every, self.log_every),
-            "use at least 1",
         )
 
 
@@ -235,212 +242,145 @@ def arch_fields(section: Any, arch: type) -> dict[str, Any]:
 
 
 @dataclass(frozen=True)
-class AGUITArch:
+class AGUITArch(Section):
     """Paper 1's architecture, declared once: the ``harmonizer`` section and ``models.aguit.AGUITSpec`` both
     inherit these fields (AGUIT reference values; the profiles set the cpu ones)."""
 
-    width: int = 64  # E_b channels after the first conv
-    n_down: int = 2  # stride-2 steps of E_b (and upsamplings of G)
-    n_res: int = 4  # residual blocks in E_b and G
-    noise_dim: int = 8  # n, the noise part of the style code
-    mlp_hidden: int = 256  # the MLP from style to AdaIN parameters
-    style_width: int = 64
-    d_width: int = 64
-    d_layers: int = 3
-    d_scales: int = 2
-    residual: bool = False  # G outputs x + delta with delta's last layer zero at init (IGUANE): identity at step 0
-    landmark_curve: bool = False  # with residual: G outputs curve_s(x) + delta, curve_s a style-given Nyul-landmark map
-    site_field_mm: float = 0.0  # with the curve: G also moves the image's smooth intensity field (this Gaussian sigma, mm) to the style's; 0 = off
+    path: ClassVar[str] = "harmonizer"
+    width: int = positive(64)  # E_b channels after the first conv
+    n_down: int = rule(
+        2, lambda v: v >= 0, "use 0 or more stride-2 steps"
+    )  # stride-2 steps of E_b (and upsamplings of G)
+    n_res: int = positive(4)  # residual blocks in E_b and G
+    noise_dim: int = positive(8)  # n, the noise part of the style code
+    mlp_hidden: int = positive(256)  # the MLP from style to AdaIN parameters
+    style_width: int = positive(64)
+    d_width: int = positive(64)
+    d_layers: int = positive(3)
+    d_scales: int = positive(2)
+    residual: bool = (
+        False  # the cpu levers around G (models.levers): y = x + G(c, s), G's last layer zero at init (IGUANE)
+    )
+    landmark_curve: bool = False  # with residual: y = curve_s(x) + G(c, s), curve_s a style-given Nyul-landmark map
+    site_field_mm: float = 0.0  # with the curve: the image's smooth intensity field (this Gaussian sigma, mm) moved to the style's; 0 = off
 
 
 @dataclass(frozen=True)
 class HarmonizerConfig(AGUITArch):
     """Paper 1's 3D model: its architecture (:class:`AGUITArch`), grid, crops, loss weights, training."""
 
-    voxel_mm: int = 0  # the model's grid; 0: the data's. 4 with 2 mm data trains on exact 2x2x2 block means
-    crop: int = 0  # train on random cubic crops of this many voxels a side (0: whole volumes)
+    voxel_mm: int = one_of(  # the model's grid; 0: the data's. 4 with 2 mm data trains on exact 2x2x2 block means
+        0, (0, 1, 2, 4), "use 0 (the data's), 1, 2 or 4"
+    )
+    crop: int = rule(  # train on random cubic crops of this many voxels a side (0: whole volumes)
+        0, lambda v: v == 0 or v >= 16, "use 0 (whole volumes) or at least 16 voxels"
+    )
     mask_losses: bool = False  # average L_rec, L_cc, L_struct, L_lum over the brain only (IGUANE, HACA3)
-    content_d_lr: float = 1.0  # D^b's learning rate as a fraction of train.lr (DRIT++ / DISARM++: 1 / 2.5)
-    curve_lr: float = 1.0  # the landmark curve's learning rate as a multiple of train.lr
+    content_d_lr: float = rule(  # D^b's learning rate as a fraction of train.lr (DRIT++ / DISARM++: 1 / 2.5)
+        1.0, lambda v: 0 < v <= 10, "use a factor in (0, 10], e.g. 0.4"
+    )
+    curve_lr: float = 1.0  # the levers' learning rate as a multiple of train.lr
     weights: AGUITWeights = field(default_factory=AGUITWeights)
     train: TrainConfig = field(default_factory=TrainConfig)
 
-    def __post_init__(self) -> None:
-        _require(self.voxel_mm in (0, 1, 2, 4), "harmonizer.voxel_mm", self.voxel_mm, "use 0 (the data's), 1, 2 or 4")
-        _require(
-            self.crop == 0 or self.crop >= 16,
-            "harmonizer.crop",
-            self.crop,
-            "use 0 (whole volumes) or at least 16 voxels",
-        )
-        _require(
-            0 < self.content_d_lr <= 10,
-            "harmonizer.content_d_lr",
-            self.content_d_lr,
-            "use a factor in (0, 10], e.g. 0.4",
-        )
-        for name in ("width", "n_res", "noise_dim", "mlp_hidden", "style_width", "d_width", "d_layers", "d_scales"):
-            _require(getattr(self, name) >= 1, f"harmonizer.{name}", getattr(self, name), "use a positive integer")
-        _require(self.n_down >= 0, "harmonizer.n_down", self.n_down, "use 0 or more stride-2 steps")
-        _check_curve("harmonizer", self.residual, self.landmark_curve, self.weights.hist, self.curve_lr)
-        _check_field("harmonizer", self.landmark_curve, self.site_field_mm, self.weights.field)
+    def checks(self) -> Iterator[tuple[bool, str, Any, str]]:
+        yield from _curve_and_field(self)
 
 
 @dataclass(frozen=True)
-class EvaluationConfig:
+class EvaluationConfig(Section):
     """Evaluation of both papers (``harmlib.evaluation``): pair sampling, bootstrap, FID/KID feature
     extractor and the downstream 3D ResNets of paper 1's Tables 3-4 (MONAI ``ResNet``)."""
 
-    n_pairs: int = 5000  # random image pairs for luminance SSIM (paper 2, E3: M = 5000)
-    n_struct_pairs: int = 100  # random pairs of different subjects for structural SSIM (paper 1: 100)
-    bootstrap: int = 1000  # bootstrap resamples for 95 % CIs of mean differences (paper 2)
-    ci: float = 0.95
-    feature_dim: int = 64  # FID/KID feature space: penultimate layer of a scanner classifier
-    feature_width: int = 16
-    feature_epochs: int = 20
-    kid_subset_size: int = 1000  # capped at the smaller sample size
-    kid_subsets: int = 100
-    folds: int = 5  # downstream k-fold cross-validation (paper 1: 5)
-    voxel_mm: int = 4  # downstream grid (block means of the data's grid)
-    depth: int = 10  # MONAI ResNet depth: 10, 18 or 34
-    width: int = 64  # block_inplanes = (w, 2w, 4w, 8w); MONAI default 64
-    stem_stride: int = 2  # stride of the first conv (conv1_t_stride)
+    path: ClassVar[str] = "evaluation"
+    n_pairs: int = positive(5000)  # random image pairs for luminance SSIM (paper 2, E3: M = 5000)
+    n_struct_pairs: int = positive(100)  # random pairs of different subjects for structural SSIM (paper 1: 100)
+    bootstrap: int = positive(1000)  # bootstrap resamples for 95 % CIs of mean differences (paper 2)
+    ci: float = rule(0.95, lambda v: 0.5 <= v < 1.0, "use a confidence level in [0.5, 1), e.g. 0.95")
+    feature_dim: int = positive(64)  # FID/KID feature space: penultimate layer of a scanner classifier
+    feature_width: int = positive(16)
+    feature_epochs: int = positive(20)
+    kid_subset_size: int = positive(1000)  # capped at the smaller sample size
+    kid_subsets: int = positive(100)
+    folds: int = rule(5, lambda v: v >= 2, "use at least 2 cross-validation folds")  # downstream k-fold CV (paper 1: 5)
+    voxel_mm: int = one_of(  # downstream grid (block means of the data's grid)
+        4, (1, 2, 4, 8), "use 1, 2, 4 or 8 (a multiple of the data's grid)"
+    )
+    depth: int = one_of(10, (10, 18, 34), "use 10, 18 or 34 (MONAI ResNet depths with basic blocks)")
+    width: int = positive(64)  # block_inplanes = (w, 2w, 4w, 8w); MONAI default 64
+    stem_stride: int = positive(2)  # stride of the first conv (conv1_t_stride)
     max_pool: bool = True  # max-pool after the stem (MONAI no_max_pool = not max_pool)
-    epochs: int = 30
-    batch_size: int = 4
-    lr: float = 1e-3
-    weight_decay: float = 1e-4
-
-    def __post_init__(self) -> None:
-        for name in (
-            "n_pairs",
-            "n_struct_pairs",
-            "bootstrap",
-            "feature_dim",
-            "feature_width",
-            "feature_epochs",
-            "kid_subset_size",
-            "kid_subsets",
-            "width",
-            "stem_stride",
-            "epochs",
-            "batch_size",
-        ):
-            _require(getattr(self, name) >= 1, f"evaluation.{name}", getattr(self, name), "use a positive integer")
-        _require(0.5 <= self.ci < 1.0, "evaluation.ci", self.ci, "use a confidence level in [0.5, 1), e.g. 0.95")
-        _require(self.folds >= 2, "evaluation.folds", self.folds, "use at least 2 cross-validation folds")
-        _require(
-            self.voxel_mm in (1, 2, 4, 8),
-            "evaluation.voxel_mm",
-            self.voxel_mm,
-            "use 1, 2, 4 or 8 (a multiple of the data's grid)",
-        )
-        _require(
-            self.depth in (10, 18, 34),
-            "evaluation.depth",
-            self.depth,
-            "use 10, 18 or 34 (MONAI ResNet depths with basic blocks)",
-        )
-        _require(
-            self.lr > 0 and self.weight_decay >= 0,
-            "evaluation.lr/weight_decay",
-            (self.lr, self.weight_decay),
-            "use lr > 0 and weight_decay >= 0",
-        )
+    epochs: int = positive(30)
+    batch_size: int = positive(4)
+    lr: float = rule(1e-3, lambda v: v > 0, "use a positive learning rate")
+    weight_decay: float = rule(1e-4, lambda v: v >= 0, "use a weight decay >= 0")
 
 
 @dataclass(frozen=True)
-class GateConfig:
+class GateConfig(Section):
     """A trained model's quality gate (``harmlib.evaluation.gate``): it must pass before its tables count."""
 
-    reconstruction: float = 0.95  # SSIM of held-out x -> G(E_b(x), E_s(x)) over the brain
-    translation: float = 0.8  # accuracy of an independent scanner classifier on outputs (x -> A read as A)
-    improved: float = 0.9  # share of traveling-subject cases closer to the truth (SSIM) after harmonization
-    min_gain: float = 0.02  # mean SSIM-to-truth gain over those cases
-    structure: float = 0.93  # structural SSIM of harmonized vs original
+    path: ClassVar[str] = "gate"
+    reconstruction: float = threshold(0.95)  # SSIM of held-out x -> G(E_b(x), E_s(x)) over the brain
+    translation: float = threshold(0.8)  # accuracy of an independent scanner classifier on outputs (x -> A read as A)
+    improved: float = threshold(0.9)  # share of traveling-subject cases closer to the truth (SSIM) after harmonization
+    min_gain: float = threshold(0.02)  # mean SSIM-to-truth gain over those cases
+    structure: float = threshold(0.93)  # structural SSIM of harmonized vs original
     classifier: str = (
-        "histogram"  # histogram (logistic regression on brain-intensity histograms) or cnn (3D ScannerClassifier)
+        one_of(  # histogram (logistic regression on brain-intensity histograms) or cnn (3D ScannerClassifier)
+            "histogram", ("histogram", "cnn"), "use histogram or cnn"
+        )
     )
-    classifier_epochs: int = 30  # of the independent 3D scanner classifier
-    classifier_mm: int = 4  # its grid (block means of the data's grid)
-    clustering_acc: float = (
-        0.75  # the GM-VAE's gate (E1): clustering accuracy of its components against the true scanners
+    classifier_epochs: int = rule(30, lambda v: v >= 1, "use at least 1")  # of the independent 3D scanner classifier
+    classifier_mm: int = one_of(  # its grid (block means of the data's grid)
+        4, (1, 2, 4, 8), "use 1, 2, 4 or 8 (a multiple of the data's grid)"
     )
-    clustering_nmi: float = 0.5  # and their normalized mutual information
-    slice_structure: float = 0.9  # the 2D models' structure criterion (their outputs are stacked slices)
+    clustering_acc: float = threshold(0.75)  # the GM-VAE's gate (E1): clustering accuracy against the true scanners
+    clustering_nmi: float = threshold(0.5)  # and their normalized mutual information
+    slice_structure: float = threshold(0.9)  # the 2D models' structure criterion (their outputs are stacked slices)
     # The native-resolution row: a few test subjects of the synthetic cohort rendered at ``native_mm`` (finer than the
     # model's grid), harmonized there and compared with their truth at that resolution. 0: no such row.
-    native_mm: int = 1
-    native_subjects: int = 4  # one per test site, in the cohort's order
-    detail: float = 0.9  # fine detail kept: the output's fine-scale SD over the native truth's (scale-invariant)
+    native_mm: int = one_of(1, (0, 1, 2), "use 1 or 2 (mm), or 0 for no row")
+    native_subjects: int = rule(4, lambda v: 1 <= v <= 16, "use 1 to 16")  # one per test site, in the cohort's order
+    detail: float = threshold(
+        0.9
+    )  # fine detail kept: the output's fine-scale SD over the native truth's (scale-invariant)
     nyul_margin: float = (
-        0.0  # the model's scale-invariant SSIM to the truth minus Nyul's (fitted to the target), at least
+        rule(  # the model's scale-invariant SSIM to the truth minus Nyul's (fitted to the target), at least
+            0.0, lambda v: -1.0 <= v <= 1.0, "use a value in [-1, 1], e.g. 0"
+        )
     )
 
-    def __post_init__(self) -> None:
-        for name in (
-            "reconstruction",
-            "translation",
-            "improved",
-            "min_gain",
-            "structure",
-            "clustering_acc",
-            "clustering_nmi",
-            "slice_structure",
-            "detail",
-        ):
-            v = getattr(self, name)
-            _require(math.isfinite(v) and 0.0 <= v <= 1.0, f"gate.{name}", v, "gate thresholds lie in [0, 1]")
-        _require(self.classifier in ("histogram", "cnn"), "gate.classifier", self.classifier, "use histogram or cnn")
-        _require(self.classifier_epochs >= 1, "gate.classifier_epochs", self.classifier_epochs, "use at least 1")
-        _require(self.native_mm in (0, 1, 2), "gate.native_mm", self.native_mm, "use 1 or 2 (mm), or 0 for no row")
-        _require(
-            -1.0 <= self.nyul_margin <= 1.0, "gate.nyul_margin", self.nyul_margin, "use a value in [-1, 1], e.g. 0"
-        )
-        _require(1 <= self.native_subjects <= 16, "gate.native_subjects", self.native_subjects, "use 1 to 16")
-        _require(
-            self.classifier_mm in (1, 2, 4, 8),
-            "gate.classifier_mm",
-            self.classifier_mm,
-            "use 1, 2, 4 or 8 (a multiple of the data's grid)",
-        )
-
 
 @dataclass(frozen=True)
-class SliceConfig:
+class SliceConfig(Section):
     """Which coronal planes a 2D model trains on (``harmlib.data.datasets.SliceDataset``)."""
 
-    n_slices: int = 3
-    spacing_mm: float = 4.0
+    path: ClassVar[str] = "drit.slices"
+    n_slices: int = rule(3, lambda v: v >= 1, "use at least 1")
+    spacing_mm: float = rule(4.0, lambda v: v > 0, "use a positive spacing in mm")
     centre_mm: float = -18.0
 
-    def __post_init__(self) -> None:
-        _require(self.n_slices >= 1, "slices.n_slices", self.n_slices, "use at least 1")
-        _require(self.spacing_mm > 0, "slices.spacing_mm", self.spacing_mm, "use a positive spacing in mm")
-
 
 @dataclass(frozen=True)
-class GMVAEWeights:
+class GMVAEWeights(Section):
     """The thesis's lambdas of L_GMVAE = l_rec L_rec + l_gauss L_gauss + l_cat L_cat (Sec. 7.1)."""
 
-    rec: float = 0.7
-    gauss: float = 2.0
-    cat: float = 1.0
-
-    def __post_init__(self) -> None:
-        for f in fields(self):
-            v = getattr(self, f.name)
-            _require(math.isfinite(v) and v >= 0, f"gmvae.weights.{f.name}", v, "loss weights must be finite and >= 0")
+    path: ClassVar[str] = "gmvae.weights"
+    rec: float = weight(0.7)
+    gauss: float = weight(2.0)
+    cat: float = weight(1.0)
 
 
 @dataclass(frozen=True)
-class GMVAEArch:
-    """The GM-VAE's architecture, declared once: the ``gmvae`` section and ``models.gmvae.GMVAESpec`` inherit it."""
+class GMVAEArch(Section):
+    """The GM-VAE's architecture, declared once: the ``gmvae`` section and ``gmvae.model.GMVAESpec`` inherit it."""
 
-    gaussian_size: int = 64  # z, GMM-DRIT's attribute size
-    width: int = 32  # channels of the first conv (doubled per stride-2 step)
-    n_down: int = 3
-    hidden: int = 256  # fully connected features
+    path: ClassVar[str] = "gmvae"
+    gaussian_size: int = positive(64)  # z, GMM-DRIT's attribute size
+    width: int = positive(32)  # channels of the first conv (doubled per stride-2 step)
+    n_down: int = positive(3)
+    hidden: int = positive(256)  # fully connected features
 
 
 @dataclass(frozen=True)
@@ -449,104 +389,98 @@ class GMVAEConfig(GMVAEArch):
 
     temp_init: float = 1.0
     temp_min: float = 0.5
-    likelihood: str = (
-        "bce"  # p(x|z): bce (the thesis) or gaussian (Dilokthanakul's -continuous; mean sigmoid(decoder), fixed sigma)
+    likelihood: str = one_of(  # p(x|z): bce (the thesis) or gaussian (Dilokthanakul's -continuous; mean sigmoid(decoder), fixed sigma)
+        "bce", ("bce", "gaussian"), "use bce or gaussian"
     )
-    sigma: float = 0.1  # the fixed std of the gaussian likelihood on intensities in [0, 1]; unused with bce
+    sigma: float = rule(  # the fixed std of the gaussian likelihood on intensities in [0, 1]; unused with bce
+        0.1, lambda v: math.isfinite(v) and v > 0, "use a positive standard deviation (intensities in [0, 1]), e.g. 0.1"
+    )
     free_bits: float = (
-        0.0  # L_cat = max(batch-mean KL(q(y|x) || uniform), free_bits) nats (Nat-D/GMVAE -lambda, 0.5 there); 0 = off
+        rule(  # L_cat = max(batch-mean KL(q(y|x) || uniform), free_bits) nats (Nat-D/GMVAE -lambda, 0.5 there); 0 = off
+            0.0, lambda v: math.isfinite(v) and v >= 0, "use 0 (off) or a floor in nats >= 0, e.g. 0.5"
+        )
     )
     kl_warmup: int = 0  # steps over which the weights of L_gauss and L_cat ramp linearly from 0; 0 = off
     init_kmeans: bool = False  # seed the mixture from k-means (K) of the inputs: q(y|x) fitted to the clusters, p(z|y)'s means at their codes
-    view: str = (
-        "slice"  # x: the slice (the thesis) or ``field``: its plane of its volume's site field (drit.site_field_mm)
+    view: str = one_of(  # x: the slice (the thesis) or ``field``: its plane of its volume's site field (field_mm)
+        "slice", ("slice", "field"), "use slice or field"
+    )
+    field_mm: float = 0.0  # field view: the site field's Gaussian sigma (mm), stage 2's drit.site_field_mm (checked)
+    field_pad: int = (
+        8  # field view: X and Z padded to this multiple, as stage 2's slices: pad_multiple(drit.n_down) (checked)
     )
     view_size: int = 32  # field view: the planes resampled to view_size^2 (divisible by 2**n_down)
-    view_scale: float = 10.0  # field view: the log field (a few hundredths) times this into [-1, 1]
+    view_scale: float = rule(  # field view: the log field (a few hundredths) times this into [-1, 1]
+        10.0, lambda v: math.isfinite(v) and v > 0, "use a positive multiplier, e.g. 10"
+    )
     slices: SliceConfig = field(default_factory=SliceConfig)
     weights: GMVAEWeights = field(default_factory=GMVAEWeights)
     train: TrainConfig = field(default_factory=lambda: TrainConfig(batch_size=64, lr=1e-3, beta1=0.9, weight_decay=0.0))
 
-    def __post_init__(self) -> None:
-        for name in ("gaussian_size", "width", "n_down", "hidden"):
-            _require(getattr(self, name) >= 1, f"gmvae.{name}", getattr(self, name), "use a positive integer")
-        _require(
+    def checks(self) -> Iterator[tuple[bool, str, Any, str]]:
+        yield (
             0 < self.temp_min <= self.temp_init,
-            "gmvae.temp_min/temp_init",
-            (self.temp_min, self.temp_init),
-            "use 0 < temp_min <= temp_init",
+            "temp_min",
+            self.temp_min,
+            f"use 0 < temp_min <= temp_init ({self.temp_init})",
         )
-        _require(self.likelihood in ("bce", "gaussian"), "gmvae.likelihood", self.likelihood, "use bce or gaussian")
-        _require(
-            math.isfinite(self.sigma) and self.sigma > 0,
-            "gmvae.sigma",
-            self.sigma,
-            "use a positive standard deviation (intensities in [0, 1]), e.g. 0.1",
-        )
-        _require(
-            math.isfinite(self.free_bits) and self.free_bits >= 0,
-            "gmvae.free_bits",
-            self.free_bits,
-            "use 0 (off) or a floor in nats >= 0, e.g. 0.5",
-        )
-        _require(
+        yield (
             0 <= self.kl_warmup < self.train.iterations,
-            "gmvae.kl_warmup",
+            "kl_warmup",
             self.kl_warmup,
-            f"use 0 (off) <= kl_warmup < gmvae.train.iterations ({self.train.iterations})",
+            f"use 0 (off) <= kl_warmup < train.iterations ({self.train.iterations})",
         )
-        _require(self.view in ("slice", "field"), "gmvae.view", self.view, "use slice or field")
-        _require(
-            self.view_size >= 2**self.n_down and self.view_size % 2**self.n_down == 0,
-            "gmvae.view_size",
+        step = 2**self.n_down
+        yield (
+            self.view_size >= step and self.view_size % step == 0,
+            "view_size",
             self.view_size,
-            f"use a multiple of 2**gmvae.n_down = {2**self.n_down}",
-        )
-        _require(
-            math.isfinite(self.view_scale) and self.view_scale > 0,
-            "gmvae.view_scale",
-            self.view_scale,
-            "use a positive multiplier, e.g. 10",
+            f"use a multiple of 2**n_down = {step}",
         )
 
 
 @dataclass(frozen=True)
-class DRITWeights:
+class DRITWeights(Section):
     """DRIT++'s lambdas (MDMM); GMM-DRIT uses the same ones, without lat and kl (its E^a is frozen)."""
 
-    adv: float = 1.0
-    cls_g: float = 5.0
-    cls_d: float = 1.0
-    self_rec: float = 10.0
-    cc: float = 10.0
-    lat: float = 10.0
-    kl: float = 0.01
-    content_reg: float = 0.01
-    content_adv: float = 1.0
-    hist: float = 0.0  # L_hist (ours, as harmonizer.weights.hist): each translation's landmarks vs its code's mean
-    field: float = 0.0  # L_field (ours, as harmonizer.weights.field): each translation's field vs its code's mean
-
-    def __post_init__(self) -> None:
-        for f in fields(self):
-            v = getattr(self, f.name)
-            _require(math.isfinite(v) and v >= 0, f"drit.weights.{f.name}", v, "loss weights must be finite and >= 0")
+    path: ClassVar[str] = "drit.weights"
+    adv: float = weight(1.0)
+    cls_g: float = weight(5.0)
+    cls_d: float = weight(1.0)
+    self_rec: float = weight(10.0)
+    cc: float = weight(10.0)
+    lat: float = weight(10.0)
+    kl: float = weight(0.01)
+    content_reg: float = weight(0.01)
+    content_adv: float = weight(1.0)
+    hist: float = weight(
+        0.0
+    )  # L_hist (ours, as harmonizer.weights.hist): each translation's landmarks vs its code's mean
+    field: float = weight(
+        0.0
+    )  # L_field (ours, as harmonizer.weights.field): each translation's field vs its code's mean
 
 
 @dataclass(frozen=True)
-class DRITArch:
+class DRITArch(Section):
     """The architecture of DRIT++ and GMM-DRIT, declared once: the ``drit`` section and ``models.drit.DRITSpec``
     inherit these fields (DRIT++ reference values)."""
 
-    width: int = 64  # E^c channels after the first conv
-    n_down: int = 2
-    n_res: int = 3  # residual blocks in E^c and G
-    nz: int = 8  # DRIT++'s attribute size (GMM-DRIT's spec takes the GM-VAE's gaussian_size)
-    attr_width: int = 64
-    d_width: int = 64
-    d_layers: int = 4
-    content_noise: float = 1.0  # std of DRIT++'s Gaussian noise layer on z^c (training only)
-    residual: bool = False  # G outputs x + delta with delta's last conv zero at init (as harmonizer.residual)
-    landmark_curve: bool = False  # with residual: G outputs curve_(z^a, c)(x) + delta (as harmonizer.landmark_curve)
+    path: ClassVar[str] = "drit"
+    width: int = positive(64)  # E^c channels after the first conv
+    n_down: int = positive(2)
+    n_res: int = positive(3)  # residual blocks in E^c and G
+    nz: int = positive(8)  # DRIT++'s attribute size (GMM-DRIT's spec takes the GM-VAE's gaussian_size)
+    attr_width: int = positive(64)
+    d_width: int = positive(64)
+    d_layers: int = positive(4)
+    content_noise: float = rule(  # std of DRIT++'s Gaussian noise layer on z^c (training only)
+        1.0, lambda v: v >= 0, "use a standard deviation >= 0"
+    )
+    residual: bool = (
+        False  # the cpu levers around G (models.levers): y = x + G, G's last conv zero at init (as harmonizer's)
+    )
+    landmark_curve: bool = False  # with residual: y = curve_(z^a, c)(x) + G (as harmonizer.landmark_curve)
     site_field_mm: float = (
         0.0  # with the curve: each slice's plane of its volume's smooth field moved to (z^a, c)'s (as harmonizer's)
     )
@@ -559,39 +493,24 @@ class DRITConfig(DRITArch):
     slices: SliceConfig = field(default_factory=SliceConfig)
     weights: DRITWeights = field(default_factory=DRITWeights)
     train: TrainConfig = field(default_factory=lambda: TrainConfig(batch_size=2, weight_decay=1e-4))
-    curve_lr: float = 1.0  # the landmark curve's learning rate as a multiple of train.lr
+    curve_lr: float = 1.0  # the levers' learning rate as a multiple of train.lr
 
-    def __post_init__(self) -> None:
-        for name in ("width", "n_down", "n_res", "nz", "attr_width", "d_width", "d_layers"):
-            _require(getattr(self, name) >= 1, f"drit.{name}", getattr(self, name), "use a positive integer")
-        _require(self.content_noise >= 0, "drit.content_noise", self.content_noise, "use a standard deviation >= 0")
-        _check_curve("drit", self.residual, self.landmark_curve, self.weights.hist, self.curve_lr)
-        _check_field("drit", self.landmark_curve, self.site_field_mm, self.weights.field)
+    def checks(self) -> Iterator[tuple[bool, str, Any, str]]:
+        yield from _curve_and_field(self)
 
 
 @dataclass(frozen=True)
-class ExplorerConfig:
-    slice_axis: int = 2
-    slice_index: float = 0.55
+class ExplorerConfig(Section):
+    path: ClassVar[str] = "explorer"
+    slice_axis: int = one_of(2, (0, 1, 2), "use 0 (sagittal), 1 (coronal) or 2 (axial)")
+    slice_index: float = rule(0.55, lambda v: 0.0 < v < 1.0, "use a fraction of the axis in (0, 1)")
     seed: int = 7
 
-    def __post_init__(self) -> None:
-        _require(
-            self.slice_axis in (0, 1, 2),
-            "explorer.slice_axis",
-            self.slice_axis,
-            "use 0 (sagittal), 1 (coronal) or 2 (axial)",
-        )
-        _require(
-            0.0 < self.slice_index < 1.0,
-            "explorer.slice_index",
-            self.slice_index,
-            "use a fraction of the axis in (0, 1)",
-        )
-
 
 @dataclass(frozen=True)
-class Config:
+class Config(Section):
+    """One run's settings: a section per part of the pipeline (the profile's YAML mapping, section by section)."""
+
     profile: str = "cpu"
     seed: int = 0
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
@@ -605,12 +524,28 @@ class Config:
     gmvae: GMVAEConfig = field(default_factory=GMVAEConfig)
     drit: DRITConfig = field(default_factory=DRITConfig)
 
-    def __post_init__(self) -> None:
-        _require(  # the GM-VAE's field view reads the field GMM-DRIT's G moves, on the same grid
-            self.gmvae.view == "slice" or self.drit.site_field_mm > 0,
+    def checks(self) -> Iterator[tuple[bool, str, Any, str]]:
+        """Across sections: the GM-VAE's field view reads the field GMM-DRIT's levers move, on their grid."""
+        if self.gmvae.view != "field":
+            return
+        yield (
+            self.drit.site_field_mm > 0,
             "gmvae.view",
             self.gmvae.view,
             "the field view reads the 2D models' site field; set drit.site_field_mm (e.g. 24) or use view: slice",
+        )
+        yield (
+            self.gmvae.field_mm == self.drit.site_field_mm,
+            "gmvae.field_mm",
+            self.gmvae.field_mm,
+            f"the field view reads stage 2's site field: use drit.site_field_mm ({self.drit.site_field_mm})",
+        )
+        pad = pad_multiple(self.drit.n_down)
+        yield (
+            self.gmvae.field_pad == pad,
+            "gmvae.field_pad",
+            self.gmvae.field_pad,
+            f"the field view pads the volumes as stage 2's slices: use {pad} (pad_multiple(drit.n_down))",
         )
 
     @property
@@ -686,7 +621,12 @@ def _build(cls: type, data: Mapping[str, Any], prefix: str = "") -> Any:
             kwargs[key] = _build(typ, value, f"{prefix}{key}.")
         else:
             kwargs[key] = _coerce(f"{prefix}{key}", value, typ)
-    return cls(**kwargs)
+    try:
+        return cls(**kwargs)
+    except InvalidValue as err:  # a section names its fields relative to itself: place them at its path
+        if err.placed:
+            raise
+        raise err.at(prefix) from None
 
 
 def _from_dict(data: Mapping[str, Any]) -> Config:

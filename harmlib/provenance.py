@@ -14,11 +14,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from harmlib.aguit.model import KIND as HARMONIZER
 from harmlib.data.io import file_digest, write_text_atomic
+from harmlib.drit.model import DRIT, GMM_DRIT
+from harmlib.gmvae.model import KIND as GMVAE
 
 BIDS_VERSION = "1.9.0"
 # Training-steps field of each model kind: the config section its run trained (kind -> section).
-KIND_SECTION = {"ssim_harmonizer": "harmonizer", "gmm_drit": "drit", "drit": "drit", "gmvae": "gmvae"}
+KIND_SECTION = {HARMONIZER: "harmonizer", GMM_DRIT: "drit", DRIT: "drit", GMVAE: "gmvae"}  # a kind's config section
 
 
 def sidecar_path(out: str | Path) -> Path:

@@ -18,6 +18,7 @@ from harmlib.drit.model import DRITSpec, build_drit
 from harmlib.gmvae import task as train_gmvae
 from harmlib.gmvae.model import GMVAE, GMVAESpec
 from harmlib.harmonize import SliceHarmonizer, harmonize_array, harmonize_file, load_harmonizer, translate_slices
+from harmlib.models.levers import Where
 from harmlib.train.loop import fit
 
 TINY = {
@@ -144,13 +145,13 @@ def test_self_reconstruction_uses_each_slices_own_attribute(trained, variant):
     h = load_harmonizer(trained[variant]["path"])
     shape = [s + a + b for s, (a, b) in zip(h.slice_shape, h.pads)]
     x = torch.rand(3, 1, *shape) * 2 - 1
-    g = h.nets["G"].field  # a model with the site field reads each slice's plane of its volume's field
-    fields = None if g is None else (torch.randn(3, g.grid[0], g.grid[2]) * 0.05, torch.zeros(3))
-    own = translate_slices(h, x, "self:Guys", fields=fields)
+    g = h.nets["levers"].field  # a model with the site field reads each slice's plane of its volume's field
+    where = None if g is None else Where(None, torch.randn(3, *g.grid) * 0.05, torch.zeros(3))
+    own = translate_slices(h, x, "self:Guys", where=where)
     assert own.shape == x.shape and torch.isfinite(own).all()
-    assert not torch.allclose(own, translate_slices(h, x, "Guys", seed=0, fields=fields))  # not the site's sampled z^a
+    assert not torch.allclose(own, translate_slices(h, x, "Guys", seed=0, where=where))  # not the site's sampled z^a
     with pytest.raises(DataError, match="unknown target site 'Mars'"):
-        translate_slices(h, x, "self:Mars", fields=fields)
+        translate_slices(h, x, "self:Mars", where=where)
 
 
 def test_a_field_view_gmm_drit_reads_each_slices_field_plane_not_the_slice(trained, tmp_path):
@@ -163,7 +164,7 @@ def test_a_field_view_gmm_drit_reads_each_slices_field_plane_not_the_slice(train
     assert cfg.gmvae.view == "field"
     h = load_harmonizer(trained["gmm_drit"]["path"])
     shape = [s + a + b for s, (a, b) in zip(h.slice_shape, h.pads)]
-    g = h.nets["G"].field
+    g = h.nets["levers"].field
     x = torch.rand(3, 1, *shape) * 2 - 1
     planes = torch.randn(3, g.grid[0], g.grid[2]) * 0.05
     c = h.code("Guys", 3)
@@ -173,7 +174,8 @@ def test_a_field_view_gmm_drit_reads_each_slices_field_plane_not_the_slice(train
     with pytest.raises(DataError, match="one reference slice does not carry"):
         translate_slices(h, x, "Guys", reference=x[0])
     with pytest.raises(CheckpointError, match=r"reads site-field planes .* re-run the GM-VAE pretraining"):
-        train_drit.build_task(cfg.replace({"drit.site_field_mm": 30}), trained["man"], "gmm_drit", trained["gmvae"])
+        other = cfg.replace({"drit.site_field_mm": 30, "gmvae.field_mm": 30})  # a profile consistent in itself
+        train_drit.build_task(other, trained["man"], "gmm_drit", trained["gmvae"])  # and a GM-VAE read at 24 mm
 
 
 @pytest.mark.parametrize("variant", ["gmm_drit", "drit"])
@@ -254,15 +256,17 @@ def test_bad_checkpoints_and_k_mismatch(trained, tmp_path):
 
 
 def test_residual_generator_is_the_identity_at_init_and_needs_x():
-    """drit.residual: G(z^c, z^a, c, x) = x + delta with delta zero at step 0, for every code."""
+    """drit.residual: levers(x) + G(z^c, z^a, c) = x + delta with delta zero at step 0, for every code."""
+    from harmlib.drit.model import generate
+
     k, nz = 3, 8
     nets = build_drit(DRITSpec(n_domains=k, nz=nz, width=4, attr_width=4, d_width=4, n_res=1, residual=True))
     x = torch.rand(2, 1, 32, 32) * 2 - 1
     z_c = nets["E_c"](x)
     for c in (torch.eye(k)[:2], torch.zeros(2, k)):
-        assert torch.equal(nets["G"](z_c, torch.randn(2, nz), c, x), x)
+        assert torch.equal(generate(nets, z_c, torch.randn(2, nz), c, x), x)
     with pytest.raises(ValueError, match="drit.residual"):
-        nets["G"](z_c, torch.randn(2, nz), torch.eye(k)[:2])
+        generate(nets, z_c, torch.randn(2, nz), torch.eye(k)[:2])
 
 
 def test_a_2d_landmark_curve_needs_a_residual_generator_and_l_hist_needs_the_curve():
@@ -277,21 +281,23 @@ def test_a_2d_landmark_curve_needs_a_residual_generator_and_l_hist_needs_the_cur
 def test_2d_curve_maps_every_slice_with_its_volumes_landmarks_at_init():
     """drit.landmark_curve: at step 0 G = curve(x) + 0 puts the volume's landmarks on the cohort standard, so the
     slices of one volume, mapped with the volume's landmarks, are the slices of the whole volume mapped."""
-    from harmlib.models.blocks import brain_landmarks, piecewise_linear
+    from harmlib.drit.model import generate
+    from harmlib.intensity import brain_landmarks, piecewise_linear
 
     k, nz = 3, 8
     spec = DRITSpec(n_domains=k, nz=nz, width=4, attr_width=4, d_width=4, n_res=1, residual=True, landmark_curve=True)
     nets = build_drit(spec)
-    curve = nets["G"].curve
+    curve = nets["levers"].curve
     standard = torch.linspace(-0.6, 0.8, len(curve.percentiles))
     curve.set_standard(standard)
     vol = torch.rand(1, 1, 16, 32, 32) * 2 - 1  # (1, 1, Y, X, Z): 16 coronal planes
     lm = brain_landmarks(vol, curve.percentiles)
     whole = piecewise_linear(vol, lm, standard[None])
     x = vol[0, 0, :, None]  # (16, 1, X, Z): one item per plane
-    y = nets["G"](nets["E_c"](x), torch.randn(16, nz), torch.eye(k)[torch.arange(16) % k], x, lm.expand(16, -1))
+    codes = torch.eye(k)[torch.arange(16) % k]
+    y = generate(nets, nets["E_c"](x), torch.randn(16, nz), codes, x, Where(lm.expand(16, -1)))
     assert torch.allclose(y[:, 0], whole[0, 0], atol=1e-6)
-    own = nets["G"](nets["E_c"](x[:1]), torch.randn(1, nz), torch.eye(k)[:1], x[:1])  # no landmarks: the slice's own
+    own = generate(nets, nets["E_c"](x[:1]), torch.randn(1, nz), torch.eye(k)[:1], x[:1])  # no where: its own
     brain = x[0] > x[0].mean()  # the slice's brain, where its own landmarks were read
     assert torch.allclose(torch.quantile(own[0][brain], curve.percentiles / 100), standard, atol=0.02)
 
@@ -313,13 +319,13 @@ def test_a_2d_batch_carries_its_volumes_landmarks_and_l_hist_reads_coded_transla
     assert cfg.drit.landmark_curve and cfg.drit.weights.hist > 0  # the tiny profile trains the curve
     task, meta = train_drit.build_task(cfg, trained["man"], variant, trained["gmvae"])
     vols = meta["dataset"].volumes
-    p = task.nets["G"].curve.percentiles
+    p = task.nets["levers"].curve.percentiles
     per_volume = torch.cat([array_landmarks(vols.normalized(i)[0], p) for i in range(len(vols))])
     b = task.batch(0)
-    for rows in (b["l_a"], b["l_b"]):
+    for rows in (b.where_a.landmarks, b.where_b.landmarks):
         assert all(any(torch.equal(r, v) for v in per_volume) for r in rows)
     f = task.forward(b)
-    n = b["x_a"].shape[0]
+    n = b.x_a.shape[0]
     assert f.hist_pred.shape == f.hist_target.shape == (2 * n if variant == "gmm_drit" else 4 * n, per_volume.shape[1])
     assert torch.allclose(f.hist_pred, per_volume.mean(0).expand_as(f.hist_pred))  # step 0: the cohort's standard
     assert "hist" in trained[variant]["log"].columns
@@ -327,7 +333,7 @@ def test_a_2d_batch_carries_its_volumes_landmarks_and_l_hist_reads_coded_transla
 
 def test_a_constant_image_has_landmarks():
     """A volume with no voxel above its mean (all equal) is its own foreground, not an empty quantile."""
-    from harmlib.models.blocks import LANDMARK_PERCENTILES, brain_landmarks
+    from harmlib.intensity import LANDMARK_PERCENTILES, brain_landmarks
 
     lm = brain_landmarks(torch.full((1, 1, 4, 4, 4), 0.3), torch.tensor(LANDMARK_PERCENTILES))
     assert torch.allclose(lm, torch.full((1, len(LANDMARK_PERCENTILES)), 0.3))
@@ -351,7 +357,7 @@ def test_paper2_real_slices_are_the_training_slices_without_padding_in_unit_rang
 def test_the_2d_site_field_on_coronal_slices_is_the_3d_field_on_the_volume():
     """drit.site_field_mm: each slice, moved with its plane of its volume's own field at its coronal position, is
     the coronal plane of the whole volume moved by the 3D field (trilinear = linear along Y, then bilinear)."""
-    from harmlib.models.blocks import SiteField
+    from harmlib.models.levers import SiteField
 
     torch.manual_seed(0)
     vol = torch.where(torch.rand(1, 1, 20, 26, 18) > 0.3, torch.rand(1, 1, 20, 26, 18) * 1.6 - 0.6, -1.0)
@@ -365,12 +371,12 @@ def test_the_2d_site_field_on_coronal_slices_is_the_3d_field_on_the_volume():
     planes = torch.arange(vol.shape[3])
     at = field.coronal_position(planes)
     x = vol[0, 0].permute(1, 0, 2)[:, None]  # (Y, 1, X, Z)
-    y = field.forward_slices(x, style.expand(len(planes), -1), field.plane(own.expand(len(planes), -1, -1, -1), at), at)
+    y = field.forward_slices(x, style.expand(len(planes), -1), own.expand(len(planes), -1, -1, -1), at)
     assert torch.allclose(y[:, 0], whole[0, 0].permute(1, 0, 2), atol=1e-5)
 
 
 def log_lowpass_of(vol: torch.Tensor, field) -> tuple[torch.Tensor, torch.Tensor]:
-    from harmlib.models.blocks import log_lowpass
+    from harmlib.intensity import log_lowpass
 
     return log_lowpass(vol, field.sigma, field.step)
 
@@ -387,27 +393,28 @@ def test_a_2d_batch_carries_its_slices_planes_of_their_volumes_fields(trained, v
     """Each slice of a batch carries its plane of its volume's own field (read once in build_task, as
     translate_dataset reads it at inference); L_field compares the coded translations' fields with their code's
     mean field, and at step 0 every style's field is the cohort's (0)."""
-    from harmlib.data.datasets import array_landmarks
-    from harmlib.drit.harmonizer import volume_slice_fields
+    from harmlib.drit.harmonizer import own_planes, volume_read, volume_where
     from harmlib.harmonize import load_harmonizer
 
     cfg = trained["cfg"]
     assert cfg.drit.site_field_mm and cfg.drit.weights.field > 0  # the tiny profile trains the field
     task, meta = train_drit.build_task(cfg, trained["man"], variant, trained["gmvae"])
     b = task.batch(0)
-    own, at = b["f_a"]
-    g = task.nets["G"]
-    assert own.shape == (len(b["x_a"]), g.field.grid[0], g.field.grid[2]) and at.shape == (len(b["x_a"]),)
+    levers = task.nets["levers"]
+    own = levers.field.plane(b.where_a.field, b.where_a.region)
+    assert own.shape == (len(b.x_a), levers.field.grid[0], levers.field.grid[2]) and b.where_a.region.shape == (
+        len(b.x_a),
+    )
     h = load_harmonizer(trained[variant]["path"])  # inference reads each slice's plane from its whole volume
     data = meta["dataset"]
     every = []
     for v in range(len(data.volumes)):
         vol = data.volumes.normalized(v)[0]
-        every.append(volume_slice_fields(h, vol, array_landmarks(vol, g.curve.percentiles), data.slices)[0])
+        every.append(own_planes(h, volume_where(h, volume_read(h, vol), data.slices)))
     every = torch.cat(every)
     assert all(any(torch.allclose(o, e, atol=1e-5) for e in every) for o in own)
     f = task.forward(b)
-    assert f.field_pred.shape[1:] == g.field.grid and torch.allclose(f.field_pred, torch.zeros_like(f.field_pred))
+    assert f.field_pred.shape[1:] == levers.field.grid and torch.allclose(f.field_pred, torch.zeros_like(f.field_pred))
     assert "field" in trained[variant]["log"].columns
 
 

@@ -290,12 +290,14 @@ def test_the_field_view_reads_the_planes_stage_2s_site_field_reads(cohort):
     assert meta["inputs"].shape == (len(meta["dataset"]), 1, *m.spec.size)
     assert meta["inputs"].abs().max() <= 1 and meta["inputs"].std() > 0.01
     drit, dmeta = drit_task(cfg, man, "drit")
-    assert meta["field"] == {"sigma_mm": cfg.drit.site_field_mm, "volume": list(drit.nets["G"].field.shape)}
+    field = drit.nets["levers"].field
+    assert meta["field"] == {"sigma_mm": cfg.drit.site_field_mm, "volume": list(field.shape)}
     b = drit.batch(0)
-    for x in m.view_input(b["x_a"], b["f_a"][0]):  # each batch slice's view is one of the GM-VAE's inputs
+    planes = field.plane(b.where_a.field, b.where_a.region)
+    for x in m.view_input(b.x_a, planes):  # each batch slice's view is one of the GM-VAE's inputs
         assert min(float((x - y).abs().max()) for y in meta["inputs"]) < 1e-5
     assert not torch.equal(meta["inputs"][0], meta["inputs"][-1])
     with pytest.raises(ValueError, match="pass planes"):
-        m.view_input(b["x_a"])
+        m.view_input(b.x_a)
     plain, pmeta = build_task(cfg.replace({"gmvae.view": "slice"}), man)
     assert plain.fingerprint != task.fingerprint and pmeta["field"] == {}

@@ -16,14 +16,8 @@ from harmlib.data import fsl_grid_affine, read_manifest
 from harmlib.data.io import DataError
 from harmlib.data.synthetic import write_cohort
 from harmlib.harmonize import Harmonizer, Target, VolumeHarmonizer, harmonize_file, load_harmonizer, loaders
-from harmlib.models.blocks import (
-    LANDMARK_PERCENTILES,
-    LandmarkCurve,
-    SiteField,
-    brain_landmarks,
-    grid_points,
-    log_lowpass,
-)
+from harmlib.intensity import LANDMARK_PERCENTILES, brain_landmarks, grid_points, log_lowpass
+from harmlib.models.levers import LandmarkCurve, SiteField
 from harmlib.train.loop import _adam, fit
 
 TINY_NET = {
@@ -476,9 +470,9 @@ def test_the_landmark_curve_maps_an_image_onto_its_styles_landmarks():
     curve.set_standard(standard)
     x = torch.where(torch.rand(2, 1, 24, 24, 24) > 0.4, torch.rand(2, 1, 24, 24, 24) ** 2 * 1.8 - 0.8, -1.0)
     style = torch.randn(2, 5)
-    assert torch.allclose(curve.target(style), standard.expand(2, -1))
+    assert torch.allclose(curve.style_landmarks(style), standard.expand(2, -1))
     torch.nn.init.normal_(curve.mlp.net[-1].weight, std=0.05)  # a trained curve: style-dependent landmarks
-    y, want = curve(x, style), curve.target(style)
+    y, want = curve(x, style), curve.style_landmarks(style)
     src = brain_landmarks(x, curve.percentiles)
     brain = [x[k] > x[k].mean() for k in range(2)]  # x's brain voxels, where its landmarks were read
     got = torch.stack([torch.quantile(y[k][brain[k]], curve.percentiles / 100) for k in range(2)])
@@ -500,7 +494,7 @@ def test_a_submodule_named_in_lr_scale_gets_its_own_learning_rate(cohort):
     cfg = harmlib.load_config("tiny", TINY_NET | {"harmonizer.landmark_curve": True, "harmonizer.curve_lr": 10})
     task, _ = build_task(cfg, man)
     opt = _adam(task.nets, task.g_nets, cfg.harmonizer.train, task.lr_scale)
-    curve = {id(p) for p in task.nets["G"].curve.parameters()}
+    curve = {id(p) for p in task.nets["levers"].parameters()}
     lrs = {g["lr"] for g in opt.param_groups if {id(p) for p in g["params"]} == curve}
     assert lrs == {10 * cfg.harmonizer.train.lr}
     n_all = sum(len(g["params"]) for g in opt.param_groups)
@@ -520,14 +514,29 @@ def test_a_crop_batch_carries_its_whole_volumes_landmarks(cohort):
     kw = {"domains": meta["domains"], "normalizer": Normalizer(), "pad_multiple": pad}
     unlabeled = VolumeDataset(man, split="train", role="unlabeled", **kw)
     labeled = VolumeDataset(man, split="train", role="labeled", **kw)
-    p = task.nets["G"].curve.percentiles
-    lab, unl = task.batch(1)
-    assert unl["image"].shape[-1] == 16  # a crop
+    p = task.nets["levers"].curve.percentiles
+    b = task.batch(1)
+    assert b.x_u.shape[-1] == 16  # a crop
+    lab, unl = _collated(task, 1)
     whole = torch.stack([brain_landmarks(unlabeled[int(i)]["image"][None], p)[0] for i in unl["index"]])
-    assert torch.equal(unl["landmarks"], whole)
+    assert torch.equal(b.where_u.landmarks, whole)
     site = [labeled[i] for i in range(len(labeled)) if labeled[i]["domain_index"] == int(lab["domain_index"][0])]
     mean = torch.stack([brain_landmarks(s["image"][None], p)[0] for s in site]).mean(0)
-    assert torch.allclose(lab["landmarks"][0], mean)
+    assert torch.allclose(b.site_l.landmarks[0], mean)
+
+
+def _collated(task, step: int) -> tuple[dict, dict]:
+    """The (labeled, unlabeled) items behind batch ``step`` of a harmonizer task, collated (their indices)."""
+    from torch.utils.data import default_collate
+
+    from harmlib.train.loop import epoch_items
+
+    batches = task.batch
+    items = []
+    for epoch, i in epoch_items(step, batches.batch_size, len(batches.pairs)):
+        batches.pairs.set_epoch(epoch)
+        items.append(batches.pairs[i])
+    return default_collate(items)
 
 
 def _smooth_volume(seed: int = 0) -> torch.Tensor:
@@ -571,7 +580,7 @@ def test_the_site_field_moves_an_images_field_to_the_styles_and_a_crop_is_the_cr
     with torch.no_grad():  # a trained field: brighter towards the last slices
         field.mlp.net[-1].bias.copy_((0.1 * gz).flatten())
     y = field(x, style, own)
-    got, want = field.own(*log_lowpass(y, field.sigma, field.step)), field.target(style)
+    got, want = field.own(*log_lowpass(y, field.sigma, field.step)), field.style_field(style)
     inside = field.valid.expand_as(got)
     assert torch.corrcoef(torch.stack([got[inside], want[inside]]))[0, 1] > 0.98
     region = torch.tensor([[4, 0, 8], [4, 0, 8]])
@@ -595,9 +604,10 @@ def test_a_crop_batch_carries_its_whole_volumes_field_and_inference_reads_the_sa
     cfg = cfg.replace({"harmonizer.voxel_mm": 0, "harmonizer.crop": 16, "harmonizer.site_field_mm": 16})
     cfg = cfg.replace({"harmonizer.weights.field": 10.0})
     task, meta = build_task(cfg, man)
-    g = task.nets["G"]
-    lab, unl = task.batch(1)
-    assert unl["region"].shape == (len(unl["image"]), 3) and lab["field"].shape[1:] == g.field.grid
+    levers = task.nets["levers"]
+    b = task.batch(1)
+    _, unl = _collated(task, 1)
+    assert b.where_u.region.shape == (len(b.x_u), 3) and b.site_l.field.shape[1:] == levers.field.grid
     from harmlib.data.datasets import Normalizer, VolumeDataset
 
     ds = VolumeDataset(
@@ -610,8 +620,8 @@ def test_a_crop_batch_carries_its_whole_volumes_field_and_inference_reads_the_sa
     )
     i = int(unl["index"][0])
     x = ds[i]["image"][None]
-    whole = g.field.own(*g.field.read(x, brain_landmarks(x, g.curve.percentiles), g.curve.standard))
-    assert torch.allclose(whole, unl["field"][:1], atol=1e-5)
+    whole = levers.read(x).field
+    assert torch.allclose(whole, b.where_u.field[:1], atol=1e-5)
     _, terms = task.g_step(task.forward(task.batch(1)))
     assert "field" in terms and np.isfinite(terms["field"])
 

@@ -20,14 +20,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from harmlib.aguit.model import AGUITSpec, build_aguit, style_vector
+from harmlib.aguit.model import KIND, AGUITSpec, build_aguit, generate, style_vector
 from harmlib.data.datasets import Normalizer, crop_pads, pad_to_multiple
 from harmlib.harmonize.base import register
 from harmlib.harmonize.change import Change, change_from
 from harmlib.harmonize.targets import Target
-from harmlib.models.blocks import brain_landmarks
-
-KIND = "ssim_harmonizer"
+from harmlib.models.levers import migrate_levers
 
 
 @dataclass
@@ -45,7 +43,7 @@ class VolumeHarmonizer:
     device: torch.device
     scales: dict[str, float] | None = None  # each training site's intensity scale (None: older model files)
 
-    def target(self, text: str) -> Target:
+    def target(self, text: str | Target) -> Target:
         return Target.parse(text, self.domains, "agnostic")
 
     def label(self, target: str | Target) -> torch.Tensor:
@@ -57,7 +55,7 @@ class VolumeHarmonizer:
         return lab
 
     @torch.no_grad()
-    def change(self, vol: np.ndarray, target: str, seed: int = 0) -> Change:
+    def change(self, vol: np.ndarray, target: str | Target, seed: int = 0) -> Change:
         """What the model does to a volume on its grid, in parts that apply at any resolution: the landmark curve
         (pointwise), the site field (smooth) and G's delta (`harmlib.harmonize.change`)."""
         t = self.target(target)
@@ -69,26 +67,29 @@ class VolumeHarmonizer:
         if not t.own and t.domain is None:  # agnostic: a seeded noise code
             noise = torch.randn(1, self.noise_dim, generator=torch.Generator().manual_seed(seed)).to(self.device)
         style = style_vector(noise, torch.tanh(logits) if t.own else self.label(t).to(self.device))
-        g = self.nets["G"]
-        lm = None if g.curve is None else brain_landmarks(xt, g.curve.percentiles)  # the whole volume's, once
-        own = None if g.field is None else g.field.own(*g.field.read(xt, lm, g.curve.standard))
-        y = g(c, style, xt, lm, own)[0, 0].float().cpu().numpy()
-        knots = None if g.curve is None else (lm[0].cpu().numpy(), g.curve.target(style)[0].cpu().numpy())
-        field = None if g.field is None else crop_pads(g.field.log_field(style, own)[0, 0].cpu().numpy(), pads)
+        levers = self.nets.get("levers")
+        where = None if levers is None else levers.read(xt)  # the whole volume's landmarks and field, once
+        y = generate(self.nets, c, style, xt, where)[0, 0].float().cpu().numpy()
+        knots = field = None
+        if levers is not None and levers.curve is not None:
+            knots = (where.landmarks[0].cpu().numpy(), levers.curve.style_landmarks(style)[0].cpu().numpy())
+        if levers is not None and levers.field is not None:
+            field = crop_pads(levers.field.log_field(style, where.field)[0, 0].cpu().numpy(), pads)
         high = t.scale(self.scales, params["high"])
         return change_from(self.normalizer, params, high, np.asarray(x), crop_pads(y, pads), knots, field)
 
-    def harmonize(self, vol: np.ndarray, target: str, seed: int = 0) -> np.ndarray:
+    def harmonize(self, vol: np.ndarray, target: str | Target, seed: int = 0) -> np.ndarray:
         """A volume on the model's grid, harmonized to ``target``, in the target's intensity units."""
         return self.change(vol, target, seed).apply(vol)
 
 
 def harmonizer_from(meta: dict[str, Any], state: dict[str, Any], device: str = "cpu") -> VolumeHarmonizer:
-    """A 3D harmonizer from a model file's metadata and the E_b, E_s, G weights (of the file, or of a
+    """A 3D harmonizer from a model file's metadata and the E_b, E_s, G (and levers) weights (of the file, or of a
     training snapshot: the convergence figure evaluates those)."""
     spec = AGUITSpec(**meta["spec"])
     nets = build_aguit(spec)
-    nets = {k: nets[k] for k in ("E_b", "E_s", "G")}
+    nets = {k: nets[k] for k in ("E_b", "E_s", "G", "levers") if k in nets}
+    state = migrate_levers(state)
     dev = torch.device(device)
     for k, net in nets.items():
         net.load_state_dict(state[k])

@@ -30,6 +30,7 @@ import torch.nn.functional as F
 
 from harmlib.config import AGUITWeights, SSIMConfig
 from harmlib.losses import l_field, l_hist, label_bce, lsgan
+from harmlib.models.levers import Where
 from harmlib.ssim import ssim_components
 
 DATA_RANGE = 1.0  # SSIM terms are computed on the images shifted from [-1, 1] to [0, 1] (see _unit)
@@ -44,10 +45,9 @@ class AGUITForward:
     c_l = E_b(x_l) (detached: only D^b reads it); n_u and logit_l the noise part of E_s(x_u) and E_s's site logits
     of x_l; x_uu = G(c_u, s_u) the reconstruction; mask_u, mask_l the brains (None: unmasked losses). The
     translation (None during the reconstruction warm-up): n_r, x_ul = G(c_u, s_r), its codes c_ul, n_ul and the
-    cycle x_cc = G(c_ul, s_u); with the landmark curve, landmarks_ul (x_{u->l}'s, set by the curve) and
-    landmarks_l (site l's mean), L_hist's two sides; with the site field, field_u (x_u's own field, from the
-    whole volume), region (the crop's start in it), field_ul (x_{u->l}'s, set by the field) and field_l (site
-    l's mean), L_field's two sides.
+    cycle x_cc = G(c_ul, s_u). With the cpu levers (:mod:`harmlib.models.levers`): ``landing_ul``, where the levers
+    put x_{u->l} (its landmarks and field), and ``site_l``, site l's mean landmarks and field: the two sides of
+    L_hist and L_field.
     """
 
     x_l: torch.Tensor
@@ -65,12 +65,8 @@ class AGUITForward:
     c_ul: torch.Tensor | None = None
     n_ul: torch.Tensor | None = None
     x_cc: torch.Tensor | None = None
-    landmarks_ul: torch.Tensor | None = None
-    landmarks_l: torch.Tensor | None = None
-    field_u: torch.Tensor | None = None
-    region: torch.Tensor | None = None
-    field_ul: torch.Tensor | None = None
-    field_l: torch.Tensor | None = None
+    landing_ul: Where | None = None
+    site_l: Where | None = None
 
 
 def _unit(x: torch.Tensor) -> torch.Tensor:
@@ -155,9 +151,9 @@ def aguit_generator_loss(
         "kl": kl_noise(f.n_u),
     }
     if w.hist:
-        terms["hist"] = l_hist(f.landmarks_ul, f.landmarks_l)
+        terms["hist"] = l_hist(f.landing_ul.landmarks, f.site_l.landmarks)
     if w.field:
-        terms["field"] = l_field(f.field_ul, f.field_l, nets["G"].field.valid)
+        terms["field"] = l_field(f.landing_ul.field, f.site_l.field, nets["levers"].field.valid)
     total = sum(getattr(w, k) * v for k, v in terms.items())
     return total, {k: float(v.detach()) for k, v in terms.items()}
 

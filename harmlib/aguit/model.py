@@ -10,7 +10,7 @@
 * ``D^b`` (:class:`ContentDiscriminator`): on c, 1 + K outputs: D_a^b (which domain-agnostic
   real/fake game the structure code plays) and D_p^b (can the site be read from c?).
 
-Facts from the AGUIT reference (DESIGN section 7): conv7(64), two stride-2 conv4 (128, 256), four
+Facts from the AGUIT reference: conv7(64), two stride-2 conv4 (128, 256), four
 IN residual blocks; the style encoder the same without norm, global pooling and a 1x1 layer to
 noise_dim (8) + K; the decoder four AdaIN residual blocks, two (upsample, conv5, LayerNorm) and a
 conv7 with tanh; an MLP with 256 hidden units. Widths and depths are config fields.
@@ -28,11 +28,8 @@ from harmlib.models.blocks import (
     MLP,
     ConvBlock,
     ImageOutput,
-    LandmarkCurve,
     ResBlock,
-    SiteField,
     assign_adain_params,
-    brain_landmarks,
     conv,
     downsample,
     global_pool,
@@ -40,6 +37,9 @@ from harmlib.models.blocks import (
     pad_multiple,
     upsample,
 )
+from harmlib.models.levers import Levers, LeverSpec, Where, compose
+
+KIND = "ssim_harmonizer"  # the model file's kind: paper 1's 3D harmonizer
 
 
 @dataclass(frozen=True)
@@ -53,9 +53,21 @@ class AGUITSpec(AGUITArch):
     voxel_size_mm: float = 1.0  # the model grid's voxel, for site_field_mm in voxels
 
     @property
-    def field_sigma(self) -> float:
-        """The site field's low-pass sigma in voxels of the model's grid."""
-        return self.site_field_mm / self.voxel_size_mm
+    def style_dim(self) -> int:
+        """|s| = |n| + K."""
+        return self.noise_dim + self.n_domains
+
+    def levers(self) -> LeverSpec:
+        """The cpu levers composed around G (``residual``, ``landmark_curve``, ``site_field_mm``)."""
+        return LeverSpec(
+            self.dim,
+            self.style_dim,
+            self.mlp_hidden,
+            self.landmark_curve,
+            self.site_field_mm,
+            self.volume,
+            self.voxel_size_mm,
+        )
 
     @property
     def pad_multiple(self) -> int:
@@ -108,19 +120,10 @@ def style_vector(noise: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
 
 
 class Generator(nn.Module):
-    """G: AdaIN residual blocks on c, then (upsample, conv5, LayerNorm) x n_down, conv7 + tanh.
+    """G: AdaIN residual blocks on c, then (upsample, conv5, LayerNorm) x n_down, conv7 + tanh: G(c, s) is the image.
 
-    With ``spec.residual`` the last conv7 has no tanh and starts at zero, and G returns x + delta:
-    the harmonizer is the identity at initialization (IGUANE's residual generator), so a short
-    training run only has to learn the change of appearance, not to redraw the anatomy through the
-    bottleneck. AGUIT (and the paper profile) have no residual.
-
-    With ``spec.landmark_curve`` (on a residual G) the image added to delta is first put on the style's
-    intensity scale, x + delta becoming curve_s(x) + delta (:class:`~harmlib.models.blocks.LandmarkCurve`,
-    AdaIN on the image's histogram): a scanner's contrast is a global, monotone map of intensities that
-    the style code sets in one place, where convolutions would have to learn it voxel by voxel.
-    With ``spec.site_field_mm`` the curve's output also has its smooth intensity field moved to the style's
-    (:class:`~harmlib.models.blocks.SiteField`): where in the template a scanner is brighter.
+    With ``spec.residual`` (the cpu profile) the last conv7 has no tanh and starts at zero: G(c, s) is a change of
+    appearance that :func:`generate` adds to the levers' image (:mod:`harmlib.models.levers`).
     """
 
     def __init__(self, spec: AGUITSpec, content_ch: int) -> None:
@@ -132,39 +135,28 @@ class Generator(nn.Module):
             ups.append(ConvBlock(spec.dim, ch, ch // 2, 5, norm="ln"))
             ch //= 2
         self.ups = nn.ModuleList(ups)
-        self.out = ImageOutput(spec.dim, ch, spec.residual, "harmonizer.residual")
-        self.mlp = MLP(spec.noise_dim + spec.n_domains, n_adain_params(self.res), spec.mlp_hidden)
-        self.curve = LandmarkCurve(spec.noise_dim + spec.n_domains, spec.mlp_hidden) if spec.landmark_curve else None
-        self.field: SiteField | None = None
-        if spec.site_field_mm:
-            self.field = SiteField(spec.noise_dim + spec.n_domains, spec.mlp_hidden, spec.volume, spec.field_sigma)
+        self.out = ImageOutput(spec.dim, ch, delta=spec.residual)
+        self.mlp = MLP(spec.style_dim, n_adain_params(self.res), spec.mlp_hidden)
 
-    def forward(
-        self,
-        content: torch.Tensor,
-        style: torch.Tensor,
-        x: torch.Tensor | None = None,
-        landmarks: torch.Tensor | None = None,
-        own: torch.Tensor | None = None,
-        region: torch.Tensor | None = None,
-    ) -> torch.Tensor:
-        """G(c, s); a residual G also needs the image x whose structure code c is, and with the landmark
-        curve x's brain landmarks when x is a crop (else they are x's own); with the site field x's own field
-        relative to the cohort's (``own``, from the whole volume; None: x is whole and it is read here) and the
-        crop's ``region`` in the volume."""
+    def forward(self, content: torch.Tensor, style: torch.Tensor) -> torch.Tensor:
+        """G(c, s): the MLP sets every AdaIN from s; the residual blocks and upsamplings decode c."""
         assign_adain_params(self.res, self.mlp(style))
         h = self.res(content)
         for up in self.ups:
             h = up(upsample(h))
-        if self.curve is not None and x is not None and landmarks is None:  # a whole x: its own, read once
-            landmarks = brain_landmarks(x, self.curve.percentiles)
-        if self.field is not None and x is not None and own is None:
-            own = self.field.own(*self.field.read(x, landmarks, self.curve.standard))
-        if self.curve is not None and x is not None:
-            x = self.curve(x, style, landmarks)
-        if self.field is not None and x is not None:
-            x = self.field(x, style, own, region)
-        return self.out(h, x)
+        return self.out(h)
+
+
+def generate(
+    nets: dict[str, nn.Module],
+    content: torch.Tensor,
+    style: torch.Tensor,
+    x: torch.Tensor | None = None,
+    where: Where | None = None,
+) -> torch.Tensor:
+    """The harmonizer's image for (c, s): G(c, s), or on the cpu profile levers_s(x) + G(c, s), x the image whose
+    structure code c is and ``where`` where it sits in its whole volume (None: x is whole)."""
+    return compose(nets.get("levers"), nets["G"](content, style), x, style, where)
 
 
 class _PatchD(nn.Module):
@@ -217,16 +209,14 @@ class ContentDiscriminator(nn.Module):
 
 
 def build_aguit(spec: AGUITSpec) -> dict[str, nn.Module]:
-    """The nets by the paper's names: E_b, E_s, G, D_x (D_a^x, D_p^x), D_b (D_a^b, D_p^b).
+    """The nets by the paper's names: E_b, E_s, G, D_x (D_a^x, D_p^x), D_b (D_a^b, D_p^b); with ``spec.residual``
+    also the cpu ``levers`` composed around G (:func:`generate`).
 
     Args:
         spec: the architecture (``aguit.task.spec_from_config`` makes it from the ``harmonizer`` section).
     """
     e_b = StructureEncoder(spec)
-    return {
-        "E_b": e_b,
-        "E_s": StyleEncoder(spec),
-        "G": Generator(spec, e_b.out_ch),
-        "D_x": ImageDiscriminator(spec),
-        "D_b": ContentDiscriminator(spec, e_b.out_ch),
-    }
+    nets: dict[str, nn.Module] = {"E_b": e_b, "E_s": StyleEncoder(spec), "G": Generator(spec, e_b.out_ch)}
+    if spec.residual:  # the cpu levers, around G (built here, after G, so the paper's nets draw the same weights)
+        nets["levers"] = Levers(spec.levers())
+    return nets | {"D_x": ImageDiscriminator(spec), "D_b": ContentDiscriminator(spec, e_b.out_ch)}

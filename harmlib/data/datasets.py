@@ -22,7 +22,7 @@ from torch.utils.data import Dataset
 from harmlib.data.io import DataError, load_volume
 from harmlib.data.manifest import Manifest
 from harmlib.data.mni import block_average
-from harmlib.models.blocks import SiteField, brain_landmarks
+from harmlib.intensity import LANDMARK_PERCENTILES, brain_landmarks
 
 Array = np.ndarray | torch.Tensor
 Pads = tuple[tuple[int, int], ...]
@@ -267,7 +267,7 @@ class VolumeDataset(Dataset):
 
 
 def array_landmarks(x: np.ndarray, percentiles: torch.Tensor) -> torch.Tensor:
-    """(1, L) brain landmarks of one normalized, unpadded volume (``models.blocks.brain_landmarks``)."""
+    """(1, L) brain landmarks of one normalized, unpadded volume (:func:`harmlib.intensity.brain_landmarks`)."""
     return brain_landmarks(torch.from_numpy(np.asarray(x, np.float32))[None], percentiles)
 
 
@@ -448,23 +448,14 @@ def slab_shape(data: SliceDataset) -> tuple[int, int, int]:
     return data.shape[0] + a0 + a1, data.volumes.shape[1], data.shape[1] + b0 + b1
 
 
-def cohort_fields(
-    data: SliceDataset, percentiles: torch.Tensor, field: SiteField | None = None
-) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Each volume of ``data`` read once: its brain landmarks (V, L) and, with a ``field`` on :func:`slab_shape`,
-    its own field relative to the cohort's (V, *grid), read after the landmark curve to the cohort's mean
-    landmarks; the field's cohort buffers are set from these volumes (``SiteField.set_cohort``)."""
+def volume_slabs(data: SliceDataset) -> tuple[list[torch.Tensor], torch.Tensor]:
+    """Each volume of ``data`` read once, for the levers of a 2D model: its normalized volume padded as its slices
+    (:func:`slab_volume`, (1, 1, X', Y, Z')) and its brain landmarks (V, L), read on the unpadded volume."""
     normalized = [data.volumes.normalized(v)[0] for v in range(len(data.volumes))]
-    landmarks = torch.cat([array_landmarks(x, percentiles) for x in normalized])
-    if field is None:
-        return landmarks, None
-    logs, valid = field.read(torch.cat([slab_volume(x, data.pads) for x in normalized]), landmarks, landmarks.mean(0))
-    field.set_cohort(logs, valid)
-    return landmarks, field.own(logs, valid)
+    landmarks = torch.cat([array_landmarks(x, torch.tensor(LANDMARK_PERCENTILES)) for x in normalized])
+    return [slab_volume(x, data.pads) for x in normalized], landmarks
 
 
-def slice_planes(field: SiteField, own: torch.Tensor, data: SliceDataset) -> tuple[torch.Tensor, torch.Tensor]:
-    """Every slice of ``data``: its plane (N, gx, gz) of its volume's own field ``own`` (V, *grid) and the plane's
-    grid position (N,) (what a 2D model with the site field reads for it)."""
-    at = field.coronal_position(torch.as_tensor(data.slices).repeat(len(data.volumes)))
-    return field.plane(own.repeat_interleave(data.n_slices, 0), at), at
+def slice_volume_index(data: SliceDataset) -> tuple[torch.Tensor, torch.Tensor]:
+    """Every slice of ``data``: the index of its volume (N,) and its coronal index (N,) (slices are volume-major)."""
+    return torch.arange(len(data)) // data.n_slices, torch.as_tensor(data.slices).repeat(len(data.volumes))

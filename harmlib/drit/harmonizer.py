@@ -36,18 +36,23 @@ from harmlib.checkpoint import CheckpointError
 from harmlib.data.datasets import Normalizer, array_landmarks, crop_pads, slab_volume
 from harmlib.data.io import DataError
 from harmlib.drit.model import (
+    GMM_DRIT,
+    VARIANTS,
     AttributeEncoder,
     ContentEncoder,
     DRITSpec,
     Generator,
-    slice_fields,
+    generate,
+    slice_where,
+    style_code,
 )
 from harmlib.gmvae.model import GMVAE, GMVAESpec
 from harmlib.harmonize.base import register
 from harmlib.harmonize.change import Change, change_from
 from harmlib.harmonize.targets import Target
+from harmlib.models.levers import Levers, Where, cat, migrate_levers
 
-SLICE_KINDS = ("gmm_drit", "drit")
+SLICE_KINDS = VARIANTS  # the model-file kinds this module loads
 
 
 @dataclass
@@ -67,8 +72,8 @@ class SliceHarmonizer:
     device: torch.device
     scales: dict[str, float] | None = None  # each training site's intensity scale (None: older model files)
 
-    def target(self, text: str) -> Target:
-        t = Target.parse(text, self.domains, "scanner-free")
+    def target(self, text: str | Target) -> Target:
+        t = Target.parse(text, self.domains, "scanner-free")  # a Target passes unchanged
         if t.own and t.domain is None:
             raise DataError(f"target '{text}': a 2D model reconstructs with a site's code; use self:<training site>")
         return t
@@ -78,10 +83,10 @@ class SliceHarmonizer:
         t = target if isinstance(target, Target) else self.target(target)
         return None if t.domain is None else self.component[t.domain]
 
-    def harmonize(self, vol: np.ndarray, target: str, seed: int = 0) -> np.ndarray:
+    def harmonize(self, vol: np.ndarray, target: str | Target, seed: int = 0) -> np.ndarray:
         return harmonize_slices(self, vol, target, seed)
 
-    def change(self, vol: np.ndarray, target: str, seed: int = 0) -> Change:
+    def change(self, vol: np.ndarray, target: str | Target, seed: int = 0) -> Change:
         return slice_change(self, vol, target, seed)
 
     def code(self, target: str | Target, n: int) -> torch.Tensor:
@@ -99,18 +104,18 @@ class SliceHarmonizer:
             if k is None:
                 raise DataError("a reference image gives a scanner's attribute; the scanner-free target takes none")
             ref = reference.to(self.device).reshape(1, 1, *reference.shape[-2:])
-            if self.kind == "gmm_drit" and self.nets["E_a"].spec.view == "field":
+            if self.kind == GMM_DRIT and self.nets["E_a"].spec.view == "field":
                 raise DataError(
                     "this GMM-DRIT's E^a reads a slice's plane of its volume's site field, which one reference slice "
                     "does not carry; harmonize to the scanner by name (its GM-VAE component) instead"
                 )
             return (
                 self.nets["E_a"].attribute(ref)[0]
-                if self.kind == "gmm_drit"
+                if self.kind == GMM_DRIT
                 else self.nets["E_a"](ref, self.code(target, 1))[0]
             )
         gen = torch.Generator().manual_seed(seed)
-        if k is not None and self.kind == "gmm_drit":
+        if k is not None and self.kind == GMM_DRIT:
             return self.nets["E_a"].component(k, 1, gen)
         return torch.randn(1, self.spec.nz, generator=gen).to(self.device)
 
@@ -120,7 +125,7 @@ def own_attribute(
 ) -> torch.Tensor:
     """Each slice's own z^a: the mean of q(z^a|x) (DRIT++'s E^a with the site's code ``c``; the GM-VAE's posterior,
     which with the field view reads the slices' ``planes`` of their volume's own field)."""
-    if h.kind == "gmm_drit":
+    if h.kind == GMM_DRIT:
         return h.nets["E_a"].attribute(h.nets["E_a"].view_input(x, planes))[0]
     return h.nets["E_a"](x, c)[0]
 
@@ -140,16 +145,19 @@ def load_slice_harmonizer(ck: dict[str, Any], path: Any = "model file", device: 
 def _build(ck: dict[str, Any], device: str) -> SliceHarmonizer:
     spec = DRITSpec(**ck["spec"])
     e_c = ContentEncoder(spec)
-    if ck["kind"] == "gmm_drit":
+    if ck["kind"] == GMM_DRIT:
         e_a: torch.nn.Module = GMVAE(GMVAESpec(**{**ck["gmvae_spec"], "size": tuple(ck["gmvae_spec"]["size"])}))
         component = {d: int(k) for d, k in ck["component"].items()}
     else:
         e_a = AttributeEncoder(spec)
         component = {d: i for i, d in enumerate(ck["domains"])}
     nets = {"E_c": e_c, "E_a": e_a, "G": Generator(spec, e_c.out_ch)}
+    if spec.residual:
+        nets["levers"] = Levers(spec.levers())
+    state = migrate_levers(ck["state"])
     dev = torch.device(device)
     for k, net in nets.items():
-        net.load_state_dict(ck["state"][k])
+        net.load_state_dict(state[k])
         net.to(dev).eval()
     pads = tuple(tuple(int(v) for v in p) for p in ck["pads"])
     return SliceHarmonizer(
@@ -168,21 +176,26 @@ def _build(ck: dict[str, Any], device: str) -> SliceHarmonizer:
     )
 
 
+def own_planes(h: SliceHarmonizer, where: Where | None) -> torch.Tensor | None:
+    """The slices' planes of their volumes' own fields (what a field-view GM-VAE reads), None without a field."""
+    if where is None or where.field is None:
+        return None
+    return h.nets["levers"].field.plane(where.field, where.region)
+
+
 @torch.no_grad()
 def translate_slices(
     h: SliceHarmonizer,
     x: torch.Tensor,
-    target: str,
+    target: str | Target,
     seed: int = 0,
     reference: torch.Tensor | None = None,
     batch_size: int = 32,
-    landmarks: torch.Tensor | None = None,
-    fields: tuple[torch.Tensor, torch.Tensor] | None = None,
+    where: Where | None = None,
 ) -> torch.Tensor:
-    """G(E^c(x), z^a, c) for normalized, padded slices ``x`` (N, 1, H, W) in [-1, 1]; ``landmarks`` (N, L) or
-    (1, L): the brain landmarks of the volume(s) the slices come from, for a model with the landmark curve
-    (None: each slice's own); ``fields`` (own planes (N, gx, gz), positions (N,)) for a model with the site field
-    (:func:`volume_slice_fields`)."""
+    """G(E^c(x), z^a, c) for normalized, padded slices ``x`` (N, 1, H, W) in [-1, 1], with the cpu levers where the
+    slices sit in their volumes (``where``, :func:`volume_where`: one row for all slices of one volume, or one per
+    slice; None: each slice's own landmarks and no field)."""
     t = h.target(target)  # parsed once; ``self:<site>`` keeps each slice's own z^a with that site's code
     z_a = None if t.own else h.attribute(t, seed, reference)
     codes = h.code(t, x.shape[0])
@@ -190,47 +203,48 @@ def translate_slices(
     for start in range(0, x.shape[0], batch_size):
         xb = x[start : start + batch_size].to(h.device)
         c = codes[start : start + batch_size]
-        fb = None if fields is None else tuple(f[start : start + batch_size].to(h.device) for f in fields)
-        z = own_attribute(h, xb, c, None if fb is None else fb[0]) if t.own else z_a.expand(xb.shape[0], -1)
-        lm = None
-        if landmarks is not None:  # one row for the whole volume, or one per slice
-            lm = (landmarks if len(landmarks) == 1 else landmarks[start : start + batch_size]).expand(len(xb), -1)
-        out.append(h.nets["G"](h.nets["E_c"](xb), z, c, xb, None if lm is None else lm.to(h.device), fb).float().cpu())
+        wb = None if where is None else _rows(where, start, len(xb)).to(h.device)
+        z = own_attribute(h, xb, c, own_planes(h, wb)) if t.own else z_a.expand(xb.shape[0], -1)
+        out.append(generate(h.nets, h.nets["E_c"](xb), z, c, xb, wb).float().cpu())
     return torch.cat(out) if out else x.new_zeros(x.shape)
 
 
-def volume_curve_landmarks(h: SliceHarmonizer, x: np.ndarray) -> torch.Tensor | None:
-    """(1, L) landmarks of a normalized volume, for a model with the landmark curve (None without one)."""
-    curve = h.nets["G"].curve
-    return None if curve is None else array_landmarks(x, curve.percentiles)
+def _rows(where: Where, start: int, n: int) -> Where:
+    """Rows start..start+n of ``where``; a one-row field or landmarks (a whole volume's) serve every slice."""
+
+    def take(v: torch.Tensor | None) -> torch.Tensor | None:
+        if v is None:
+            return None
+        return v.expand(n, *v.shape[1:]) if len(v) == 1 else v[start : start + n]
+
+    return Where(take(where.landmarks), take(where.field), take(where.region))
 
 
-def volume_own_field(h: SliceHarmonizer, x: np.ndarray, landmarks: torch.Tensor) -> torch.Tensor:
-    """(1, gx, gy, gz): a normalized volume's own field (relative to the training cohort's), for the site field."""
-    g = h.nets["G"]
-    return g.field.own(*g.field.read(slab_volume(x, h.pads), landmarks.cpu(), g.curve.standard))
-
-
-def volume_slice_fields(
-    h: SliceHarmonizer, x: np.ndarray, landmarks: torch.Tensor, coronal: Sequence[int], own: torch.Tensor | None = None
-) -> tuple[torch.Tensor, torch.Tensor] | None:
-    """G's site-field input for the coronal planes ``coronal`` of a normalized volume ``x`` (X, Y, Z) with its
-    ``landmarks`` (1, L): their planes of the volume's own field and their positions (None without a site field).
-    ``own``: that field when the caller has it (:func:`volume_own_field`)."""
-    if h.nets["G"].field is None:
+def volume_read(h: SliceHarmonizer, x: np.ndarray) -> Where | None:
+    """A normalized volume's (X, Y, Z) landmarks (1, L) and own field (1, *grid) for the cpu levers (None without
+    the landmark curve): read once, for all its slices and for its change."""
+    levers = h.nets.get("levers")
+    if levers is None or levers.curve is None:
         return None
-    own = volume_own_field(h, x, landmarks) if own is None else own
+    landmarks = array_landmarks(x, levers.curve.percentiles)
+    return levers.read(slab_volume(x, h.pads), landmarks)
+
+
+def volume_where(h: SliceHarmonizer, volume: Where | None, coronal: Sequence[int]) -> Where | None:
+    """Where the coronal planes ``coronal`` sit in their volume (read by :func:`volume_read`)."""
+    if volume is None:
+        return None
     idx = torch.as_tensor(list(coronal))
-    return slice_fields(h.nets["G"], own.expand(len(idx), *own.shape[1:]), idx)
+    return slice_where(h.nets["levers"], volume.landmarks, volume.field, idx)
 
 
-def harmonize_slices(h: SliceHarmonizer, vol: np.ndarray, target: str, seed: int = 0) -> np.ndarray:
+def harmonize_slices(h: SliceHarmonizer, vol: np.ndarray, target: str | Target, seed: int = 0) -> np.ndarray:
     """Harmonize a volume on the model's grid, coronal slice by coronal slice; the target's intensity units out."""
     return slice_change(h, vol, target, seed).apply(vol)
 
 
 @torch.no_grad()
-def slice_change(h: SliceHarmonizer, vol: np.ndarray, target: str, seed: int = 0) -> Change:
+def slice_change(h: SliceHarmonizer, vol: np.ndarray, target: str | Target, seed: int = 0) -> Change:
     """What the model does to a volume on its grid, slice by slice, in parts that apply at any resolution
     (`harmlib.harmonize.change`). A target's code (z^a, c) is the same for every slice, so the landmark curve is one
     pointwise map and the planes of the site field one 3D field; ``self:<site>`` keeps each slice's own z^a, so its
@@ -248,31 +262,29 @@ def slice_change(h: SliceHarmonizer, vol: np.ndarray, target: str, seed: int = 0
         (np.moveaxis(vol, 1, 0) > 0).reshape(vol.shape[1], -1).any(1)
     )  # planes outside the head stay background
     out = np.full_like(slices, -1.0)
-    g = h.nets["G"]
-    lm = volume_curve_landmarks(h, x)
-    own = None if lm is None or g.field is None else volume_own_field(h, x, lm)  # once: slices and change
+    volume = volume_read(h, x)  # once: its slices and its change
     if brain.size:
         xp = F.pad(
             torch.from_numpy(slices[brain])[:, None],
             [h.pads[1][0], h.pads[1][1], h.pads[0][0], h.pads[0][1]],
             value=-1.0,
         )
-        fields = None if lm is None else volume_slice_fields(h, x, lm, brain, own)
-        y = translate_slices(h, xp, target, seed, landmarks=lm, fields=fields)
+        y = translate_slices(h, xp, t, seed, where=volume_where(h, volume, brain))
         out[brain] = crop_pads(y, h.pads).numpy()[:, 0]
     knots = field = None
-    if lm is not None and not t.own:
-        code = torch.cat([h.attribute(t, seed), h.code(t, 1)], 1)  # what translate_slices gave every slice
-        knots = (lm[0].numpy(), g.curve.target(code)[0].cpu().numpy())
-        if own is not None:
-            slab = g.field.log_field(code, own.to(h.device))[0, 0].cpu().numpy()
+    if volume is not None and not t.own:
+        levers = h.nets["levers"]
+        code = style_code(h.attribute(t, seed), h.code(t, 1))  # what translate_slices gave every slice
+        knots = (volume.landmarks[0].numpy(), levers.curve.style_landmarks(code)[0].cpu().numpy())
+        if volume.field is not None:
+            slab = levers.field.log_field(code, volume.field.to(h.device))[0, 0].cpu().numpy()
             field = crop_pads(slab, (h.pads[0], (0, 0), h.pads[1]))
     high = t.scale(h.scales, params["high"])
     return change_from(h.normalizer, params, high, x, np.moveaxis(out, 0, 1), knots, field)
 
 
 def translate_dataset(
-    h: SliceHarmonizer, data: Any, target: str, seed: int = 0, indices: list[int] | None = None
+    h: SliceHarmonizer, data: Any, target: str | Target, seed: int = 0, indices: list[int] | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
     """Translate slices of a ``SliceDataset`` built like the model's training data; returns (inputs, outputs),
     both (N, X, Z) in the normalized range [-1, 1], padding cropped."""
@@ -284,16 +296,10 @@ def translate_dataset(
         )
     items = [data[i] for i in idx]
     x = torch.stack([it["image"] for it in items]) if items else torch.zeros(0, 1, 1, 1)
-    curve = h.nets["G"].curve
-    lm = fields = None
-    if curve is not None and items:  # each slice with its whole volume's landmarks, as in training; each volume once
-        rows = sorted({it["index"] for it in items})
-        vols = {r: data.volumes.normalized(r)[0] for r in rows}
-        per_volume = {r: array_landmarks(v, curve.percentiles) for r, v in vols.items()}
-        lm = torch.cat([per_volume[it["index"]] for it in items])
-        if h.nets["G"].field is not None:  # and its plane of its volume's own field
-            own = {r: volume_own_field(h, v, per_volume[r]) for r, v in vols.items()}
-            coronal = torch.as_tensor([it["slice"] for it in items])
-            fields = slice_fields(h.nets["G"], torch.cat([own[it["index"]] for it in items]), coronal)
-    y = translate_slices(h, x, target, seed, landmarks=lm, fields=fields)
+    where = None
+    levers = h.nets.get("levers")
+    if items and levers is not None and levers.curve is not None:  # each slice with its whole volume's, as in training
+        volumes = {r: volume_read(h, data.volumes.normalized(r)[0]) for r in sorted({it["index"] for it in items})}
+        where = cat([volume_where(h, volumes[it["index"]], [it["slice"]]) for it in items])
+    y = translate_slices(h, x, target, seed, where=where)
     return crop_pads(x, h.pads).numpy()[:, 0], crop_pads(y, h.pads).numpy()[:, 0]

@@ -155,6 +155,6 @@ def drit_generator_loss(
     if w.hist and f.hist_pred is not None and f.hist_target is not None and len(f.hist_pred):
         terms["hist"] = l_hist(f.hist_pred, f.hist_target)
     if w.field and f.field_pred is not None and f.field_target is not None and len(f.field_pred):
-        terms["field"] = l_field(f.field_pred, f.field_target, nets["G"].field.valid)
+        terms["field"] = l_field(f.field_pred, f.field_target, nets["levers"].field.valid)
     total = sum(getattr(w, BRANCH_WEIGHT.get(k, k)) * v for k, v in terms.items())
     return total, {k: float(v.detach()) for k, v in terms.items()}

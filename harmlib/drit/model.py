@@ -24,18 +24,11 @@ import torch
 import torch.nn as nn
 
 from harmlib.config import DRITArch
-from harmlib.models.blocks import (
-    MLP,
-    ConvBlock,
-    ImageOutput,
-    LandmarkCurve,
-    LayerNorm,
-    ResBlock,
-    SiteField,
-    conv,
-    global_pool,
-    upsample,
-)
+from harmlib.models.blocks import MLP, ConvBlock, ImageOutput, LayerNorm, ResBlock, conv, global_pool, upsample
+from harmlib.models.levers import Levers, LeverSpec, Where, compose
+
+GMM_DRIT, DRIT = "gmm_drit", "drit"  # the model files' kinds: GMM-DRIT (the thesis) and its baseline DRIT++
+VARIANTS = (GMM_DRIT, DRIT)
 
 
 @dataclass(frozen=True)
@@ -46,6 +39,19 @@ class DRITSpec(DRITArch):
     n_domains: int = 5
     volume: tuple[int, ...] = ()  # (X, Y, Z) of the volumes, X and Z padded as the slices: the site field's extent
     voxel_size_mm: float = 1.0  # for site_field_mm in voxels
+
+    def levers(self) -> LeverSpec:
+        """The cpu levers composed around G, read from the code (z^a, c)."""
+        return LeverSpec(
+            2,
+            self.nz + self.n_domains,
+            4 * self.width,
+            self.landmark_curve,
+            self.site_field_mm,
+            self.volume,
+            self.voxel_size_mm,
+            "drit",
+        )
 
 
 def tile(v: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
@@ -121,13 +127,9 @@ class Generator(nn.Module):
     to its features (at the content code's resolution, before the upsamplings, as in DRIT++'s multi-domain
     generator); then (upsample, conv3, LayerNorm) x n_down (DRIT++'s 3x3 transposed convs) and conv7 + tanh.
 
-    With ``spec.residual`` the last conv7 has no tanh and starts at zero, and G returns x + delta, as the
-    3D harmonizer's residual generator (IGUANE): a short run learns the change of appearance only.
-    With ``spec.landmark_curve`` as well, x + delta becomes curve(x) + delta: the slices' intensities are first
-    mapped from their volume's Nyul landmarks onto landmarks read from (z^a, c) (the 3D harmonizer's
-    :class:`~harmlib.models.blocks.LandmarkCurve`). With ``spec.site_field_mm`` each slice's plane of its volume's
-    smooth intensity field is then moved to the plane of (z^a, c)'s field (:class:`~harmlib.models.blocks.SiteField`,
-    a 3D map sampled at the slice's coronal position). DRIT++ and GMM-DRIT (and the paper profile) draw the image."""
+    With ``spec.residual`` (the cpu profile) the last conv7 has no tanh and starts at zero: G's output is a change
+    of appearance that :func:`generate` adds to the levers' slice (:mod:`harmlib.models.levers`).
+    """
 
     def __init__(self, spec: DRITSpec, content_ch: int) -> None:
         super().__init__()
@@ -138,38 +140,35 @@ class Generator(nn.Module):
         for _ in range(spec.n_down):
             self.ups.append(nn.Sequential(conv(2, ch, ch // 2, 3), LayerNorm(ch // 2), nn.ReLU(inplace=True)))
             ch //= 2
-        self.out = ImageOutput(2, ch, spec.residual, "drit.residual")
-        self.curve = LandmarkCurve(spec.nz + spec.n_domains, 4 * spec.width) if spec.landmark_curve else None
-        self.field = (
-            SiteField(spec.nz + spec.n_domains, 4 * spec.width, spec.volume, spec.site_field_mm / spec.voxel_size_mm)
-            if spec.site_field_mm
-            else None
-        )
+        self.out = ImageOutput(2, ch, delta=spec.residual)
 
-    def forward(
-        self,
-        z_c: torch.Tensor,
-        z_a: torch.Tensor,
-        c: torch.Tensor,
-        x: torch.Tensor | None = None,
-        landmarks: torch.Tensor | None = None,
-        field: tuple[torch.Tensor, torch.Tensor] | None = None,
-    ) -> torch.Tensor:
-        """G(z^c, z^a, c); a residual G also needs the slices x whose content z^c is, and with the landmark
-        curve the landmarks (N, L) of the volume each slice was cut from (None: each slice's own); with the site
-        field ``field`` = (own, at): each slice's plane (N, gx, gz) of its volume's own field and its position."""
-        code = torch.cat([z_a, c.to(z_a.dtype)], 1)
-        if self.curve is not None and x is not None:
-            x = self.curve(x, code, landmarks)
-        if self.field is not None and x is not None and field is not None:
-            x = self.field.forward_slices(x, code, *field)
-        s = self.mlp(code).chunk(len(self.res), 1)
+    def forward(self, z_c: torch.Tensor, z_a: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+        """G(z^c, z^a, c)."""
+        s = self.mlp(style_code(z_a, c)).chunk(len(self.res), 1)
         h = z_c
         for block, s_i in zip(self.res, s):
             h = block(h, s_i)
         for up in self.ups:
             h = up(upsample(h))
-        return self.out(h, x)
+        return self.out(h)
+
+
+def style_code(z_a: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+    """(z^a, c): what G's MLP and the levers read."""
+    return torch.cat([z_a, c.to(z_a.dtype)], 1)
+
+
+def generate(
+    nets: dict[str, nn.Module],
+    z_c: torch.Tensor,
+    z_a: torch.Tensor,
+    c: torch.Tensor,
+    x: torch.Tensor | None = None,
+    where: Where | None = None,
+) -> torch.Tensor:
+    """The translated slices: G(z^c, z^a, c), or on the cpu profile levers_(z^a, c)(x) + G(z^c, z^a, c), x the
+    slices whose content z^c is and ``where`` where they sit in their volumes (:func:`slice_where`)."""
+    return compose(nets.get("levers"), nets["G"](z_c, z_a, c), x, style_code(z_a, c), where)
 
 
 class ScannerDiscriminator(nn.Module):
@@ -218,19 +217,20 @@ def build_drit(spec: DRITSpec, attribute_encoder: nn.Module | None = None) -> di
     e_a = attribute_encoder if attribute_encoder is not None else AttributeEncoder(spec)
     if attribute_encoder is not None:
         e_a.requires_grad_(False)  # stage 2 never updates the pretrained GM-VAE
-    return {
-        "E_c": e_c,
-        "E_a": e_a,
-        "G": Generator(spec, e_c.out_ch),
+    nets: dict[str, nn.Module] = {"E_c": e_c, "E_a": e_a, "G": Generator(spec, e_c.out_ch)}
+    if spec.residual:  # the cpu levers, around G (built after G, so the paper's nets draw the same weights)
+        nets["levers"] = Levers(spec.levers())
+    return nets | {
         "D_s1": ScannerDiscriminator(spec),
         "D_s2": ScannerDiscriminator(spec),
         "D_c": ContentDiscriminator(spec, e_c.out_ch),
     }
 
 
-def slice_fields(g: Generator, own: torch.Tensor, coronal: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """G's ``field`` argument for slices: their planes of their volumes' own fields ``own`` (N, gx, gy, gz, one row
-    per slice) at their coronal indices (N,), and those planes' grid positions."""
-    assert g.field is not None
-    at = g.field.coronal_position(coronal)
-    return g.field.plane(own, at), at
+def slice_where(
+    levers: Levers, landmarks: torch.Tensor | None, own: torch.Tensor | None, coronal: torch.Tensor
+) -> Where:
+    """Where slices sit in their volumes: their volumes' landmarks (N, L) and own fields (N, *grid), and the slices'
+    positions on the field's grid from their coronal indices (N,)."""
+    at = None if levers.field is None else levers.field.coronal_position(coronal)
+    return Where(landmarks, own, at)

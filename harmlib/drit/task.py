@@ -16,7 +16,8 @@ a KL term and latent regression, and its random branch translates into the partn
 
 from __future__ import annotations
 
-from dataclasses import asdict, replace
+from dataclasses import asdict, dataclass, replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -25,18 +26,57 @@ import torch.nn.functional as F
 from torch.utils.data import default_collate
 
 from harmlib.checkpoint import CheckpointError
-from harmlib.config import Config, DRITArch, arch_fields, to_dict
-from harmlib.data.datasets import DomainPairs, SliceDataset, cohort_fields, slab_shape, slice_planes
+from harmlib.config import Config, DRITArch, arch_fields, pad_multiple, to_dict
+from harmlib.data.datasets import DomainPairs, SliceDataset, slab_shape, slice_volume_index, volume_slabs
 from harmlib.data.manifest import Manifest
 from harmlib.drit.losses import AttributePosterior, DRITForward, drit_discriminator_loss, drit_generator_loss
-from harmlib.drit.model import DRITSpec, build_drit, slice_fields
+from harmlib.drit.model import DRIT, VARIANTS, DRITSpec, build_drit, generate, slice_where
 from harmlib.gmvae.task import load_gmvae, slice_dataset
-from harmlib.models.blocks import pad_multiple
+from harmlib.models.levers import Levers, Where, cat
 from harmlib.train.loop import Task, epoch_items, export_payload, fingerprint
 
-VARIANTS = ("gmm_drit", "drit")
+
+# --------------------------------------------------------------------------- one step's batch
+@dataclass(frozen=True)
+class DRITBatch:
+    """B unpaired slices x_a and x_b from two scanners (domain indices d_a, d_b); with the cpu levers, where each
+    sits in its volume (:func:`~harmlib.drit.model.slice_where`: the volume's landmarks and field, the slice's
+    position)."""
+
+    x_a: torch.Tensor
+    x_b: torch.Tensor
+    d_a: torch.Tensor
+    d_b: torch.Tensor
+    where_a: Where | None = None
+    where_b: Where | None = None
 
 
+@dataclass
+class Batches:
+    """``batch(step)``: the pairs of that step, a function of the step alone (a resumed run sees the same ones);
+    ``volumes``: each training volume's :class:`Where` (None without the landmark curve)."""
+
+    pairs: DomainPairs
+    batch_size: int
+    levers: Levers | None = None
+    volumes: Where | None = None
+
+    def __call__(self, step: int) -> DRITBatch:
+        items = []
+        for epoch, i in epoch_items(step, self.batch_size, len(self.pairs)):
+            if self.pairs.epoch != epoch:
+                self.pairs.set_epoch(epoch)
+            items.append(self.pairs[i])
+        a, b = default_collate(items)
+        where_a = where_b = None
+        if self.volumes is not None:  # inference maps a volume's slices with the volume's landmarks and field
+            v_a, v_b = self.volumes[a["index"]], self.volumes[b["index"]]
+            where_a = slice_where(self.levers, v_a.landmarks, v_a.field, a["slice"])
+            where_b = slice_where(self.levers, v_b.landmarks, v_b.field, b["slice"])
+        return DRITBatch(a["image"], b["image"], a["domain_index"], b["domain_index"], where_a, where_b)
+
+
+# --------------------------------------------------------------------------- one forward pass
 def _attribute(
     nets: dict, x: torch.Tensor, c_true: torch.Tensor, gmm: bool, planes: torch.Tensor | None = None
 ) -> dict[str, torch.Tensor]:
@@ -49,90 +89,85 @@ def _attribute(
     return {"z": mu + (0.5 * logvar).exp() * torch.randn_like(mu), "c": c_true, "mu": mu, "logvar": logvar}
 
 
-def forward(
-    nets: dict,
-    x_a: torch.Tensor,
-    x_b: torch.Tensor,
-    d_a: torch.Tensor,
-    d_b: torch.Tensor,
-    spec: DRITSpec,
-    gmm: bool,
-    landmarks: tuple[torch.Tensor, torch.Tensor] | None = None,
-    code_means: torch.Tensor | None = None,
-    fields: tuple[tuple[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]] | None = None,
-    field_means: torch.Tensor | None = None,
-) -> DRITForward:
-    """Steps (1)-(3) for a batch of pairs; a and b go through each net together (one call, 2B items).
+def _planes(nets: dict, field: torch.Tensor | None, where: Where | None) -> torch.Tensor | None:
+    """The slices' planes of the fields ``field`` (N, *grid) at ``where``'s positions: what a field-view E^a reads."""
+    if field is None or where is None:
+        return None
+    return nets["levers"].field.plane(field, where.region)
 
-    With G's landmark curve: ``landmarks``, the landmarks (B, L) of the volumes x_a's and x_b's slices come
-    from, and ``code_means`` (K, L), L_hist's target for a translation coded c: the mean landmarks of the
-    training volumes with that code (DRIT++: the scanner; GMM-DRIT: the GM-VAE's component). With G's site field:
-    ``fields`` ((own_a, at_a), (own_b, at_b)), each slice's plane of its volume's own field and its position, and
-    ``field_means`` (K, *grid), L_field's target for a code: the mean field of its training volumes."""
-    n, k = x_a.shape[0], spec.n_domains
-    onehot = F.one_hot(torch.cat([d_a, d_b]), k).float()
-    z_c = nets["E_c"](torch.cat([x_a, x_b]))
-    field = nets["G"].field if fields is not None else None
-    own = at = None
-    if field is not None:
-        own, at = torch.cat([fields[0][0], fields[1][0]]), torch.cat([fields[0][1], fields[1][1]])
-    att = _attribute(nets, torch.cat([x_a, x_b]), onehot, gmm, own)
+
+@dataclass(frozen=True)
+class LeverTerms:
+    """L_hist's and L_field's two sides for the coded translations (x_ab, x_ba, x_a_rand, x_b_rand), and where the
+    levers put x_ab and x_ba (the cycle maps them back from there)."""
+
+    hist_pred: torch.Tensor | None
+    hist_target: torch.Tensor | None
+    field_pred: torch.Tensor | None
+    field_target: torch.Tensor | None
+    landing: Where
+
+
+def lever_terms(nets: dict, z: torch.Tensor, c: torch.Tensor, where: Where, means: Where) -> LeverTerms:
+    """The translations coded (z, c) (x_ab, x_ba, x_a_rand, x_b_rand, at ``where`` repeated twice): their landmarks
+    and fields as the levers set them, and their codes' means (``means``, (K, ...)). GMM-DRIT's scanner-free
+    c_sf = 0 has no site to match and is left out."""
+    landing = nets["levers"].landing(torch.cat([z, c.to(z.dtype)], 1), where.repeat(2))
+    coded = c.sum(1) > 0
+    code = c.float()
+    field_target = None
+    if landing.field is not None:
+        field_target = (code @ means.field.flatten(1)).view(-1, *means.field.shape[1:])[coded]
+    return LeverTerms(
+        landing.landmarks[coded],
+        (code @ means.landmarks)[coded],
+        None if landing.field is None else landing.field[coded],
+        field_target,
+        landing[: len(c) // 2],
+    )
+
+
+def forward(nets: dict, b: DRITBatch, spec: DRITSpec, gmm: bool, means: Where | None = None) -> DRITForward:
+    """Steps (1)-(3) for a batch of pairs; a and b go through each net together (one call, 2B items). ``means``:
+    with the levers, each code's mean landmarks and field over the training volumes (L_hist's and L_field's targets:
+    DRIT++'s scanners, GMM-DRIT's GM-VAE components)."""
+    n = b.x_a.shape[0]
+    x = torch.cat([b.x_a, b.x_b])
+    z_c = nets["E_c"](x)
+    where = None if b.where_a is None else cat([b.where_a, b.where_b])
+    own_planes = _planes(nets, None if where is None else where.field, where)
+    att = _attribute(nets, x, F.one_hot(torch.cat([b.d_a, b.d_b]), spec.n_domains).float(), gmm, own_planes)
     z_ca, z_cb, z_aa, z_ab = z_c[:n], z_c[n:], att["z"][:n], att["z"][n:]
     c_a, c_b = att["c"][:n], att["c"][n:]
-    z_rand = torch.randn(n, spec.nz, device=x_a.device)
+    z_rand = torch.randn(n, spec.nz, device=x.device)
     c_rand_a, c_rand_b = (torch.zeros_like(c_a), torch.zeros_like(c_b)) if gmm else (c_b, c_a)
+    # (2) x_ab, x_ba, x_aa, x_bb, x_a_rand, x_b_rand in one call of G
     z_out = torch.cat([z_ab, z_aa, z_aa, z_ab, z_rand, z_rand])
     c_out = torch.cat([c_b, c_a, c_a, c_b, c_rand_a, c_rand_b])
-    curve = nets["G"].curve if landmarks is not None else None
-    out = nets["G"](
-        torch.cat([z_ca, z_cb, z_ca, z_cb, z_ca, z_cb]),
-        z_out,
-        c_out,
-        torch.cat([x_a, x_b] * 3),
-        None if curve is None else torch.cat([*landmarks] * 3),
-        None if field is None else (torch.cat([own] * 3), torch.cat([at] * 3)),
+    out = generate(
+        nets, torch.cat([z_c] * 3), z_out, c_out, torch.cat([x] * 3), None if where is None else where.repeat(3)
     )
     x_ab, x_ba, x_aa, x_bb, x_a_rand, x_b_rand = out.split(n)
-    hist_pred = hist_target = field_pred = field_target = cyc_field = re_planes = None
-    if curve is not None:  # the translations' landmarks: the curve put their volumes' onto T(z^a, c)
-        code = torch.cat([c_out[: 2 * n], c_out[4 * n :]])  # x_ab, x_ba, x_a_rand, x_b_rand
-        style = torch.cat([torch.cat([z_out[: 2 * n], z_out[4 * n :]]), code.to(z_out.dtype)], 1)
-        coded = code.sum(1) > 0  # GMM-DRIT's scanner-free c_sf = 0 has no site to match
-        t = curve.target(style)
-        hist_pred, hist_target = t[coded], (code.float() @ code_means)[coded] if code_means is not None else None
-        cyc_landmarks = t[: 2 * n].detach()
-    if field is not None:  # likewise their fields (the field needs the curve): the site field put theirs on Phi
-        phi = field.target(style)
-        field_pred = phi[coded]
-        field_target = (code.float() @ field_means.flatten(1)).view(-1, *field.grid)[coded]
-        re_planes = field.plane(phi[: 2 * n], at)  # x_ab's field on a's plane, x_ba's on b's: what E^a re-reads
-        cyc_field = (re_planes.detach(), at)
+    terms = None
+    if where is not None and where.landmarks is not None:
+        pick = torch.cat([torch.arange(2 * n), torch.arange(4 * n, 6 * n)])  # the coded translations
+        terms = lever_terms(nets, z_out[pick], c_out[pick], where, means)
     # (3) re-encode: x_{a->b} holds a's content and b's attribute, x_{b->a} the converse
     z_c_re = nets["E_c"](torch.cat([x_ab, x_ba]))
     re_in = torch.cat([x_ab, x_ba]) if gmm else torch.cat([x_ab, x_ba, x_a_rand, x_b_rand])
+    re_planes = _planes(nets, None if terms is None else terms.landing.field, where)
     att_re = _attribute(nets, re_in, torch.cat([c_b, c_a] if gmm else [c_b, c_a, c_b, c_a]), gmm, re_planes)
-    za_re_b, za_re_a = att_re["z"][:n], att_re["z"][n : 2 * n]
-    cyc = nets["G"](
-        torch.cat([z_c_re[:n], z_c_re[n:]]),
-        torch.cat([za_re_a, za_re_b]),
+    cyc = generate(
+        nets,
+        z_c_re,
+        torch.cat([att_re["z"][n : 2 * n], att_re["z"][:n]]),
         torch.cat([c_a, c_b]),
         torch.cat([x_ab, x_ba]),
-        None if curve is None else cyc_landmarks,
-        cyc_field,
+        None if terms is None else terms.landing.detach(),
     )
-    posterior = None
-    if not gmm:
-        posterior = AttributePosterior(
-            mu_a=att["mu"][:n],
-            logvar_a=att["logvar"][:n],
-            mu_b=att["mu"][n:],
-            logvar_b=att["logvar"][n:],
-            mu_rand_a=att_re["mu"][2 * n : 3 * n],
-            mu_rand_b=att_re["mu"][3 * n :],
-        )
     return DRITForward(
-        x_a=x_a,
-        x_b=x_b,
+        x_a=b.x_a,
+        x_b=b.x_b,
         c_a=c_a,
         c_b=c_b,
         z_c_a=z_ca,
@@ -148,11 +183,24 @@ def forward(
         x_aba=cyc[:n],
         x_bab=cyc[n:],
         z_rand=z_rand,
-        posterior=posterior,
-        hist_pred=hist_pred,
-        hist_target=hist_target,
-        field_pred=field_pred,
-        field_target=field_target,
+        posterior=None if gmm else posterior(att, att_re, n),
+        **(
+            {}
+            if terms is None
+            else {k: getattr(terms, k) for k in ("hist_pred", "hist_target", "field_pred", "field_target")}
+        ),
+    )
+
+
+def posterior(att: dict[str, torch.Tensor], att_re: dict[str, torch.Tensor], n: int) -> AttributePosterior:
+    """DRIT++'s attribute terms: q(z^a|x) of a and b, and the latent regression's re-encoded random attributes."""
+    return AttributePosterior(
+        mu_a=att["mu"][:n],
+        logvar_a=att["logvar"][:n],
+        mu_b=att["mu"][n:],
+        logvar_b=att["logvar"][n:],
+        mu_rand_a=att_re["mu"][2 * n : 3 * n],
+        mu_rand_b=att_re["mu"][3 * n :],
     )
 
 
@@ -165,17 +213,19 @@ def slice_codes(gmvae: torch.nn.Module, data: SliceDataset, planes: torch.Tensor
     return torch.cat([gmvae.attribute(x[i : i + 64])[1].argmax(1) for i in range(0, len(x), 64)])
 
 
-def check_gmvae_view(ck: dict[str, Any], spec: DRITSpec, padded: list[int], path: str | Path) -> None:
+def check_gmvae_view(
+    gmvae_spec: dict[str, Any], grid: dict[str, Any] | None, spec: DRITSpec, padded: list[int], path: str | Path
+) -> None:
     """The pretrained GM-VAE must read what stage 2 gives it: a slice-view model these ``padded`` slices; a
-    field-view model the field G moves (the same sigma on the same padded volumes)."""
-    if ck["spec"].get("view", "slice") == "slice":
-        if list(ck["spec"]["size"]) != padded:
+    field-view model the field the levers move (the same sigma on the same padded volumes: its file's ``grid``)."""
+    if gmvae_spec.get("view", "slice") == "slice":
+        if list(gmvae_spec["size"]) != padded:
             raise CheckpointError(
-                f"{path}: the GM-VAE was trained on {tuple(ck['spec']['size'])} slices, these are {tuple(padded)}; "
+                f"{path}: the GM-VAE was trained on {tuple(gmvae_spec['size'])} slices, these are {tuple(padded)}; "
                 "re-run the GM-VAE pretraining (notebook 04) at this profile's resolution"
             )
         return
-    grid = ck.get("field") or {}
+    grid = grid or {}
     if (
         not spec.site_field_mm
         or grid.get("sigma_mm") != spec.site_field_mm
@@ -203,6 +253,89 @@ def _spec(cfg: Config, k: int, nz: int) -> DRITSpec:
     return DRITSpec(n_domains=k, **{**arch_fields(cfg.drit, DRITArch), "nz": nz})
 
 
+def attribute_encoder(
+    variant: str, gmvae_path: str | Path | None, domains: list[str]
+) -> tuple[torch.nn.Module | None, dict[str, Any]]:
+    """GMM-DRIT's pretrained GM-VAE and what its model file passes on (None and {} for DRIT++, whose E^a trains)."""
+    if variant not in VARIANTS:
+        raise ValueError(f"unknown DRIT variant '{variant}'; use one of {', '.join(VARIANTS)}")
+    if variant == DRIT:
+        return None, {}
+    if gmvae_path is None:
+        raise ValueError(
+            "GMM-DRIT needs the pretrained GM-VAE: pass gmvae_path (runs/<profile>/models/gmvae.pt from notebook 04)"
+        )
+    gmvae, ck = load_gmvae(gmvae_path, domains)
+    extra = {
+        "gmvae_spec": ck["spec"],
+        "component": ck["component"],
+        "gmvae_scores": ck.get("scores", {}),
+        "gmvae_created": ck.get("created", ""),
+        "gmvae_field": ck.get("field"),
+    }
+    return gmvae, extra
+
+
+def lever_statistics(nets: dict, data: SliceDataset, gmm: bool, k: int) -> tuple[Where, Where]:
+    """Step 0 of the levers: each training volume read once (its landmarks and own field; the curve's standard and
+    the field's cohort mean set from them), and each code's mean landmarks and field (L_hist's and L_field's
+    targets; GMM-DRIT's codes are the frozen GM-VAE's components of the training slices)."""
+    levers = nets["levers"]
+    slabs, landmarks = volume_slabs(data)
+    volumes = levers.fit_cohort(slabs, landmarks)
+    volume, coronal = slice_volume_index(data)
+    slices = slice_where(
+        levers, volumes.landmarks[volume], None if volumes.field is None else volumes.field[volume], coronal
+    )
+    planes = _planes(nets, slices.field, slices)
+    codes = slice_codes(nets["E_a"], data, planes) if gmm else torch.as_tensor(data.domain_indices)
+    field = (
+        None
+        if slices.field is None
+        else code_means(slices.field.flatten(1), codes, k).view(-1, *slices.field.shape[1:])
+    )
+    return volumes, Where(code_means(slices.landmarks, codes, k), field)
+
+
+def model_metadata(cfg: Config, variant: str, spec: DRITSpec, data: SliceDataset, extra: dict) -> dict[str, Any]:
+    """What the model file carries beside the weights: variant, sites, spec, slices, grids, normalization, scales."""
+    vol = data.volumes
+    extra = {k: v for k, v in extra.items() if k != "gmvae_field"}
+    return {
+        "domains": data.domains,
+        "variant": variant,
+        "spec": asdict(spec),
+        "slices": asdict(cfg.drit.slices),
+        "pads": data.pads,
+        "slice_shape": list(data.shape),
+        "shape": list(vol.shape),
+        "affine": vol.affine(0).tolist(),
+        "voxel_mm": float(abs(vol.affine(0)[0, 0])),
+        "normalizer": data.normalizer.to_dict(),
+        "scales": vol.intensity_scales(),
+        "config": to_dict(cfg),
+        **extra,
+    }
+
+
+def run_fingerprint(cfg: Config, manifest: Manifest, meta: dict[str, Any]) -> str:
+    """What shapes training: a checkpoint of another run is not resumed."""
+    return fingerprint(
+        [
+            meta["variant"],
+            meta["spec"],
+            to_dict(cfg.drit),
+            cfg.seed,
+            meta["domains"],
+            meta["slice_shape"],
+            meta.get("component"),
+            meta.get("gmvae_created"),
+            manifest.select("train").digest(),  # another cohort (version, files) trains another model
+            "levers composed around G",  # since the levers left G: checkpoints of G with them inside retrain
+        ]
+    )
+
+
 def build_task(
     cfg: Config, manifest: Manifest, variant: str, gmvae_path: str | Path | None = None
 ) -> tuple[Task, dict[str, Any]]:
@@ -217,123 +350,45 @@ def build_task(
     Returns:
         (task for ``train.loop.fit``, metadata with the slice ``dataset``).
     """
-    if variant not in VARIANTS:
-        raise ValueError(f"unknown DRIT variant '{variant}'; use one of {', '.join(VARIANTS)}")
-    gmm = variant == "gmm_drit"
     domains = manifest.domains("train")
+    gmvae, extra = attribute_encoder(variant, gmvae_path, domains)
+    gmm = gmvae is not None
     data = slice_dataset(manifest, cfg.drit.slices, domains, pad_multiple(cfg.drit.n_down))
-    extra: dict[str, Any] = {}
-    gmvae = None
-    if gmm:
-        if gmvae_path is None:
-            raise ValueError(
-                "GMM-DRIT needs the pretrained GM-VAE: pass gmvae_path (runs/<profile>/models/gmvae.pt from notebook 04)"
-            )
-        gmvae, ck = load_gmvae(gmvae_path, domains)
-        extra = {
-            "gmvae_spec": ck["spec"],
-            "component": ck["component"],
-            "gmvae_scores": ck.get("scores", {}),
-            "gmvae_created": ck.get("created", ""),
-        }
     spec = _spec(cfg, len(domains), gmvae.spec.gaussian_size if gmm else cfg.drit.nz)
     if spec.site_field_mm:  # the field spans the volumes as the slices hold them
         spec = replace(spec, volume=slab_shape(data), voxel_size_mm=float(abs(data.volumes.affine(0)[0, 0])))
     if gmm:
-        check_gmvae_view(ck, spec, [s + a + b for s, (a, b) in zip(data.shape, data.pads)], gmvae_path)
+        padded = [s + a + b for s, (a, b) in zip(data.shape, data.pads)]
+        check_gmvae_view(extra["gmvae_spec"], extra["gmvae_field"], spec, padded, gmvae_path)
     torch.manual_seed(cfg.seed)
     nets = build_drit(spec, gmvae)
-    pairs, bs = DomainPairs(data, seed=cfg.seed), cfg.drit.train.batch_size
-    curve, field = nets["G"].curve, nets["G"].field
-    slice_volume = torch.arange(len(data)) // data.n_slices
-    means = f_means = own = None
-    if curve is not None:  # each volume read once: its landmarks and own field; step 0 maps every code to the mean
-        landmarks, own = cohort_fields(data, curve.percentiles, field)
-        curve.set_standard(landmarks.mean(0))
-        planes = None if own is None else slice_planes(field, own, data)[0]
-        codes = slice_codes(nets["E_a"], data, planes) if gmm else torch.as_tensor(data.domain_indices)
-        means = code_means(landmarks[slice_volume], codes, spec.n_domains)
-    if field is not None:  # L_field's targets: each code's mean field
-        f_means = code_means(own[slice_volume].flatten(1), codes, spec.n_domains).view(-1, *field.grid)
-
-    def batch(step: int) -> dict[str, torch.Tensor]:
-        items = []
-        for epoch, i in epoch_items(step, bs, len(pairs)):
-            if pairs.epoch != epoch:
-                pairs.set_epoch(epoch)
-            items.append(pairs[i])
-        a, b = default_collate(items)
-        out = {"x_a": a["image"], "x_b": b["image"], "d_a": a["domain_index"], "d_b": b["domain_index"]}
-        if curve is not None:  # the volumes' landmarks (inference maps a volume's slices with the volume's)
-            out |= {"l_a": landmarks[a["index"]], "l_b": landmarks[b["index"]]}
-        if field is not None:  # each slice's plane of its volume's own field (inference reads the same)
-            out |= {"f_a": slice_fields(nets["G"], own[a["index"]], a["slice"])}
-            out |= {"f_b": slice_fields(nets["G"], own[b["index"]], b["slice"])}
-        return out
-
-    def step_forward(b: dict[str, torch.Tensor]) -> DRITForward:
-        """One pass per step; the D and G updates both read it, as DRIT++ does."""
-        lm = (b["l_a"], b["l_b"]) if curve is not None else None
-        fd = (b["f_a"], b["f_b"]) if field is not None else None
-        return forward(nets, b["x_a"], b["x_b"], b["d_a"], b["d_b"], spec, gmm, lm, means, fd, f_means)
-
-    def d_step(f: DRITForward):
-        return drit_discriminator_loss(f, nets, cfg.drit.weights)
-
-    def g_step(f: DRITForward):
-        return drit_generator_loss(f, nets, cfg.drit.weights)
-
-    vol = data.volumes
-    meta = {
-        "domains": domains,
-        "variant": variant,
-        "spec": asdict(spec),
-        "slices": asdict(cfg.drit.slices),
-        "pads": data.pads,
-        "slice_shape": list(data.shape),
-        "shape": list(vol.shape),
-        "affine": vol.affine(0).tolist(),
-        "voxel_mm": float(abs(vol.affine(0)[0, 0])),
-        "normalizer": data.normalizer.to_dict(),
-        "scales": vol.intensity_scales(),
-        "config": to_dict(cfg),
-        **extra,
-    }
-    fp = fingerprint(
-        [
-            variant,
-            meta["spec"],
-            to_dict(cfg.drit),
-            cfg.seed,
-            domains,
-            meta["slice_shape"],
-            extra.get("component"),
-            extra.get("gmvae_created"),
-            manifest.select("train").digest(),  # another cohort (version, files) trains another model
-        ]
-    )
-    g_nets = ["E_c", "G"] if gmm else ["E_c", "E_a", "G"]
+    volumes = means = None
+    if "levers" in nets and nets["levers"].curve is not None:
+        volumes, means = lever_statistics(nets, data, gmm, spec.n_domains)
+    meta = model_metadata(cfg, variant, spec, data, extra)
+    w = cfg.drit.weights
     task = Task(
         variant,
         nets,
-        g_nets=g_nets,
-        batch=batch,
-        g_step=g_step,
+        g_nets=[k for k in ("E_c", "E_a", "G", "levers") if k in nets and not (gmm and k == "E_a")],
+        batch=Batches(DomainPairs(data, seed=cfg.seed), cfg.drit.train.batch_size, nets.get("levers"), volumes),
+        g_step=partial(drit_generator_loss, nets=nets, w=w),
         d_nets=["D_s1", "D_s2", "D_c"],
-        d_step=d_step,
+        d_step=partial(drit_discriminator_loss, nets=nets, w=w),
         frozen=["E_a"] if gmm else [],
-        fingerprint=fp,
-        forward=step_forward,
-        lr_scale={"G.curve": cfg.drit.curve_lr, "G.field": cfg.drit.curve_lr},
+        fingerprint=run_fingerprint(cfg, manifest, meta),
+        forward=partial(forward, nets, spec=spec, gmm=gmm, means=means),
+        lr_scale={"levers": cfg.drit.curve_lr},
     )
     return task, {**meta, "dataset": data}
 
 
 def export_model(task: Task, meta: dict[str, Any], path: str | Path) -> Path:
-    """``gmm_drit.pt`` / ``drit.pt``: E^c, E^a (for GMM-DRIT the whole GM-VAE, so p(z|y) travels too) and G.
+    """``gmm_drit.pt`` / ``drit.pt``: E^c, E^a (for GMM-DRIT the whole GM-VAE, so p(z|y) travels too), G and the
+    cpu levers.
 
     Args:
         task, meta: what :func:`build_task` returned (the task after ``fit``).
         path: where to write the model file (atomically, verified).
     """
-    return export_payload(task, meta, path, ["E_c", "E_a", "G"])
+    return export_payload(task, meta, path, [k for k in ("E_c", "E_a", "G", "levers") if k in task.nets])

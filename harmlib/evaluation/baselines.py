@@ -215,7 +215,7 @@ class ClassicalHarmonizer:
     affine: np.ndarray | None = None
     shape: tuple[int, ...] | None = None
 
-    def target(self, text: str) -> Target:
+    def target(self, text: str | Target) -> Target:
         t = Target.parse(text, self.domains, "agnostic")
         if t.own or t.domain not in self.fitted:
             fits = ", ".join("agnostic" if d is None else d for d in self.fitted)
@@ -224,7 +224,7 @@ class ClassicalHarmonizer:
             )
         return t
 
-    def harmonize(self, vol: np.ndarray, target: str, seed: int = 0) -> np.ndarray:
+    def harmonize(self, vol: np.ndarray, target: str | Target, seed: int = 0) -> np.ndarray:
         return self.fitted[self.target(target).domain](vol)
 
 

@@ -18,8 +18,12 @@ from typing import Any
 
 import pandas as pd
 
+from harmlib.aguit.model import KIND as HARMONIZER
+from harmlib.drit.model import DRIT as DRIT_KIND
+from harmlib.drit.model import GMM_DRIT, VARIANTS
 from harmlib.evaluation.gate import gate_failures, gate_passed
 from harmlib.evaluation.tables import BETTER, read_gates, tables_dir
+from harmlib.gmvae.model import KIND as GMVAE
 
 # (claim, table, metric, the versions it is about, the version it is compared with). The reason shown with each
 # verdict is built from the measured numbers of both sides (see `_compare`), never written before the run.
@@ -206,24 +210,24 @@ def _compare(df: pd.DataFrame, metric: str, versions: tuple[str, ...], reference
 
 # The trained models behind the claims, in the book's order, with the names a reader knows them by.
 MODELS = {
-    "ssim_harmonizer": "SSIM-guided harmonizer (paper 1)",
-    "gmvae": "GM-VAE attribute encoder (paper 2, stage 1)",
-    "gmm_drit": "GMM-DRIT (paper 2)",
-    "drit": "DRIT++ (paper 2's baseline)",
+    HARMONIZER: "SSIM-guided harmonizer (paper 1)",
+    GMVAE: "GM-VAE attribute encoder (paper 2, stage 1)",
+    GMM_DRIT: "GMM-DRIT (paper 2)",
+    DRIT_KIND: "DRIT++ (paper 2's baseline)",
 }
 # Which models' gates a claim's table depends on (E2-E5 compare GMM-DRIT with DRIT++, so both count).
 CLAIM_MODELS: dict[str, tuple[str, ...]] = {
-    "paper1_table2": ("ssim_harmonizer",),
-    "paper1_structural_ssim": ("ssim_harmonizer",),
-    "paper1_table3": ("ssim_harmonizer",),
-    "paper1_table4": ("ssim_harmonizer",),
-    "traveling_subjects_paper1": ("ssim_harmonizer",),
-    "paper2_e1_clustering": ("gmvae",),
-    "paper2_table1": ("gmm_drit", "drit"),
-    "paper2_table2": ("gmm_drit", "drit"),
-    "paper2_table3": ("gmm_drit", "drit"),
-    "paper2_e5_fid_kid": ("gmm_drit", "drit"),
-    "traveling_subjects_paper2": ("gmm_drit",),
+    "paper1_table2": (HARMONIZER,),
+    "paper1_structural_ssim": (HARMONIZER,),
+    "paper1_table3": (HARMONIZER,),
+    "paper1_table4": (HARMONIZER,),
+    "traveling_subjects_paper1": (HARMONIZER,),
+    "paper2_e1_clustering": (GMVAE,),
+    "paper2_table1": VARIANTS,
+    "paper2_table2": VARIANTS,
+    "paper2_table3": VARIANTS,
+    "paper2_e5_fid_kid": VARIANTS,
+    "traveling_subjects_paper2": (GMM_DRIT,),
 }
 BELOW_GATE = "model below its quality gate"
 VERDICTS = {True: "holds", False: "does not hold", None: "not measured"}

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
+from harmlib.aguit.model import KIND
 from harmlib.checkpoint import load_checkpoint
 from harmlib.evaluation.gate import Harmonize
 from harmlib.harmonize import SLICE_KINDS, harmonize_volume, harmonizer_from, load_slice_harmonizer
@@ -49,7 +50,7 @@ def snapshot_harmonizers(
     ``meta``: the model file's metadata (`harmlib.aguit.task.build_task`'s second value); the snapshot
     holds the E_b, E_s and G weights (``{"nets": ...}``).
     """
-    kind = f"{meta.get('kind', 'ssim_harmonizer')}-snapshot"
+    kind = f"{meta.get('kind', KIND)}-snapshot"
     return _snapshot_loaders(
         snap_dir, lambda path: harmonizer_from(meta, load_checkpoint(path, (kind,))["nets"], device), seed
     )

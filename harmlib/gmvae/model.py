@@ -27,6 +27,8 @@ import torch.nn.functional as F
 from harmlib.config import GMVAEArch
 from harmlib.models.blocks import ConvBlock, upsample
 
+KIND = "gmvae"  # the model file's kind: GMM-DRIT's stage 1
+
 
 @dataclass(frozen=True)
 class GMVAESpec(GMVAEArch):

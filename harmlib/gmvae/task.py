@@ -12,9 +12,9 @@ The exported ``gmvae.pt`` carries the nets, K and the domains, and the cluster -
 (Hungarian, on the training slices) that lets stage 2 and inference name a target scanner's component.
 
 With ``gmvae.view: field`` x is each training slice's plane of its volume's site field (``GMVAE.view_input``),
-read as stage 2's G reads it: the volumes padded as stage 2's slices (``drit.n_down``), sigma
-``drit.site_field_mm``, relative to the cohort's mean field; the model file records that grid (``field``) and
-stage 2 refuses a GM-VAE read on another.
+read as stage 2's levers read it: the volumes padded as stage 2's slices (``gmvae.field_pad``), sigma
+``gmvae.field_mm`` (the config checks both against the ``drit`` section), relative to the cohort's mean field;
+the model file records that grid (``field``) and stage 2 refuses a GM-VAE read on another.
 """
 
 from __future__ import annotations
@@ -30,15 +30,14 @@ import torch.nn.functional as F
 
 from harmlib.checkpoint import CheckpointError, load_checkpoint
 from harmlib.config import Config, GMVAEArch, SliceConfig, arch_fields, to_dict
-from harmlib.data.datasets import Normalizer, SliceDataset, cohort_fields, slab_shape, slice_planes
+from harmlib.data.datasets import Normalizer, SliceDataset, slab_shape, slice_volume_index, volume_slabs
 from harmlib.data.manifest import Manifest
 from harmlib.evaluation.clustering import clustering_scores, match_clusters
 from harmlib.gmvae.losses import gmvae_loss, kl_warmup_scale
-from harmlib.gmvae.model import GMVAE, GMVAESpec, temperature
-from harmlib.models.blocks import LANDMARK_PERCENTILES, SiteField, pad_multiple
+from harmlib.gmvae.model import GMVAE, KIND, GMVAESpec, temperature
+from harmlib.models.blocks import pad_multiple
+from harmlib.models.levers import SiteField
 from harmlib.train.loop import Task, epoch_items, export_payload, fingerprint
-
-KIND = "gmvae"
 
 
 def slice_dataset(
@@ -71,11 +70,10 @@ def epoch_indices(n: int, bs: int, step: int, seed: int) -> list[int]:
 
 
 def field_reader(cfg: Config, data: SliceDataset) -> SiteField:
-    """The site field stage 2's G reads for ``data`` (sliced and padded as stage 2's slices): its grid, sigma and,
-    once :func:`~harmlib.data.datasets.cohort_fields` has read the cohort, the cohort's mean field. Only its
-    reading is used here (its MLP stays untrained)."""
+    """The site field stage 2's levers read for ``data`` (sliced and padded as stage 2's slices): its grid and
+    sigma. Only its reading is used here (its MLP stays untrained)."""
     voxel_mm = float(abs(data.volumes.affine(0)[0, 0]))
-    return SiteField(1, 1, slab_shape(data), cfg.drit.site_field_mm / voxel_mm)
+    return SiteField(1, 1, slab_shape(data), cfg.gmvae.field_mm / voxel_mm)
 
 
 def view_inputs(cfg: Config, model: GMVAE, data: SliceDataset) -> tuple[torch.Tensor, dict[str, Any]]:
@@ -85,9 +83,11 @@ def view_inputs(cfg: Config, model: GMVAE, data: SliceDataset) -> tuple[torch.Te
     if model.spec.view == "slice":
         return torch.stack([data[i]["image"] for i in range(len(data))]), {}
     reader = field_reader(cfg, data)
-    _, own = cohort_fields(data, torch.tensor(LANDMARK_PERCENTILES), reader)
-    planes, _ = slice_planes(reader, own, data)
-    return model.field_input(planes), {"sigma_mm": cfg.drit.site_field_mm, "volume": list(reader.shape)}
+    slabs, landmarks = volume_slabs(data)
+    own = reader.fit_cohort(torch.cat(slabs), landmarks)
+    volume, coronal = slice_volume_index(data)
+    planes = reader.plane(own[volume], reader.coronal_position(coronal))
+    return model.field_input(planes), {"sigma_mm": cfg.gmvae.field_mm, "volume": list(reader.shape)}
 
 
 def build_task(cfg: Config, manifest: Manifest) -> tuple[Task, dict[str, Any]]:
@@ -103,7 +103,7 @@ def build_task(cfg: Config, manifest: Manifest) -> tuple[Task, dict[str, Any]]:
     g = cfg.gmvae
     domains = manifest.domains("train")
     field = g.view == "field"  # the planes of stage 2's slab volumes, padded as its slices
-    data = slice_dataset(manifest, g.slices, domains, pad_multiple(cfg.drit.n_down if field else g.n_down))
+    data = slice_dataset(manifest, g.slices, domains, g.field_pad if field else pad_multiple(g.n_down))
     size = (g.view_size,) * 2 if field else tuple(s + a + b for s, (a, b) in zip(data.shape, data.pads))
     spec = GMVAESpec(
         size=size,

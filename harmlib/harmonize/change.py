@@ -30,7 +30,7 @@ from scipy import ndimage
 
 from harmlib.data.datasets import Normalizer
 from harmlib.data.mni import block_average
-from harmlib.models.blocks import multiply_field, piecewise_linear
+from harmlib.intensity import multiply_field, piecewise_linear
 
 
 @dataclass

@@ -30,6 +30,7 @@ from harmlib.checkpoint import load_checkpoint
 from harmlib.data.io import DataError, load_volume, save_volume
 from harmlib.harmonize.base import Harmonizer
 from harmlib.harmonize.change import grid_map, to_grid, voxel_sizes
+from harmlib.harmonize.targets import Target
 from harmlib.provenance import model_info, provenance, write_sidecar
 
 MNI_CENTRE_MM = np.array([0.0, -18.0, 18.0])
@@ -77,7 +78,7 @@ def resolution_note(h: Harmonizer, affine: np.ndarray, path: str | Path = "the s
     )
 
 
-def harmonize_array(h: Harmonizer, vol: np.ndarray, target: str, seed: int = 0) -> np.ndarray:
+def harmonize_array(h: Harmonizer, vol: np.ndarray, target: str | Target, seed: int = 0) -> np.ndarray:
     """Harmonize a volume already on the model's grid; returns it in the target's intensity units."""
     return h.harmonize(vol, target, seed)
 
@@ -108,7 +109,7 @@ def harmonize_file(
     h: Harmonizer,
     in_path: str | Path,
     out_path: str | Path,
-    target: str,
+    target: str | Target,
     seed: int = 0,
     overwrite: bool = False,
     model_file: str | Path | None = None,
@@ -119,7 +120,7 @@ def harmonize_file(
     model paths and SHA-256, kind, training profile and steps, target, seed, versions, date
     (`harmlib.provenance`). It is written after the image, so an image without one was interrupted.
     """
-    h.target(target)  # unknown targets fail before any work
+    target = h.target(target)  # parsed once, here or by the caller: unknown targets fail before any work
     check_output(in_path, out_path, overwrite)
     img = check_input(in_path)
     out = harmonize_volume(h, img.get_fdata(dtype=np.float32), img.affine, target, seed)
@@ -132,7 +133,7 @@ def harmonize_file(
                 in_path,
                 model_file,
                 _model_info(str(Path(model_file).resolve()), Path(model_file).stat().st_mtime_ns),
-                target,
+                str(target),
                 seed,
             ),
         )
@@ -144,7 +145,9 @@ def _model_info(path: str, mtime_ns: int) -> dict:  # the mtime: a re-exported m
     return model_info(load_checkpoint(path))
 
 
-def harmonize_volume(h: Harmonizer, vol: np.ndarray, affine: np.ndarray, target: str, seed: int = 0) -> np.ndarray:
+def harmonize_volume(
+    h: Harmonizer, vol: np.ndarray, affine: np.ndarray, target: str | Target, seed: int = 0
+) -> np.ndarray:
     """Harmonize an MNI-aligned volume on its own grid and at its own resolution (module docstring): the model's
     change is computed on the model's grid and applied to the volume where it is."""
     if on_model_grid(h, vol.shape, affine):

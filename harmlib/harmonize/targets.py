@@ -9,7 +9,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from harmlib.data.io import DataError
 
@@ -31,21 +31,33 @@ def match_domain(target: str, domains: list[str], free: str) -> str:
 @dataclass(frozen=True)
 class Target:
     """A parsed target: ``domain`` is the training domain (None: site-free, or ``self`` without a site);
-    ``own`` keeps the image's own appearance."""
+    ``own`` keeps the image's own appearance; ``text`` what was asked for (provenance, messages).
+
+    Parsed once, where a target enters (the CLI, ``harmonize_file``, a notebook's call), and passed down as is: every
+    harmonizer's ``target()`` returns a Target it is given unchanged."""
 
     domain: str | None
     own: bool = False
+    text: str = field(default="", compare=False)
+
+    def __str__(self) -> str:
+        return self.text or (
+            SELF if self.own and self.domain is None else f"{SELF_AT * self.own}{self.domain or AGNOSTIC[0]}"
+        )
 
     @classmethod
-    def parse(cls, text: str, domains: list[str], free: str = "agnostic") -> Target:
-        """``text`` against a model's training ``domains``; unknown sites are a one-line DataError."""
+    def parse(cls, text: str | Target, domains: list[str], free: str = "agnostic") -> Target:
+        """``text`` against a model's training ``domains`` (a Target passes unchanged); unknown sites are a one-line
+        DataError."""
+        if isinstance(text, Target):
+            return text
         if text == SELF:
-            return cls(None, own=True)
+            return cls(None, own=True, text=text)
         if text.startswith(SELF_AT):
-            return cls(match_domain(text[len(SELF_AT) :], domains, free), own=True)
+            return cls(match_domain(text[len(SELF_AT) :], domains, free), own=True, text=text)
         if text in AGNOSTIC:
-            return cls(None)
-        return cls(match_domain(text, domains, free))
+            return cls(None, text=text)
+        return cls(match_domain(text, domains, free), text=text)
 
     def scale(self, scales: dict[str, float] | None, own: float) -> float:
         """The intensity scale an output is mapped back with: the target site's (the median over all sites

@@ -17,6 +17,7 @@ each step optimizes, a deterministic ``batch(step)`` and the two step functions,
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import json
 import os
@@ -98,7 +99,7 @@ def _adam(
     nets: dict[str, nn.Module], names: list[str], cfg: TrainConfig, lr_scale: dict[str, float]
 ) -> torch.optim.Optimizer | None:
     """One Adam over ``names``, one parameter group per net (so a net can run at its own learning rate) and
-    one per submodule named "net.sub" in ``lr_scale`` (e.g. "G.curve")."""
+    one per submodule named "net.sub" in ``lr_scale`` (e.g. "levers.curve")."""
     groups = []
     for n in names:
         own = {k.split(".", 1)[1]: v for k, v in lr_scale.items() if k.startswith(n + ".")}
@@ -118,6 +119,8 @@ def _adam(
 def _to(batch: Any, device: torch.device) -> Any:
     if isinstance(batch, torch.Tensor):
         return batch.to(device, non_blocking=True)
+    if dataclasses.is_dataclass(batch) and not isinstance(batch, type):  # a family's typed batch
+        return type(batch)(**{f.name: _to(getattr(batch, f.name), device) for f in dataclasses.fields(batch)})
     if isinstance(batch, dict):
         return {k: _to(v, device) for k, v in batch.items()}
     if isinstance(batch, (list, tuple)):
