@@ -90,3 +90,47 @@ def test_exponent_without_a_dot_is_a_float():
     """YAML 1.1 reads 1e-3 as a string; a learning rate written that way is still a number."""
     cfg = load_config("cpu", parse_overrides("harmonizer.train.lr=1e-3"))
     assert cfg.harmonizer.train.lr == pytest.approx(1e-3)
+
+
+def _ruled_leaves(cls, prefix=""):
+    """(dotted path, field) of every field with a rule, in every section of the config."""
+    import typing
+
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        if dataclasses.is_dataclass(hints[f.name]):
+            yield from _ruled_leaves(hints[f.name], f"{prefix}{f.name}.")
+        elif "rule" in f.metadata:
+            yield f"{prefix}{f.name}", f, hints[f.name]
+
+
+def test_every_ruled_field_names_its_full_path_when_broken():
+    """A bad value anywhere (drit.train.iterations, gmvae.weights.rec, ...) is named by its full dotted path,
+    whichever section the field's class serves (TrainConfig serves three)."""
+    from harmlib.config import Config
+
+    leaves = list(_ruled_leaves(Config))
+    assert len(leaves) > 60 and {"drit.train.iterations", "gmvae.train.iterations", "harmonizer.weights.rec"} <= {
+        p for p, _, _ in leaves
+    }
+    for path, f, typ in leaves:
+        ok, _ = f.metadata["rule"]
+        candidates = {int: [0, -1, 3, 10**9], float: [-1.0, 0.0, 1e9, float("nan")], str: ["nope", ""]}[typ]
+        bad = next(v for v in candidates if not ok(v))
+        with pytest.raises(ConfigError, match=rf"parameter '{path}':"):
+            load_config("tiny", {path: bad})
+
+
+@pytest.mark.parametrize(
+    "override, path",
+    [
+        ({"drit.train.warmup": 10**6}, "drit.train.warmup"),
+        ({"harmonizer.landmark_curve": True, "harmonizer.residual": False}, "harmonizer.landmark_curve"),
+        ({"drit.site_field_mm": 0, "drit.weights.field": 1.0}, "drit.weights.field"),
+        ({"gmvae.temp_min": 2.0}, "gmvae.temp_min"),
+        ({"gmvae.field_mm": 12.0}, "gmvae.field_mm"),
+    ],
+)
+def test_a_rule_across_fields_names_the_full_path(override, path):
+    with pytest.raises(ConfigError, match=rf"parameter '{path}':"):
+        load_config("tiny", override)

@@ -527,16 +527,9 @@ def test_a_crop_batch_carries_its_whole_volumes_landmarks(cohort):
 
 def _collated(task, step: int) -> tuple[dict, dict]:
     """The (labeled, unlabeled) items behind batch ``step`` of a harmonizer task, collated (their indices)."""
-    from torch.utils.data import default_collate
+    from harmlib.train.loop import step_items
 
-    from harmlib.train.loop import epoch_items
-
-    batches = task.batch
-    items = []
-    for epoch, i in epoch_items(step, batches.batch_size, len(batches.pairs)):
-        batches.pairs.set_epoch(epoch)
-        items.append(batches.pairs[i])
-    return default_collate(items)
+    return step_items(task.batch.pairs, step, task.batch.batch_size)
 
 
 def _smooth_volume(seed: int = 0) -> torch.Tensor:

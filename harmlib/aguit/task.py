@@ -19,7 +19,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import default_collate
 
 from harmlib.aguit.losses import (
     AGUITForward,
@@ -33,7 +32,7 @@ from harmlib.config import AGUITArch, AGUITWeights, Config, SSIMConfig, arch_fie
 from harmlib.data.datasets import LabeledUnlabeledPairs, Normalizer, VolumeDataset
 from harmlib.data.manifest import Manifest
 from harmlib.models.levers import Levers, Where
-from harmlib.train.loop import Task, epoch_items, export_payload, fingerprint
+from harmlib.train.loop import PairBatches, Task, export_payload, fingerprint
 
 
 def spec_from_config(cfg: Config, n_domains: int) -> AGUITSpec:
@@ -77,25 +76,20 @@ def random_crop(
 
 
 @dataclass
-class Batches:
-    """``batch(step)``: the pairs of that step, a function of the step alone (a resumed run sees the same ones).
+class Batches(PairBatches):
+    """``batch(step)``: the (labeled, unlabeled) pairs of that step, a function of the step alone (a resumed run sees
+    the same ones).
 
     ``volumes``: each unlabeled volume's :class:`Where` (whole x_u's: inference maps whole volumes); ``sites``: each
     site's mean; ``crop``: a fresh cube of that many voxels per step (0: whole volumes)."""
 
-    pairs: LabeledUnlabeledPairs
-    batch_size: int
-    crop: int
-    seed: int
+    crop: int = 0
+    seed: int = 0
     volumes: Where | None = None
     sites: Where | None = None
 
     def __call__(self, step: int) -> AGUITBatch:
-        items = []
-        for epoch, i in epoch_items(step, self.batch_size, len(self.pairs)):
-            self.pairs.set_epoch(epoch)
-            items.append(self.pairs[i])
-        lab, unl = default_collate(items)
+        lab, unl = self.items(step)
         x_l, x_u, start = lab["image"], unl["image"], None
         if self.crop:
             (x_l, x_u), start = random_crop([x_l, x_u], self.crop, np.random.default_rng([self.seed, step]))

@@ -23,7 +23,6 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from torch.utils.data import default_collate
 
 from harmlib.checkpoint import CheckpointError
 from harmlib.config import Config, DRITArch, arch_fields, pad_multiple, to_dict
@@ -33,7 +32,7 @@ from harmlib.drit.losses import AttributePosterior, DRITForward, drit_discrimina
 from harmlib.drit.model import DRIT, VARIANTS, DRITSpec, build_drit, generate, slice_where
 from harmlib.gmvae.task import load_gmvae, slice_dataset
 from harmlib.models.levers import Levers, Where, cat
-from harmlib.train.loop import Task, epoch_items, export_payload, fingerprint
+from harmlib.train.loop import PairBatches, Task, export_payload, fingerprint
 
 
 # --------------------------------------------------------------------------- one step's batch
@@ -52,22 +51,15 @@ class DRITBatch:
 
 
 @dataclass
-class Batches:
+class Batches(PairBatches):
     """``batch(step)``: the pairs of that step, a function of the step alone (a resumed run sees the same ones);
     ``volumes``: each training volume's :class:`Where` (None without the landmark curve)."""
 
-    pairs: DomainPairs
-    batch_size: int
     levers: Levers | None = None
     volumes: Where | None = None
 
     def __call__(self, step: int) -> DRITBatch:
-        items = []
-        for epoch, i in epoch_items(step, self.batch_size, len(self.pairs)):
-            if self.pairs.epoch != epoch:
-                self.pairs.set_epoch(epoch)
-            items.append(self.pairs[i])
-        a, b = default_collate(items)
+        a, b = self.items(step)
         where_a = where_b = None
         if self.volumes is not None:  # inference maps a volume's slices with the volume's landmarks and field
             v_a, v_b = self.volumes[a["index"]], self.volumes[b["index"]]
@@ -137,8 +129,7 @@ def forward(nets: dict, b: DRITBatch, spec: DRITSpec, gmm: bool, means: Where | 
     where = None if b.where_a is None else cat([b.where_a, b.where_b])
     own_planes = _planes(nets, None if where is None else where.field, where)
     att = _attribute(nets, x, F.one_hot(torch.cat([b.d_a, b.d_b]), spec.n_domains).float(), gmm, own_planes)
-    z_ca, z_cb, z_aa, z_ab = z_c[:n], z_c[n:], att["z"][:n], att["z"][n:]
-    c_a, c_b = att["c"][:n], att["c"][n:]
+    z_aa, z_ab, c_a, c_b = att["z"][:n], att["z"][n:], att["c"][:n], att["c"][n:]
     z_rand = torch.randn(n, spec.nz, device=x.device)
     c_rand_a, c_rand_b = (torch.zeros_like(c_a), torch.zeros_like(c_b)) if gmm else (c_b, c_a)
     # (2) x_ab, x_ba, x_aa, x_bb, x_a_rand, x_b_rand in one call of G
@@ -147,49 +138,56 @@ def forward(nets: dict, b: DRITBatch, spec: DRITSpec, gmm: bool, means: Where | 
     out = generate(
         nets, torch.cat([z_c] * 3), z_out, c_out, torch.cat([x] * 3), None if where is None else where.repeat(3)
     )
-    x_ab, x_ba, x_aa, x_bb, x_a_rand, x_b_rand = out.split(n)
     terms = None
     if where is not None and where.landmarks is not None:
         pick = torch.cat([torch.arange(2 * n), torch.arange(4 * n, 6 * n)])  # the coded translations
         terms = lever_terms(nets, z_out[pick], c_out[pick], where, means)
-    # (3) re-encode: x_{a->b} holds a's content and b's attribute, x_{b->a} the converse
-    z_c_re = nets["E_c"](torch.cat([x_ab, x_ba]))
-    re_in = torch.cat([x_ab, x_ba]) if gmm else torch.cat([x_ab, x_ba, x_a_rand, x_b_rand])
-    re_planes = _planes(nets, None if terms is None else terms.landing.field, where)
-    att_re = _attribute(nets, re_in, torch.cat([c_b, c_a] if gmm else [c_b, c_a, c_b, c_a]), gmm, re_planes)
-    cyc = generate(
-        nets,
-        z_c_re,
-        torch.cat([att_re["z"][n : 2 * n], att_re["z"][:n]]),
-        torch.cat([c_a, c_b]),
-        torch.cat([x_ab, x_ba]),
-        None if terms is None else terms.landing.detach(),
+    cyc, att_re = cycle(nets, out.split(n), c_a, c_b, gmm, where, terms)
+    x_ab, x_ba, x_aa, x_bb, x_a_rand, x_b_rand = out.split(n)
+    images = {"x_ab": x_ab, "x_ba": x_ba, "x_aa": x_aa, "x_bb": x_bb, "x_a_rand": x_a_rand, "x_b_rand": x_b_rand}
+    lever = (
+        {}
+        if terms is None
+        else {k: getattr(terms, k) for k in ("hist_pred", "hist_target", "field_pred", "field_target")}
     )
     return DRITForward(
+        **images,
         x_a=b.x_a,
         x_b=b.x_b,
         c_a=c_a,
         c_b=c_b,
-        z_c_a=z_ca,
-        z_c_b=z_cb,
-        x_ab=x_ab,
-        x_ba=x_ba,
-        x_aa=x_aa,
-        x_bb=x_bb,
-        x_a_rand=x_a_rand,
-        x_b_rand=x_b_rand,
+        z_c_a=z_c[:n],
+        z_c_b=z_c[n:],
         c_rand_a=c_rand_a,
         c_rand_b=c_rand_b,
         x_aba=cyc[:n],
         x_bab=cyc[n:],
         z_rand=z_rand,
         posterior=None if gmm else posterior(att, att_re, n),
-        **(
-            {}
-            if terms is None
-            else {k: getattr(terms, k) for k in ("hist_pred", "hist_target", "field_pred", "field_target")}
-        ),
+        **lever,
     )
+
+
+def cycle(
+    nets: dict,
+    out: tuple[torch.Tensor, ...],
+    c_a: torch.Tensor,
+    c_b: torch.Tensor,
+    gmm: bool,
+    where: Where | None,
+    terms: LeverTerms | None,
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Step (3): re-encode the translations (x_{a->b} holds a's content and b's attribute, x_{b->a} the converse;
+    DRIT++ also re-encodes its random ones for the latent regression) and translate back: (x_aba, x_bab), E^a's."""
+    x_ab, x_ba, _, _, x_a_rand, x_b_rand = out
+    n = len(x_ab)
+    z_c_re = nets["E_c"](torch.cat([x_ab, x_ba]))
+    re_in = torch.cat([x_ab, x_ba]) if gmm else torch.cat([x_ab, x_ba, x_a_rand, x_b_rand])
+    re_planes = _planes(nets, None if terms is None else terms.landing.field, where)
+    att_re = _attribute(nets, re_in, torch.cat([c_b, c_a] if gmm else [c_b, c_a, c_b, c_a]), gmm, re_planes)
+    z_a = torch.cat([att_re["z"][n : 2 * n], att_re["z"][:n]])
+    back = None if terms is None else terms.landing.detach()
+    return generate(nets, z_c_re, z_a, torch.cat([c_a, c_b]), torch.cat([x_ab, x_ba]), back), att_re
 
 
 def posterior(att: dict[str, torch.Tensor], att_re: dict[str, torch.Tensor], n: int) -> AttributePosterior:

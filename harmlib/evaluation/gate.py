@@ -1,4 +1,4 @@
-"""The quality gate: every trained model passes it before its tables count (DESIGN section 4).
+"""The quality gate: every trained model passes it before its tables count (ARCHITECTURE.md, "The quality gate").
 
 A table computed from a model that has not learned says nothing about the method, so each training
 chapter measures, on held-out data and by means independent of the model:

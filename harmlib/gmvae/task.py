@@ -20,7 +20,8 @@ the model file records that grid (``field``) and stage 2 refuses a GM-VAE read o
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +30,7 @@ import torch
 import torch.nn.functional as F
 
 from harmlib.checkpoint import CheckpointError, load_checkpoint
-from harmlib.config import Config, GMVAEArch, SliceConfig, arch_fields, to_dict
+from harmlib.config import Config, GMVAEArch, GMVAEConfig, SliceConfig, arch_fields, to_dict
 from harmlib.data.datasets import Normalizer, SliceDataset, slab_shape, slice_volume_index, volume_slabs
 from harmlib.data.manifest import Manifest
 from harmlib.evaluation.clustering import clustering_scores, match_clusters
@@ -118,28 +119,6 @@ def build_task(cfg: Config, manifest: Manifest) -> tuple[Task, dict[str, Any]]:
     nets["gmvae"].init_output(inputs.mean(0)[0])
     if g.init_kmeans:
         kmeans_prior_means(nets["gmvae"], inputs, cfg.seed)
-    n, bs = len(data), g.train.batch_size
-
-    def batch(step: int) -> dict[str, Any]:
-        return {
-            "x": inputs[epoch_indices(n, bs, step, cfg.seed)],
-            "tau": temperature(step, g.train.iterations, g.temp_init, g.temp_min),
-            "kl_scale": kl_warmup_scale(step, g.kl_warmup),
-        }
-
-    def g_step(b: dict[str, Any]):
-        f = nets["gmvae"](b["x"], b["tau"])
-        loss, terms = gmvae_loss(
-            f,
-            b["x"],
-            g.weights,
-            likelihood=g.likelihood,
-            sigma=g.sigma,
-            free_bits_floor=g.free_bits,
-            kl_scale=b["kl_scale"],
-        )
-        return loss, terms | {"temperature": b["tau"], "kl_scale": b["kl_scale"]}
-
     meta = {
         "domains": domains,
         "spec": asdict(spec),
@@ -153,8 +132,45 @@ def build_task(cfg: Config, manifest: Manifest) -> tuple[Task, dict[str, Any]]:
     fp = fingerprint(
         [meta["spec"], to_dict(g), cfg.seed, domains, meta["slice_shape"], grid, manifest.select("train").digest()]
     )
-    task = Task(KIND, nets, g_nets=["gmvae"], batch=batch, g_step=g_step, fingerprint=fp)
+    batch = Batches(inputs, g.train.batch_size, cfg.seed, g.train.iterations, g.temp_init, g.temp_min, g.kl_warmup)
+    task = Task(KIND, nets, g_nets=["gmvae"], batch=batch, g_step=partial(step, nets=nets, g=g), fingerprint=fp)
     return task, {**meta, "dataset": data, "inputs": inputs}
+
+
+@dataclass
+class Batches:
+    """``batch(step)``: the slices of that step (consecutive items of per-epoch permutations), its Gumbel-softmax
+    temperature and KL warm-up factor: all from the step alone, so a resumed run is identical."""
+
+    inputs: torch.Tensor
+    batch_size: int
+    seed: int
+    iterations: int
+    temp_init: float
+    temp_min: float
+    kl_warmup: int
+
+    def __call__(self, step: int) -> dict[str, Any]:
+        return {
+            "x": self.inputs[epoch_indices(len(self.inputs), self.batch_size, step, self.seed)],
+            "tau": temperature(step, self.iterations, self.temp_init, self.temp_min),
+            "kl_scale": kl_warmup_scale(step, self.kl_warmup),
+        }
+
+
+def step(b: dict[str, Any], nets: dict, g: GMVAEConfig) -> tuple[torch.Tensor, dict[str, float]]:
+    """One forward pass at the step's temperature and L_GMVAE with its KL warm-up factor."""
+    f = nets["gmvae"](b["x"], b["tau"])
+    loss, terms = gmvae_loss(
+        f,
+        b["x"],
+        g.weights,
+        likelihood=g.likelihood,
+        sigma=g.sigma,
+        free_bits_floor=g.free_bits,
+        kl_scale=b["kl_scale"],
+    )
+    return loss, terms | {"temperature": b["tau"], "kl_scale": b["kl_scale"]}
 
 
 @torch.no_grad()

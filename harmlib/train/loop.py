@@ -31,6 +31,7 @@ from typing import Any
 import pandas as pd
 import torch
 import torch.nn as nn
+from torch.utils.data import default_collate
 from tqdm.auto import tqdm
 
 from harmlib.checkpoint import load_checkpoint, save_checkpoint
@@ -50,6 +51,28 @@ def epoch_items(step: int, batch_size: int, n: int) -> list[tuple[int, int]]:
     """(epoch, position) of each item of batch ``step`` in an endless sequence of epochs of ``n`` items: a
     function of the step alone, so a resumed run draws exactly the batches an uninterrupted one would."""
     return [divmod(k, n) for k in range(step * batch_size, (step + 1) * batch_size)]
+
+
+@dataclass
+class PairBatches:
+    """A family's ``batch(step)`` over an epoch-seeded dataset of pairs: :meth:`items` draws the step's pairs."""
+
+    pairs: Any
+    batch_size: int
+
+    def items(self, step: int) -> Any:
+        return step_items(self.pairs, step, self.batch_size)
+
+
+def step_items(pairs: Any, step: int, batch_size: int) -> Any:
+    """The items of batch ``step`` from an epoch-seeded dataset of pairs (``set_epoch``, ``epoch``), collated: a
+    function of the step alone, so a resumed run draws exactly the batches an uninterrupted one would."""
+    items = []
+    for epoch, i in epoch_items(step, batch_size, len(pairs)):
+        if pairs.epoch != epoch:  # each epoch's pairs are drawn from (seed, epoch): the same whenever they are drawn
+            pairs.set_epoch(epoch)
+        items.append(pairs[i])
+    return default_collate(items)
 
 
 @dataclass
