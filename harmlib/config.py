@@ -197,12 +197,10 @@ class AGUITWeights(Section):
     pre_x_d: float = weight(10.0)
     lat: float = weight(10.0)
     kl: float = weight(1.0)
-    hist: float = weight(
-        0.0
-    )  # L_hist (ours, not in the paper): 1-D Wasserstein of x_{u->l}'s and site l's brain intensities
-    field: float = weight(
-        0.0
-    )  # L_field (ours, not in the paper): x_{u->l}'s smooth intensity field vs site l's mean field
+    # L_hist (ours, not in the paper): 1-D Wasserstein of x_{u->l}'s and site l's brain intensities
+    hist: float = weight(0.0)
+    # L_field (ours, not in the paper): x_{u->l}'s smooth intensity field vs site l's mean field
+    field: float = weight(0.0)
 
 
 @dataclass(frozen=True)
@@ -219,12 +217,10 @@ class TrainConfig(Section):
     checkpoint_every: int = rule(100, lambda v: v >= 1, "use at least 1")
     log_every: int = rule(10, lambda v: v >= 1, "use at least 1")
     warmup: int = 0  # reconstruction-only steps at the start (HACA3's first epoch); 0 = none
-    grad_clip: float = rule(  # clip each optimizer's gradient norm to this (DRIT++ 5, DISARM++ 1.0); 0 = off
-        0.0, lambda v: math.isfinite(v) and v >= 0, "use 0 (off) or a positive norm"
-    )
-    snapshot_every: int = rule(  # keep the trained nets every N steps for a convergence figure; 0 = off
-        0, lambda v: v >= 0, "use 0 (off) or a positive step count"
-    )
+    # clip each optimizer's gradient norm to this (DRIT++ 5, DISARM++ 1.0); 0 = off
+    grad_clip: float = rule(0.0, lambda v: math.isfinite(v) and v >= 0, "use 0 (off) or a positive norm")
+    # keep the trained nets every N steps for a convergence figure; 0 = off
+    snapshot_every: int = rule(0, lambda v: v >= 0, "use 0 (off) or a positive step count")
 
     def checks(self) -> Iterator[tuple[bool, str, Any, str]]:
         yield (
@@ -248,9 +244,8 @@ class AGUITArch(Section):
 
     path: ClassVar[str] = "harmonizer"
     width: int = positive(64)  # E_b channels after the first conv
-    n_down: int = rule(
-        2, lambda v: v >= 0, "use 0 or more stride-2 steps"
-    )  # stride-2 steps of E_b (and upsamplings of G)
+    # stride-2 steps of E_b (and upsamplings of G)
+    n_down: int = rule(2, lambda v: v >= 0, "use 0 or more stride-2 steps")
     n_res: int = positive(4)  # residual blocks in E_b and G
     noise_dim: int = positive(8)  # n, the noise part of the style code
     mlp_hidden: int = positive(256)  # the MLP from style to AdaIN parameters
@@ -258,9 +253,8 @@ class AGUITArch(Section):
     d_width: int = positive(64)
     d_layers: int = positive(3)
     d_scales: int = positive(2)
-    residual: bool = (
-        False  # the cpu levers around G (models.levers): y = x + G(c, s), G's last layer zero at init (IGUANE)
-    )
+    # the cpu levers around G (models.levers): y = x + G(c, s), G's last layer zero at init (IGUANE)
+    residual: bool = False
     landmark_curve: bool = False  # with residual: y = curve_s(x) + G(c, s), curve_s a style-given Nyul-landmark map
     site_field_mm: float = 0.0  # with the curve: the image's smooth intensity field (this Gaussian sigma, mm) moved to the style's; 0 = off
 
@@ -269,16 +263,13 @@ class AGUITArch(Section):
 class HarmonizerConfig(AGUITArch):
     """Paper 1's 3D model: its architecture (:class:`AGUITArch`), grid, crops, loss weights, training."""
 
-    voxel_mm: int = one_of(  # the model's grid; 0: the data's. 4 with 2 mm data trains on exact 2x2x2 block means
-        0, (0, 1, 2, 4), "use 0 (the data's), 1, 2 or 4"
-    )
-    crop: int = rule(  # train on random cubic crops of this many voxels a side (0: whole volumes)
-        0, lambda v: v == 0 or v >= 16, "use 0 (whole volumes) or at least 16 voxels"
-    )
+    # the model's grid; 0: the data's. 4 with 2 mm data trains on exact 2x2x2 block means
+    voxel_mm: int = one_of(0, (0, 1, 2, 4), "use 0 (the data's), 1, 2 or 4")
+    # train on random cubic crops of this many voxels a side (0: whole volumes)
+    crop: int = rule(0, lambda v: v == 0 or v >= 16, "use 0 (whole volumes) or at least 16 voxels")
     mask_losses: bool = False  # average L_rec, L_cc, L_struct, L_lum over the brain only (IGUANE, HACA3)
-    content_d_lr: float = rule(  # D^b's learning rate as a fraction of train.lr (DRIT++ / DISARM++: 1 / 2.5)
-        1.0, lambda v: 0 < v <= 10, "use a factor in (0, 10], e.g. 0.4"
-    )
+    # D^b's learning rate as a fraction of train.lr (DRIT++ / DISARM++: 1 / 2.5)
+    content_d_lr: float = rule(1.0, lambda v: 0 < v <= 10, "use a factor in (0, 10], e.g. 0.4")
     curve_lr: float = 1.0  # the levers' learning rate as a multiple of train.lr
     weights: AGUITWeights = field(default_factory=AGUITWeights)
     train: TrainConfig = field(default_factory=TrainConfig)
@@ -303,9 +294,8 @@ class EvaluationConfig(Section):
     kid_subset_size: int = positive(1000)  # capped at the smaller sample size
     kid_subsets: int = positive(100)
     folds: int = rule(5, lambda v: v >= 2, "use at least 2 cross-validation folds")  # downstream k-fold CV (paper 1: 5)
-    voxel_mm: int = one_of(  # downstream grid (block means of the data's grid)
-        4, (1, 2, 4, 8), "use 1, 2, 4 or 8 (a multiple of the data's grid)"
-    )
+    # downstream grid (block means of the data's grid)
+    voxel_mm: int = one_of(4, (1, 2, 4, 8), "use 1, 2, 4 or 8 (a multiple of the data's grid)")
     depth: int = one_of(10, (10, 18, 34), "use 10, 18 or 34 (MONAI ResNet depths with basic blocks)")
     width: int = positive(64)  # block_inplanes = (w, 2w, 4w, 8w); MONAI default 64
     stem_stride: int = positive(2)  # stride of the first conv (conv1_t_stride)
@@ -326,15 +316,11 @@ class GateConfig(Section):
     improved: float = threshold(0.9)  # share of traveling-subject cases closer to the truth (SSIM) after harmonization
     min_gain: float = threshold(0.02)  # mean SSIM-to-truth gain over those cases
     structure: float = threshold(0.93)  # structural SSIM of harmonized vs original
-    classifier: str = (
-        one_of(  # histogram (logistic regression on brain-intensity histograms) or cnn (3D ScannerClassifier)
-            "histogram", ("histogram", "cnn"), "use histogram or cnn"
-        )
-    )
+    # histogram (logistic regression on brain-intensity histograms) or cnn (3D ScannerClassifier)
+    classifier: str = one_of("histogram", ("histogram", "cnn"), "use histogram or cnn")
     classifier_epochs: int = rule(30, lambda v: v >= 1, "use at least 1")  # of the independent 3D scanner classifier
-    classifier_mm: int = one_of(  # its grid (block means of the data's grid)
-        4, (1, 2, 4, 8), "use 1, 2, 4 or 8 (a multiple of the data's grid)"
-    )
+    # its grid (block means of the data's grid)
+    classifier_mm: int = one_of(4, (1, 2, 4, 8), "use 1, 2, 4 or 8 (a multiple of the data's grid)")
     clustering_acc: float = threshold(0.75)  # the GM-VAE's gate (E1): clustering accuracy against the true scanners
     clustering_nmi: float = threshold(0.5)  # and their normalized mutual information
     slice_structure: float = threshold(0.9)  # the 2D models' structure criterion (their outputs are stacked slices)
@@ -342,14 +328,15 @@ class GateConfig(Section):
     # model's grid), harmonized there and compared with their truth at that resolution. 0: no such row.
     native_mm: int = one_of(1, (0, 1, 2), "use 1 or 2 (mm), or 0 for no row")
     native_subjects: int = rule(4, lambda v: 1 <= v <= 16, "use 1 to 16")  # one per test site, in the cohort's order
-    detail: float = threshold(
-        0.9
-    )  # fine detail kept: the output's fine-scale SD over the native truth's (scale-invariant)
-    nyul_margin: float = (
-        rule(  # the model's scale-invariant SSIM to the truth minus Nyul's (fitted to the target), at least
-            0.0, lambda v: -1.0 <= v <= 1.0, "use a value in [-1, 1], e.g. 0"
-        )
-    )
+    # fine detail kept: the output's fine-scale SD over the native truth's (scale-invariant)
+    detail: float = threshold(0.9)
+    # What a sceptic asks (per target, on the scale-invariant SSIM to the truth; criteria of the deep models' gates):
+    nyul_margin: float = rule(0.0, lambda v: -1.0 <= v <= 1.0, "use a value in [-1, 1], e.g. 0.01")  # model - Nyul
+    gap_closed: float = rule(0.0, lambda v: -1.0 <= v <= 1.0, "use a share in [-1, 1], e.g. 0.5")  # of the rescan gap
+    # Nyul's error - model's
+    tissue_margin: float = rule(0.0, lambda v: -1.0 <= v <= 1.0, "use a value in [-1, 1], e.g. 0")
+    # the lesions' contrast to WM kept, as a share of the truth's (cases with lesions)
+    lesion_kept: float = threshold(0.8)
 
 
 @dataclass(frozen=True)
@@ -389,30 +376,24 @@ class GMVAEConfig(GMVAEArch):
 
     temp_init: float = 1.0
     temp_min: float = 0.5
-    likelihood: str = one_of(  # p(x|z): bce (the thesis) or gaussian (Dilokthanakul's -continuous; mean sigmoid(decoder), fixed sigma)
-        "bce", ("bce", "gaussian"), "use bce or gaussian"
-    )
-    sigma: float = rule(  # the fixed std of the gaussian likelihood on intensities in [0, 1]; unused with bce
+    # p(x|z): bce (the thesis) or gaussian (Dilokthanakul's -continuous; mean sigmoid(decoder), fixed sigma)
+    likelihood: str = one_of("bce", ("bce", "gaussian"), "use bce or gaussian")
+    # the fixed std of the gaussian likelihood on intensities in [0, 1]; unused with bce
+    sigma: float = rule(
         0.1, lambda v: math.isfinite(v) and v > 0, "use a positive standard deviation (intensities in [0, 1]), e.g. 0.1"
     )
-    free_bits: float = (
-        rule(  # L_cat = max(batch-mean KL(q(y|x) || uniform), free_bits) nats (Nat-D/GMVAE -lambda, 0.5 there); 0 = off
-            0.0, lambda v: math.isfinite(v) and v >= 0, "use 0 (off) or a floor in nats >= 0, e.g. 0.5"
-        )
-    )
+    # L_cat = max(batch-mean KL(q(y|x) || uniform), free_bits) nats (Nat-D/GMVAE -lambda, 0.5 there); 0 = off
+    free_bits: float = rule(0.0, lambda v: math.isfinite(v) and v >= 0, "use 0 (off) or a floor in nats >= 0, e.g. 0.5")
     kl_warmup: int = 0  # steps over which the weights of L_gauss and L_cat ramp linearly from 0; 0 = off
     init_kmeans: bool = False  # seed the mixture from k-means (K) of the inputs: q(y|x) fitted to the clusters, p(z|y)'s means at their codes
-    view: str = one_of(  # x: the slice (the thesis) or ``field``: its plane of its volume's site field (field_mm)
-        "slice", ("slice", "field"), "use slice or field"
-    )
+    # x: the slice (the thesis) or ``field``: its plane of its volume's site field (field_mm)
+    view: str = one_of("slice", ("slice", "field"), "use slice or field")
     field_mm: float = 0.0  # field view: the site field's Gaussian sigma (mm), stage 2's drit.site_field_mm (checked)
-    field_pad: int = (
-        8  # field view: X and Z padded to this multiple, as stage 2's slices: pad_multiple(drit.n_down) (checked)
-    )
+    # field view: X and Z padded to this multiple, as stage 2's slices: pad_multiple(drit.n_down) (checked)
+    field_pad: int = 8
     view_size: int = 32  # field view: the planes resampled to view_size^2 (divisible by 2**n_down)
-    view_scale: float = rule(  # field view: the log field (a few hundredths) times this into [-1, 1]
-        10.0, lambda v: math.isfinite(v) and v > 0, "use a positive multiplier, e.g. 10"
-    )
+    # field view: the log field (a few hundredths) times this into [-1, 1]
+    view_scale: float = rule(10.0, lambda v: math.isfinite(v) and v > 0, "use a positive multiplier, e.g. 10")
     slices: SliceConfig = field(default_factory=SliceConfig)
     weights: GMVAEWeights = field(default_factory=GMVAEWeights)
     train: TrainConfig = field(default_factory=lambda: TrainConfig(batch_size=64, lr=1e-3, beta1=0.9, weight_decay=0.0))
@@ -453,12 +434,10 @@ class DRITWeights(Section):
     kl: float = weight(0.01)
     content_reg: float = weight(0.01)
     content_adv: float = weight(1.0)
-    hist: float = weight(
-        0.0
-    )  # L_hist (ours, as harmonizer.weights.hist): each translation's landmarks vs its code's mean
-    field: float = weight(
-        0.0
-    )  # L_field (ours, as harmonizer.weights.field): each translation's field vs its code's mean
+    # L_hist (ours, as harmonizer.weights.hist): each translation's landmarks vs its code's mean
+    hist: float = weight(0.0)
+    # L_field (ours, as harmonizer.weights.field): each translation's field vs its code's mean
+    field: float = weight(0.0)
 
 
 @dataclass(frozen=True)
@@ -474,16 +453,13 @@ class DRITArch(Section):
     attr_width: int = positive(64)
     d_width: int = positive(64)
     d_layers: int = positive(4)
-    content_noise: float = rule(  # std of DRIT++'s Gaussian noise layer on z^c (training only)
-        1.0, lambda v: v >= 0, "use a standard deviation >= 0"
-    )
-    residual: bool = (
-        False  # the cpu levers around G (models.levers): y = x + G, G's last conv zero at init (as harmonizer's)
-    )
+    # std of DRIT++'s Gaussian noise layer on z^c (training only)
+    content_noise: float = rule(1.0, lambda v: v >= 0, "use a standard deviation >= 0")
+    # the cpu levers around G (models.levers): y = x + G, G's last conv zero at init (as harmonizer's)
+    residual: bool = False
     landmark_curve: bool = False  # with residual: y = curve_(z^a, c)(x) + G (as harmonizer.landmark_curve)
-    site_field_mm: float = (
-        0.0  # with the curve: each slice's plane of its volume's smooth field moved to (z^a, c)'s (as harmonizer's)
-    )
+    # with the curve: each slice's plane of its volume's smooth field moved to (z^a, c)'s (as harmonizer's)
+    site_field_mm: float = 0.0
 
 
 @dataclass(frozen=True)

@@ -265,3 +265,40 @@ def test_the_histogram_classifier_reads_the_brain_not_the_background_noise():
     assert (
         np.abs(a - b).sum() < 0.1
     )  # over the brain the two are the same scanner (measured 0.058: Otsu's cut moves a little)
+
+
+def _sceptic(model_si: float, model_tissue: float, lesion: float | None):
+    """Per-case rows with the scale-invariant SSIMs, tissue errors and lesion contrast, and Nyul's beside them:
+    before 0.90, rescan 0.98, Nyul 0.93 with tissue error 0.05."""
+    rec, trav = _cases(0.97, 0.95, 0.97)
+    paired = trav["target"] != "agnostic"
+    trav.loc[paired, ["SI before", "SI after", "SI rescan"]] = [0.90, model_si, 0.98]
+    trav.loc[paired, ["tissue error before", "tissue error after", "lesion kept"]] = [0.08, model_tissue, lesion]
+    nyul = pd.DataFrame(
+        {
+            "target": ["A", "B"],
+            "site": ["X", "X"],
+            "SSIM after": [0.93, 0.92],
+            "SI after": [0.93, 0.93],
+            "tissue error after": [0.05, 0.05],
+            "lesion kept": [0.9, 0.9],
+        }
+    )
+    gate = GateConfig(nyul_margin=0.01, gap_closed=0.5, tissue_margin=0.0, lesion_kept=0.8)
+    return gate_table("ssim_harmonizer", "tiny", gate, rec, trav, 0.9, nyul)
+
+
+def test_the_sceptics_criteria_hold_only_above_nyul_the_gap_share_and_with_tissues_and_lesions_kept():
+    """gap closed (0.95 - 0.90) / (0.98 - 0.90) = 0.625 >= 0.5, margin over Nyul 0.02 >= 0.01, tissue error below
+    Nyul's, lesions kept 0.85 >= 0.8: the gate passes; each shortfall alone fails it, named."""
+    assert gate_passed(_sceptic(0.95, 0.04, 0.85))
+    cases = {
+        "share of the rescan gap closed": (0.935, 0.04, 0.85),  # 0.4375 < 0.5 (and margin 0.005 < 0.01)
+        "tissue-contrast error, Nyul's minus the model's": (0.95, 0.06, 0.85),
+        "lesions' contrast to WM kept": (0.95, 0.04, 0.5),
+    }
+    for criterion, args in cases.items():
+        fails = gate_failures(_sceptic(*args))
+        assert any(criterion in f for f in fails), (criterion, fails)
+    table = _sceptic(0.95, 0.04, None)  # no lesion in the cases: no lesion criterion
+    assert not table["criterion"].str.contains("lesions' contrast").any() and gate_passed(table)

@@ -1,0 +1,103 @@
+"""Train the ablation rows of `harmlib.evaluation.ablation` at one budget and write their table.
+
+    .venv/bin/python benchmarks/ablation.py harmonizer --steps 100     # harmonizer 1: paper G, + residual, + curve, + field
+    .venv/bin/python benchmarks/ablation.py slices --steps 150         # DRIT++ / GMM-DRIT: paper G vs the cpu levers
+
+Each row trains from scratch (seed ``--seed``) under ``runs/<profile>/ablation/<rows>/<n>/`` and runs the model's
+quality gate without the native-resolution rows (they cost minutes per row and do not depend on the levers' kind);
+the table goes to ``runs/<profile>/tables/ablation_<rows>.csv`` (and ``--copy`` to a committed file) with each
+row's budget. The 2D rows use the run's trained GM-VAE (``runs/<profile>/models/gmvae.pt``, chapter 04).
+A killed run resumes: each row's training resumes from its checkpoint, a row whose gate is written is skipped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import pandas as pd
+import torch
+
+import harmlib
+from harmlib.data import read_manifest
+from harmlib.data.io import write_text_atomic
+from harmlib.data.synthetic import TARGET_A, TARGET_B
+from harmlib.evaluation.ablation import HARMONIZER_ROWS, SLICE_ROWS, ablation_row, overrides
+from harmlib.evaluation.gate import evaluate_gate
+from harmlib.harmonize import harmonize_volume, load_harmonizer
+from harmlib.train.loop import fit
+
+TARGETS = {"A": TARGET_A.domain, "B": TARGET_B.domain}
+
+
+def train_row(cfg, man, section: str, variant: str | None, run: Path, gmvae: Path) -> tuple[Path, int, float]:
+    """Train one row; returns (model file, steps, minutes of this run)."""
+    if section == "harmonizer":
+        from harmlib.aguit.task import build_task, export_model
+
+        task, meta = build_task(cfg, man)
+    else:
+        from harmlib.drit.task import build_task, export_model
+
+        task, meta = build_task(cfg, man, variant, gmvae)
+    t0 = time.perf_counter()
+    log = fit(task, getattr(cfg, section).train, cfg.runtime, run / "train", seed=cfg.seed)
+    minutes = float(log.seconds.iloc[-1]) / 60 if len(log) else (time.perf_counter() - t0) / 60
+    return export_model(task, meta, run / "model.pt"), int(log.step.iloc[-1]) if len(log) else 0, minutes
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("rows", choices=["harmonizer", "slices"])
+    ap.add_argument("--profile", default="cpu")
+    ap.add_argument("--steps", type=int, default=100)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--only", type=int, nargs="*", help="row numbers to run (default all)")
+    ap.add_argument("--copy", type=Path, help="also write the table here (e.g. benchmarks/results/)")
+    args = ap.parse_args()
+    torch.set_num_threads(max(1, torch.get_num_threads()))
+    section = "harmonizer" if args.rows == "harmonizer" else "drit"
+    rows = HARMONIZER_ROWS if args.rows == "harmonizer" else SLICE_ROWS
+    base = harmlib.load_config(args.profile, {"seed": args.seed, "gate.native_mm": 0})
+    man = read_manifest(base.data_dir / "manifest.csv")
+    out_dir = base.run_dir / "ablation" / args.rows
+    results = []
+    for n, (name, row) in enumerate(rows.items()):
+        if args.only and n not in args.only:
+            continue
+        variant, row = row if isinstance(row, tuple) else (None, row)
+        steps = {f"{section}.train.iterations": args.steps, f"{section}.train.snapshot_every": 0}
+        warm = getattr(base, section).train.warmup
+        steps[f"{section}.train.warmup"] = min(warm, args.steps - 1)
+        cfg = base.replace(overrides(section, row) | steps)
+        run = out_dir / f"{n}_{variant or 'harmonizer'}"
+        done = run / "ablation_row.csv"
+        if done.is_file():
+            results.append(pd.read_csv(done).iloc[0].to_dict())
+            print(f"{name}: done before ({done})")
+            continue
+        model, n_steps, minutes = train_row(cfg, man, section, variant, run, base.run_dir / "models" / "gmvae.pt")
+        h = load_harmonizer(model)
+        fn = lambda v, aff, t, h=h, seed=cfg.seed: harmonize_volume(h, v, aff, t, seed)  # noqa: E731
+        gate = cfg.gate if section == "harmonizer" else replace(cfg.gate, structure=cfg.gate.slice_structure)
+        extra = ("agnostic",) if section == "harmonizer" else ("scanner-free",)
+        recon = None if section == "harmonizer" else TARGETS
+        table, trav = evaluate_gate(variant or "ssim_harmonizer", cfg, man, fn, TARGETS, extra, recon, gate)
+        rec = ablation_row(name, table, trav, n_steps, minutes) | {"seed": args.seed, "profile": cfg.profile}
+        write_text_atomic(done, pd.DataFrame([rec]).to_csv(index=False))
+        results.append(rec)
+        print(pd.DataFrame([rec]).round(4).to_string(index=False), flush=True)
+    df = pd.DataFrame(results)
+    path = base.run_dir / "tables" / f"ablation_{args.rows}.csv"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(path, df.to_csv(index=False))
+    if args.copy:
+        args.copy.mkdir(parents=True, exist_ok=True)
+        write_text_atomic(args.copy / path.name, df.to_csv(index=False))
+    print(df.round(4).to_string(index=False))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,86 @@
+"""What each part of a model adds: the same model trained with its parts switched on one at a time, at one budget.
+
+Rows (config overrides of the cpu profile), from the paper's generator to the cpu profile's:
+
+* harmonizer 1: the paper's G (it draws the image), + residual (y = x + G), + landmark curve, + site field (the cpu
+  profile's model);
+* the 2D models: DRIT++ and GMM-DRIT with the paper's G, then with the cpu levers: the thesis's comparison at the
+  cpu budget (does DRIT++'s scanner-free output lose the anatomy when its generator draws the image?).
+
+Each row is summarized from its quality gate (:func:`ablation_row`): reconstruction, translation, the
+scale-invariant SSIM to the truth at A and B, the share of the rescan gap closed, the margin over Nyul, the
+tissue-contrast margin, structure, and for the 2D models the scanner-free structural SSIM; with its budget
+(steps, minutes). ``benchmarks/ablation.py`` trains the rows and writes the table; the chapters show it.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+
+import numpy as np
+import pandas as pd
+
+NO_LEVERS = {
+    "residual": False,
+    "landmark_curve": False,
+    "site_field_mm": 0.0,
+    "weights.hist": 0.0,
+    "weights.field": 0.0,
+}
+RESIDUAL = NO_LEVERS | {"residual": True}
+CURVE = RESIDUAL | {"landmark_curve": True, "weights.hist": None}  # None: the profile's value
+CPU = {}  # the cpu profile's model: every lever
+
+HARMONIZER_ROWS: dict[str, dict] = {
+    "the paper's generator (G draws the image)": NO_LEVERS,
+    "+ residual (y = x + G)": RESIDUAL,
+    "+ landmark curve": CURVE,
+    "+ site field (the cpu profile)": CPU,
+}
+SLICE_ROWS: dict[str, tuple[str, dict]] = {  # (variant, overrides of the drit section)
+    "DRIT++, the paper's generator": ("drit", NO_LEVERS),
+    "GMM-DRIT, the paper's generator": ("gmm_drit", NO_LEVERS),
+    "DRIT++ with the cpu levers": ("drit", CPU),
+    "GMM-DRIT with the cpu levers": ("gmm_drit", CPU),
+}
+
+
+def overrides(section: str, row: Mapping[str, float | bool | None]) -> dict[str, float | bool]:
+    """A row's dotted config overrides for ``section`` (None: keep the profile's value)."""
+    return {f"{section}.{k}": v for k, v in row.items() if v is not None}
+
+
+def _value(table: pd.DataFrame, pattern: str) -> float:
+    """The mean value of the gate rows whose criterion matches ``pattern`` (NaN when none)."""
+    rows = table[table["criterion"].astype(str).str.contains(pattern, regex=True)]
+    vals = pd.to_numeric(rows["value"], errors="coerce").dropna()
+    return float(vals.mean()) if len(vals) else float("nan")
+
+
+def _si(table: pd.DataFrame, target: str) -> float:
+    """The model's scale-invariant SSIM to the truth at ``target`` (the gate's context row before / model / ...)."""
+    rows = table[table["criterion"].astype(str).str.startswith(f"-> {target}: scale-invariant SSIM to truth")]
+    if not len(rows):
+        return float("nan")
+    return float(re.split(r"\s*/\s*", str(rows["value"].iloc[0]))[1])
+
+
+def ablation_row(name: str, table: pd.DataFrame, trav: pd.DataFrame, steps: int, minutes: float) -> dict:
+    """One row of an ablation table from a model's gate table and its per-case traveling table."""
+    free = trav[trav["target"].isin(["scanner-free", "agnostic"])]["structure vs original"]
+    return {
+        "model": name,
+        "budget": f"{steps} steps, {minutes:.1f} min",
+        "reconstruction": _value(table, r"^reconstruction SSIM"),
+        "translation": _value(table, r"^translation accuracy"),
+        "SSIM to truth A": _si(table, "A"),
+        "SSIM to truth B": _si(table, "B"),
+        "gap closed A": _value(table, r"-> A: share of the rescan gap closed$"),
+        "gap closed B": _value(table, r"-> B: share of the rescan gap closed$"),
+        "margin over Nyul A": _value(table, r"-> A: scale-invariant SSIM to truth, model minus Nyul"),
+        "margin over Nyul B": _value(table, r"-> B: scale-invariant SSIM to truth, model minus Nyul"),
+        "tissue margin over Nyul": _value(table, r"tissue-contrast error, Nyul's minus the model's"),
+        "structure": _value(table, r"^structural SSIM harmonized vs original"),
+        "site-free structure": float(free.mean()) if len(free) else np.nan,
+    }
