@@ -13,15 +13,15 @@ is refused with one line before any of its code can run.
 
 from __future__ import annotations
 
-import os
 import pickle
 import re
-import tempfile
 from pathlib import Path, PurePath
 from typing import Any
 
 import numpy as np
 import torch
+
+from harmlib.data.io import write_atomic
 
 FORMAT = 1
 
@@ -54,17 +54,7 @@ def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> Path:
     """``torch.save`` to a temporary file in the same folder, then rename: never a half file. The payload is
     stored as plain types (:func:`plain`), so that loading it never needs to run code."""
     payload = plain(payload)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".pt", dir=path.parent)
-    os.close(fd)
-    try:
-        torch.save({"format": FORMAT, **payload}, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return write_atomic(path, lambda tmp: torch.save({"format": FORMAT, **payload}, tmp), ".pt")
 
 
 def load_checkpoint(path: str | Path, kinds: tuple[str, ...] | None = None) -> dict[str, Any]:
@@ -88,6 +78,26 @@ def load_checkpoint(path: str | Path, kinds: tuple[str, ...] | None = None) -> d
     if kinds and ck["kind"] not in kinds:
         raise CheckpointError(f"{path}: a '{ck['kind']}' checkpoint, but this needs one of: {', '.join(kinds)}")
     return ck
+
+
+def check_weights(ck: dict[str, Any], path: str | Path) -> None:
+    """A model file has its nets' weights, all finite: a diverged training (NaN/Inf) is refused before it writes a
+    volume of NaN."""
+    state = ck.get("state")
+    if not isinstance(state, dict) or not state:
+        raise CheckpointError(f"{path}: a '{ck.get('kind')}' model file without weights ('state'); export it again")
+    bad = [
+        f"{net}.{k}"
+        for net, sd in state.items()
+        if isinstance(sd, dict)
+        for k, v in sd.items()
+        if torch.is_tensor(v) and v.is_floating_point() and not torch.isfinite(v).all()
+    ]
+    if bad:
+        raise CheckpointError(
+            f"{path}: {len(bad)} weight tensor(s) hold NaN/Inf (first: {bad[0]}): the training diverged; retrain "
+            "(a lower train.lr, or train.grad_clip) or use an earlier checkpoint"
+        )
 
 
 def _refused(err: Exception) -> str:

@@ -6,7 +6,9 @@ import argparse
 import functools
 import os
 import shutil
+import signal
 import sys
+import threading
 from pathlib import Path
 
 from harmlib.config import ConfigError, parse_overrides
@@ -62,6 +64,7 @@ def _preprocess(args: argparse.Namespace) -> None:
 def _harmonize(args: argparse.Namespace) -> None:
     from tqdm.auto import tqdm
 
+    from harmlib.data.io import remove_stale_temporaries
     from harmlib.data.manifest import read_manifest
     from harmlib.harmonize import check_input, check_output, harmonize_file, load_harmonizer, resolution_note
     from harmlib.provenance import bids_output, write_dataset_description
@@ -89,7 +92,7 @@ def _harmonize(args: argparse.Namespace) -> None:
     notes = []
     for (p, _), out in tqdm(list(zip(inputs, outputs)), desc="checking inputs", unit="vol", leave=False):
         check_output(p, out, args.overwrite)
-        notes.append(resolution_note(model, check_input(p).affine, p))
+        notes.append(resolution_note(model, check_input(p, model).affine, p))
     for note in filter(None, notes):
         print(note, file=sys.stderr)
     created = not out_dir.exists()
@@ -101,6 +104,7 @@ def _harmonize(args: argparse.Namespace) -> None:
         ) from None
     if not os.access(out_dir, os.W_OK):
         raise ValueError(f"{out_dir}: the output folder is not writable; choose another --out-dir")
+    remove_stale_temporaries(out_dir)  # what a killed earlier run left (ours by name), before this one writes
     try:
         if args.bids:
             write_dataset_description(out_dir)
@@ -130,9 +134,8 @@ def _models(args: argparse.Namespace) -> None:
     from harmlib.evaluation.tables import read_gates
     from harmlib.provenance import model_info
 
-    gates_of = functools.lru_cache(
-        read_gates
-    )  # one read per run's tables, as text (a context row's empty threshold stays "")
+    # one read per run's tables, as text (a context row's empty threshold stays "")
+    gates_of = functools.lru_cache(read_gates)
     found = sorted(Path(args.runs).glob("*/models/*.pt"))
     if not found:
         print(f"harmlib: no models under {args.runs}/<profile>/models/; 'make reproduce' trains them")
@@ -159,19 +162,28 @@ def _models(args: argparse.Namespace) -> None:
             )
 
 
-def _int_at_least(low: int):
-    """An argparse type: an integer >= ``low``; anything else is one line naming the option's value."""
+def _int_at_least(low: int, high: int = 2**32 - 1):
+    """An argparse type: an integer in [``low``, ``high``] (a seed fits numpy's and torch's: < 2^32); anything else
+    is one line naming the option's value."""
 
     def parse(text: str) -> int:
         try:
             value = int(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"'{text}' is not an integer") from None
-        if value < low:
-            raise argparse.ArgumentTypeError(f"{value} is out of range; use an integer >= {low}")
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"{value} is out of range; use an integer in [{low}, {high}]")
         return value
 
     return parse
+
+
+def _resume_hint(args: argparse.Namespace) -> str:
+    """What to run after an interruption: harmonize keeps the outputs it finished, so its rerun skips them only with
+    --overwrite (the finished ones are whole); the other commands resume by themselves."""
+    if args.command == "harmonize" and not args.overwrite:
+        return "rerun the same command with --overwrite to redo the remaining volumes (finished outputs are whole)"
+    return "rerun the same command to resume"
 
 
 class _Parser(argparse.ArgumentParser):
@@ -257,17 +269,24 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _terminate(signum: int, frame: object) -> None:
+    """SIGTERM (a scheduler's kill, `timeout`) ends a run as Ctrl-C does: temporary files removed, one line."""
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> int:
     from harmlib.pipeline import PipelineError
 
     args = build_parser().parse_args(argv)
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _terminate)
     try:
         args.func(args)
     except (ConfigError, PipelineError, FileNotFoundError, ValueError) as err:  # DataError is a ValueError
         print(f"harmlib: error: {err}", file=sys.stderr)
         return 2 if isinstance(err, ConfigError) else 1
     except KeyboardInterrupt:
-        print("harmlib: interrupted; nothing half-written; rerun to resume", file=sys.stderr)
+        print(f"harmlib: interrupted; nothing half-written; {_resume_hint(args)}", file=sys.stderr)
         return 130
     return 0
 

@@ -210,7 +210,7 @@ class TrainConfig(Section):
     path: ClassVar[str] = "train"
     iterations: int = rule(1000, lambda v: v >= 1, "use at least 1")
     batch_size: int = rule(2, lambda v: v >= 1, "use at least 1")
-    lr: float = rule(1e-4, lambda v: v > 0, "use a positive learning rate")
+    lr: float = rule(1e-4, lambda v: math.isfinite(v) and v > 0, "use a finite, positive learning rate")
     beta1: float = rule(0.5, lambda v: 0 <= v < 1, "use a value in [0, 1)")
     beta2: float = rule(0.999, lambda v: 0 <= v < 1, "use a value in [0, 1)")
     weight_decay: float = 1e-4
@@ -302,7 +302,7 @@ class EvaluationConfig(Section):
     max_pool: bool = True  # max-pool after the stem (MONAI no_max_pool = not max_pool)
     epochs: int = positive(30)
     batch_size: int = positive(4)
-    lr: float = rule(1e-3, lambda v: v > 0, "use a positive learning rate")
+    lr: float = rule(1e-3, lambda v: math.isfinite(v) and v > 0, "use a finite, positive learning rate")
     weight_decay: float = rule(1e-4, lambda v: v >= 0, "use a weight decay >= 0")
 
 
@@ -488,7 +488,7 @@ class Config(Section):
     """One run's settings: a section per part of the pipeline (the profile's YAML mapping, section by section)."""
 
     profile: str = "cpu"
-    seed: int = 0
+    seed: int = rule(0, lambda v: 0 <= v < 2**32, "use a seed in [0, 2^32)")  # numpy's and torch's seeds
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
     data: DataConfig = field(default_factory=DataConfig)
     synth: SynthConfig = field(default_factory=SynthConfig)
@@ -609,10 +609,27 @@ def _from_dict(data: Mapping[str, Any]) -> Config:
     return _build(Config, data)
 
 
+class _DuplicateKey(yaml.YAMLError):
+    pass
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """``yaml.safe_load``, except that a key written twice in one mapping (a section or a field) is an error."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        seen: set = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise _DuplicateKey(f"'{key}' is written twice (line {key_node.start_mark.line + 1})")
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
 def profile_path(profile: str | Path) -> Path:
     """The YAML file of a profile name (tiny, cpu, paper) or an explicit path."""
     p = Path(profile)
-    if p.suffix in (".yaml", ".yml"):
+    if p.suffix.lower() in (".yaml", ".yml"):
         if not p.is_file():
             raise ConfigError(
                 f"profile file {p} does not exist; give one of {', '.join(PROFILES)} or the path of a YAML profile"
@@ -648,11 +665,13 @@ def load_config(profile: str | Path = "cpu", overrides: Mapping[str, Any] | str 
     """
     path = profile_path(profile)
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        raw = yaml.load(path.read_text(encoding="utf-8"), Loader=_UniqueKeyLoader)
     except UnicodeDecodeError:
         raise ConfigError(
             f"profile file {path} is not UTF-8 text; save it as UTF-8 (a copy of harmlib/profiles/cpu.yaml)"
         ) from None
+    except _DuplicateKey as err:
+        raise ConfigError(f"profile file {path}: {err}; keep one (YAML would silently take the last)") from None
     except yaml.YAMLError as err:
         raise ConfigError(f"profile file {path} is not valid YAML ({err.__class__.__name__}); fix its syntax") from None
     if raw is None:
@@ -671,6 +690,10 @@ def load_config(profile: str | Path = "cpu", overrides: Mapping[str, Any] | str 
 def check_notebook_parameter(name: str, value: Any, notebook_parameters: set[str], cfg: Config) -> None:
     """A papermill parameter given to every notebook (``harmlib reproduce --set``) must be a parameter of
     some notebook, and its value must fit the config fields of that name (``gamma`` -> ``ssim.gamma``)."""
+    if name == "profile":
+        raise ConfigError(
+            f"--set profile={value}: the profile is chosen by --profile (e.g. --profile {value}), not --set"
+        )
     if name not in notebook_parameters:
         raise ConfigError(
             f"unknown parameter '{name}' in --set; the notebooks take: {', '.join(sorted(notebook_parameters))}"

@@ -39,6 +39,7 @@ from harmlib.data.io import (
     is_done,
     load_volume,
     mark_done,
+    same_file,
     save_volume,
     write_atomic,
     write_text_atomic,
@@ -317,7 +318,7 @@ def preprocess_volume(
     in_path, out_path = Path(in_path), Path(out_path)
     if voxel_mm not in (1, 2, 4):
         raise ValueError(f"voxel_mm={voxel_mm} is invalid; use 1, 2 or 4")
-    if out_path.resolve() == in_path.resolve():
+    if same_file(out_path, in_path):
         raise DataError(f"{in_path}: output path equals the input; inputs are never overwritten, choose another folder")
     if skull_strip:
         _require_deepbet()
@@ -540,9 +541,10 @@ def preprocess_manifest(
 
 def _refuse_overwriting_inputs(manifest_path: Path, inputs: list[Path], out_dir: Path, dsts: list[Path]) -> None:
     """Never modify an input: no output (manifest, qc.csv, a volume) may be the input manifest or an input volume."""
-    ins = {os.path.abspath(p) for p in [manifest_path, *inputs]}
+    ins = [Path(p) for p in [manifest_path, *inputs]]
+    resolved = {p.resolve() for p in ins}  # links followed: `ln -s raw out` makes out/manifest.csv the input
     for out in [out_dir / "manifest.csv", out_dir / "qc.csv", *dsts]:
-        if os.path.abspath(out) in ins:
+        if out.resolve() in resolved or any(same_file(out, p) for p in ins if out.exists()):
             raise DataError(
                 f"{out}: the output would overwrite an input; choose another --out-dir (outputs: volumes/, qc/, qc.csv, manifest.csv)"
             )

@@ -53,6 +53,57 @@ def _truncated(t: Path) -> Path:
     return man
 
 
+def _linked_out(t: Path) -> Path:
+    """An output folder that is a link to the folder holding the input manifest (``ln -s raw out``)."""
+    man = _manifest(t)
+    (t / "out").symlink_to(man.parent, target_is_directory=True)
+    return man
+
+
+def _complex(path: Path) -> Path:
+    x, aff = harmlib.data.mni_t1(4)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    nib.save(nib.Nifti1Image((x + 1j * x).astype(np.complex64), aff), str(path))
+    return path
+
+
+def _rgb(path: Path) -> Path:
+    x, aff = harmlib.data.mni_t1(4)
+    v = np.clip(x / x.max() * 255, 0, 255).astype(np.uint8)
+    rgb = np.zeros(x.shape, dtype=[("R", "u1"), ("G", "u1"), ("B", "u1")])
+    rgb["R"], rgb["G"], rgb["B"] = v, v, v
+    path.parent.mkdir(parents=True, exist_ok=True)
+    nib.save(nib.Nifti1Image(rgb, aff), str(path))
+    return path
+
+
+def _coarse_box(path: Path) -> Path:
+    """3x3x3 voxels of 60 mm around the MNI centre: MNI-aligned, but no brain."""
+    aff = np.diag([60.0, 60.0, 60.0, 1.0])
+    aff[:3, 3] = [-60.0, -78.0, -42.0]
+    return _nifti(path, np.full((3, 3, 3), 100.0), aff)
+
+
+def _nan_model(t: Path, model: Path) -> Path:
+    from harmlib.checkpoint import load_checkpoint, save_checkpoint
+
+    ck = load_checkpoint(model)
+    ck["state"]["G"] = {k: v * float("nan") if v.is_floating_point() else v for k, v in ck["state"]["G"].items()}
+    return save_checkpoint(t / "nan.pt", {k: v for k, v in ck.items() if k != "format"})
+
+
+def _stateless_model(t: Path, model: Path) -> Path:
+    from harmlib.checkpoint import load_checkpoint, save_checkpoint
+
+    ck = load_checkpoint(model)
+    return save_checkpoint(t / "nostate.pt", {k: v for k, v in ck.items() if k not in ("format", "state")})
+
+
+def _unrelated_folder(t: Path) -> Path:
+    _text(t / "mydata" / "manifest.csv", "my own study's table\n")
+    return t / "mydata"
+
+
 @pytest.fixture(scope="module")
 def model(tmp_path_factory) -> Path:
     """A tiny harmonizer trained for one step (a real model file)."""
@@ -223,6 +274,45 @@ CASES: dict[str, Case] = {
         _harmonize(t, m, inputs=[_brain(t / "in" / "a.nii.gz"), _text(t / "in" / "b.nii.gz", b"junk")]),
         "b.nii.gz",
     ),
+    # --- issue 28: inputs never touched, outputs right or refused, messages that name the field ---
+    "profile key written twice": lambda t, m: (
+        ["synth", "--profile", str(_text(t / "p.yaml", "seed: 1\nseed: 2\n"))],
+        "'seed' is written twice (line 2)",
+    ),
+    "set seed -1": lambda t, m: (["synth", "--set", "seed=-1"], "parameter 'seed'"),
+    "set learning rate inf": lambda t, m: (["synth", "--set", "harmonizer.train.lr=.inf"], "harmonizer.train.lr"),
+    "set a learning rate of one section": lambda t, m: (["synth", "--set", "drit.train.lr=0"], "drit.train.lr"),
+    "synth out is an unrelated folder": lambda t, m: (
+        ["synth", "--profile", "tiny", "--out", str(_unrelated_folder(t))],
+        "not a harmlib cohort",
+    ),
+    "preprocess out-dir links to the input folder": lambda t, m: (
+        ["preprocess", "--manifest", str(_linked_out(t)), "--out-dir", str(t / "out")],
+        "would overwrite an input",
+    ),
+    "harmonize complex volume": lambda t, m: (
+        _harmonize(t, m, inputs=[_complex(t / "in" / "c.nii.gz")]),
+        "c.nii.gz: a complex-valued volume",
+    ),
+    "harmonize RGB volume": lambda t, m: (
+        _harmonize(t, m, inputs=[_rgb(t / "in" / "r.nii.gz")]),
+        "r.nii.gz: a RGB volume",
+    ),
+    "harmonize a coarse box": lambda t, m: (
+        _harmonize(t, m, inputs=[_coarse_box(t / "in" / "box.nii.gz")]),
+        "too small or too coarse to be a brain",
+    ),
+    "harmonize sidecar exists": lambda t, m: (
+        _harmonize(t, m) if _text(t / "out" / "a.json", "{}") else None,
+        "a.json: exists; pass --overwrite",
+    ),
+    "harmonize model with NaN weights": lambda t, m: (_harmonize(t, _nan_model(t, m)), "hold NaN/Inf"),
+    "harmonize model without weights": lambda t, m: (_harmonize(t, _stateless_model(t, m)), "without weights"),
+    "harmonize seed 2^64": lambda t, m: (_harmonize(t, m, "--seed", str(2**64)), "--seed: 18446744073709551616 is out"),
+    "reproduce --set profile": lambda t, m: (
+        ["reproduce", "--profile", "tiny", "--root", str(ROOT), "--no-book", "--set", "profile=cpu"],
+        "chosen by --profile",
+    ),
     # --- reproduce, book ---
     "reproduce unknown --set": lambda t, m: (
         ["reproduce", "--profile", "tiny", "--root", str(ROOT), "--no-book", "--set", "nosuch=1"],
@@ -246,7 +336,7 @@ def _digests(root: Path) -> dict[str, str]:
 
 
 def test_the_catalogue_has_enough_cases():
-    assert len(CASES) >= 40
+    assert len(CASES) >= 55
 
 
 @pytest.mark.parametrize("name", list(CASES))
@@ -266,7 +356,8 @@ def test_bad_input(name, tmp_path, model, capsys):
     after = _digests(tmp_path)
     assert {k: v for k, v in after.items() if k in before} == before, f"{name}: an input changed"
     assert not [p for p in tmp_path.rglob(".tmp-*")], f"{name}: a half-written file is left"
-    if name.startswith("harmonize") and name not in ("harmonize output exists", "harmonize output name is a folder"):
+    kept = ("harmonize output exists", "harmonize output name is a folder", "harmonize sidecar exists")
+    if name.startswith("harmonize") and name not in kept:
         assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir()), (
             f"{name}: an output was written"
         )

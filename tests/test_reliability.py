@@ -242,3 +242,130 @@ def test_checkpoints_hold_plain_types_only(tmp_path):
     assert type(ck["scale"]) is float and ck["pads"] == (1, 2)
     with pytest.raises(TypeError, match=r"\['obj'\]: a object cannot be stored safely"):
         save_checkpoint(tmp_path / "n.pt", {"kind": "k", "obj": object()})
+
+
+# --- issue 28, second pass: outputs whole, right and their own; inputs never touched -----------------------------
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory) -> Path:
+    """A tiny harmonizer trained for one step (with the cpu levers, as the tiny profile has them)."""
+    from harmlib.aguit.task import build_task, export_model
+    from harmlib.data import read_manifest
+    from harmlib.data.synthetic import write_cohort
+    from harmlib.train.loop import fit
+
+    out = tmp_path_factory.mktemp("cohort")
+    small = {"synth.n_train_per_site": 2, "synth.n_test_per_site": 1, "synth.n_age_per_site": 1}
+    cfg = harmlib.load_config("tiny", small | {"synth.n_ad_per_site": 1, "harmonizer.train.iterations": 1})
+    task, meta = build_task(cfg, read_manifest(write_cohort(cfg, out, raw=False)))
+    fit(task, cfg.harmonizer.train, cfg.runtime, out / "run", seed=0)
+    return export_model(task, meta, out / "model.pt")
+
+
+def _brain_file(path: Path) -> Path:
+    x, aff = harmlib.data.mni_t1(4)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    nib.save(nib.Nifti1Image(x.astype(np.float32), aff), str(path))
+    return path
+
+
+@pytest.mark.parametrize("umask, mode", [(0o022, 0o644), (0o027, 0o640)])
+def test_outputs_get_the_mode_the_umask_gives_a_new_file(tmp_path, umask, mode):
+    """Temporary files are made 0600; an output renamed from one must not stay so (volumes, tables, models)."""
+    import os
+
+    from harmlib.checkpoint import save_checkpoint
+    from harmlib.data.io import save_volume, write_text_atomic
+
+    old = os.umask(umask)
+    try:
+        written = [
+            save_volume(tmp_path / "v.nii.gz", np.ones((4, 4, 4)), np.eye(4)),
+            write_text_atomic(tmp_path / "t.csv", "a\n1\n"),
+            save_checkpoint(tmp_path / "m.pt", {"kind": "x"}),
+        ]
+    finally:
+        os.umask(old)
+    assert {p.name: oct(p.stat().st_mode & 0o777) for p in written} == {p.name: oct(mode) for p in written}
+
+
+def test_sigterm_ends_a_run_as_ctrl_c_and_a_rerun_clears_stale_temporaries(tiny_model, tmp_path, capsys, monkeypatch):
+    """SIGTERM raises KeyboardInterrupt (cleanup runs, exit 130, the right command to resume); a temporary file a
+    killed run left in the output folder is removed by the next run."""
+    import signal
+
+    import harmlib.harmonize.files as files
+    from harmlib.cli import _terminate
+
+    src = _brain_file(tmp_path / "in" / "a.nii.gz")
+    out = tmp_path / "out"
+
+    def killed(*args, **kwargs):
+        _terminate(signal.SIGTERM, None)
+
+    monkeypatch.setattr(files, "harmonize_volume", killed)
+    argv = ["harmonize", str(src), "--model", str(tiny_model), "--target", "agnostic", "--out-dir", str(out)]
+    assert main(argv) == 130
+    assert signal.getsignal(signal.SIGTERM) is _terminate
+    assert "with --overwrite" in capsys.readouterr().err
+    (out).mkdir(exist_ok=True)
+    (out / ".tmp-abc.nii.gz").write_bytes(b"half")  # what a kill -9 leaves
+    monkeypatch.undo()
+    assert main(argv) == 0
+    assert (out / "a.nii.gz").is_file() and not list(out.glob(".tmp-*"))
+
+
+def test_an_upper_case_nifti_name_is_harmonized(tiny_model, tmp_path):
+    src = _brain_file(tmp_path / "in" / "SUB-01_T1W.NII.GZ")
+    argv = ["harmonize", str(src), "--model", str(tiny_model), "--target", "agnostic", "--out-dir", str(tmp_path / "o")]
+    assert main(argv) == 0
+    out = tmp_path / "o" / "SUB-01_T1W.NII.GZ"
+    assert nib.load(str(out)).shape == nib.load(str(src)).shape and not list((tmp_path / "o").glob(".tmp-*"))
+
+
+def test_a_non_finite_output_is_refused_and_nothing_is_written(tiny_model, tmp_path, monkeypatch, capsys):
+    import harmlib.harmonize.files as files
+
+    monkeypatch.setattr(files, "harmonize_volume", lambda h, v, *a, **k: np.full(v.shape, np.nan, np.float32))
+    src = _brain_file(tmp_path / "in" / "a.nii.gz")
+    argv = ["harmonize", str(src), "--model", str(tiny_model), "--target", "agnostic", "--out-dir", str(tmp_path / "o")]
+    assert main(argv) == 1
+    assert "NaN/Inf voxels" in capsys.readouterr().err
+    assert not [p for p in (tmp_path / "o").rglob("*") if p.is_file()]
+
+
+def test_a_profile_path_with_an_upper_case_suffix_is_a_path(tmp_path):
+    from harmlib.config import profile_path
+
+    mine = tmp_path / "mine.YAML"
+    mine.write_text(profile_path("tiny").read_text())
+    assert harmlib.load_config(mine).profile == "tiny"
+
+
+@pytest.mark.parametrize("table", ["", "not,a,gate\n1,2,3\n", "\x00\x01"])
+def test_models_lists_models_whatever_their_gate_table_holds(tiny_model, tmp_path, capsys, table):
+    import shutil
+
+    run = tmp_path / "runs" / "tiny"
+    (run / "models").mkdir(parents=True)
+    shutil.copy(tiny_model, run / "models" / "ssim_harmonizer.pt")
+    (run / "tables").mkdir()
+    (run / "tables" / "gate_ssim_harmonizer.csv").write_text(table)
+    assert main(["models", "--runs", str(tmp_path / "runs")]) == 0
+    out = capsys.readouterr().out
+    assert "kind=ssim_harmonizer" in out and "no quality gate computed" in out
+
+
+def test_a_model_file_written_with_the_levers_inside_g_loads_and_harmonizes_the_same(tiny_model, tmp_path):
+    """Model files written before the levers left G (their weights under G.curve.*, G.field.*) load unchanged."""
+    from harmlib.checkpoint import load_checkpoint, save_checkpoint
+    from harmlib.harmonize import load_harmonizer
+
+    ck = load_checkpoint(tiny_model)
+    state = dict(ck["state"])
+    state["G"] = {**state["G"], **state.pop("levers")}  # the old layout: curve.* and field.* inside G
+    old = save_checkpoint(tmp_path / "old.pt", {**{k: v for k, v in ck.items() if k != "format"}, "state": state})
+    x, _ = harmlib.data.mni_t1(4)
+    a, b = load_harmonizer(tiny_model), load_harmonizer(old)
+    grid = np.zeros(a.shape, np.float32)
+    grid[tuple(slice(0, min(n, m)) for n, m in zip(a.shape, x.shape))] = x[tuple(slice(0, n) for n in a.shape)]
+    assert np.array_equal(a.harmonize(grid, "agnostic"), b.harmonize(grid, "agnostic"))

@@ -40,9 +40,22 @@ def load_volume(path: str | Path, allow_empty: bool = False) -> nib.Nifti1Image:
             f"{path}: cannot read it as NIfTI ({type(err).__name__}: {str(err).splitlines()[0][:120]}); re-export or re-download the file"
         ) from None
     data = np.squeeze(data) if data.ndim == 4 and data.shape[3] == 1 else data
+    if np.iscomplexobj(data) or data.dtype.names:  # complex (real + imaginary) or RGB (a structured dtype)
+        kind = "complex-valued" if np.iscomplexobj(data) else "RGB"
+        raise DataError(
+            f"{path}: a {kind} volume; a T1 magnitude image is needed -- export the magnitude (or one channel) first"
+        )
     if data.ndim != 3:
         raise DataError(
             f"{path}: image is {data.ndim}D with shape {data.shape}; a 3D T1 volume is needed (split 4D series, e.g. with fslsplit)"
+        )
+    if (
+        np.issubdtype(data.dtype, np.floating)
+        and np.isfinite(data).all()
+        and np.abs(data).max() > np.finfo(np.float32).max
+    ):
+        raise DataError(
+            f"{path}: intensities up to {np.abs(data).max():.3g}, beyond what float32 holds; rescale the volume (e.g. to 0-4095) first"
         )
     data = data.astype(np.float32)
     if not np.isfinite(data).all():
@@ -59,19 +72,53 @@ def load_volume(path: str | Path, allow_empty: bool = False) -> nib.Nifti1Image:
     return out
 
 
+def same_file(a: str | Path, b: str | Path) -> bool:
+    """Whether two paths name one file: resolved (links followed), or the same inode where both exist."""
+    a, b = Path(a), Path(b)
+    if a.resolve() == b.resolve():
+        return True
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
+def file_mode() -> int:
+    """The mode a new file gets under this process's umask (0644 under the usual 022): temporary files are made
+    0600, and an output must not stay so."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
+TMP_PREFIX = ".tmp-"
+
+
+def remove_stale_temporaries(folder: str | Path) -> int:
+    """Remove the temporary files an earlier, killed run left in ``folder`` (ours by their prefix); returns how many."""
+    n = 0
+    for tmp in Path(folder).glob(f"{TMP_PREFIX}*"):
+        if tmp.is_file():
+            tmp.unlink(missing_ok=True)
+            n += 1
+    return n
+
+
 def write_atomic(path: str | Path, write: Callable[[str], Any], suffix: str = "") -> Path:
     """Write ``path`` through a temporary file in its folder (``write(tmp_path)``) and a rename: a reader
     never sees half a file. On any failure the temporary file is removed; a full disk is one line naming the file.
+    The file gets the mode the umask gives a new file, as if written directly.
     """
     path = Path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
     except (FileExistsError, NotADirectoryError):
         raise DataError(f"{path}: a file stands where its folder should be; choose another output folder") from None
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=suffix, dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=TMP_PREFIX, suffix=suffix, dir=path.parent)
     os.close(fd)
     try:
         write(tmp)
+        os.chmod(tmp, file_mode())
         os.replace(tmp, path)
     except BaseException as err:
         Path(tmp).unlink(missing_ok=True)
@@ -136,7 +183,8 @@ def save_volume(path: str | Path, data: np.ndarray, affine: np.ndarray, header: 
     img.set_data_dtype(np.float32)
     img.set_qform(affine, code=1)
     img.set_sform(affine, code=1)
-    suffix = ".nii.gz" if Path(path).name.endswith(".nii.gz") else Path(path).suffix
+    name = Path(path).name.lower()  # nibabel picks the format by the (lower-case) ending: SUB.NII.GZ too
+    suffix = ".nii.gz" if name.endswith(".nii.gz") else ".nii" if name.endswith(".nii") else Path(path).suffix
     return write_atomic(path, lambda tmp: nib.save(img, tmp), suffix)
 
 

@@ -280,6 +280,12 @@ def write_cohort(cfg: Config, out: str | Path, raw: bool = True) -> Path:
     check_sites()
     if out.exists() and not out.is_dir():  # before any volume is rendered
         raise DataError(f"{out}: the output is a file, not a folder; choose a folder (--out)")
+    if out.is_dir() and any(out.iterdir()) and not _is_cohort(out):
+        raise DataError(
+            f"{out}: a folder with other files in it, not a harmlib cohort; choose a new or empty folder (--out), "
+            "nothing was written"
+        )
+    write_text_atomic(out / COHORT_STAMP, json.dumps({"cohort_version": COHORT_VERSION}))
     voxel, aff = cfg.data.voxel_mm, fsl_grid_affine(cfg.data.voxel_mm)
     scans = plan_cohort(cfg.synth, cfg.seed)
     tests = [s for s in scans if s.role == "test"]
@@ -328,6 +334,14 @@ def write_cohort(cfg: Config, out: str | Path, raw: bool = True) -> Path:
         write_text_atomic(out / "raw" / "poses.json", json.dumps(poses, indent=1))
     write_manifest(pd.DataFrame(rows), out / "manifest.csv")
     return out / "manifest.csv"
+
+
+COHORT_STAMP = ".harmlib-cohort.json"  # marks a folder as a cohort this module wrote (resumable, replaceable)
+
+
+def _is_cohort(out: Path) -> bool:
+    """Whether ``out`` holds a cohort of ours: its stamp, or (written before the stamp) our completion records."""
+    return (out / COHORT_STAMP).is_file() or any(out.glob("train/.*.done.json"))
 
 
 def _made_from(scan: Any, site: Site, voxel: int, rescan: int = 0) -> dict[str, Any]:

@@ -161,7 +161,12 @@ def read_gates(cfg_or_dir: Any) -> pd.DataFrame:
     """
     frames = []
     for path in sorted(tables_dir(cfg_or_dir).glob("gate_*.csv")):
-        df = pd.read_csv(path, dtype=str, keep_default_na=False)
+        try:
+            df = pd.read_csv(path, dtype=str, keep_default_na=False)
+        except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError):
+            continue  # an empty or broken gate table is no gate: the model reads "no quality gate computed"
+        if not {"criterion", "value", "threshold", "passed"} <= set(df.columns):
+            continue
         df["model"] = path.stem[len("gate_") :]
         frames.append(df)
     if not frames:

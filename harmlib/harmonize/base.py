@@ -9,7 +9,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
-from harmlib.checkpoint import load_checkpoint
+from harmlib.checkpoint import check_weights, load_checkpoint
 from harmlib.harmonize.targets import Target
 
 
@@ -62,4 +62,5 @@ def load_harmonizer(path: str | Path, device: str = "cpu") -> Harmonizer:
     """A model file of any registered kind (paper 1's 3D model, GMM-DRIT, DRIT++)."""
     kinds = loaders()
     ck = load_checkpoint(path, tuple(kinds))
+    check_weights(ck, path)
     return kinds[ck["kind"]](ck, path, device)

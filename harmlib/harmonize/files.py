@@ -27,11 +27,11 @@ import numpy as np
 from scipy import ndimage
 
 from harmlib.checkpoint import load_checkpoint
-from harmlib.data.io import DataError, load_volume, save_volume
+from harmlib.data.io import DataError, load_volume, same_file, save_volume
 from harmlib.harmonize.base import Harmonizer
 from harmlib.harmonize.change import grid_map, to_grid, voxel_sizes
 from harmlib.harmonize.targets import Target
-from harmlib.provenance import model_info, provenance, write_sidecar
+from harmlib.provenance import model_info, provenance, sidecar_path, write_sidecar
 
 MNI_CENTRE_MM = np.array([0.0, -18.0, 18.0])
 
@@ -83,26 +83,45 @@ def harmonize_array(h: Harmonizer, vol: np.ndarray, target: str | Target, seed: 
     return h.harmonize(vol, target, seed)
 
 
-def check_input(in_path: str | Path) -> nib.Nifti1Image:
-    """A readable, MNI-aligned T1 with a positive brain; else a one-line DataError naming the file."""
+MIN_EXTENT_MM, MAX_VOXEL_MM = 60.0, 10.0  # a brain spans well over 60 mm each way; a T1's voxels are a few mm at most
+
+
+def check_input(in_path: str | Path, h: Harmonizer | None = None) -> nib.Nifti1Image:
+    """A readable, MNI-aligned T1 with a positive brain, large and fine enough to be one (and, with ``h``, with a brain
+    on the model's grid); else a one-line DataError naming the file."""
     img = load_volume(in_path)
     check_mni_aligned(img, Path(in_path))
+    vox = voxel_sizes(img.affine)
+    extent = vox * np.asarray(img.shape[:3])
+    if extent.min() < MIN_EXTENT_MM or vox.max() > MAX_VOXEL_MM:
+        raise DataError(
+            f"{in_path}: {'x'.join(map(str, img.shape[:3]))} voxels of {vox.max():.3g} mm ({extent.min():.0f} mm across at "
+            "the least): too small or too coarse to be a brain; a whole-head T1 is needed"
+        )
     if not np.any(np.asarray(img.dataobj) > 0):
         raise DataError(
             f"{in_path}: no voxel above 0 (all negative or zero); a T1 magnitude image is needed -- check the file or its scaling"
         )
+    if h is not None and h.affine is not None:
+        on_grid = to_grid(img.get_fdata(dtype=np.float32), img.affine, h.affine, h.shape)
+        if not np.any(on_grid > 0):
+            raise DataError(
+                f"{in_path}: nothing of it lies on the model's grid (MNI space); preprocess it (harmlib preprocess) first"
+            )
     return img
 
 
 def check_output(in_path: str | Path, out_path: str | Path, overwrite: bool = False) -> None:
     """An output may not be an input, a folder, or (without ``overwrite``) an existing file."""
     in_path, out_path = Path(in_path), Path(out_path)
-    if out_path.resolve() == in_path.resolve():
-        raise DataError(f"{in_path}: the output would overwrite the input; choose another --out-dir")
-    if out_path.is_dir():
-        raise DataError(f"{out_path}: the output name is a folder; choose another --out-dir or remove that folder")
-    if out_path.exists() and not overwrite:
-        raise DataError(f"{out_path}: exists; pass --overwrite to replace it")
+    for out in (out_path, sidecar_path(out_path)):  # every file the run writes: the volume and its sidecar
+        if same_file(out, in_path) or (out != out_path and same_file(out, sidecar_path(in_path)) and out.exists()):
+            what = "the input" if out == out_path else f"the input's sidecar {out.name}"
+            raise DataError(f"{in_path}: the output would overwrite {what}; choose another --out-dir")
+        if out.is_dir():
+            raise DataError(f"{out}: the output name is a folder; choose another --out-dir or remove that folder")
+        if out.exists() and not overwrite:
+            raise DataError(f"{out}: exists; pass --overwrite to replace it")
 
 
 def harmonize_file(
@@ -123,7 +142,15 @@ def harmonize_file(
     target = h.target(target)  # parsed once, here or by the caller: unknown targets fail before any work
     check_output(in_path, out_path, overwrite)
     img = check_input(in_path)
-    out = harmonize_volume(h, img.get_fdata(dtype=np.float32), img.affine, target, seed)
+    try:
+        out = harmonize_volume(h, img.get_fdata(dtype=np.float32), img.affine, target, seed)
+    except DataError as err:  # a problem seen only on the model's grid: name the file
+        raise DataError(f"{in_path}: {err}") from None
+    if not np.isfinite(out).all():  # a diverged model is refused, not written as a volume of NaN
+        raise DataError(
+            f"{in_path}: the model ({h.kind}) gave {int((~np.isfinite(out)).sum())} NaN/Inf voxels for it; "
+            "nothing was written -- retrain the model or check the input's intensities"
+        )
     Path(out_path).parent.mkdir(parents=True, exist_ok=True)
     written = save_volume(out_path, out, img.affine, header=img.header)
     if model_file is not None:
