@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -84,3 +85,23 @@ def ablation_row(name: str, table: pd.DataFrame, trav: pd.DataFrame, steps: int,
         "structure": _value(table, r"^structural SSIM harmonized vs original"),
         "site-free structure": float(free.mean()) if len(free) else np.nan,
     }
+
+
+COMMITTED = Path("benchmarks") / "results"  # the measured tables that ship with the repository (dated by git)
+
+
+def ablation_table(cfg, rows: str, root: str | Path = ".") -> tuple[pd.DataFrame | None, str]:
+    """The ablation table ``rows`` ("harmonizer" or "slices") for the book, and a sentence on where it came from:
+    this run's (``runs/<profile>/tables/ablation_<rows>.csv``, from ``benchmarks/ablation.py``), else the one
+    measured for the repository (``benchmarks/results/``), else None."""
+    name = f"ablation_{rows}.csv"
+    for path, said in (
+        (Path(root) / cfg.run_dir / "tables" / name, "this run's ablation (benchmarks/ablation.py)"),
+        (
+            Path(root) / COMMITTED / name,
+            "the ablation measured for the repository (benchmarks/results/, its git log dates it)",
+        ),
+    ):
+        if path.is_file():
+            return pd.read_csv(path), f"{said}: {path}"
+    return None, f"no ablation table yet: run `python benchmarks/ablation.py {rows}` (about 20 minutes on 2 cores)"
