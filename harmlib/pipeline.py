@@ -53,6 +53,35 @@ class Layout:
         return self.root / "runs" / profile / "failed" / nb.name
 
 
+# What a chapter reads from an earlier one: {name: (path under the config's folders, the notebook that makes it)}.
+MADE_BY = {
+    "cohort": (lambda cfg: cfg.data_dir / "manifest.csv", "01_data.ipynb"),
+    "gmvae": (lambda cfg: cfg.run_dir / "models" / "gmvae.pt", "04_gmvae.ipynb"),
+    "ssim_harmonizer": (lambda cfg: cfg.run_dir / "models" / "ssim_harmonizer.pt", "05_ssim_harmonizer.ipynb"),
+    "gmm_drit": (lambda cfg: cfg.run_dir / "models" / "gmm_drit.pt", "06_gmm_drit.ipynb"),
+    "drit": (lambda cfg: cfg.run_dir / "models" / "drit.pt", "06_gmm_drit.ipynb"),
+}
+
+
+class MissingInput(FileNotFoundError):
+    """An input an earlier chapter writes is not there; in a notebook it shows as its one line, not a traceback."""
+
+    def _render_traceback_(self) -> list[str]:  # IPython shows this instead of the traceback
+        return [f"MissingInput: {self}"]
+
+
+def needs(cfg: Any, *inputs: str) -> None:
+    """A chapter run on its own (Binder, a reader's Jupyter) stops at once, in one line naming the notebook to run
+    first, when an input an earlier chapter writes is missing (``inputs``: keys of `MADE_BY`)."""
+    for name in inputs:
+        where, notebook = MADE_BY[name]
+        path = where(cfg)
+        if not path.is_file():
+            raise MissingInput(
+                f"{path} is missing: run notebooks/{notebook} first (profile {cfg.profile}), or `make reproduce`"
+            )
+
+
 def _sha(*chunks: bytes) -> str:
     h = hashlib.sha256()
     for c in chunks:
@@ -323,7 +352,7 @@ def write_pipeline_page(root: Path = Path(".")) -> Path:
     return page
 
 
-# MathJax is served from the book itself (book/_static/mathjax, `mathjax_path` in book/_config.yml), so the
+# MathJax is served from the book itself (book/_mathjax/mathjax, `mathjax_path` in book/_config.yml), so the
 # equations typeset from file:// with no network. The version is pinned: the npm package is fetched once.
 MATHJAX = "mathjax@3.2.2"
 MATHJAX_PARTS = (
@@ -337,7 +366,10 @@ MATHJAX_PARTS = (
 
 
 def ensure_mathjax(book: Path) -> Path:
-    """``book/_static/mathjax``: MathJax 3's es5 build (the parts the book loads), fetched from npm once.
+    """``book/_mathjax/mathjax``: MathJax 3's es5 build (the parts the book loads), fetched from npm once.
+
+    Not under ``_static``: Jupyter Book adds every ``.js`` there to every page, which loaded MathJax twice (and all of
+    its 53 files); ``html_extra_path`` copies ``_mathjax`` into the site as it is, and ``mathjax_path`` loads it once.
 
     Written to a temporary folder and renamed, with a marker naming the version, so a killed fetch never
     leaves a half copy that counts as done. Set ``HARMLIB_MATHJAX`` to a local ``es5`` folder to skip npm.
@@ -345,7 +377,7 @@ def ensure_mathjax(book: Path) -> Path:
     import tarfile
     import tempfile
 
-    dest = book / "_static" / "mathjax"
+    dest = book / "_mathjax" / "mathjax"
     marker = dest / ".version"
     if marker.is_file() and marker.read_text().strip() == MATHJAX and (dest / MATHJAX_PARTS[0]).is_file():
         return dest

@@ -89,6 +89,30 @@ def plot_volumes_grid(
     return fig
 
 
+def plot_subject_rows(
+    rows: dict[str, dict[str, np.ndarray]], plane: tuple[int, float] = (2, 0.55), width: float = 2.0
+) -> plt.Figure:
+    """One row per subject (keyed by its label, e.g. "sub-01\\nsite"), one column per version of *that* subject
+    (input, each target, the truth), one plane (axis, fraction); each row on its own intensity scale (its 99.8th
+    percentile), so a site's brightness does not wash out another's. Keyed by subject, a row cannot mix subjects."""
+    versions = list(next(iter(rows.values())))
+    fig, axes = plt.subplots(
+        len(rows), len(versions), figsize=(width * len(versions), width * 1.15 * len(rows)), squeeze=False
+    )
+    axis, frac = plane
+    for r, (label, vols) in enumerate(rows.items()):
+        if list(vols) != versions:
+            raise ValueError(f"row {label!r} has versions {list(vols)}, the first row {versions}")
+        vmax = float(np.percentile(np.concatenate([v.ravel() for v in vols.values()]), 99.8)) or 1.0
+        for c, (name, v) in enumerate(vols.items()):
+            show_slice(
+                axes[r, c], np.take(v, int(frac * v.shape[axis]), axis=axis), name if r == 0 else "", vmin=0, vmax=vmax
+            )
+        axes[r, 0].text(-0.04, 0.5, label, transform=axes[r, 0].transAxes, ha="right", va="center", fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
 def plot_loss_curves(log, title: str = "") -> plt.Figure:
     """Every logged loss term against the step, one small panel each."""
     terms = [c for c in log.columns if c not in ("step", "seconds")]

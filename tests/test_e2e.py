@@ -49,7 +49,7 @@ def test_book_loads_no_widget_script_from_a_cdn(built_book):
     page = (built_book / "book" / "_build" / "html" / "notebooks" / "03_ssim_loss.html").read_text()
     assert "harmlib-ssim-explorer" in page
     external = [s for s in re.findall(r'<script[^>]*src="([^"]+)"', page) if s.startswith(("http:", "https:", "//"))]
-    assert external == [], external  # MathJax too is served from the book (book/_static/mathjax)
+    assert external == [], external  # MathJax too is served from the book (book/_mathjax)
     assert "embed-amd" not in page and "require.min.js" not in page
 
 
@@ -95,6 +95,7 @@ def _chromium_driver(offline: bool = False):
         "--allow-file-access-from-files",
     ):
         opts.add_argument(flag)
+    opts.set_capability("goog:loggingPrefs", {"browser": "ALL"})  # the console, for the no-error test
     if offline:  # every host name fails to resolve and every request goes to a closed port: no network at all
         opts.add_argument("--host-resolver-rules=MAP * ~NOTFOUND")
         opts.add_argument("--proxy-server=http://127.0.0.1:9")
@@ -116,6 +117,30 @@ def test_equations_are_typeset_offline_from_file(built_book):
     finally:
         browser.quit()
     assert typeset > 0 and not raw  # MathJax ran and no raw TeX is left on the page
+
+
+def test_every_page_loads_mathjax_once_and_logs_no_console_error(built_book):
+    """Read offline as a reader would: each chapter loads the typesetting script once (not every .js under _static)
+    and the browser's console shows no error."""
+    import re
+
+    html = built_book / "book" / "_build" / "html"
+    pages = [html / "index.html", *sorted((html / "notebooks").glob("*.html"))]
+    browser = _chromium_driver(offline=True)
+    errors = {}
+    try:
+        for page in pages:
+            scripts = re.findall(r'<script[^>]*src="([^"]+)"', page.read_text())
+            mathjax = [s for s in scripts if "mathjax" in s.lower()]
+            assert len(mathjax) <= 1, f"{page.name} loads MathJax {len(mathjax)} times: {mathjax[:3]}"
+            browser.get(page.as_uri())
+            browser.execute_script("return document.readyState")
+            logged = [e["message"] for e in browser.get_log("browser") if e["level"] == "SEVERE"]
+            if logged:
+                errors[page.name] = logged[:3]
+    finally:
+        browser.quit()
+    assert not errors, errors
 
 
 def _decode(b64: str, shape: list[int]) -> np.ndarray:

@@ -115,3 +115,43 @@ def test_a_slow_cell_that_shows_progress_is_not_stopped(project):
     _notebook(project / "notebooks" / "02_second.ipynb", body)
     stamps = run_notebooks("tiny", project, stall_s=5)
     assert stamps[-1]["seconds"] >= 12
+
+
+def test_a_chapter_run_on_its_own_names_the_notebook_to_run_first(tmp_path):
+    """Binder or a reader's Jupyter on a clean clone: a missing input is one line naming the notebook that makes
+    it (and IPython shows that line, not a traceback)."""
+    import harmlib
+    from harmlib.pipeline import MissingInput, needs
+
+    cfg = harmlib.load_config("tiny", {"synth.out_dir": str(tmp_path / "none")})
+    with pytest.raises(MissingInput, match=r"manifest.csv is missing: run notebooks/01_data.ipynb first") as err:
+        needs(cfg, "cohort")
+    assert err.value._render_traceback_() == [f"MissingInput: {err.value}"] and "\n" not in str(err.value)
+    (tmp_path / "none").mkdir()
+    (tmp_path / "none" / "manifest.csv").write_text("x")
+    needs(cfg, "cohort")  # present: nothing to say
+
+
+def test_every_chapter_declares_the_earlier_outputs_it_reads():
+    """Each notebook that reads the cohort or a model file calls needs() for it, before reading it."""
+    import json
+    import re
+    from pathlib import Path
+
+    from harmlib.pipeline import MADE_BY
+
+    root = Path(__file__).resolve().parents[1] / "notebooks"
+    reads = {
+        "cohort": r'cfg\.data_dir / "manifest\.csv"',
+        **{k: rf'"{k}\.pt"' for k in MADE_BY if k != "cohort"},
+    }
+    for nb in sorted(root.glob("[0-9][0-9]_*.ipynb")):
+        cells = ["".join(c["source"]) for c in json.loads(nb.read_text())["cells"] if c["cell_type"] == "code"]
+        declared = set(re.findall(r"'(\w+)'", " ".join(re.findall(r"needs\(cfg, ([^)]*)\)", "\n".join(cells)))))
+        for name, pattern in reads.items():
+            if MADE_BY[name][1] == nb.name:
+                continue
+            for cell in cells:
+                for m in re.finditer(rf"(\w+) = [^\n]*{pattern}", cell):
+                    optional = f"{m.group(1)}.exists()" in cell  # read only when an earlier run left it
+                    assert optional or name in declared, f"{nb.name} reads {name} without needs(cfg, '{name}')"
