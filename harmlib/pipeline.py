@@ -23,6 +23,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
+
 from harmlib.config import check_notebook_parameter, load_config, profile_path
 
 HARMLIB_DIR = Path(__file__).parent
@@ -352,6 +354,47 @@ def write_pipeline_page(root: Path = Path(".")) -> Path:
     return page
 
 
+def write_landing_page(root: Path = Path(".")) -> Path:
+    """``book/verdict.md`` (included at the top of the landing page): the last run's verdict and one brain.
+
+    The scorecard of every claim (``what_reproduced.csv``, chapter 10) and the landing figure (one traveling subject
+    at an unseen site harmonized to A by each model and by Nyul, beside the truth; ``figures/landing.png``, chapter
+    10) of the profile chapter 10 last ran with; before any run, one line saying how to make them."""
+    from harmlib.evaluation.claims import scorecard_markdown
+
+    lay = Layout(root.resolve())
+    book = root.resolve() / "book"
+    last = next((nb for nb in reversed(lay.notebooks) if nb.name.startswith("10_")), None)
+    profile = _read_stamp(lay.stamp(last)).get("profile") if last else None
+    lines = []
+    if profile:
+        run = root.resolve() / load_config(profile).run_dir
+        table, figure = run / "tables" / "what_reproduced.csv", run / "figures" / "landing.png"
+        lines.append(f"## The verdict of this build (profile {profile})")
+        if figure.is_file():
+            (book / "_generated").mkdir(exist_ok=True)
+            shutil.copy2(figure, book / "_generated" / "landing.png")
+            lines += [
+                "",
+                "```{figure} _generated/landing.png",
+                ":alt: one traveling subject at an unseen site, harmonized to site A by each model and by Nyul, beside the truth at A",
+                "",
+                "One subject scanned at a site no model saw in training, harmonized to site A by each model and by "
+                "Nyul's classical pipeline, beside the same anatomy rendered at A (the truth). Look at the deep grey "
+                "nuclei and the cortex: a global intensity curve cannot change their contrast separately.",
+                "```",
+            ]
+        if table.is_file():
+            lines += ["", scorecard_markdown(pd.read_csv(table, dtype=str, keep_default_na=False))]
+    else:
+        lines.append("*No run yet: `make reproduce` fills this page with the verdict of every claim and a brain.*")
+    page = book / "verdict.md"
+    tmp = page.with_name(".verdict.md.tmp")
+    tmp.write_text("\n".join(lines) + "\n")
+    os.replace(tmp, page)
+    return page
+
+
 # MathJax is served from the book itself (book/_mathjax/mathjax, `mathjax_path` in book/_config.yml), so the
 # equations typeset from file:// with no network. The version is pinned: the npm package is fetched once.
 MATHJAX = "mathjax@3.2.2"
@@ -434,6 +477,7 @@ def build_book(root: Path = Path(".")) -> Path:
         )
     ensure_mathjax(root / "book")
     write_pipeline_page(root)
+    write_landing_page(root)
     exe = Path(sys.executable).with_name("jupyter-book")
     cmd = [str(exe) if exe.exists() else (shutil.which("jupyter-book") or "jupyter-book"), "build", str(root / "book")]
     print("harmlib: building the book:", " ".join(cmd), flush=True)

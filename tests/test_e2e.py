@@ -119,6 +119,25 @@ def test_equations_are_typeset_offline_from_file(built_book):
     assert typeset > 0 and not raw  # MathJax ran and no raw TeX is left on the page
 
 
+def test_the_landing_pages_first_screen_shows_the_brain_and_the_scorecard(built_book):
+    """At 1400x1000 the landing page shows, before any scrolling, the landing figure and the scorecard."""
+    page = built_book / "book" / "_build" / "html" / "intro.html"
+    browser = _chromium_driver(offline=True)
+    try:
+        browser.set_window_size(1400, 1000)
+        browser.get(page.as_uri())
+        tops = browser.execute_script(
+            """const img = [...document.images].find(i => i.src.includes('landing'));
+               const card = [...document.querySelectorAll('p')].find(p => p.textContent.includes('claims hold'));
+               return [img ? img.getBoundingClientRect().top : -1, card ? card.getBoundingClientRect().top : -1,
+                       window.innerHeight];"""
+        )
+    finally:
+        browser.quit()
+    img, card, height = tops
+    assert 0 <= img < height and 0 <= card < height, tops
+
+
 def test_every_page_loads_mathjax_once_and_logs_no_console_error(built_book):
     """Read offline as a reader would: each chapter loads the typesetting script once (not every .js under _static)
     and the browser's console shows no error."""

@@ -155,3 +155,45 @@ def test_every_chapter_declares_the_earlier_outputs_it_reads():
                 for m in re.finditer(rf"(\w+) = [^\n]*{pattern}", cell):
                     optional = f"{m.group(1)}.exists()" in cell  # read only when an earlier run left it
                     assert optional or name in declared, f"{nb.name} reads {name} without needs(cfg, '{name}')"
+
+
+def test_the_landing_page_opens_with_the_last_runs_verdict_and_its_brain(tmp_path):
+    """book/verdict.md (included at the top of the landing page): before any run one line saying how to fill it;
+    after chapter 10 ran, its figure and the scorecard of every claim."""
+    import json
+    import shutil
+    from pathlib import Path
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import pandas as pd
+
+    from harmlib.pipeline import write_landing_page
+
+    root = Path(__file__).resolve().parents[1]
+    (tmp_path / "book").mkdir()
+    shutil.copytree(root / "notebooks", tmp_path / "notebooks")
+    page = write_landing_page(tmp_path)
+    assert "No run yet" in page.read_text()
+    stamps = tmp_path / "book" / "notebooks" / ".stamps"
+    stamps.mkdir(parents=True)
+    (stamps / "10_what_reproduced.json").write_text(json.dumps({"profile": "tiny"}))
+    run = tmp_path / "runs" / "tiny"
+    (run / "tables").mkdir(parents=True)
+    (run / "figures").mkdir()
+    claims = pd.DataFrame(
+        {
+            "verdict": ["holds", "does not hold", "model below its quality gate"],
+            "claim": ["a", "b", "c"],
+            "ours": ["0.9", "0.1", "0.5"],
+            "paper": ["0.8", "0.7", "0.6"],
+        }
+    )
+    claims.to_csv(run / "tables" / "what_reproduced.csv", index=False)
+    plt.figure().savefig(run / "figures" / "landing.png")
+    text = write_landing_page(tmp_path).read_text()
+    assert "profile tiny" in text and "**1 of 3 claims hold**, 1 do not, 1 rest on a model below" in text
+    assert "_generated/landing.png" in text and (tmp_path / "book" / "_generated" / "landing.png").is_file()
+    assert text.index("landing.png") < text.index("claims hold")  # the brain first, then the scorecard

@@ -366,3 +366,21 @@ def gates_markdown(gates: pd.DataFrame, models: Any = tuple(MODELS)) -> str:
         ]
         blocks.append(f"{name}{profile}: {gate_line(g)}\n\n" + "\n".join(rows))
     return "\n\n".join(blocks)
+
+
+def scorecard_markdown(claims: pd.DataFrame, link: str = "notebooks/10_what_reproduced.md") -> str:
+    """The landing page's scorecard: the counts, then one short row per claim (verdict, claim, ours against the
+    paper), each claim linked to the What-reproduced page that shows why."""
+    counts = claims["verdict"].value_counts()
+    head = (
+        f"**{counts.get('holds', 0)} of {len(claims)} claims hold**, {counts.get('does not hold', 0)} do not, "
+        f"{counts.get('model below its quality gate', 0)} rest on a model below its quality gate "
+        f"([why, claim by claim]({link}))."
+    )
+    rows = ["| verdict | claim | ours | paper |", "|---|---|---|---|"]
+    for r in claims.itertuples(index=False):
+        ours = str(getattr(r, "ours", "") or "n/a")
+        rows.append(
+            f"| **{r.verdict}** | {_cell(r.claim)} | {_cell(ours)} | {_cell(getattr(r, 'paper', '') or 'n/a')} |"
+        )
+    return head + "\n\n" + "\n".join(rows)
