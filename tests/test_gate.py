@@ -302,3 +302,14 @@ def test_the_sceptics_criteria_hold_only_above_nyul_the_gap_share_and_with_tissu
         assert any(criterion in f for f in fails), (criterion, fails)
     table = _sceptic(0.95, 0.04, None)  # no lesion in the cases: no lesion criterion
     assert not table["criterion"].str.contains("lesions' contrast").any() and gate_passed(table)
+
+
+def test_the_headline_reads_the_margin_over_nyul_and_the_gap_closed():
+    from harmlib.evaluation.claims import headline
+
+    text = headline(_sceptic(0.95, 0.04, 0.85))
+    assert (
+        text
+        == "headline: -> A: +0.0200 over Nyul, 62% of the rescan gap closed; -> B: +0.0200 over Nyul, 62% of the rescan gap closed"
+    )
+    assert headline(_gate()) == ""  # no rescan rows (real data): no headline

@@ -241,6 +241,20 @@ def gate_line(table: pd.DataFrame) -> str:
     return f"{BELOW_GATE}: " + ("; ".join(gate_failures(table)) or "no criterion with a threshold was measured")
 
 
+def headline(table: pd.DataFrame) -> str:
+    """A model chapter's headline numbers from its gate: the margin over Nyul and the share of the rescan gap closed
+    at each target (what a sceptic reads first), or '' when the gate has no rescan rows (real data)."""
+    crit = table["criterion"].astype(str)
+    parts = []
+    for target in ("A", "B"):
+        margin = table[crit.str.contains(f"-> {target}: scale-invariant SSIM to truth, model minus Nyul", regex=False)]
+        gap = table[crit.str.contains(f"-> {target}: share of the rescan gap closed", regex=False)]
+        if len(margin) and len(gap):
+            m, g = float(margin["value"].iloc[0]), float(gap["value"].iloc[0])
+            parts.append(f"-> {target}: {m:+.4f} over Nyul, {g:.0%} of the rescan gap closed")
+    return ("headline: " + "; ".join(parts)) if parts else ""
+
+
 def gate_status(gates: pd.DataFrame, model: str) -> list[str] | None:
     """None when ``model`` has no gate table; [] when it passed; else its failing criteria (value < threshold)."""
     g = gates[gates["model"] == model]
