@@ -32,7 +32,7 @@ from sklearn.metrics import (
     r2_score,
     roc_auc_score,
 )
-from sklearn.model_selection import KFold, StratifiedKFold
+from sklearn.model_selection import GroupKFold, KFold, StratifiedKFold
 from torch import nn
 from tqdm.auto import tqdm
 
@@ -40,6 +40,7 @@ from harmlib.config import EvaluationConfig
 from harmlib.data.io import DataError, load_volume
 from harmlib.data.manifest import Manifest
 from harmlib.data.mni import block_average
+from harmlib.evaluation.combat import PerFold
 from harmlib.evaluation.metrics import brain_mask
 
 TASKS = {"age": ("mae", "rmse", "r2"), "ad": ("accuracy", "balanced_accuracy", "auc")}
@@ -212,28 +213,37 @@ def run_fold(
 
 
 def cross_validate(
-    versions: Mapping[str, np.ndarray], y: np.ndarray, task: str, cfg: EvaluationConfig, seed: int = 0
+    versions: Mapping[str, np.ndarray | PerFold],
+    y: np.ndarray,
+    task: str,
+    cfg: EvaluationConfig,
+    seed: int = 0,
+    groups: Sequence[str] | None = None,
 ) -> pd.DataFrame:
     """k-fold CV of the 3D ResNet on every version of one cohort (same folds, same initializations).
 
-    ``versions``: {"unharmonized": (N, X, Y, Z), "A": ..., "zscore": ...}, each in the same subject order
-    as ``y`` (`targets`). Returns one row per (version, fold): the task's metrics, train/test sizes and
-    the seconds the fold took. `harmlib.evaluation.tables.fold_summary` turns it into Table 3 or 4.
+    ``versions``: {"unharmonized": (N, X, Y, Z), "A": ..., "ComBat": PerFold(...)}, each in the same subject order
+    as ``y`` (`targets`); a `~harmlib.evaluation.combat.PerFold` version is harmonized inside each fold, fitted on
+    its training fold only. ``groups`` (N,): each subject's site, for folds that hold whole sites out (the test sites
+    unseen by anything fitted on the training fold); None: shuffled k-fold. Returns one row per (version, fold): the
+    task's metrics, train/test sizes and the seconds the fold took. `harmlib.evaluation.tables.fold_summary` turns it
+    into Table 3 or 4.
     """
     _check_task(task)
     y = np.asarray(y, dtype=float)
     for name, v in versions.items():
-        if len(v) != len(y) or np.asarray(v).ndim != 4:
+        arr = v.volumes if isinstance(v, PerFold) else v
+        if len(arr) != len(y) or np.asarray(arr).ndim != 4:
             raise ValueError(
-                f"cross_validate: version '{name}' has shape {np.shape(v)} for {len(y)} targets; pass (N, X, Y, Z) volumes, one per subject"
+                f"cross_validate: version '{name}' has shape {np.shape(arr)} for {len(y)} targets; pass (N, X, Y, Z) volumes, one per subject"
             )
-    splits = cv_splits(y, task, cfg.folds, seed)
+    splits = site_splits(groups, cfg.folds) if groups is not None else cv_splits(y, task, cfg.folds, seed)
     rows = []
     with tqdm(total=len(versions) * len(splits), desc=f"{task} CV", unit="fold") as bar:
-        for name, vols in versions.items():
-            vols = np.asarray(vols, dtype=np.float32)
+        for name, version in versions.items():
             for k, (train, test) in enumerate(splits):
                 t0 = time.perf_counter()
+                vols = version.fold(train, test) if isinstance(version, PerFold) else np.asarray(version, np.float32)
                 metrics = run_fold(vols, y, train, test, task, cfg, seed * 1000 + k)
                 rows.append(
                     {
@@ -247,3 +257,12 @@ def cross_validate(
                 )
                 bar.update()
     return pd.DataFrame(rows)
+
+
+def site_splits(groups: Sequence[str], folds: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Folds that hold whole sites out: every test subject's site is absent from its training fold."""
+    groups = np.asarray(groups, dtype=str)
+    n = min(folds, len(np.unique(groups)))
+    if n < 2:
+        raise ValueError("site_splits: the cohort has one site; folds that hold sites out need at least two")
+    return list(GroupKFold(n).split(np.zeros(len(groups)), groups=groups))
