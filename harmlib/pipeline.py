@@ -362,10 +362,8 @@ def write_landing_page(root: Path = Path(".")) -> Path:
     10) of the profile chapter 10 last ran with; before any run, one line saying how to make them."""
     from harmlib.evaluation.claims import scorecard_markdown
 
-    lay = Layout(root.resolve())
     book = root.resolve() / "book"
-    last = next((nb for nb in reversed(lay.notebooks) if nb.name.startswith("10_")), None)
-    profile = _read_stamp(lay.stamp(last)).get("profile") if last else None
+    profile = _last_profile(root.resolve())
     lines = []
     if profile:
         run = root.resolve() / load_config(profile).run_dir
@@ -485,6 +483,30 @@ def build_book(root: Path = Path(".")) -> Path:
         raise PipelineError(
             "the book build failed (see the Sphinx messages above); fix the page it names and run 'make book'"
         )
+    copy_downloads(root)
     index = root / "book" / "_build" / "html" / "index.html"
     print(f"harmlib: the book is at {index}", flush=True)
     return index
+
+
+def _last_profile(root: Path) -> str | None:
+    """The profile the last chapter (What reproduced) ran with, from its stamp; None before any run."""
+    lay = Layout(root)
+    last = next((nb for nb in reversed(lay.notebooks) if nb.name.startswith("10_")), None)
+    return _read_stamp(lay.stamp(last)).get("profile") if last else None
+
+
+def copy_downloads(root: Path) -> Path:
+    """The run's tables (CSV) and model files into the built site's ``downloads/``, where the chapters link them."""
+    from harmlib.evaluation.tables import DOWNLOADS
+
+    site = root / "book" / "_build" / "html" / DOWNLOADS
+    profile = _last_profile(root)
+    if profile is None:
+        return site
+    run = root / load_config(profile).run_dir
+    for kind, pattern in (("tables", "*.csv"), ("models", "*.pt")):
+        (site / kind).mkdir(parents=True, exist_ok=True)
+        for f in sorted((run / kind).glob(pattern)):
+            shutil.copy2(f, site / kind / f.name)
+    return site

@@ -138,6 +138,22 @@ def test_the_landing_pages_first_screen_shows_the_brain_and_the_scorecard(built_
     assert 0 <= img < height and 0 <= card < height, tops
 
 
+def test_each_chapter_links_its_tables_and_models_and_the_links_resolve(built_book):
+    """The downloads: each chapter links the CSVs it wrote (and a model chapter its model file), copied into the site."""
+    import re
+
+    html = built_book / "book" / "_build" / "html"
+    linked = {}
+    for page in sorted((html / "notebooks").glob("[0-9][0-9]_*.html")):
+        links = re.findall(r'href="(\.\./downloads/[^"]+)"', page.read_text())
+        linked[page.stem] = links
+        for link in links:
+            assert (page.parent / link).resolve().is_file(), f"{page.name}: {link} does not resolve"
+    assert any(link.endswith("ssim_harmonizer.pt") for link in linked["05_ssim_harmonizer"])
+    assert any(link.endswith("gate_ssim_harmonizer.csv") for link in linked["05_ssim_harmonizer"])
+    assert any(link.endswith("what_reproduced.csv") for link in linked["10_what_reproduced"])
+
+
 def test_every_page_loads_mathjax_once_and_logs_no_console_error(built_book):
     """Read offline as a reader would: each chapter loads the typesetting script once (not every .js under _static)
     and the browser's console shows no error."""

@@ -10,7 +10,7 @@ match (synthetic cohort, CPU-sized models); the direction is what a reproduction
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -174,3 +174,22 @@ def read_gates(cfg_or_dir: Any) -> pd.DataFrame:
     out = pd.concat(frames, ignore_index=True)
     first = [c for c in GATE_COLUMNS if c in out.columns]
     return out[first + [c for c in out.columns if c not in first]]
+
+
+DOWNLOADS = "downloads"  # the built site's folder of tables and model files (`harmlib.pipeline.copy_downloads`)
+
+
+def downloads_markdown(cfg: Any, tables: Sequence[str] = (), models: Sequence[str] = ()) -> str:
+    """A chapter's closing line: links to the CSV tables it wrote and the model files it trained, as the built book
+    serves them (copied there by ``harmlib book``); what this run did not write is left out."""
+    links = [
+        f"[{name}.csv](../{DOWNLOADS}/tables/{name}.csv)"
+        for name in tables
+        if (tables_dir(cfg) / f"{name}.csv").is_file()
+    ]
+    links += [
+        f"[{name}.pt](../{DOWNLOADS}/models/{name}.pt) ({(Path(cfg.run_dir) / 'models' / f'{name}.pt').stat().st_size / 1e6:.1f} MB)"
+        for name in models
+        if (Path(cfg.run_dir) / "models" / f"{name}.pt").is_file()
+    ]
+    return f"**Downloads** (profile {cfg.profile}): " + (", ".join(links) if links else "nothing written by this run")
