@@ -251,8 +251,10 @@ def test_bad_checkpoints_and_k_mismatch(trained, tmp_path):
     torch.save({"weights": 1}, tmp_path / "plain.pt")
     with pytest.raises(CheckpointError, match="not a harmlib checkpoint"):
         load_harmonizer(tmp_path / "plain.pt")
-    with pytest.raises(CheckpointError, match="empty.pt: an incomplete or inconsistent 'drit' model file"):
+    with pytest.raises(CheckpointError, match=r"empty.pt: a 'drit' model file without weights \('state'\)"):
         load_harmonizer(save_checkpoint(tmp_path / "empty.pt", {"kind": "drit"}))
+    with pytest.raises(CheckpointError, match="partial.pt: an incomplete or inconsistent 'drit' model file"):
+        load_harmonizer(save_checkpoint(tmp_path / "partial.pt", {"kind": "drit", "state": {"G": {}}}))
 
 
 def test_residual_generator_is_the_identity_at_init_and_needs_x():

@@ -153,7 +153,8 @@ def test_every_chapter_declares_the_earlier_outputs_it_reads():
                 continue
             for cell in cells:
                 for m in re.finditer(rf"(\w+) = [^\n]*{pattern}", cell):
-                    optional = f"{m.group(1)}.exists()" in cell  # read only when an earlier run left it
+                    var = m.group(1)
+                    optional = f"{var}.exists()" in cell or f"{var}.is_file()" in cell  # read only when it exists
                     assert optional or name in declared, f"{nb.name} reads {name} without needs(cfg, '{name}')"
 
 
