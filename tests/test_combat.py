@@ -85,3 +85,9 @@ def test_cross_validation_harmonizes_a_per_fold_version_inside_each_fold():
     versions = {"raw": vols, "ComBat": PerFold(vols, sites, cov, continuous=("age",), fitter=counting)}
     cv = cross_validate(versions, cov.age.to_numpy(), "age", cfg, seed=0)
     assert calls == [20, 20] and set(cv.version) == {"raw", "ComBat"} and np.isfinite(cv.mae).all()
+
+
+def test_combat_says_when_a_cohort_is_too_small_for_it():
+    assert combat.not_applicable(np.repeat(["a", "b", "c"], 8), 5) is None
+    assert "site c has 2" in combat.not_applicable(np.array(["a"] * 8 + ["b"] * 8 + ["c"] * 2), 5)
+    assert "two sites" in combat.not_applicable(np.array(["a"] * 10), 5)

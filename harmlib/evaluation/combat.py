@@ -82,6 +82,19 @@ def voxels(volumes: np.ndarray, sites: Sequence[str]) -> np.ndarray:
     return inside
 
 
+def not_applicable(sites: Sequence[str], folds: int) -> str | None:
+    """Why ComBat cannot run inside ``folds``-fold cross-validation of a cohort with these ``sites`` (None: it can):
+    each site needs at least two subjects in every training fold to have a variance, so 2 * folds / (folds - 1)
+    subjects per site, rounded up, and two sites."""
+    counts = pd.Series(np.asarray(sites, dtype=str)).value_counts()
+    need = -(-2 * folds // max(folds - 1, 1)) + 1  # margin for uneven (stratified) folds
+    if len(counts) < 2:
+        return "ComBat needs at least two sites"
+    if counts.min() < need:
+        return f"ComBat needs {need} subjects per site for {folds}-fold cross-validation; site {counts.idxmin()} has {counts.min()}"
+    return None
+
+
 @dataclass(frozen=True)
 class PerFold:
     """A downstream version harmonized by ComBat inside each fold (`harmlib.evaluation.downstream.cross_validate`):
