@@ -484,9 +484,29 @@ def build_book(root: Path = Path(".")) -> Path:
             "the book build failed (see the Sphinx messages above); fix the page it names and run 'make book'"
         )
     copy_downloads(root)
+    dedupe_inline_scripts(root / "book" / "_build" / "html")
     index = root / "book" / "_build" / "html" / "index.html"
     print(f"harmlib: the book is at {index}", flush=True)
     return index
+
+
+def dedupe_inline_scripts(html: Path) -> int:
+    """Drop the second copy of an inline ``<script>`` line from every page: sphinx-thebe 0.3 (through Jupyter Book 1)
+    writes its ``const THEBE_JS_URL ...`` line twice on pages with code, and the repeated ``const`` is an uncaught
+    SyntaxError in every browser. Returns how many lines were dropped."""
+    dropped = 0
+    for page in html.rglob("*.html"):
+        seen, out, changed = set(), [], False
+        for line in page.read_text(encoding="utf-8").splitlines(keepends=True):
+            key = line.strip()
+            if key.startswith("<script>") and key.endswith("</script>") and key in seen:
+                changed, dropped = True, dropped + 1
+                continue
+            seen.add(key)
+            out.append(line)
+        if changed:
+            page.write_text("".join(out), encoding="utf-8")
+    return dropped
 
 
 def _last_profile(root: Path) -> str | None:

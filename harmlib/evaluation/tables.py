@@ -179,17 +179,23 @@ def read_gates(cfg_or_dir: Any) -> pd.DataFrame:
 DOWNLOADS = "downloads"  # the built site's folder of tables and model files (`harmlib.pipeline.copy_downloads`)
 
 
-def downloads_markdown(cfg: Any, tables: Sequence[str] = (), models: Sequence[str] = ()) -> str:
-    """A chapter's closing line: links to the CSV tables it wrote and the model files it trained, as the built book
-    serves them (copied there by ``harmlib book``); what this run did not write is left out."""
+def downloads_html(cfg: Any, tables: Sequence[str] = (), models: Sequence[str] = ()) -> str:
+    """A chapter's closing line (HTML: a Markdown link to a file that is not a page becomes a broken cross-reference in
+    the book): links to the CSV tables it wrote and the model files it trained, as the built book serves them (copied
+    there by ``harmlib book``); what this run did not write is left out."""
     links = [
-        f"[{name}.csv](../{DOWNLOADS}/tables/{name}.csv)"
+        f'<a href="../{DOWNLOADS}/tables/{name}.csv" download>{name}.csv</a>'
         for name in tables
         if (tables_dir(cfg) / f"{name}.csv").is_file()
     ]
-    links += [
-        f"[{name}.pt](../{DOWNLOADS}/models/{name}.pt) ({(Path(cfg.run_dir) / 'models' / f'{name}.pt').stat().st_size / 1e6:.1f} MB)"
-        for name in models
-        if (Path(cfg.run_dir) / "models" / f"{name}.pt").is_file()
-    ]
-    return f"**Downloads** (profile {cfg.profile}): " + (", ".join(links) if links else "nothing written by this run")
+    for name in models:
+        path = Path(cfg.run_dir) / "models" / f"{name}.pt"
+        if path.is_file():
+            links.append(
+                f'<a href="../{DOWNLOADS}/models/{name}.pt" download>{name}.pt</a> ({path.stat().st_size / 1e6:.1f} MB)'
+            )
+    return (
+        f"<p><strong>Downloads</strong> (profile {cfg.profile}): "
+        + (", ".join(links) or "nothing written by this run")
+        + "</p>"
+    )
