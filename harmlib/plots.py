@@ -329,3 +329,48 @@ def plot_folds(cv, metric: str, title: str = "") -> plt.Figure:
     ax.set_title(title, fontsize=9)
     ax.tick_params(labelsize=7)
     return fig
+
+
+def reader_number(x: float) -> str:
+    """A number as a reader reads it: 3 decimals (4 significant digits under 0.1), no "-0.000", nothing for NaN."""
+    if x is None or (isinstance(x, float) and np.isnan(x)):
+        return ""
+    if isinstance(x, (bool, np.bool_)):
+        return "yes" if x else "no"
+    if isinstance(x, (int, np.integer)):
+        return str(x)
+    x = float(x)
+    if abs(x) < 0.1 and x != 0:
+        text = f"{x:.4g}"
+        return "0" if float(text) == 0 else text
+    text = f"{x:.3f}"
+    return text[1:] if text in ("-0.000",) else text
+
+
+def reader_table(df) -> str:
+    """A table's HTML for the book: no pandas index unless it carries labels, numbers by :func:`reader_number`, empty
+    cells for missing values, booleans as yes / no."""
+    import pandas as pd
+
+    show = df.copy()
+    for col in show.columns:
+        if pd.api.types.is_bool_dtype(show[col]) or pd.api.types.is_numeric_dtype(show[col]):
+            show[col] = [reader_number(v) for v in show[col]]
+        else:
+            show[col] = ["" if v is None or (isinstance(v, float) and np.isnan(v)) else v for v in show[col]]
+    keep_index = not isinstance(df.index, pd.RangeIndex)
+    return show.to_html(index=keep_index, classes="harmlib-table", border=0, na_rep="")
+
+
+def reader_tables() -> None:
+    """In a notebook: every DataFrame displayed from now on is drawn by :func:`reader_table` (called once per
+    chapter, in its set-up cell); outside IPython it does nothing."""
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        return
+    import pandas as pd
+
+    shell = get_ipython()
+    if shell is not None:
+        shell.display_formatter.formatters["text/html"].for_type(pd.DataFrame, reader_table)

@@ -154,6 +154,20 @@ def test_each_chapter_links_its_tables_and_models_and_the_links_resolve(built_bo
     assert any(link.endswith("what_reproduced.csv") for link in linked["10_what_reproduced"])
 
 
+def test_no_rendered_table_shows_nan_or_negative_zero(built_book):
+    """Tables for readers: no NaN (a missing value is an empty cell or says why) and no "-0.000" in any chapter."""
+    import re
+
+    html = built_book / "book" / "_build" / "html"
+    bad = {}
+    for page in sorted((html / "notebooks").glob("*.html")):
+        cells = re.findall(r"<t[dh][^>]*>(.*?)</t[dh]>", page.read_text(), flags=re.S)
+        found = [c.strip() for c in cells if re.search(r"(?<![\w.])(nan|NaN|None)(?![\w])|-0\.0+(?![0-9])", c)]
+        if found:
+            bad[page.name] = found[:5]
+    assert not bad, bad
+
+
 def test_every_page_loads_mathjax_once_and_logs_no_console_error(built_book):
     """Read offline as a reader would: each chapter loads the typesetting script once (not every .js under _static)
     and the browser's console shows no error."""

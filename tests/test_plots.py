@@ -32,3 +32,24 @@ def test_each_row_shows_one_subjects_input_and_outputs():
 def test_rows_with_different_versions_are_refused():
     with pytest.raises(ValueError, match="has versions"):
         plot_subject_rows({"a": {"input": np.ones((4, 4, 4))}, "b": {"other": np.ones((4, 4, 4))}})
+
+
+def test_tables_for_readers_have_no_nan_no_negative_zero_and_three_decimals():
+    import pandas as pd
+
+    from harmlib.plots import reader_number, reader_table
+
+    assert [reader_number(v) for v in (0.123456, -0.00001, -0.0004, 12.3456, float("nan"), True, 3)] == [
+        "0.123",
+        "-1e-05",
+        "-0.0004",
+        "12.346",
+        "",
+        "yes",
+        "3",
+    ]
+    html = reader_table(
+        pd.DataFrame({"a": [1.0, float("nan"), -0.0], "holds": [True, False, True], "s": ["x", None, "z"]})
+    )
+    assert not any(bad in html for bad in ("NaN", "nan", "None", "-0.000", "<th>0</th>"))
+    assert "yes" in html and "no" in html
