@@ -317,6 +317,19 @@ def run_notebooks(
     return stamps
 
 
+def _ran_with(executed: Path) -> dict[str, Any]:
+    """The parameters an executed notebook ran with (papermill's record), {} when it has not run."""
+    try:
+        return json.loads(executed.read_text())["metadata"]["papermill"]["parameters"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return {}
+
+
+def _shown(value: Any) -> str:
+    """A parameter's value on the pipeline page; None means the profile's value."""
+    return "the profile's" if value in (None, "None") else repr(value) if isinstance(value, str) else str(value)
+
+
 def _notebook_parameters(nb: Path) -> dict[str, str]:
     """The parameters cell of a notebook, as name -> default (source text)."""
     import papermill as pm
@@ -337,11 +350,13 @@ def write_pipeline_page(root: Path = Path(".")) -> Path:
         ".venv/bin/papermill notebooks/03_ssim_loss.ipynb book/notebooks/03_ssim_loss.ipynb -p profile cpu -p alpha 0.5",
         "```",
         "",
-        "| notebook | parameters (defaults) | profile | run time (s) | finished |",
+        "| notebook | parameters it ran with | profile | run time (s) | finished |",
         "|---|---|---|---|---|",
     ]
     for nb in lay.notebooks:
-        params = ", ".join(f"`{k} = {v}`" for k, v in _notebook_parameters(nb).items())
+        ran = _ran_with(lay.executed / nb.name)
+        defaults = _notebook_parameters(nb)
+        params = ", ".join(f"`{k} = {_shown(ran.get(k, v))}`" for k, v in defaults.items())
         st = _read_stamp(lay.stamp(nb))
         lines.append(
             f"| `{nb.name}` | {params} | {st.get('profile', 'not run')} | {st.get('seconds', '')} | {st.get('finished', '')} |"

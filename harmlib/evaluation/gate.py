@@ -558,7 +558,7 @@ def gate_failures(table: pd.DataFrame) -> list[str]:
     """The failing criteria as 'criterion value < threshold' lines (the reason a claim is not judged)."""
     crit = table[table["threshold"].astype(str) != ""]
     return [
-        f"{r.criterion} {float(r.value):.3f} < {float(r.threshold):.2f}"
+        f"{r.criterion} {f'{float(r.value):.3f}'.replace('-0.000', '0.000')} < {float(r.threshold):.2f}"
         for r in crit.itertuples()
         if str(r.passed) != "True"
     ]

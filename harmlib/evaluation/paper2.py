@@ -40,7 +40,9 @@ def real_slices(data: SliceDataset) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _ci_text(ci: Any) -> str:
-    return f"{ci.delta:.3f} [{ci.low:.3f}, {ci.high:.3f}]"
+    """A difference and its CI, three decimals, without "-0.000"."""
+    f = lambda v: f"{v + 0.0:.3f}".replace("-0.000", "0.000")  # noqa: E731  (+ 0.0 turns -0.0 into 0.0)
+    return f"{f(ci.delta)} [{f(ci.low)}, {f(ci.high)}]"
 
 
 def scanner_free(models: Mapping[str, Any], test: SliceDataset, seed: int) -> tuple[np.ndarray, dict[str, np.ndarray]]:
