@@ -74,17 +74,28 @@ def plot_volumes_grid(
     planes: Sequence[tuple[int, float]] = ((1, 0.5), (2, 0.55)),
     vmax: float | None = None,
     width: float = 1.8,
+    per_row: int = 7,
 ) -> plt.Figure:
-    """One column per volume (titled by its key), one row per plane (axis, fraction of the axis)."""
+    """One column per volume (titled by its key), one row per plane (axis, fraction of the axis); more than
+    ``per_row`` volumes wrap onto further rows, so titles stay legible."""
+    names = list(vols)
+    chunks = [names[i : i + per_row] for i in range(0, len(names), per_row)]
+    cols = min(len(names), per_row)
     fig, axes = plt.subplots(
-        len(planes), len(vols), figsize=(width * len(vols), width * 1.1 * len(planes)), squeeze=False
+        len(planes) * len(chunks), cols, figsize=(width * cols, width * 1.15 * len(planes) * len(chunks)), squeeze=False
     )
     vmax = vmax or float(np.percentile(np.concatenate([v.ravel() for v in vols.values()]), 99.8))
-    for j, (name, v) in enumerate(vols.items()):
-        for i, (axis, frac) in enumerate(planes):
-            show_slice(
-                axes[i, j], np.take(v, int(frac * v.shape[axis]), axis=axis), name if i == 0 else "", vmin=0, vmax=vmax
-            )
+    for c, chunk in enumerate(chunks):
+        for j in range(cols):
+            for i, (axis, frac) in enumerate(planes):
+                ax = axes[c * len(planes) + i, j]
+                if j >= len(chunk):
+                    ax.set_axis_off()
+                    continue
+                v = vols[chunk[j]]
+                show_slice(
+                    ax, np.take(v, int(frac * v.shape[axis]), axis=axis), chunk[j] if i == 0 else "", vmin=0, vmax=vmax
+                )
     fig.tight_layout()
     return fig
 
@@ -114,17 +125,23 @@ def plot_subject_rows(
 
 
 def plot_loss_curves(log, title: str = "") -> plt.Figure:
-    """Every logged loss term against the step, one small panel each."""
+    """The logged loss terms against the step in two panels, the discriminators' (``d_*``) and the rest (the
+    generator side), each term relative to its first logged value (terms differ by orders of magnitude; what a
+    reader looks for is which fall, which rise and which stay flat)."""
     terms = [c for c in log.columns if c not in ("step", "seconds")]
-    cols = min(5, len(terms))
-    rows = -(-len(terms) // cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(2.6 * cols, 2.0 * rows), squeeze=False)
-    for ax, term in zip(axes.ravel(), terms):
-        ax.plot(log["step"], log[term], lw=1)
-        ax.set_title(term, fontsize=9)
+    groups = {"discriminators": [t for t in terms if t.startswith("d_")]}
+    groups["generator side"] = [t for t in terms if t not in groups["discriminators"]]
+    groups = {k: v for k, v in groups.items() if v}
+    fig, axes = plt.subplots(1, len(groups), figsize=(5.0 * len(groups), 3.0), squeeze=False)
+    for ax, (name, group) in zip(axes[0], groups.items()):
+        for term in group:
+            y = log[term].to_numpy(dtype=float)
+            first = next((v for v in y if np.isfinite(v) and v != 0), 1.0)
+            ax.plot(log["step"], y / abs(first), lw=1, label=term)
+        ax.set_title(f"{name}: each term / its first value", fontsize=9)
+        ax.set_xlabel("step", fontsize=8)
         ax.tick_params(labelsize=7)
-    for ax in axes.ravel()[len(terms) :]:
-        ax.set_axis_off()
+        ax.legend(fontsize=6, frameon=False, ncol=2)
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     return fig
@@ -133,7 +150,10 @@ def plot_loss_curves(log, title: str = "") -> plt.Figure:
 def plot_wasserstein_heatmaps(matrices: dict, vmax: float | None = None, width: float = 3.4) -> plt.Figure:
     """Paper 1, Fig. 5: one heatmap of pairwise Wasserstein distances (square DataFrames) per version, one color scale."""
     vmax = vmax or max(float(np.max(m.to_numpy())) for m in matrices.values()) or 1.0
-    fig, axes = plt.subplots(1, len(matrices), figsize=(width * len(matrices), width * 0.95), squeeze=False)
+    # constrained layout: the colorbar gets its own room instead of squeezing the last panel
+    fig, axes = plt.subplots(
+        1, len(matrices), figsize=(width * len(matrices) + 0.8, width * 0.95), squeeze=False, layout="constrained"
+    )
     for ax, (title, m) in zip(axes[0], matrices.items()):
         im = ax.imshow(m.to_numpy(), cmap="magma", vmin=0, vmax=vmax)
         labels = [str(s).split("@")[-1] for s in m.index]  # sites are shorter than scanner@site
@@ -152,15 +172,16 @@ def plot_intensity_distributions(panels: dict, xlabel: str = "mean voxel intensi
     """
     from scipy.stats import gaussian_kde
 
-    fig, axes = plt.subplots(1, len(panels), figsize=(width * len(panels), width * 0.8), squeeze=False, sharey=False)
+    fig, axes = plt.subplots(1, len(panels), figsize=(width * len(panels), width * 0.8), squeeze=False, sharex=True)
+    samples = [np.asarray(v, float) for data in panels.values() if not isinstance(data, tuple) for v in data.values()]
+    lo = min((float(np.min(v)) for v in samples), default=0.0)  # one x-range for every panel: they are compared
+    hi = max((float(np.max(v)) for v in samples), default=1.0)
     for ax, (title, data) in zip(axes[0], panels.items()):
         if isinstance(data, tuple):
             edges, dens = data
             for d, y in dens.items():
                 ax.plot((edges[:-1] + edges[1:]) / 2, y, lw=1, label=str(d).split("@")[-1])
         else:
-            lo = min(float(np.min(v)) for v in data.values())
-            hi = max(float(np.max(v)) for v in data.values())
             grid = np.linspace(lo - 0.1 * (hi - lo), hi + 0.1 * (hi - lo), 200)
             for d, v in data.items():
                 v = np.asarray(v, dtype=float)
@@ -169,6 +190,7 @@ def plot_intensity_distributions(panels: dict, xlabel: str = "mean voxel intensi
         ax.set_title(title, fontsize=9)
         ax.set_xlabel(xlabel, fontsize=8)
         ax.tick_params(labelsize=7)
+        ax.xaxis.set_major_locator(plt.MaxNLocator(4))  # tick labels that do not run into each other
     axes[0, -1].legend(fontsize=6, frameon=False)
     fig.tight_layout()
     return fig
@@ -245,8 +267,12 @@ def plot_harmonization_planes(
     vmax = {k: float(np.percentile(v[v > 0], 99.5)) if (v > 0).any() else 1.0 for k, v in cols.items()}
     diffs = {k: v - original for k, v in harmonized.items()}
     dmax = max(float(np.percentile(np.abs(d), 99.5)) for d in diffs.values()) or 1.0
-    fig, axes = plt.subplots(
-        2 * len(PLANES), len(cols), figsize=(width * len(cols), width * 2 * len(PLANES)), squeeze=False
+    fig, axes = plt.subplots(  # constrained: the colorbar gets its own room, every column keeps its width
+        2 * len(PLANES),
+        len(cols),
+        figsize=(width * len(cols) + 0.9, width * 2 * len(PLANES)),
+        squeeze=False,
+        layout="constrained",
     )
     for p, (plane, (axis, frac)) in enumerate(PLANES.items()):
         for j, (name, vol) in enumerate(cols.items()):
@@ -268,7 +294,7 @@ def plot_harmonization_planes(
         transform=axes[1, 0].transAxes,
     )
     if diffs:
-        fig.colorbar(im, ax=axes[:, -1].tolist(), shrink=0.3, label="intensity difference")
+        fig.colorbar(im, ax=axes.ravel().tolist(), shrink=0.3, label="intensity difference")
     fig.suptitle(title, fontsize=9)
     return fig
 
