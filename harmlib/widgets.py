@@ -80,6 +80,21 @@ def live_explorer(x: np.ndarray, y: np.ndarray, data_range: float, cfg: SSIMConf
     return W.VBox([W.HBox(list(sliders.values())[:4]), W.HBox(list(sliders.values())[4:]), label, out])
 
 
+# The maps' colour ramp (a short viridis), written once: the page's script draws with it and its colorbar shows it.
+RAMP = ((68, 1, 84), (59, 82, 139), (33, 145, 140), (94, 201, 98), (253, 231, 37))
+
+
+def colorbar_html() -> str:
+    """The maps' colorbar: the ramp from its low end (0 for l and c, -1 for s and the product) to 1."""
+    stops = ", ".join(f"rgb{c}" for c in RAMP)
+    return (
+        '<div class="ssim-colorbar" style="display:flex;align-items:center;gap:.5em;font-size:80%;margin:.3em 0">'
+        "<span>0 (l, c) / -1 (s, l^a c^b s^g)</span>"
+        f'<span style="display:inline-block;width:14em;height:.9em;background:linear-gradient(to right, {stops})"></span>'
+        "<span>1</span></div>"
+    )
+
+
 def _b64(a: np.ndarray) -> str:
     return base64.b64encode(np.ascontiguousarray(a, dtype="<f4").tobytes()).decode("ascii")
 
@@ -90,7 +105,7 @@ def explorer_html(
     """A self-contained HTML explorer of two 2D slices; recomputes SSIM in the browser."""
     _check_pair(x, y)
     uid = f"ssim-explorer-{uuid.uuid4().hex[:8]}"
-    spec = {"x": _b64(x), "y": _b64(y), "shape": list(np.shape(x)), "data_range": float(data_range)}
+    spec = {"x": _b64(x), "y": _b64(y), "shape": list(np.shape(x)), "data_range": float(data_range), "ramp": RAMP}
     rows = []
     for name, (lo, hi, step) in CONTROLS.items():
         value = getattr(cfg, name)
@@ -120,6 +135,7 @@ def explorer_html(
         f'<table style="border:none;margin:0">{"".join(rows)}</table>'
         f'<p><b class="ssim-value" data-value=""></b></p>'
         f"<div>{canvases}</div>"
+        f"{colorbar_html()}"
         f"<p style='font-size:80%'>Maps: viridis, l and c on [0, 1], s and the product on [-1, 1]. "
         f"Computed in your browser by a port of <code>harmlib.ssim</code>.</p>"
         f"<script>{_JS.read_text()}</script></div>"

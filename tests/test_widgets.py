@@ -41,3 +41,17 @@ def test_live_explorer_recomputes_with_harmlib(brain_pair):
     shown = float(re.search(r"SSIM = ([0-9.]+)", label).group(1))
     expected = harmlib.ssim(as_tensor(a), as_tensor(b), 1.0, 1.0, 2.0, data_range=dr, win_size=7).item()
     assert shown == pytest.approx(expected, abs=1e-5)
+
+
+def test_the_explorer_has_a_colorbar_with_the_ramp_its_maps_are_drawn_with(brain_pair):
+    import json
+    import re
+
+    from harmlib.widgets import RAMP, explorer_html
+
+    x, y, dr = brain_pair
+    html = explorer_html(x[:, :, 45], y[:, :, 45], dr)
+    spec = json.loads(re.search(r'<script type="application/json">(.*?)</script>', html).group(1))
+    assert [tuple(c) for c in spec["ramp"]] == list(RAMP)  # the script draws with the spec's ramp
+    bar = re.search(r'class="ssim-colorbar".*?</div>', html).group(0)
+    assert all(f"rgb{c}" in bar for c in RAMP) and "-1" in bar and ">1<" in bar

@@ -63,8 +63,8 @@
     return { l: l, c: c, s: s, h: h - p.win_size + 1, w: w - p.win_size + 1 };
   }
 
-  // A short viridis ramp; maps [lo, hi] to RGB.
-  const RAMP = [[68, 1, 84], [59, 82, 139], [33, 145, 140], [94, 201, 98], [253, 231, 37]];
+  // The colour ramp (harmlib.widgets.RAMP, in the page's spec; its colorbar shows it); maps [lo, hi] to RGB.
+  let RAMP = [[68, 1, 84], [253, 231, 37]];
   function color(v, lo, hi) {
     const t = Math.min(Math.max((v - lo) / (hi - lo), 0), 1) * (RAMP.length - 1);
     const i = Math.min(Math.floor(t), RAMP.length - 2), f = t - i;
@@ -87,6 +87,7 @@
 
   function setup(root) {
     const spec = JSON.parse(root.querySelector("script[type='application/json']").textContent);
+    RAMP = spec.ramp || RAMP;
     const x = decode(spec.x), y = decode(spec.y), h = spec.shape[0], w = spec.shape[1];
     const inputs = root.querySelectorAll("input[data-param]");
     const params = () => {
