@@ -255,14 +255,17 @@ def _execute(
 
 def _fold_parameter_cells(path: Path) -> None:
     """The book shows one parameter cell, collapsed: papermill's injected cell (the values this run used) gets
-    myst-nb's ``hide-cell`` tag and the notebook's own defaults, which it overrides, ``remove-cell``. The
-    notebooks under notebooks/ keep both visible; only the executed copy the book reads is tagged."""
+    myst-nb's ``hide-cell`` tag and the notebook's own defaults, which it overrides, ``remove-cell``; every other code
+    cell's input is collapsed under its output (``hide-input``). The notebooks under notebooks/ keep everything
+    visible; only the executed copy the book reads is tagged."""
     import nbformat
 
     nb = nbformat.read(str(path), as_version=4)
     for cell in nb.cells:
         tags = cell.metadata.setdefault("tags", [])
         extra = "hide-cell" if "injected-parameters" in tags else "remove-cell" if "parameters" in tags else None
+        if extra is None and cell.cell_type == "code" and not any(t.startswith(("hide-", "remove-")) for t in tags):
+            extra = "hide-input"  # the book reads as a paper: code collapsed under its output (open it with a click)
         if extra and extra not in tags:
             tags.append(extra)
     nbformat.write(nb, str(path))
