@@ -369,3 +369,45 @@ def test_a_model_file_written_with_the_levers_inside_g_loads_and_harmonizes_the_
     grid = np.zeros(a.shape, np.float32)
     grid[tuple(slice(0, min(n, m)) for n, m in zip(a.shape, x.shape))] = x[tuple(slice(0, n) for n in a.shape)]
     assert np.array_equal(a.harmonize(grid, "agnostic"), b.harmonize(grid, "agnostic"))
+
+
+@pytest.mark.slow
+def test_sigterm_stops_preprocess_and_its_workers(tmp_path):
+    """SIGTERM to `preprocess --workers 2` (a scheduler's kill) ends the run as Ctrl-C does: exit 130, the worker
+    processes stopped with it (they went on processing before), nothing half-written."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import psutil
+
+    from harmlib.data.synthetic import write_cohort
+
+    small = {"synth.n_train_per_site": 2, "synth.n_test_per_site": 1, "synth.n_age_per_site": 1}
+    cfg = harmlib.load_config("tiny", small | {"synth.n_ad_per_site": 1, "synth.n_raw": 2})
+    write_cohort(cfg, tmp_path / "cohort", raw=True)
+    out = tmp_path / "pre"
+    cmd = [
+        sys.executable,
+        "-m",
+        "harmlib.cli",
+        "preprocess",
+        "--manifest",
+        str(tmp_path / "cohort" / "raw" / "manifest.csv"),
+    ]
+    proc = subprocess.Popen([*cmd, "--out-dir", str(out), "--workers", "2"], stderr=subprocess.PIPE, text=True)
+    parent, workers = psutil.Process(proc.pid), []
+    for _ in range(300):  # until both workers run
+        workers = [c for c in parent.children(recursive=True) if "multiprocessing" in " ".join(c.cmdline())]
+        if len(workers) >= 2:
+            break
+        time.sleep(0.1)
+    assert len(workers) >= 2, "the workers did not start"
+    time.sleep(1.0)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(60) == 130
+    _, alive = psutil.wait_procs(workers, timeout=20)
+    assert not alive, f"workers left running: {[p.pid for p in alive]}"
+    assert not list(out.rglob(".tmp-*"))
+    assert "interrupted" in proc.stderr.read()
