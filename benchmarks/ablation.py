@@ -6,7 +6,8 @@
 Each row trains from scratch (seed ``--seed``) under ``runs/<profile>/ablation/<rows>/<n>/`` and runs the model's
 quality gate without the native-resolution rows (they cost minutes per row and do not depend on the levers' kind);
 the table goes to ``runs/<profile>/tables/ablation_<rows>.csv`` (and ``--copy`` to a committed file) with each
-row's budget. The 2D rows use the run's trained GM-VAE (``runs/<profile>/models/gmvae.pt``, chapter 04).
+row's budget. The 2D rows use the run's trained GM-VAE (``runs/<profile>/models/gmvae.pt``, chapter 04); without the levers there is
+no site field to read, so GMM-DRIT with the paper's G gets a slice-view GM-VAE (the thesis's) trained here once.
 A killed run resumes: each row's training resumes from its checkpoint, a row whose gate is written is skipped.
 """
 
@@ -48,6 +49,20 @@ def train_row(cfg, man, section: str, variant: str | None, run: Path, gmvae: Pat
     return export_model(task, meta, run / "model.pt"), int(log.step.iloc[-1]) if len(log) else 0, minutes
 
 
+def slice_gmvae(cfg, man, run: Path, steps: int) -> Path:
+    """A GM-VAE that reads the slices (the thesis's view), for GMM-DRIT without the levers (no field to read)."""
+    from harmlib.gmvae.task import build_task, export_model
+
+    path = run / "gmvae.pt"
+    if path.is_file():
+        return path
+    cfg = cfg.replace({"gmvae.train.iterations": steps, "gmvae.kl_warmup": 0})
+    task, meta = build_task(cfg, man)
+    fit(task, cfg.gmvae.train, cfg.runtime, run / "train", seed=cfg.seed)
+    export_model(task, meta, path)
+    return path
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("rows", choices=["harmonizer", "slices"])
@@ -56,6 +71,9 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--only", type=int, nargs="*", help="row numbers to run (default all)")
     ap.add_argument("--copy", type=Path, help="also write the table here (e.g. benchmarks/results/)")
+    ap.add_argument(
+        "--gmvae-steps", type=int, default=1000, help="steps of the slice-view GM-VAE (GMM-DRIT, paper's G)"
+    )
     args = ap.parse_args()
     torch.set_num_threads(max(1, torch.get_num_threads()))
     section = "harmonizer" if args.rows == "harmonizer" else "drit"
@@ -71,14 +89,20 @@ def main() -> None:
         steps = {f"{section}.train.iterations": args.steps, f"{section}.train.snapshot_every": 0}
         warm = getattr(base, section).train.warmup
         steps[f"{section}.train.warmup"] = min(warm, args.steps - 1)
-        cfg = base.replace(overrides(section, row) | steps)
+        extra = {}
+        if section == "drit" and not row.get("site_field_mm", 1):  # no levers, no field: the GM-VAE reads slices
+            extra = {"gmvae.view": "slice", "gmvae.field_mm": 0.0}
+        cfg = base.replace(overrides(section, row) | steps | extra)
         run = out_dir / f"{n}_{variant or 'harmonizer'}"
         done = run / "ablation_row.csv"
         if done.is_file():
             results.append(pd.read_csv(done).iloc[0].to_dict())
             print(f"{name}: done before ({done})")
             continue
-        model, n_steps, minutes = train_row(cfg, man, section, variant, run, base.run_dir / "models" / "gmvae.pt")
+        gmvae = base.run_dir / "models" / "gmvae.pt"
+        if variant == "gmm_drit" and cfg.gmvae.view == "slice":  # the thesis's GM-VAE, trained here once
+            gmvae = slice_gmvae(cfg, man, out_dir / "gmvae_slice", args.gmvae_steps)
+        model, n_steps, minutes = train_row(cfg, man, section, variant, run, gmvae)
         h = load_harmonizer(model)
         fn = lambda v, aff, t, h=h, seed=cfg.seed: harmonize_volume(h, v, aff, t, seed)  # noqa: E731
         gate = cfg.gate if section == "harmonizer" else replace(cfg.gate, structure=cfg.gate.slice_structure)

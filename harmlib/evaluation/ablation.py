@@ -41,9 +41,9 @@ HARMONIZER_ROWS: dict[str, dict] = {
 }
 SLICE_ROWS: dict[str, tuple[str, dict]] = {  # (variant, overrides of the drit section)
     "DRIT++, the paper's generator": ("drit", NO_LEVERS),
-    "GMM-DRIT, the paper's generator": ("gmm_drit", NO_LEVERS),
     "DRIT++ with the cpu levers": ("drit", CPU),
     "GMM-DRIT with the cpu levers": ("gmm_drit", CPU),
+    "GMM-DRIT, the paper's generator": ("gmm_drit", NO_LEVERS),  # needs a slice-view GM-VAE (no field to read)
 }
 
 
