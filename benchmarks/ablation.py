@@ -93,7 +93,7 @@ def main() -> None:
         if section == "drit" and not row.get("site_field_mm", 1):  # no levers, no field: the GM-VAE reads slices
             extra = {"gmvae.view": "slice", "gmvae.field_mm": 0.0}
         cfg = base.replace(overrides(section, row) | steps | extra)
-        run = out_dir / f"{n}_{variant or 'harmonizer'}"
+        run = out_dir / (f"{n}_{variant or 'harmonizer'}" + (f"_seed{args.seed}" if args.seed else ""))
         done = run / "ablation_row.csv"
         if done.is_file():
             results.append(pd.read_csv(done).iloc[0].to_dict())
@@ -114,7 +114,8 @@ def main() -> None:
         results.append(rec)
         print(pd.DataFrame([rec]).round(4).to_string(index=False), flush=True)
     df = pd.DataFrame(results)
-    path = base.run_dir / "tables" / f"ablation_{args.rows}.csv"
+    suffix = (f"_seed{args.seed}" if args.seed else "") + ("_rows" + "-".join(map(str, args.only)) if args.only else "")
+    path = base.run_dir / "tables" / f"ablation_{args.rows}{suffix}.csv"  # a partial or other-seed run keeps its own
     path.parent.mkdir(parents=True, exist_ok=True)
     write_text_atomic(path, df.to_csv(index=False))
     if args.copy:
