@@ -58,16 +58,8 @@ class AGUITSpec(AGUITArch):
         return self.noise_dim + self.n_domains
 
     def levers(self) -> LeverSpec:
-        """The cpu levers composed around G (``residual``, ``landmark_curve``, ``site_field_mm``)."""
-        return LeverSpec(
-            self.dim,
-            self.style_dim,
-            self.mlp_hidden,
-            self.landmark_curve,
-            self.site_field_mm,
-            self.volume,
-            self.voxel_size_mm,
-        )
+        """The cpu levers composed around G (``residual``, ``landmark_curve``, ``site_field_mm``), read from s."""
+        return LeverSpec.of(self, dim=self.dim, style_dim=self.style_dim, hidden=self.mlp_hidden, section="harmonizer")
 
     @property
     def pad_multiple(self) -> int:

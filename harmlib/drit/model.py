@@ -42,16 +42,7 @@ class DRITSpec(DRITArch):
 
     def levers(self) -> LeverSpec:
         """The cpu levers composed around G, read from the code (z^a, c)."""
-        return LeverSpec(
-            2,
-            self.nz + self.n_domains,
-            4 * self.width,
-            self.landmark_curve,
-            self.site_field_mm,
-            self.volume,
-            self.voxel_size_mm,
-            "drit",
-        )
+        return LeverSpec.of(self, dim=2, style_dim=self.nz + self.n_domains, hidden=4 * self.width, section="drit")
 
 
 def tile(v: torch.Tensor, like: torch.Tensor) -> torch.Tensor:

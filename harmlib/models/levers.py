@@ -19,6 +19,7 @@ it in one line (:func:`compose`). A new lever: a module here, its config field, 
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
+from typing import Any
 
 import torch
 import torch.nn as nn
@@ -54,6 +55,14 @@ class LeverSpec:
     def field_sigma(self) -> float:
         """The site field's sigma in voxels: the one place millimetres become voxels."""
         return self.site_field_mm / self.voxel_size_mm
+
+    @classmethod
+    def of(cls, spec: Any, **data: Any) -> LeverSpec:
+        """The levers of a family's spec: every lever field it shares with this class (its config section's
+        ``landmark_curve``, ``site_field_mm``, ..., and the grid) read by name, so a new lever's field needs no line
+        here; ``data``: what the family decides (dim, style_dim, hidden, section)."""
+        shared = {f.name: getattr(spec, f.name) for f in fields(cls) if f.name not in data and hasattr(spec, f.name)}
+        return cls(**shared, **data)
 
 
 @dataclass(frozen=True)
