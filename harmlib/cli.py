@@ -69,10 +69,10 @@ def _harmonize(args: argparse.Namespace) -> None:
     from harmlib.harmonize import check_input, check_output, harmonize_file, load_harmonizer, resolution_note
     from harmlib.provenance import bids_output, write_dataset_description
 
-    inputs = [(Path(p), "") for p in args.inputs]
+    inputs = [(Path(p), "", "") for p in args.inputs]  # (file, the manifest's subject and session)
     if args.manifest:
         man = read_manifest(args.manifest)
-        inputs += list(zip(man.paths(), man.df["subject"].astype(str)))
+        inputs += list(zip(man.paths(), man.df["subject"].astype(str), man.df["session"].astype(str)))
     if not inputs:
         raise ValueError("no input volumes; give NIfTI files or --manifest M")
     out_dir = Path(args.out_dir)
@@ -82,7 +82,9 @@ def _harmonize(args: argparse.Namespace) -> None:
     model = load_harmonizer(args.model, args.device)
     target = model.target(args.target)  # parsed once: an unknown target fails before any file is read
     # Outputs keep their input's name, or (--bids) go where BIDS derivatives put them.
-    outputs = [bids_output(out_dir, p, args.target, sub) if args.bids else out_dir / p.name for p, sub in inputs]
+    outputs = [
+        bids_output(out_dir, p, args.target, sub, ses) if args.bids else out_dir / p.name for p, sub, ses in inputs
+    ]
     if len(set(outputs)) != len(outputs):
         same = "subject and session" if args.bids else "file name"
         raise ValueError(
@@ -90,7 +92,7 @@ def _harmonize(args: argparse.Namespace) -> None:
         )
     # All or nothing: every input and output is checked before the first output is written.
     notes = []
-    for (p, _), out in tqdm(list(zip(inputs, outputs)), desc="checking inputs", unit="vol", leave=False):
+    for (p, _, _), out in tqdm(list(zip(inputs, outputs)), desc="checking inputs", unit="vol", leave=False):
         check_output(p, out, args.overwrite)
         notes.append(resolution_note(model, check_input(p, model).affine, p))
     for note in filter(None, notes):
@@ -108,7 +110,7 @@ def _harmonize(args: argparse.Namespace) -> None:
     try:
         if args.bids:
             write_dataset_description(out_dir)
-        for (p, _), out in tqdm(list(zip(inputs, outputs)), desc=f"harmonize -> {args.target}", unit="vol"):
+        for (p, _, _), out in tqdm(list(zip(inputs, outputs)), desc=f"harmonize -> {args.target}", unit="vol"):
             harmonize_file(model, p, out, target, seed=args.seed, overwrite=args.overwrite, model_file=args.model)
     except BaseException:
         if created and not any(f.is_file() for f in out_dir.rglob("*") if f.name != "dataset_description.json"):

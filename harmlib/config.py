@@ -148,12 +148,13 @@ class SynthConfig(Section):
     """Size of the synthetic cohort (``harmlib.data.synthetic``): subjects per site and cohort."""
 
     path: ClassVar[str] = "synth"
-    n_train_per_site: int = rule(10, lambda v: v >= 2, "use at least 2 (labeled and unlabeled)")
+    # Each count is bounded: 200 subjects per site is a ~10 GB, hours-long cohort at 2 mm; more is a typo, not a study.
+    n_train_per_site: int = rule(10, lambda v: 2 <= v <= 200, "use 2 (labeled and unlabeled) to 200")
     labeled_fraction: float = rule(0.5, lambda v: 0.0 < v < 1.0, "use a fraction in (0, 1)")
-    n_test_per_site: int = positive(4)
-    n_age_per_site: int = positive(8)
-    n_ad_per_site: int = positive(8)
-    n_raw: int = rule(4, lambda v: v >= 0, "use 0 or more raw scanner-space volumes")
+    n_test_per_site: int = rule(4, lambda v: 1 <= v <= 200, "use 1 to 200")
+    n_age_per_site: int = rule(8, lambda v: 1 <= v <= 200, "use 1 to 200")
+    n_ad_per_site: int = rule(8, lambda v: 1 <= v <= 200, "use 1 to 200")
+    n_raw: int = rule(4, lambda v: 0 <= v <= 200, "use 0 to 200 raw scanner-space volumes")
     out_dir: str = ""
 
 

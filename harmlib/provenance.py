@@ -8,6 +8,7 @@ same name, and describe the dataset in ``dataset_description.json`` (``DatasetTy
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from datetime import UTC, datetime
@@ -49,19 +50,22 @@ def alnum(text: str) -> str:
     return "".join(w[:1].upper() + w[1:] for w in re.split(r"[^A-Za-z0-9]+", text) if w)
 
 
-def bids_entities(in_path: str | Path, subject: str = "") -> tuple[str, str]:
+def bids_entities(in_path: str | Path, subject: str = "", session: str = "") -> tuple[str, str]:
     """(subject, session) labels for an input: from its BIDS name (``sub-01_ses-2_T1w.nii.gz``), else from
-    ``subject`` (a manifest's column), else from the file name."""
+    ``subject`` / ``session`` (a manifest's columns), else the subject from the file name. Always valid BIDS labels
+    (letters and digits): a name with none of them gets a label made from its digest."""
     name = Path(in_path).name
     sub = re.search(r"(?:^|_)sub-([A-Za-z0-9]+)", name)
     ses = re.search(r"_ses-([A-Za-z0-9]+)", name)
-    label = sub.group(1) if sub else alnum(subject.removeprefix("sub-")) or alnum(name.split(".")[0])
-    return label, ses.group(1) if ses else ""
+    label = sub.group(1) if sub else alnum(str(subject).removeprefix("sub-")) or alnum(name.split(".")[0])
+    if not label:  # "___.nii.gz", a name in another script: a stable label from the name itself
+        label = "x" + hashlib.sha256(name.encode()).hexdigest()[:8]
+    return label, ses.group(1) if ses else alnum(str(session or "").removeprefix("ses-"))
 
 
-def bids_output(out_dir: str | Path, in_path: str | Path, target: str, subject: str = "") -> Path:
+def bids_output(out_dir: str | Path, in_path: str | Path, target: str, subject: str = "", session: str = "") -> Path:
     """The BIDS-derivatives path of the harmonized ``in_path``: ``sub-<s>[/ses-<t>]/anat/..._desc-harmonized<Target>_T1w.nii.gz``."""
-    sub, ses = bids_entities(in_path, subject)
+    sub, ses = bids_entities(in_path, subject, session)
     folder = Path(out_dir) / f"sub-{sub}" / (f"ses-{ses}" if ses else "") / "anat"
     return folder / f"sub-{sub}{f'_ses-{ses}' if ses else ''}_desc-harmonized{alnum(target)}_T1w.nii.gz"
 

@@ -280,6 +280,10 @@ CASES: dict[str, Case] = {
         "'seed' is written twice (line 2)",
     ),
     "set seed -1": lambda t, m: (["synth", "--set", "seed=-1"], "parameter 'seed'"),
+    "set a cohort of 10^8 subjects": lambda t, m: (
+        ["synth", "--set", "synth.n_train_per_site=100000000"],
+        "'synth.n_train_per_site': use 2 (labeled and unlabeled) to 200",
+    ),
     "set learning rate inf": lambda t, m: (["synth", "--set", "harmonizer.train.lr=.inf"], "harmonizer.train.lr"),
     "set a learning rate of one section": lambda t, m: (["synth", "--set", "drit.train.lr=0"], "drit.train.lr"),
     "synth out is an unrelated folder": lambda t, m: (

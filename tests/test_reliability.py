@@ -411,3 +411,27 @@ def test_sigterm_stops_preprocess_and_its_workers(tmp_path):
     assert not alive, f"workers left running: {[p.pid for p in alive]}"
     assert not list(out.rglob(".tmp-*"))
     assert "interrupted" in proc.stderr.read()
+
+
+@pytest.mark.parametrize(
+    "name, subject, session, want",
+    [
+        ("sub-01_ses-A_T1w.nii.gz", "", "", ("01", "A")),
+        ("scan.nii.gz", "s 7", "2", ("S7", "2")),  # the manifest's subject and session columns
+        ("scan.nii.gz", "", "ses-pre", ("Scan", "Pre")),
+        ("___.nii.gz", "", "", None),  # no letter or digit anywhere: a label from the name's digest
+        ("süb_ü.nii.gz", "", "", None),  # letters outside BIDS's alphabet are dropped
+    ],
+)
+def test_bids_labels_are_valid_whatever_the_input_name(tmp_path, name, subject, session, want):
+    import re
+
+    from harmlib.provenance import bids_entities, bids_output
+
+    sub, ses = bids_entities(tmp_path / name, subject, session)
+    assert re.fullmatch(r"[A-Za-z0-9]+", sub) and (ses == "" or re.fullmatch(r"[A-Za-z0-9]+", ses))
+    if want is not None:
+        assert (sub, ses) == want
+    out = bids_output(tmp_path, tmp_path / name, "Gyroscan Intera@Guys", subject, session)
+    expected = f"sub-{sub}" + (f"/ses-{ses}" if ses else "") + "/anat/"
+    assert expected in out.as_posix() and out.name.endswith("_desc-harmonizedGyroscanInteraGuys_T1w.nii.gz")
