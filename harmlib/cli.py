@@ -35,24 +35,28 @@ def _book(args: argparse.Namespace) -> None:
 
 def _synth(args: argparse.Namespace) -> None:
     from harmlib.config import load_config
+    from harmlib.data.io import folder_lock
     from harmlib.data.synthetic import write_cohort
 
     cfg = load_config(args.profile, parse_overrides(args.set) if args.set else None)
     out = Path(args.out) if args.out else cfg.data_dir
-    print(f"harmlib: wrote {write_cohort(cfg, out, raw=not args.no_raw)}")
+    with folder_lock(out):  # a second synth into this folder now is refused, not interleaved
+        print(f"harmlib: wrote {write_cohort(cfg, out, raw=not args.no_raw)}")
 
 
 def _preprocess(args: argparse.Namespace) -> None:
+    from harmlib.data.io import folder_lock
     from harmlib.preprocess import preprocess_manifest
 
-    out, qc = preprocess_manifest(
-        args.manifest,
-        args.out_dir,
-        voxel_mm=args.voxel_mm,
-        workers=args.workers,
-        skull_strip=args.skull_strip,
-        keep_going=args.keep_going,
-    )
+    with folder_lock(args.out_dir):  # a second preprocess into this folder now is refused, not interleaved
+        out, qc = preprocess_manifest(
+            args.manifest,
+            args.out_dir,
+            voxel_mm=args.voxel_mm,
+            workers=args.workers,
+            skull_strip=args.skull_strip,
+            keep_going=args.keep_going,
+        )
     print(f"harmlib: wrote {out} and {Path(args.out_dir) / 'qc.csv'}")
     failed = int((qc["status"] == "failed").sum())
     if failed:  # --keep-going went on; the run still did not do everything it was asked
@@ -64,7 +68,7 @@ def _preprocess(args: argparse.Namespace) -> None:
 def _harmonize(args: argparse.Namespace) -> None:
     from tqdm.auto import tqdm
 
-    from harmlib.data.io import remove_stale_temporaries
+    from harmlib.data.io import folder_lock, remove_stale_temporaries
     from harmlib.data.manifest import read_manifest
     from harmlib.harmonize import check_input, check_output, harmonize_file, load_harmonizer, resolution_note
     from harmlib.provenance import bids_output, write_dataset_description
@@ -106,12 +110,13 @@ def _harmonize(args: argparse.Namespace) -> None:
         ) from None
     if not os.access(out_dir, os.W_OK):
         raise ValueError(f"{out_dir}: the output folder is not writable; choose another --out-dir")
-    remove_stale_temporaries(out_dir)  # what a killed earlier run left (ours by name), before this one writes
     try:
-        if args.bids:
-            write_dataset_description(out_dir)
-        for (p, _, _), out in tqdm(list(zip(inputs, outputs)), desc=f"harmonize -> {args.target}", unit="vol"):
-            harmonize_file(model, p, out, target, seed=args.seed, overwrite=args.overwrite, model_file=args.model)
+        with folder_lock(out_dir):  # a second run into this folder now is refused, not interleaved
+            remove_stale_temporaries(out_dir)  # what a killed earlier run left (ours by name), before this one writes
+            if args.bids:
+                write_dataset_description(out_dir)
+            for (p, _, _), out in tqdm(list(zip(inputs, outputs)), desc=f"harmonize -> {args.target}", unit="vol"):
+                harmonize_file(model, p, out, target, seed=args.seed, overwrite=args.overwrite, model_file=args.model)
     except BaseException:
         if created and not any(f.is_file() for f in out_dir.rglob("*") if f.name != "dataset_description.json"):
             shutil.rmtree(out_dir)  # no empty output folder is left behind

@@ -51,8 +51,10 @@ class Layout:
     def stamp(self, nb: Path) -> Path:
         return self.executed / ".stamps" / f"{nb.stem}.json"
 
-    def failed(self, profile: str, nb: Path) -> Path:
-        return self.root / "runs" / profile / "failed" / nb.name
+    def failed(self, run_dir: Path, nb: Path) -> Path:
+        """Where the partial copy of a failed notebook is kept: ``<run dir>/failed/`` (``runs/<profile name>``, also
+        for a profile given as a path)."""
+        return self.root / run_dir / "failed" / nb.name
 
 
 # What a chapter reads from an earlier one: {name: (path under the config's folders, the notebook that makes it)}.
@@ -217,9 +219,14 @@ def _execute(
     _quiet_kernel_channels()
 
     def keep_failed() -> None:
-        failed.parent.mkdir(parents=True, exist_ok=True)
-        if partial.exists():
+        """The partial copy moves to ``failed``; if it cannot, it goes: no ``.partial-*`` is ever left in the book."""
+        if not partial.exists():
+            return
+        try:
+            failed.parent.mkdir(parents=True, exist_ok=True)
             os.replace(partial, failed)
+        except OSError:
+            partial.unlink(missing_ok=True)
 
     def run() -> None:
         pm.execute_notebook(
@@ -303,9 +310,9 @@ def run_notebooks(
             print(f"harmlib: {nb.name} is up to date (profile {profile}), skipped", flush=True)
         else:
             print(f"harmlib: running {nb.name} (profile {profile})", flush=True)
-            runs = lay.root / "runs" / Path(str(profile)).stem
+            runs = lay.root / cfg.run_dir
             runs.mkdir(parents=True, exist_ok=True)
-            seconds = _execute(nb, out, params, lay.root, lay.failed(profile, nb), runs, stall_s)
+            seconds = _execute(nb, out, params, lay.root, lay.failed(cfg.run_dir, nb), runs, stall_s)
             stamp = {
                 "notebook": nb.name,
                 "hash": digest,

@@ -365,3 +365,21 @@ def test_bad_input(name, tmp_path, model, capsys):
         assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir()), (
             f"{name}: an output was written"
         )
+
+
+@pytest.mark.parametrize("command", ["harmonize", "synth", "preprocess"])
+def test_a_second_run_into_a_folder_being_written_is_refused(command, tmp_path, model, capsys):
+    """Two runs writing one output folder at once: the second is refused in one line, nothing written by it."""
+    from harmlib.data.io import folder_lock
+
+    out = tmp_path / "out"
+    argv = {
+        "harmonize": _harmonize(tmp_path, model),
+        "synth": ["synth", "--profile", "tiny", "--out", str(out)],
+        "preprocess": ["preprocess", "--manifest", str(_manifest(tmp_path)), "--out-dir", str(out)],
+    }[command]
+    with folder_lock(out):  # the first run, still writing
+        assert main(argv) != 0
+    err = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip() and "%|" not in ln]
+    assert len(err) == 1 and "another harmlib run is writing to this folder now" in err[0], err
+    assert not out.exists()  # the lock's folder, which nothing wrote into, is gone after the first run

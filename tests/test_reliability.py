@@ -435,3 +435,29 @@ def test_bids_labels_are_valid_whatever_the_input_name(tmp_path, name, subject, 
     out = bids_output(tmp_path, tmp_path / name, "Gyroscan Intera@Guys", subject, session)
     expected = f"sub-{sub}" + (f"/ses-{ses}" if ses else "") + "/anat/"
     assert expected in out.as_posix() and out.name.endswith("_desc-harmonizedGyroscanInteraGuys_T1w.nii.gz")
+
+
+@pytest.mark.slow
+def test_a_failing_notebook_under_a_profile_path_keeps_its_copy_under_the_runs_folder(tmp_path, capsys):
+    """`reproduce --profile /abs/mine.yaml` whose notebook fails: one line naming the kept copy under
+    runs/<profile>/failed/ (it was `NotADirectoryError: mine.yaml/failed`), no `.partial-*` left in the book."""
+    import nbformat
+
+    from harmlib.config import profile_path
+
+    root = tmp_path / "project"
+    (root / "notebooks").mkdir(parents=True)
+    (root / "book").mkdir()
+    nb = nbformat.v4.new_notebook()
+    params = nbformat.v4.new_code_cell('profile = "cpu"')
+    params.metadata["tags"] = ["parameters"]
+    nb.cells = [params, nbformat.v4.new_code_cell("raise ValueError('broken on purpose')")]
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(nb, str(root / "notebooks" / "01_fail.ipynb"))
+    mine = tmp_path / "mine.yaml"
+    mine.write_text(profile_path("tiny").read_text())
+    assert main(["reproduce", "--profile", str(mine), "--root", str(root), "--no-book"]) == 1
+    err = [ln for ln in capsys.readouterr().err.replace("\r", "\n").splitlines() if ln.strip() and "cell/s" not in ln]
+    assert len(err) == 1 and "ValueError: broken on purpose" in err[0] and "runs/tiny/failed/01_fail.ipynb" in err[0]
+    assert (root / "runs" / "tiny" / "failed" / "01_fail.ipynb").is_file()
+    assert not list((root / "book").rglob(".partial-*"))

@@ -7,12 +7,14 @@ complete, and inputs are only ever opened for reading.
 
 from __future__ import annotations
 
+import contextlib
 import errno
+import fcntl
 import hashlib
 import json
 import os
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -102,6 +104,38 @@ def remove_stale_temporaries(folder: str | Path) -> int:
             tmp.unlink(missing_ok=True)
             n += 1
     return n
+
+
+LOCK = ".harmlib.lock"
+
+
+@contextlib.contextmanager
+def folder_lock(folder: str | Path) -> Iterator[None]:
+    """Hold ``folder`` for one run: a second run writing the same folder at the same time is refused in one line,
+    instead of both reporting success while one replaced the other's files (an advisory lock, removed after)."""
+    folder = Path(folder)
+    if folder.exists() and not folder.is_dir():  # the command's own check names it; no lock to take there
+        yield
+        return
+    created = not folder.exists()
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / LOCK
+    fh = open(path, "a+")  # noqa: SIM115  (held for the whole run)
+    try:
+        fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        fh.close()
+        raise DataError(
+            f"{folder}: another harmlib run is writing to this folder now; wait for it to finish or choose another folder"
+        ) from None
+    try:
+        yield
+    finally:
+        path.unlink(missing_ok=True)
+        fcntl.flock(fh, fcntl.LOCK_UN)
+        fh.close()
+        if created and not any(folder.iterdir()):  # a run that wrote nothing leaves no empty folder behind
+            folder.rmdir()
 
 
 def write_atomic(path: str | Path, write: Callable[[str], Any], suffix: str = "") -> Path:

@@ -30,7 +30,7 @@ from tqdm.auto import tqdm
 from harmlib.config import Config, SynthConfig
 from harmlib.data.anatomy import Subject, make_anatomy, priors, tissue_labels
 from harmlib.data.appearance import smooth_field
-from harmlib.data.io import DataError, is_done, mark_done, save_volume, write_text_atomic
+from harmlib.data.io import LOCK, DataError, is_done, mark_done, save_volume, write_text_atomic
 from harmlib.data.manifest import LABELS, domain_name, rescan_path, slug, write_manifest
 from harmlib.data.mni import fsl_grid_affine
 from harmlib.data.physics import TISSUES, Acquisition, Sequence, noise_sd, rician, truncate_kspace
@@ -280,7 +280,7 @@ def write_cohort(cfg: Config, out: str | Path, raw: bool = True) -> Path:
     check_sites()
     if out.exists() and not out.is_dir():  # before any volume is rendered
         raise DataError(f"{out}: the output is a file, not a folder; choose a folder (--out)")
-    if out.is_dir() and any(out.iterdir()) and not _is_cohort(out):
+    if out.is_dir() and any(f.name != LOCK for f in out.iterdir()) and not _is_cohort(out):
         raise DataError(
             f"{out}: a folder with other files in it, not a harmlib cohort; choose a new or empty folder (--out), "
             "nothing was written"
