@@ -89,6 +89,12 @@ def _harmonize(args: argparse.Namespace) -> None:
     outputs = [
         bids_output(out_dir, p, args.target, sub, ses) if args.bids else out_dir / p.name for p, sub, ses in inputs
     ]
+    seen: dict[Path, Path] = {}
+    for p, _, _ in inputs:  # the same file twice (a typo, a glob and a manifest): say so, not "separate folders"
+        key = p.resolve()
+        if key in seen:
+            raise ValueError(f"{p}: listed twice (also as {seen[key]}); list each input once")
+        seen[key] = p
     if len(set(outputs)) != len(outputs):
         same = "subject and session" if args.bids else "file name"
         raise ValueError(
@@ -292,6 +298,12 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, PipelineError, FileNotFoundError, ValueError) as err:  # DataError is a ValueError
         print(f"harmlib: error: {err}", file=sys.stderr)
         return 2 if isinstance(err, ConfigError) else 1
+    except OSError as err:  # a folder that cannot be written (read-only, /sys, chattr +i, a full quota): one line
+        where = err.filename or "the output"
+        print(
+            f"harmlib: error: {where}: {err.strerror or err}; choose a folder this user can write to", file=sys.stderr
+        )
+        return 1
     except KeyboardInterrupt:
         print(f"harmlib: interrupted; nothing half-written; {_resume_hint(args)}", file=sys.stderr)
         return 130

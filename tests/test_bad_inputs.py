@@ -266,6 +266,10 @@ CASES: dict[str, Case] = {
         _harmonize(t, m)[:-2] + ["--out-dir", str(t / "in")],
         "would overwrite the input",
     ),
+    "harmonize one input listed twice": lambda t, m: (
+        _harmonize(t, m, inputs=[_brain(t / "in" / "a.nii.gz"), t / "in" / ".." / "in" / "a.nii.gz"]),
+        "listed twice",
+    ),
     "harmonize two inputs one name": lambda t, m: (
         _harmonize(t, m, inputs=[_brain(t / "i1" / "a.nii.gz"), _brain(t / "i2" / "a.nii.gz")]),
         "two inputs share a file name",
@@ -286,6 +290,14 @@ CASES: dict[str, Case] = {
     ),
     "set learning rate inf": lambda t, m: (["synth", "--set", "harmonizer.train.lr=.inf"], "harmonizer.train.lr"),
     "set a learning rate of one section": lambda t, m: (["synth", "--set", "drit.train.lr=0"], "drit.train.lr"),
+    "synth out under /proc": lambda t, m: (
+        ["synth", "--profile", "tiny", "--out", "/proc/harmlib-cohort"],
+        "/proc/harmlib-cohort",
+    ),
+    "preprocess out under /proc, keep going": lambda t, m: (
+        ["preprocess", "--manifest", str(_manifest(t)), "--out-dir", "/proc/harmlib-pre", "--keep-going"],
+        "/proc/harmlib-pre",
+    ),
     "synth out is an unrelated folder": lambda t, m: (
         ["synth", "--profile", "tiny", "--out", str(_unrelated_folder(t))],
         "not a harmlib cohort",
