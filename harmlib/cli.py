@@ -295,15 +295,19 @@ def main(argv: list[str] | None = None) -> int:
         signal.signal(signal.SIGTERM, _terminate)
     try:
         args.func(args)
-    except (ConfigError, PipelineError, FileNotFoundError, ValueError) as err:  # DataError is a ValueError
-        print(f"harmlib: error: {err}", file=sys.stderr)
-        return 2 if isinstance(err, ConfigError) else 1
-    except OSError as err:  # a folder that cannot be written (read-only, /sys, chattr +i, a full quota): one line
+    except OSError as err:  # from the system: a folder that cannot be made or written (read-only, /proc, chattr +i)
+        if err.errno is None:  # one of ours (a FileNotFoundError with its own sentence)
+            print(f"harmlib: error: {err}", file=sys.stderr)
+            return 1
         where = err.filename or "the output"
         print(
-            f"harmlib: error: {where}: {err.strerror or err}; choose a folder this user can write to", file=sys.stderr
+            f"harmlib: error: {where}: cannot be created or written ({err.strerror}); choose a folder this user can write to",
+            file=sys.stderr,
         )
         return 1
+    except (ConfigError, PipelineError, ValueError) as err:  # DataError is a ValueError
+        print(f"harmlib: error: {err}", file=sys.stderr)
+        return 2 if isinstance(err, ConfigError) else 1
     except KeyboardInterrupt:
         print(f"harmlib: interrupted; nothing half-written; {_resume_hint(args)}", file=sys.stderr)
         return 130
