@@ -35,6 +35,7 @@ import SimpleITK as sitk
 
 from harmlib.data.io import (
     DataError,
+    check_head,
     file_digest,
     is_done,
     load_volume,
@@ -323,6 +324,7 @@ def preprocess_volume(
     if skull_strip:
         _require_deepbet()
     img = _load_ras(in_path)
+    check_head(img, in_path)  # a uniform box once passed the template-correlation check (0.436 >= 0.4)
     try:
         moving = to_sitk(np.clip(img.get_fdata(dtype=np.float32), 0, None), img.affine)
         head, t = head_mask(moving), time.perf_counter()

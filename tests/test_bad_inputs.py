@@ -99,6 +99,16 @@ def _stateless_model(t: Path, model: Path) -> Path:
     return save_checkpoint(t / "nostate.pt", {k: v for k, v in ck.items() if k not in ("format", "state")})
 
 
+def _box_manifest(t: Path) -> Path:
+    """A manifest whose volume is a uniform 80 mm box in a 120 mm field of view (no head in it)."""
+    box = np.zeros((120, 120, 120), np.float32)
+    box[20:100, 20:100, 20:100] = 500.0
+    aff = np.diag([1.0, 1.0, 1.0, 1.0])
+    aff[:3, 3] = -60.0
+    _nifti(t / "raw" / "a.nii.gz", box, aff)
+    return _text(t / "manifest.csv", "\n".join([HEADER, ROW]) + "\n")
+
+
 def _unrelated_folder(t: Path) -> Path:
     _text(t / "mydata" / "manifest.csv", "my own study's table\n")
     return t / "mydata"
@@ -215,6 +225,10 @@ CASES: dict[str, Case] = {
     "voxel 3 mm": lambda t, m: (
         ["preprocess", "--manifest", "m.csv", "--out-dir", "o", "--voxel-mm", "3"],
         "--voxel-mm",
+    ),
+    "preprocess a uniform box": lambda t, m: (
+        ["preprocess", "--manifest", str(_box_manifest(t)), "--out-dir", str(t / "o")],
+        "all one intensity: not a scan of a head",
     ),
     "truncated volume": lambda t, m: (
         ["preprocess", "--manifest", str(_truncated(t)), "--out-dir", str(t / "o")],

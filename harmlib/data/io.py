@@ -138,6 +138,25 @@ def folder_lock(folder: str | Path) -> Iterator[None]:
             folder.rmdir()
 
 
+MIN_EXTENT_MM, MAX_VOXEL_MM = 60.0, 10.0  # a brain spans well over 60 mm each way; a T1's voxels are a few mm at most
+
+
+def check_head(img: nib.Nifti1Image, path: str | Path) -> None:
+    """A volume that can hold a head: large and fine enough, with contrast inside (a uniform box is not a scan);
+    else a one-line DataError naming the file."""
+    vox = np.sqrt((np.asarray(img.affine)[:3, :3] ** 2).sum(0))
+    extent = vox * np.asarray(img.shape[:3])
+    if extent.min() < MIN_EXTENT_MM or vox.max() > MAX_VOXEL_MM:
+        raise DataError(
+            f"{path}: {'x'.join(map(str, img.shape[:3]))} voxels of {vox.max():.3g} mm ({extent.min():.0f} mm across at "
+            "the least): too small or too coarse to be a brain; a whole-head T1 is needed"
+        )
+    data = np.asarray(img.dataobj, dtype=np.float32)
+    inside = data[data > 0]
+    if inside.size and inside.std() < 0.01 * inside.mean():
+        raise DataError(f"{path}: its non-zero voxels are all one intensity: not a scan of a head; check the file")
+
+
 def write_atomic(path: str | Path, write: Callable[[str], Any], suffix: str = "") -> Path:
     """Write ``path`` through a temporary file in its folder (``write(tmp_path)``) and a rename: a reader
     never sees half a file. On any failure the temporary file is removed; a full disk is one line naming the file.

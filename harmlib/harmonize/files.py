@@ -27,7 +27,7 @@ import numpy as np
 from scipy import ndimage
 
 from harmlib.checkpoint import load_checkpoint
-from harmlib.data.io import DataError, load_volume, same_file, save_volume
+from harmlib.data.io import DataError, check_head, load_volume, same_file, save_volume
 from harmlib.harmonize.base import Harmonizer
 from harmlib.harmonize.change import grid_map, to_grid, voxel_sizes
 from harmlib.harmonize.targets import Target
@@ -83,21 +83,12 @@ def harmonize_array(h: Harmonizer, vol: np.ndarray, target: str | Target, seed: 
     return h.harmonize(vol, target, seed)
 
 
-MIN_EXTENT_MM, MAX_VOXEL_MM = 60.0, 10.0  # a brain spans well over 60 mm each way; a T1's voxels are a few mm at most
-
-
 def check_input(in_path: str | Path, h: Harmonizer | None = None) -> nib.Nifti1Image:
     """A readable, MNI-aligned T1 with a positive brain, large and fine enough to be one (and, with ``h``, with a brain
     on the model's grid); else a one-line DataError naming the file."""
     img = load_volume(in_path)
     check_mni_aligned(img, Path(in_path))
-    vox = voxel_sizes(img.affine)
-    extent = vox * np.asarray(img.shape[:3])
-    if extent.min() < MIN_EXTENT_MM or vox.max() > MAX_VOXEL_MM:
-        raise DataError(
-            f"{in_path}: {'x'.join(map(str, img.shape[:3]))} voxels of {vox.max():.3g} mm ({extent.min():.0f} mm across at "
-            "the least): too small or too coarse to be a brain; a whole-head T1 is needed"
-        )
+    check_head(img, in_path)
     if not np.any(np.asarray(img.dataobj) > 0):
         raise DataError(
             f"{in_path}: no voxel above 0 (all negative or zero); a T1 magnitude image is needed -- check the file or its scaling"
