@@ -327,10 +327,11 @@ def test_cli_keep_going_exits_non_zero_when_a_volume_failed(tmp_path, capsys):
 
 
 def test_a_noise_cube_fails_the_registration_quality_check(tmp_path):
+    # 200 mm of 10 mm voxels: it passes the head check (size, voxel, contrast) and reaches registration
     src = tmp_path / "noise.nii.gz"
     nib.save(
         nib.Nifti1Image(
-            np.random.default_rng(0).random((10, 10, 10)).astype(np.float32) * 100, np.diag([20.0, 20.0, 20.0, 1.0])
+            np.random.default_rng(0).random((20, 20, 20)).astype(np.float32) * 100, np.diag([10.0, 10.0, 10.0, 1.0])
         ),
         str(src),
     )
