@@ -141,10 +141,15 @@ def folder_lock(folder: str | Path) -> Iterator[None]:
 MIN_EXTENT_MM, MAX_VOXEL_MM = 60.0, 10.0  # a brain spans well over 60 mm each way; a T1's voxels are a few mm at most
 
 
+def voxel_sizes(affine: np.ndarray) -> np.ndarray:
+    """The voxel size (mm) along each array axis."""
+    return np.sqrt((np.asarray(affine, float)[:3, :3] ** 2).sum(0))
+
+
 def check_head(img: nib.Nifti1Image, path: str | Path) -> None:
     """A volume that can hold a head: large and fine enough, with contrast inside (a uniform box is not a scan);
     else a one-line DataError naming the file."""
-    vox = np.sqrt((np.asarray(img.affine)[:3, :3] ** 2).sum(0))
+    vox = voxel_sizes(img.affine)
     extent = vox * np.asarray(img.shape[:3])
     if extent.min() < MIN_EXTENT_MM or vox.max() > MAX_VOXEL_MM:
         raise DataError(

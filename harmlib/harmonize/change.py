@@ -93,11 +93,6 @@ def change_from(
     return c
 
 
-def voxel_sizes(affine: np.ndarray) -> np.ndarray:
-    """The voxel size (mm) along each array axis."""
-    return np.sqrt((np.asarray(affine, float)[:3, :3] ** 2).sum(0))
-
-
 def grid_map(src_affine: np.ndarray, dst_affine: np.ndarray) -> np.ndarray:
     """The 4x4 map from ``dst``'s voxel indices to ``src``'s (``ndimage.affine_transform``'s convention)."""
     return np.linalg.inv(np.asarray(src_affine, float)) @ np.asarray(dst_affine, float)

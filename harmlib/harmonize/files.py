@@ -27,9 +27,9 @@ import numpy as np
 from scipy import ndimage
 
 from harmlib.checkpoint import load_checkpoint
-from harmlib.data.io import DataError, check_head, load_volume, same_file, save_volume
+from harmlib.data.io import DataError, check_head, load_volume, same_file, save_volume, voxel_sizes
 from harmlib.harmonize.base import Harmonizer
-from harmlib.harmonize.change import grid_map, to_grid, voxel_sizes
+from harmlib.harmonize.change import grid_map, to_grid
 from harmlib.harmonize.targets import Target
 from harmlib.provenance import model_info, provenance, sidecar_path, write_sidecar
 
