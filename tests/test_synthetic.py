@@ -199,14 +199,14 @@ def test_the_oracle_undoes_what_a_curve_and_the_fields_can_and_no_more():
     """The generating model's own curve and bias fields bring a strongly different site close to the truth, but
     not to a rescan: tissue contrasts no curve maps, resolution and noise remain."""
     from harmlib.data.synthetic import TEST_SITES, oracle
-    from harmlib.evaluation.gate import _scale_free_ssim
+    from harmlib.evaluation.gate import scale_free_ssim
     from harmlib.evaluation.metrics import brain_mask
 
     anat = make_anatomy(Subject("s", 50, "F", "HC", 3), 4)
     src = TEST_SITES[0]  # GE 1.5T SPGR: strongly different from A
     scan, truth, again = render(anat, src, 4, 11), render(anat, TARGET_A, 4, 12), render(anat, TARGET_A, 4, 13)
     m = brain_mask(truth)
-    before = _scale_free_ssim(scan, truth, m)
-    best = _scale_free_ssim(oracle(scan, anat, src, TARGET_A, 4, 11), truth, m)
-    ceiling = _scale_free_ssim(again, truth, m)
+    before = scale_free_ssim(scan, truth, m)
+    best = scale_free_ssim(oracle(scan, anat, src, TARGET_A, 4, 11), truth, m)
+    ceiling = scale_free_ssim(again, truth, m)
     assert before + 0.005 < best < ceiling

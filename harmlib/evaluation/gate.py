@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -140,9 +141,9 @@ def traveling_cases(
                 rescan = test.rescan(i, targets[name])
                 rec |= _tissue_terms(test, i, vol, out, truth)
                 rec |= {
-                    "SI before": _scale_free_ssim(vol, truth, m),
-                    "SI after": _scale_free_ssim(out, truth, m),
-                    "SI rescan": _scale_free_ssim(_load(rescan)[0], truth, m) if rescan.is_file() else np.nan,
+                    "SI before": scale_free_ssim(vol, truth, m),
+                    "SI after": scale_free_ssim(out, truth, m),
+                    "SI rescan": scale_free_ssim(_load(rescan)[0], truth, m) if rescan.is_file() else np.nan,
                     "SSIM before": before["ssim"],
                     "SSIM after": after["ssim"],
                     "structure before": before["structure"],
@@ -176,7 +177,7 @@ def nyul_cases(manifest: Manifest, targets: Mapping[str, str], nyul=None) -> pd.
                     "target": name,
                     "site": test.df.at[i, "domain"],
                     "SSIM after": ssim_terms(out := nyul.harmonize(vol, domain), truth, mask=m)["ssim"],
-                    "SI after": _scale_free_ssim(out, truth, m),
+                    "SI after": scale_free_ssim(out, truth, m),
                     **_tissue_terms(test, i, vol, out, truth),
                 }
             )
@@ -231,9 +232,9 @@ def native_cases(cfg, manifest: Manifest, harmonize: Harmonize, targets: Mapping
                     "detail after": fine_detail(out[box], mb) / detail,
                     "detail before": fine_detail(vol[box], mb) / detail,
                     "detail model grid": fine_detail(coarse[box], mb) / detail,
-                    "SSIM before": _scale_free_ssim(vol[box], t, mb),
-                    "SSIM after": _scale_free_ssim(out[box], t, mb),
-                    "SSIM Nyul": _scale_free_ssim(nyul.harmonize(vol, domain)[box], t, mb),
+                    "SSIM before": scale_free_ssim(vol[box], t, mb),
+                    "SSIM after": scale_free_ssim(out[box], t, mb),
+                    "SSIM Nyul": scale_free_ssim(nyul.harmonize(vol, domain)[box], t, mb),
                 }
             )
     return pd.DataFrame(recs)
@@ -279,7 +280,7 @@ def native_example(cfg, manifest: Manifest, harmonize: Harmonize, domain: str) -
     return {k: scale_free(v, m)[box] for k, v in versions.items()}
 
 
-def _scale_free_ssim(v: np.ndarray, truth: np.ndarray, mask: np.ndarray) -> float:
+def scale_free_ssim(v: np.ndarray, truth: np.ndarray, mask: np.ndarray) -> float:
     """SSIM to the truth over ``mask`` with each volume divided by its 99.5th percentile there."""
     return ssim_terms(scale_free(v, mask), scale_free(truth, mask), mask=mask)["ssim"]
 
@@ -618,45 +619,69 @@ def evaluate_gate(
     return pd.concat([table, sanity], ignore_index=True), trav
 
 
+@dataclass(frozen=True)
+class BarCase:
+    """One traveling case of the classical bar: test row ``i`` harmonized to ``target`` (``domain``): the scan, its
+    truth at the target, the truth's brain, the oracle (the generating model's exact curve and fields) and the rescan
+    at the target (None when the cohort has none)."""
+
+    i: int
+    target: str
+    domain: str
+    vol: np.ndarray
+    truth: np.ndarray
+    mask: np.ndarray
+    oracle: np.ndarray
+    rescan: np.ndarray | None
+
+
+def bar_cases(cfg, manifest: Manifest, targets: Mapping[str, str], n: int | None = None):
+    """The gate's traveling cases (healthy test scans, synthetic cohort) with what needs no model: a `BarCase` per
+    (test row, target), the first ``n`` rows (None: all)."""
+    from harmlib.data.anatomy import make_anatomy
+    from harmlib.data.synthetic import all_sites, healthy_test_scans, oracle, scan_seed
+
+    test = manifest.select("test", "test")
+    scans, sites = healthy_test_scans(cfg.synth, cfg.seed), all_sites()
+    for i in range(len(test) if n is None else min(n, len(test))):
+        vol, _ = _load(test.path(i))
+        scan = scans[test.df.at[i, "subject"]]
+        anat = make_anatomy(scan.subject, cfg.data.voxel_mm)
+        for name, domain in targets.items():
+            truth, _ = _load(test.truth(i, domain))
+            exact = oracle(vol, anat, scan.site, sites[domain], cfg.data.voxel_mm, scan_seed(scan, scan.site))
+            rescan = test.rescan(i, domain)
+            again = _load(rescan)[0] if rescan.is_file() else None
+            yield BarCase(i, name, domain, vol, truth, brain_mask(truth), exact, again)
+
+
 def classical_bar(cfg, manifest: Manifest, targets: Mapping[str, str]) -> pd.DataFrame:
     """What needs no deep model, on the gate's traveling cases (synthetic cohort): the unharmonized scans, z-score,
     WhiteStripe and Nyul fitted to all training scans, Nyul fitted to the target's, the oracle (the generating
     model's exact curve and fields, `harmlib.data.synthetic.oracle`: the ceiling of an intensity-only method) and a
     rescan at the target. Per (method, target): the scale-invariant SSIM to the truth, the share of the rescan gap
     closed, the tissue-contrast error and the lesions' contrast kept (means over the cases)."""
-    from harmlib.data.anatomy import make_anatomy
-    from harmlib.data.synthetic import all_sites, healthy_test_scans, oracle, scan_seed
-
     test, train = manifest.select("test", "test"), manifest.select("train")
     everyone = {None: [_load(p)[0] for p in train.paths()]}
     names = {"zscore": "z-score", "whitestripe": "WhiteStripe", "nyul": "Nyul"}
     methods = {f"{label} (all training scans)": fit_harmonizer(b, everyone) for b, label in names.items()}
     methods["Nyul (the target's scans)"] = target_nyul(manifest, targets)
-    scans, sites = healthy_test_scans(cfg.synth, cfg.seed), all_sites()
     recs = []
-    for i in range(len(test)):
-        vol, _ = _load(test.path(i))
-        scan = scans[test.df.at[i, "subject"]]
-        anat = make_anatomy(scan.subject, cfg.data.voxel_mm)
-        for name, domain in targets.items():
-            truth, _ = _load(test.truth(i, domain))
-            m = brain_mask(truth)
-            versions = {"unharmonized": vol}
-            versions |= {
-                k: h.harmonize(vol, domain if k.endswith("target's scans)") else "agnostic") for k, h in methods.items()
-            }
-            versions["oracle (the generating model's curve and fields)"] = oracle(
-                vol, anat, scan.site, sites[domain], cfg.data.voxel_mm, scan_seed(scan, scan.site)
+    for case in bar_cases(cfg, manifest, targets):
+        versions = {"unharmonized": case.vol}
+        versions |= {
+            k: h.harmonize(case.vol, case.domain if k.endswith("target's scans)") else "agnostic")
+            for k, h in methods.items()
+        }
+        versions["oracle (the generating model's curve and fields)"] = case.oracle
+        if case.rescan is not None:
+            versions["rescan at the target"] = case.rescan
+        for method, v in versions.items():
+            terms = _tissue_terms(test, case.i, case.vol, v, case.truth)
+            recs.append(
+                {"method": method, "target": case.target, "SI": scale_free_ssim(v, case.truth, case.mask)}
+                | {k: terms.get(k, np.nan) for k in ("tissue error after", "lesion kept")}
             )
-            rescan = test.rescan(i, domain)
-            if rescan.is_file():
-                versions["rescan at the target"] = _load(rescan)[0]
-            for method, v in versions.items():
-                terms = _tissue_terms(test, i, vol, v, truth)
-                recs.append(
-                    {"method": method, "target": name, "SI": _scale_free_ssim(v, truth, m)}
-                    | {k: terms.get(k, np.nan) for k in ("tissue error after", "lesion kept")}
-                )
     df = pd.DataFrame(recs).groupby(["target", "method"], sort=False).mean().reset_index()
     for _, g in df.groupby("target"):
         before = float(g.loc[g["method"] == "unharmonized", "SI"].iloc[0])
