@@ -124,14 +124,15 @@ def test_the_landing_pages_first_screen_shows_the_brain_and_the_scorecard(built_
     page = built_book / "book" / "_build" / "html" / "intro.html"
     browser = _chromium_driver(offline=True)
     try:
+        from selenium.webdriver.support.ui import WebDriverWait
+
         browser.set_window_size(1400, 1000)
         browser.get(page.as_uri())
-        tops = browser.execute_script(
-            """const img = [...document.images].find(i => i.src.includes('landing'));
+        find = """const img = [...document.images].find(i => i.src.includes('landing'));
                const card = [...document.querySelectorAll('p')].find(p => p.textContent.includes('claims hold'));
-               return [img ? img.getBoundingClientRect().top : -1, card ? card.getBoundingClientRect().top : -1,
-                       window.innerHeight];"""
-        )
+               return img && card && img.complete ? [img.getBoundingClientRect().top, card.getBoundingClientRect().top,
+                       window.innerHeight] : null;"""
+        tops = WebDriverWait(browser, 20).until(lambda b: b.execute_script(find))  # the page and its figure loaded
     finally:
         browser.quit()
     img, card, height = tops
