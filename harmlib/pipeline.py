@@ -384,7 +384,8 @@ def write_landing_page(root: Path = Path(".")) -> Path:
 
     The scorecard of every claim (``what_reproduced.csv``, chapter 10) and the landing figure (one traveling subject
     at an unseen site harmonized to A by each model and by Nyul, beside the truth; ``figures/landing.png``, chapter
-    10) of the profile chapter 10 last ran with; before any run, one line saying how to make them."""
+    10) of the profile chapter 10 last ran with, then the same subject in the 3D viewer (``figures/landing_viewer.html``);
+    before any run, one line saying how to make them."""
     from harmlib.evaluation.claims import scorecard_markdown
 
     book = root.resolve() / "book"
@@ -394,8 +395,8 @@ def write_landing_page(root: Path = Path(".")) -> Path:
         run = root.resolve() / load_config(profile).run_dir
         table, figure = run / "tables" / "what_reproduced.csv", run / "figures" / "landing.png"
         lines.append(f"## The verdict of this build (profile {profile})")
+        (book / "_generated").mkdir(exist_ok=True)
         if figure.is_file():
-            (book / "_generated").mkdir(exist_ok=True)
             shutil.copy2(figure, book / "_generated" / "landing.png")
             lines += [
                 "",
@@ -409,6 +410,17 @@ def write_landing_page(root: Path = Path(".")) -> Path:
             ]
         if table.is_file():
             lines += ["", scorecard_markdown(pd.read_csv(table, dtype=str, keep_default_na=False))]
+        viewer = run / "figures" / "landing_viewer.html"
+        if viewer.is_file():  # the same subject in 3D, below the first screen (raw HTML: the viewer draws itself)
+            shutil.copy2(viewer, book / "_generated" / "landing_viewer.html")
+            lines += [
+                "",
+                "### The same subject in 3D",
+                "",
+                "```{raw} html",
+                ":file: _generated/landing_viewer.html",
+                "```",
+            ]
     else:
         lines.append("*No run yet: `make reproduce` fills this page with the verdict of every claim and a brain.*")
     page = book / "verdict.md"

@@ -150,3 +150,120 @@ class StaticExplorer:
 
     def _repr_html_(self) -> str:
         return self.html
+
+
+# --- the offline 3D viewer -------------------------------------------------------------------------------------
+
+_VIEWER_JS = Path(__file__).parent / "static" / "volume_viewer.js"
+VIEWER_PERCENTILE = 99  # each version is shown divided by this percentile of its brain: scale-free, like the metrics
+VIEWER_TOP = 1.1  # ... and clipped at this multiple of it (white)
+VIEWER_MAX_VOXELS = 2_500_000  # per version, after the crop to the brain; larger volumes are strided (the page says so)
+
+
+def _viewer_box(volumes: dict[str, np.ndarray], margin: int = 2) -> tuple[slice, ...]:
+    """The bounding box of every version's nonzero voxels, with a margin: the part of the grid worth sending."""
+    mask = np.zeros(next(iter(volumes.values())).shape, dtype=bool)
+    for v in volumes.values():
+        mask |= np.abs(v) > 0
+    if not mask.any():
+        return tuple(slice(None) for _ in mask.shape)
+    idx = np.nonzero(mask)
+    return tuple(slice(max(int(i.min()) - margin, 0), int(i.max()) + margin + 1) for i in idx)
+
+
+def _viewer_bytes(v: np.ndarray) -> np.ndarray:
+    """uint8 of one version: divided by its brain's VIEWER_PERCENTILE, clipped at VIEWER_TOP."""
+    brain = v[v > 0]
+    ref = float(np.percentile(brain, VIEWER_PERCENTILE)) if brain.size else 1.0
+    scaled = np.clip(np.nan_to_num(v) / max(ref, 1e-12), 0.0, VIEWER_TOP) / VIEWER_TOP
+    return np.round(scaled * 255).astype(np.uint8)
+
+
+def viewer_html(
+    volumes: dict[str, np.ndarray],
+    spacing: tuple[float, float, float],
+    title: str = "",
+    scale: float = 2.0,
+    mask: np.ndarray | None = None,
+) -> str:
+    """A self-contained HTML viewer of versions of one volume (same grid, RAS voxel order): linked axial, coronal
+    and sagittal slices, a click moves the crosshair in all three, a slider, buttons and the arrow keys switch
+    versions. Each version is scaled by its own brain percentile (the book's metrics are scale-free too). Loads
+    nothing: the volumes travel in the page (uint8, zlib, base64). ``mask``: the voxels to show (the head); outside
+    it every version is black, which keeps the page small (background noise does not compress)."""
+    import zlib
+
+    if not volumes:
+        raise ValueError("viewer: give at least one volume")
+    shapes = {np.shape(v) for v in volumes.values()}
+    if len(shapes) != 1 or len(next(iter(shapes))) != 3:
+        raise ValueError(f"viewer: every version must be one 3D volume on the same grid, got shapes {sorted(shapes)}")
+    if mask is not None:
+        if np.shape(mask) != next(iter(shapes)):
+            raise ValueError(f"viewer: the mask's shape {np.shape(mask)} is not the volumes' {next(iter(shapes))}")
+        volumes = {k: np.where(mask, v, 0.0) for k, v in volumes.items()}
+    box = _viewer_box(volumes)
+    crop = {k: np.asarray(v, dtype=np.float32)[box] for k, v in volumes.items()}
+    shape = next(iter(crop.values())).shape
+    step = max(1, int(np.ceil((np.prod(shape) / VIEWER_MAX_VOXELS) ** (1 / 3))))
+    crop = {k: v[::step, ::step, ::step] for k, v in crop.items()}
+    shape = next(iter(crop.values())).shape
+    uid = f"volume-viewer-{uuid.uuid4().hex[:8]}"
+    spec = {
+        "shape": list(shape),
+        "spacing": [float(s) * step for s in spacing],
+        "scale": float(scale),
+        "percentile": VIEWER_PERCENTILE,
+        "top": VIEWER_TOP,
+        "versions": [
+            {"name": k, "data": base64.b64encode(zlib.compress(_viewer_bytes(v).tobytes(), 9)).decode("ascii")}
+            for k, v in crop.items()
+        ],
+    }
+    buttons = "".join(
+        f'<button type="button" data-version="{n}" style="margin:1px 2px">{html.escape(k)}</button>'
+        for n, k in enumerate(crop)
+    )
+    canvases = "".join(
+        f'<figure style="display:inline-block;margin:2px;text-align:center;vertical-align:top">'
+        f'<canvas data-view="{v}" style="image-rendering:pixelated;background:#000"></canvas>'
+        f'<figcaption style="font-size:80%">{v}</figcaption></figure>'
+        for v in ("axial", "coronal", "sagittal")
+    )
+    strided = f" Shown at every {step}th voxel (the volume is large)." if step > 1 else ""
+    return (
+        f'<div class="harmlib-volume-viewer" id="{uid}" tabindex="0" style="max-width:100%;overflow-x:auto">'
+        f'<script type="application/json">{json.dumps(spec)}</script>'
+        + (f"<p><b>{html.escape(title)}</b></p>" if title else "")
+        + f"<div>{buttons}</div>"
+        f'<div style="display:flex;align-items:center;gap:.5em;font-size:90%">'
+        f'<input type="range" data-control="version" min="0" max="{len(crop) - 1}" step="1" value="0" style="width:14em">'
+        f'<b data-show="version"></b></div>'
+        f"<div>{canvases}</div>"
+        f'<p style="font-size:80%;margin:0"><span data-show="voxel">loading the volumes...</span></p>'
+        f'<p style="font-size:80%">Click a view to move the crosshair in all three; the slider, the buttons or the '
+        f"arrow keys switch versions at the same place. Each version is divided by the {VIEWER_PERCENTILE}th "
+        f"percentile of its own brain (white at {VIEWER_TOP} times it), so the contrast between tissues is what "
+        f"you compare, not the scale. Voxels of {' x '.join(f'{s * step:g}' for s in spacing)} mm.{strided}</p>"
+        f"<script>{_VIEWER_JS.read_text()}\nwindow.harmlibVolumeViewer(document.getElementById('{uid}'));</script>"
+        "</div>"
+    )
+
+
+class VolumeViewer:
+    """Displays ``viewer_html`` in a notebook (rich HTML output, kept by the book); ``save`` writes it as a file."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        self.html = viewer_html(*args, **kwargs)
+
+    def _repr_html_(self) -> str:
+        return self.html
+
+    def save(self, path: Path) -> Path:
+        """Written atomically: a page that includes it never reads half a viewer."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.tmp")
+        tmp.write_text(self.html)
+        tmp.replace(path)
+        return path

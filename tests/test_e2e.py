@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -13,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import chromium_driver
 
 import harmlib
 
@@ -70,44 +70,12 @@ def test_second_run_skips_every_notebook(built_book):
     assert out.count("up to date") == n, out
 
 
-def _chromium_driver(offline: bool = False):
-    chromium, driver = shutil.which("chromium"), shutil.which("chromedriver")
-    if not (chromium and driver):
-        msg = "headless Chromium is needed for the explorer test: sudo apt-get install chromium chromium-driver"
-        if os.environ.get("CI"):
-            pytest.fail(msg)
-        pytest.skip(msg)
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    opts = webdriver.ChromeOptions()
-    opts.binary_location = chromium
-    for flag in (
-        "--headless=new",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-quic",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--disable-dev-shm-usage",
-        "--allow-file-access-from-files",
-    ):
-        opts.add_argument(flag)
-    opts.set_capability("goog:loggingPrefs", {"browser": "ALL"})  # the console, for the no-error test
-    if offline:  # every host name fails to resolve and every request goes to a closed port: no network at all
-        opts.add_argument("--host-resolver-rules=MAP * ~NOTFOUND")
-        opts.add_argument("--proxy-server=http://127.0.0.1:9")
-    return webdriver.Chrome(service=Service(driver), options=opts)
-
-
 def test_equations_are_typeset_offline_from_file(built_book):
     from selenium.webdriver.support.ui import WebDriverWait
 
     page = built_book / "book" / "_build" / "html" / "notebooks" / "03_ssim_loss.html"
     assert "\\alpha" in page.read_text()  # the page holds TeX for MathJax to typeset
-    browser = _chromium_driver(offline=True)
+    browser = chromium_driver(offline=True)
     try:
         browser.get(page.as_uri())
         typeset = WebDriverWait(browser, 30).until(
@@ -122,7 +90,7 @@ def test_equations_are_typeset_offline_from_file(built_book):
 def test_the_landing_pages_first_screen_shows_the_brain_and_the_scorecard(built_book):
     """At 1400x1000 the landing page shows, before any scrolling, the landing figure and the scorecard."""
     page = built_book / "book" / "_build" / "html" / "intro.html"
-    browser = _chromium_driver(offline=True)
+    browser = chromium_driver(offline=True)
     try:
         from selenium.webdriver.support.ui import WebDriverWait
 
@@ -137,6 +105,54 @@ def test_the_landing_pages_first_screen_shows_the_brain_and_the_scorecard(built_
         browser.quit()
     img, card, height = tops
     assert 0 <= img < height and 0 <= card < height, tops
+
+
+def test_the_3d_viewers_draw_offline_on_the_landing_page_and_the_model_chapters(built_book):
+    """The landing page and chapters 05, 06 and 10 each hold a 3D viewer of one traveling subject (the scan, each
+    model's and Nyul's output, the truth) that decodes and draws from file:// with no network."""
+    html = built_book / "book" / "_build" / "html"
+    pages = [html / "intro.html"] + [
+        html / "notebooks" / f"{n}.html" for n in ("05_ssim_harmonizer", "06_gmm_drit", "10_what_reproduced")
+    ]
+    browser = chromium_driver(offline=True)
+    found = {}
+    try:
+        from selenium.webdriver.support.ui import WebDriverWait
+
+        ready = "return [...document.querySelectorAll('.harmlib-volume-viewer')].map(v => v.dataset.ready || '')"
+        for page in pages:
+            browser.get(page.as_uri())
+            states = WebDriverWait(browser, 30).until(lambda b: (s := b.execute_script(ready)) and all(s) and s)
+            names = browser.execute_script(
+                "return [...document.querySelector('.harmlib-volume-viewer').querySelectorAll('button')].map(b => b.textContent)"
+            )
+            found[page.stem] = (len(states), names)
+    finally:
+        browser.quit()
+    assert set(found) == {p.stem for p in pages}, found
+    for stem, (n, names) in found.items():
+        assert n == 1 and names[0] == "input" and names[-1] == "truth at A" and "Nyul -> A" in names, (stem, names)
+    assert "harmonizer 1 -> A" in found["05_ssim_harmonizer"][1]
+    assert {"GMM-DRIT -> A", "DRIT++ -> A"} <= set(found["06_gmm_drit"][1])
+
+
+def test_each_result_chapter_opens_with_its_key_result_box(built_book):
+    """Chapters 04-10 open (before their first code cell) with a box of this run's headline numbers, glued from the
+    tables the chapter wrote: the model chapters' gates, the evaluation chapters' claims, the score."""
+    import re
+
+    html = built_book / "book" / "_build" / "html" / "notebooks"
+    want = {"04": "GM-VAE", "05": "SSIM-guided harmonizer", "06": "DRIT++", "07": "Paper 1", "08": "Table 3"}
+    want |= {"09": "Paper 2", "10": "claims hold"}
+    for page in sorted(html.glob("[01][0-9]_*.html")):
+        if page.name[:2] not in want:
+            continue
+        text = page.read_text()
+        box = re.search(r'<div class="admonition tip">\s*<p class="admonition-title">Key result.*?</div>', text, re.S)
+        assert box, f"{page.name} has no key-result box"
+        assert box.start() < text.index('class="cell docutils container"'), f"{page.name}: the box is not first"
+        items = re.findall(r"<li>(.*?)</li>", box.group(0), re.S)
+        assert items and want[page.name[:2]] in box.group(0), (page.name, items[:3])
 
 
 def test_each_chapter_links_its_tables_and_models_and_the_links_resolve(built_book):
@@ -176,7 +192,7 @@ def test_every_page_loads_mathjax_once_and_logs_no_console_error(built_book):
 
     html = built_book / "book" / "_build" / "html"
     pages = [html / "index.html", *sorted((html / "notebooks").glob("*.html"))]
-    browser = _chromium_driver(offline=True)
+    browser = chromium_driver(offline=True)
     errors = {}
     try:
         for page in pages:
@@ -202,7 +218,7 @@ def test_static_explorer_recomputes_like_harmlib(built_book):
     from selenium.webdriver.common.keys import Keys
 
     page = built_book / "book" / "_build" / "html" / "notebooks" / "03_ssim_loss.html"
-    browser = _chromium_driver()
+    browser = chromium_driver()
     try:
         browser.get(page.as_uri())
         root = browser.find_element(By.CSS_SELECTOR, ".harmlib-ssim-explorer")

@@ -313,3 +313,23 @@ def test_the_headline_reads_the_margin_over_nyul_and_the_gap_closed():
         == "headline: -> A: +0.0200 over Nyul, 62% of the rescan gap closed; -> B: +0.0200 over Nyul, 62% of the rescan gap closed"
     )
     assert headline(_gate()) == ""  # no rescan rows (real data): no headline
+
+
+def test_a_chapters_key_result_reads_its_gate_and_its_claims_from_the_tables_it_wrote(tmp_path):
+    """The box that opens a chapter: the gate's verdict with the criteria missed and the headline, each claim of the
+    chapter's tables with its verdict (a missing table reads "not run"), then the chapter's own lines."""
+    from harmlib.evaluation.claims import key_result
+    from harmlib.evaluation.tables import write_gate
+
+    write_gate(_sceptic(0.95, 0.04, 0.85), tmp_path, "ssim_harmonizer")
+    write_gate(_gate(rec_ssim=0.85), tmp_path, "gmm_drit")
+    text = key_result(tmp_path, ["paper1_table3"], ["ssim_harmonizer", "gmm_drit", "drit"], ["trained in 3 min"])
+    lines = text.splitlines()
+    assert lines[0].startswith(
+        "- **SSIM-guided harmonizer (paper 1)**: passes its quality gate; -> A: +0.0200 over Nyul"
+    )
+    assert lines[1] == "- **GMM-DRIT (paper 2)**: below its quality gate (1 of 7 criteria missed)"
+    assert lines[2] == "- **DRIT++ (paper 2's baseline)**: no quality gate measured"
+    assert lines[3].startswith("- **not run**: Paper 1, Table 3: brain-age MAE") and "R2" in lines[4]
+    assert lines[-1] == "- trained in 3 min" and len(lines) == 6
+    assert key_result(tmp_path) == "- nothing measured yet"

@@ -198,3 +198,7 @@ def test_the_landing_page_opens_with_the_last_runs_verdict_and_its_brain(tmp_pat
     assert "profile tiny" in text and "**1 of 3 claims hold**, 1 do not, 1 rest on a model below" in text
     assert "_generated/landing.png" in text and (tmp_path / "book" / "_generated" / "landing.png").is_file()
     assert text.index("landing.png") < text.index("claims hold")  # the brain first, then the scorecard
+    (run / "figures" / "landing_viewer.html").write_text('<div class="harmlib-volume-viewer"></div>')
+    text = write_landing_page(tmp_path).read_text()
+    assert ":file: _generated/landing_viewer.html" in text and text.index("claims hold") < text.index("in 3D")
+    assert (tmp_path / "book" / "_generated" / "landing_viewer.html").is_file()

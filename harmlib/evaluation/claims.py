@@ -385,12 +385,7 @@ def gates_markdown(gates: pd.DataFrame, models: Any = tuple(MODELS)) -> str:
 def scorecard_markdown(claims: pd.DataFrame, link: str = "notebooks/10_what_reproduced.md") -> str:
     """The landing page's scorecard: the counts, then one short row per claim (verdict, claim, ours against the
     paper), each claim linked to the What-reproduced page that shows why."""
-    counts = claims["verdict"].value_counts()
-    head = (
-        f"**{counts.get('holds', 0)} of {len(claims)} claims hold**, {counts.get('does not hold', 0)} do not, "
-        f"{counts.get('model below its quality gate', 0)} rest on a model below its quality gate "
-        f"([why, claim by claim]({link}))."
-    )
+    head = f"{scorecard_head(claims)} ([why, claim by claim]({link}))."
     rows = ["| verdict | claim | ours | paper |", "|---|---|---|---|"]
     for r in claims.itertuples(index=False):
         ours = str(getattr(r, "ours", "") or "n/a")
@@ -398,3 +393,40 @@ def scorecard_markdown(claims: pd.DataFrame, link: str = "notebooks/10_what_repr
             f"| **{r.verdict}** | {_cell(r.claim)} | {_cell(ours)} | {_cell(getattr(r, 'paper', '') or 'n/a')} |"
         )
     return head + "\n\n" + "\n".join(rows)
+
+
+def scorecard_head(claims: pd.DataFrame) -> str:
+    """'**k of n claims hold**, j do not, m rest on a model below its quality gate'."""
+    counts = claims["verdict"].value_counts()
+    return (
+        f"**{counts.get('holds', 0)} of {len(claims)} claims hold**, {counts.get('does not hold', 0)} do not, "
+        f"{counts.get(BELOW_GATE, 0)} rest on a model below its quality gate"
+    )
+
+
+def key_result(cfg: Any, tables: Any = (), models: Any = (), lines: Any = ()) -> str:
+    """A chapter's key-result box (a markdown list, glued into the box that opens the chapter): each of ``models``
+    with its gate's verdict and headline numbers, each claim read from ``tables`` with its verdict and both sides,
+    then ``lines``, the chapter's own facts. Read after the chapter wrote its tables, so it is this run's."""
+    gates = read_gates(cfg)
+    out = []
+    for m in models:
+        g = gates[gates["model"] == m]
+        if g.empty:
+            out.append(f"- **{MODELS.get(m, m)}**: no quality gate measured")
+            continue
+        judged = int((g["threshold"].astype(str) != "").sum())  # read as text: "" marks an informational row
+        missed = len(gate_failures(g))
+        verdict = (
+            "passes its quality gate"
+            if gate_passed(g)
+            else f"below its quality gate ({missed} of {judged} criteria missed)"
+        )
+        head = headline(g).removeprefix("headline: ")
+        out.append(f"- **{MODELS.get(m, m)}**: {verdict}" + (f"; {head}" if head else ""))
+    claims = collect_claims(cfg)
+    for r in claims[claims["table"].isin(list(tables))].itertuples(index=False):
+        sides = f" (ours {r.ours}, compared with {r.compared})" if r.ours else ""
+        out.append(f"- **{r.verdict}**: {r.claim}{sides}")
+    out += [f"- {line}" for line in lines]
+    return "\n".join(out) or "- nothing measured yet"

@@ -8,10 +8,13 @@ profile) has no such truth: the table then holds one ``note`` row saying so, ins
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from scipy import ndimage
 
 from harmlib.data.io import load_volume
 from harmlib.data.manifest import Manifest
@@ -78,3 +81,51 @@ def traveling_table(
     ]
     out.insert(out.columns.get_loc("profile"), "claim holds", holds)
     return out
+
+
+@dataclass(frozen=True)
+class TravelingExample:
+    """One traveling test subject's versions on its own grid: the scan, each model's and Nyul's output harmonized
+    to ``target``, and the truth at ``target`` (what the landing figure and the 3D viewers show)."""
+
+    subject: str
+    domain: str
+    versions: dict[str, np.ndarray]
+    spacing: tuple[float, float, float]
+    head: np.ndarray  # the scan's head, holes filled and one voxel wider: what a viewer shows
+
+    def viewer(self):
+        """This subject in the book's 3D viewer (`harmlib.widgets.VolumeViewer`), inside its head."""
+        from harmlib.widgets import VolumeViewer
+
+        return VolumeViewer(self.versions, self.spacing, title=self.title, mask=self.head)
+
+    @property
+    def title(self) -> str:
+        return f"{self.subject}, scanned at the unseen site {self.domain}"
+
+
+def traveling_example(
+    manifest: Manifest, models: Mapping[str, Path], target: str, label: str, seed: int, index: int = 0
+) -> TravelingExample | None:
+    """The ``index``-th traveling test subject harmonized to ``target`` (a domain, shown as ``label``) by each model
+    file in ``models`` ({shown name: path}) and by Nyul fitted to the target's training scans; None when the cohort
+    has no truth."""
+    from harmlib.data.io import voxel_sizes
+    from harmlib.evaluation.gate import target_nyul
+    from harmlib.harmonize import harmonize_volume, load_harmonizer
+
+    test = manifest.select("test", "test")
+    if not has_truth(manifest) or index >= len(test) or not test.df.at[index, "truth_path"]:
+        return None
+    img = load_volume(test.path(index))
+    vol = img.get_fdata(dtype=np.float32)
+    versions = {"input": vol}
+    for name, path in models.items():
+        versions[f"{name} -> {label}"] = harmonize_volume(load_harmonizer(path), vol, img.affine, target, seed)
+    versions[f"Nyul -> {label}"] = target_nyul(manifest, {label: target}).harmonize(vol, target)
+    versions[f"truth at {label}"] = load_volume(test.truth(index, target)).get_fdata(dtype=np.float32)
+    row = test.df.iloc[index]
+    spacing = tuple(float(s) for s in voxel_sizes(img.affine))
+    head = ndimage.binary_dilation(ndimage.binary_fill_holes(brain_mask(vol)))
+    return TravelingExample(str(row.subject), str(row.domain), versions, spacing, head)
