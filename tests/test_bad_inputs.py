@@ -409,3 +409,44 @@ def test_a_second_run_into_a_folder_being_written_is_refused(command, tmp_path, 
     err = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip() and "%|" not in ln]
     assert len(err) == 1 and "another harmlib run is writing to this folder now" in err[0], err
     assert not out.exists()  # the lock's folder, which nothing wrote into, is gone after the first run
+
+
+def _chattr(path: Path, flag: str) -> bool:
+    """``chattr +i``/``-i`` (root on ext4/xfs/btrfs); False where the file system or the user cannot."""
+    import shutil
+    import subprocess
+
+    exe = shutil.which("chattr")
+    return bool(exe) and subprocess.run([exe, flag, str(path)], capture_output=True).returncode == 0
+
+
+@pytest.mark.parametrize("command", ["harmonize", "synth", "preprocess --keep-going"])
+def test_an_immutable_output_folder_is_one_line_naming_it(command, tmp_path, model, capsys):
+    """An output folder marked immutable (``chattr +i``: even root cannot write into it) is refused in one line
+    that names the folder and the fix, with no traceback and nothing written (issue 28, item 5)."""
+    out = tmp_path / "out"
+    out.mkdir()
+    argv = {
+        "harmonize": _harmonize(tmp_path, model),
+        "synth": ["synth", "--profile", "tiny", "--out", str(out)],
+        "preprocess --keep-going": [
+            "preprocess",
+            "--manifest",
+            str(_manifest(tmp_path)),
+            "--out-dir",
+            str(out),
+            "--keep-going",
+        ],
+    }[command]
+    if not _chattr(out, "+i"):
+        pytest.skip("chattr +i is not available to this user or on this file system")
+    try:
+        before = _digests(tmp_path)
+        code = main(argv)
+        after = _digests(tmp_path)
+    finally:
+        _chattr(out, "-i")
+    err = [ln for ln in capsys.readouterr().err.replace("\r", "\n").splitlines() if ln.strip() and "%|" not in ln]
+    assert code not in (0, None) and len(err) == 1 and "Traceback" not in err[0], err
+    assert err[0].startswith("harmlib: error:") and str(out) in err[0] and "choose" in err[0], err  # names the fix
+    assert after == before and not any(out.iterdir())
