@@ -1,7 +1,8 @@
 """Train the ablation rows of `harmlib.evaluation.ablation` at one budget and write their table.
 
-    .venv/bin/python benchmarks/ablation.py harmonizer --steps 100     # harmonizer 1: paper G, + residual, + curve, + field
-    .venv/bin/python benchmarks/ablation.py slices --steps 150         # DRIT++ / GMM-DRIT: paper G vs the cpu levers
+    .venv/bin/python benchmarks/ablation.py harmonizer      # harmonizer 1 (100 steps): paper G, + residual, + curve, + field
+    .venv/bin/python benchmarks/ablation.py slices          # DRIT++ / GMM-DRIT (150 steps): paper G vs the cpu levers
+    .venv/bin/python benchmarks/ablation.py harmonizer --steps 1000 --only 3   # the budget probe: the profile's row, 10x
 
 Each row trains from scratch (seed ``--seed``) under ``runs/<profile>/ablation/<rows>/<n>/`` and runs the model's
 quality gate without the native-resolution rows (they cost minutes per row and do not depend on the levers' kind);
@@ -31,6 +32,9 @@ from harmlib.harmonize import harmonize_volume, load_harmonizer
 from harmlib.train.loop import fit
 
 TARGETS = {"A": TARGET_A.domain, "B": TARGET_B.domain}
+# The ablations' budgets (the chapters show these tables); a run at another budget (the budget probe: how the gate
+# moves with the steps) keeps its own rows and table.
+STEPS = {"harmonizer": 100, "slices": 150}
 
 
 def train_row(cfg, man, section: str, variant: str | None, run: Path, gmvae: Path) -> tuple[Path, int, float]:
@@ -67,7 +71,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("rows", choices=["harmonizer", "slices"])
     ap.add_argument("--profile", default="cpu")
-    ap.add_argument("--steps", type=int, default=100)
+    ap.add_argument("--steps", type=int, help=f"training steps of each row (default {STEPS})")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--only", type=int, nargs="*", help="row numbers to run (default all)")
     ap.add_argument("--copy", type=Path, help="also write the table here (e.g. benchmarks/results/)")
@@ -81,6 +85,8 @@ def main() -> None:
     base = harmlib.load_config(args.profile, {"seed": args.seed, "gate.native_mm": 0})
     man = read_manifest(base.data_dir / "manifest.csv")
     out_dir = base.run_dir / "ablation" / args.rows
+    args.steps = args.steps or STEPS[args.rows]
+    budget = f"_steps{args.steps}" if args.steps != STEPS[args.rows] else ""
     results = []
     for n, (name, row) in enumerate(rows.items()):
         if args.only and n not in args.only:
@@ -93,7 +99,7 @@ def main() -> None:
         if section == "drit" and not row.get("site_field_mm", 1):  # no levers, no field: the GM-VAE reads slices
             extra = {"gmvae.view": "slice", "gmvae.field_mm": 0.0}
         cfg = base.replace(overrides(section, row) | steps | extra)
-        run = out_dir / (f"{n}_{variant or 'harmonizer'}" + (f"_seed{args.seed}" if args.seed else ""))
+        run = out_dir / (f"{n}_{variant or 'harmonizer'}" + (f"_seed{args.seed}" if args.seed else "") + budget)
         done = run / "ablation_row.csv"
         if done.is_file():
             results.append(pd.read_csv(done).iloc[0].to_dict())
@@ -114,7 +120,11 @@ def main() -> None:
         results.append(rec)
         print(pd.DataFrame([rec]).round(4).to_string(index=False), flush=True)
     df = pd.DataFrame(results)
-    suffix = (f"_seed{args.seed}" if args.seed else "") + ("_rows" + "-".join(map(str, args.only)) if args.only else "")
+    suffix = (
+        (f"_seed{args.seed}" if args.seed else "")
+        + budget
+        + ("_rows" + "-".join(map(str, args.only)) if args.only else "")
+    )
     path = base.run_dir / "tables" / f"ablation_{args.rows}{suffix}.csv"  # a partial or other-seed run keeps its own
     path.parent.mkdir(parents=True, exist_ok=True)
     write_text_atomic(path, df.to_csv(index=False))
