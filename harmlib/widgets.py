@@ -157,6 +157,7 @@ class StaticExplorer:
 _VIEWER_JS = Path(__file__).parent / "static" / "volume_viewer.js"
 VIEWER_PERCENTILE = 99  # each version is shown divided by this percentile of its brain: scale-free, like the metrics
 VIEWER_TOP = 1.1  # ... and clipped at this multiple of it (white)
+VIEWER_WIDTH_PX = 700  # the three views fit side by side in the book's text column (about 750 px)
 VIEWER_MAX_VOXELS = 2_500_000  # per version, after the crop to the brain; larger volumes are strided (the page says so)
 
 
@@ -209,6 +210,8 @@ def viewer_html(
     crop = {k: v[::step, ::step, ::step] for k, v in crop.items()}
     shape = next(iter(crop.values())).shape
     uid = f"volume-viewer-{uuid.uuid4().hex[:8]}"
+    (nx, ny, _), (sx, sy, _) = shape, spacing
+    scale = min(scale, VIEWER_WIDTH_PX / (step * (2 * nx * sx + ny * sy)))  # the three views side by side in a column
     spec = {
         "shape": list(shape),
         "spacing": [float(s) * step for s in spacing],
@@ -225,9 +228,9 @@ def viewer_html(
         for n, k in enumerate(crop)
     )
     canvases = "".join(
-        f'<figure style="display:inline-block;margin:2px;text-align:center;vertical-align:top">'
-        f'<canvas data-view="{v}" style="image-rendering:pixelated;background:#000"></canvas>'
-        f'<figcaption style="font-size:80%">{v}</figcaption></figure>'
+        f'<div style="text-align:center;flex:none">'
+        f'<canvas data-view="{v}" style="display:block;image-rendering:pixelated;background:#000"></canvas>'
+        f'<div style="font-size:80%">{v}</div></div>'
         for v in ("axial", "coronal", "sagittal")
     )
     strided = f" Shown at every {step}th voxel (the volume is large)." if step > 1 else ""
@@ -239,7 +242,7 @@ def viewer_html(
         f'<div style="display:flex;align-items:center;gap:.5em;font-size:90%">'
         f'<input type="range" data-control="version" min="0" max="{len(crop) - 1}" step="1" value="0" style="width:14em">'
         f'<b data-show="version"></b></div>'
-        f"<div>{canvases}</div>"
+        f'<div style="display:flex;gap:4px;align-items:flex-start">{canvases}</div>'
         f'<p style="font-size:80%;margin:0"><span data-show="voxel">loading the volumes...</span></p>'
         f'<p style="font-size:80%">Click a view to move the crosshair in all three; the slider, the buttons or the '
         f"arrow keys switch versions at the same place. Each version is divided by the {VIEWER_PERCENTILE}th "

@@ -105,6 +105,10 @@ def test_the_landing_pages_first_screen_shows_the_brain_and_the_scorecard(built_
         browser.quit()
     img, card, height = tops
     assert 0 <= img < height and 0 <= card < height, tops
+    import re
+
+    link = re.search(r'href="([^"]*)"><span[^>]*>why, claim by claim', page.read_text())
+    assert link and link.group(1) == "notebooks/10_what_reproduced.html", link  # the scorecard's link resolves
 
 
 def test_the_3d_viewers_draw_offline_on_the_landing_page_and_the_model_chapters(built_book):
@@ -148,11 +152,32 @@ def test_each_result_chapter_opens_with_its_key_result_box(built_book):
         if page.name[:2] not in want:
             continue
         text = page.read_text()
-        box = re.search(r'<div class="admonition tip">\s*<p class="admonition-title">Key result.*?</div>', text, re.S)
+        box = re.search(r'<div class="[^"]*admonition[^"]*">\s*<p class="admonition-title">Key result.*?</div>', text, re.S)
         assert box, f"{page.name} has no key-result box"
         assert box.start() < text.index('class="cell docutils container"'), f"{page.name}: the box is not first"
         items = re.findall(r"<li>(.*?)</li>", box.group(0), re.S)
         assert items and want[page.name[:2]] in box.group(0), (page.name, items[:3])
+
+
+def test_at_phone_width_no_page_scrolls_sideways(built_book):
+    """At 420 px a wide table, dataframe or viewer scrolls inside its own box; the page itself never scrolls
+    sideways (the claims table was 745 px wide in a 388 px column)."""
+    html = built_book / "book" / "_build" / "html"
+    pages = [html / "intro.html", *sorted((html / "notebooks").glob("[01][0-9]_*.html"))]
+    browser = chromium_driver(offline=True)
+    wide = {}
+    try:
+        browser.set_window_size(420, 900)
+        for page in pages:
+            browser.get(page.as_uri())
+            over = browser.execute_script(
+                "return [document.documentElement.scrollWidth, document.documentElement.clientWidth]"
+            )
+            if over[0] > over[1] + 1:
+                wide[page.name] = over
+    finally:
+        browser.quit()
+    assert not wide, wide
 
 
 def test_each_chapter_links_its_tables_and_models_and_the_links_resolve(built_book):

@@ -382,7 +382,7 @@ def gates_markdown(gates: pd.DataFrame, models: Any = tuple(MODELS)) -> str:
     return "\n\n".join(blocks)
 
 
-def scorecard_markdown(claims: pd.DataFrame, link: str = "notebooks/10_what_reproduced.md") -> str:
+def scorecard_markdown(claims: pd.DataFrame, link: str = "notebooks/10_what_reproduced.ipynb") -> str:
     """The landing page's scorecard: the counts, then one short row per claim (verdict, claim, ours against the
     paper), each claim linked to the What-reproduced page that shows why."""
     head = f"{scorecard_head(claims)} ([why, claim by claim]({link}))."
