@@ -152,7 +152,9 @@ def test_each_result_chapter_opens_with_its_key_result_box(built_book):
         if page.name[:2] not in want:
             continue
         text = page.read_text()
-        box = re.search(r'<div class="[^"]*admonition[^"]*">\s*<p class="admonition-title">Key result.*?</div>', text, re.S)
+        box = re.search(
+            r'<div class="[^"]*admonition[^"]*">\s*<p class="admonition-title">Key result.*?</div>', text, re.S
+        )
         assert box, f"{page.name} has no key-result box"
         assert box.start() < text.index('class="cell docutils container"'), f"{page.name}: the box is not first"
         items = re.findall(r"<li>(.*?)</li>", box.group(0), re.S)
