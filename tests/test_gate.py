@@ -333,3 +333,10 @@ def test_a_chapters_key_result_reads_its_gate_and_its_claims_from_the_tables_it_
     assert lines[3].startswith("- **not run**: Paper 1, Table 3: brain-age MAE") and "R2" in lines[4]
     assert lines[-1] == "- trained in 3 min" and len(lines) == 6
     assert key_result(tmp_path) == "- nothing measured yet"
+
+
+def test_the_headline_writes_a_share_that_rounds_to_zero_without_a_sign():
+    from harmlib.evaluation.claims import headline
+
+    text = headline(_sceptic(0.89996, 0.04, 0.85))  # gap closed (0.89996 - 0.90) / 0.08 = -0.05 %
+    assert "-0%" not in text and "0% of the rescan gap closed" in text, text

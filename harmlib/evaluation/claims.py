@@ -251,7 +251,8 @@ def headline(table: pd.DataFrame) -> str:
         gap = table[crit.str.contains(f"-> {target}: share of the rescan gap closed", regex=False)]
         if len(margin) and len(gap):
             m, g = float(margin["value"].iloc[0]), float(gap["value"].iloc[0])
-            parts.append(f"-> {target}: {m:+.4f} over Nyul, {g:.0%} of the rescan gap closed")
+            share = f"{g:.0%}".replace("-0%", "0%")  # a share that rounds to zero has no sign
+            parts.append(f"-> {target}: {m:+.4f} over Nyul, {share} of the rescan gap closed")
     return ("headline: " + "; ".join(parts)) if parts else ""
 
 
