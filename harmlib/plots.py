@@ -400,3 +400,27 @@ def reader_tables() -> None:
     shell = get_ipython()
     if shell is not None:
         shell.display_formatter.formatters["text/html"].for_type(pd.DataFrame, reader_table)
+
+
+def plot_budget(table, needed: float, title: str = "") -> plt.Figure:
+    """How a model's gate moves with its training budget (`harmlib.evaluation.ablation.budget_table`): the
+    scale-invariant SSIM to the truth at A and B against the steps, with Nyul fitted to each target (dashed, the
+    model's value minus its margin) and the gate's bar, Nyul + ``needed`` (dotted). Log-scaled steps."""
+    fig, ax = plt.subplots(figsize=(6.4, 3.4))
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for k, target in enumerate(("A", "B")):
+        si, margin = table[f"SSIM to truth {target}"], table[f"margin over Nyul {target}"]
+        nyul = float((si - margin).median())  # the same Nyul at every budget: its median says it once
+        ax.plot(table["steps"], si, marker="o", ms=4, lw=1.3, color=colors[k], label=f"model -> {target}")
+        ax.axhline(nyul, ls="--", lw=1, color=colors[k], label=f"Nyul -> {target}")
+        ax.axhline(nyul + needed, ls=":", lw=1.2, color=colors[k], label=f"gate: Nyul + {needed:g} ({target})")
+    ax.set_xscale("log")
+    ax.minorticks_off()
+    ax.set_xticks(list(table["steps"]), [str(s) for s in table["steps"]])
+    ax.set_xlabel("training steps")
+    ax.set_ylabel("scale-invariant SSIM to the truth")
+    ax.set_title(title, fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
+    fig.tight_layout()
+    return fig

@@ -105,3 +105,34 @@ def ablation_table(cfg, rows: str, root: str | Path = ".") -> tuple[pd.DataFrame
         if path.is_file():
             return pd.read_csv(path), f"{said}: {path}"
     return None, f"no ablation table yet: run `python benchmarks/ablation.py {rows}` (about 20 minutes on 2 cores)"
+
+
+PROFILE_ROW = list(HARMONIZER_ROWS)[-1]  # harmonizer 1 as the cpu profile trains it
+
+
+def budget_table(cfg, own: dict | None = None, root: str | Path = ".") -> pd.DataFrame | None:
+    """How harmonizer 1's gate moves with its training budget: the cpu profile's model (the ablation's last row) at
+    every budget measured (``benchmarks/ablation.py harmonizer --steps N --only 3``, this run's tables first, then
+    the repository's) and ``own``, this run's model (an :func:`ablation_row`); one row per number of steps, sorted.
+    Seeds other than 0 are left out (they are the ablation's spread, not its budget); None when nothing is measured."""
+    rows = {}
+    for base in (Path(root) / COMMITTED, Path(root) / cfg.run_dir / "tables"):  # this run's replace the repository's
+        for path in sorted(base.glob("ablation_harmonizer*.csv")):
+            if "_seed" in path.name:
+                continue
+            df = pd.read_csv(path)
+            for rec in df[df["model"] == PROFILE_ROW].to_dict("records"):
+                rows[_steps(rec["budget"])] = rec | {"measured by": f"benchmarks/ablation.py ({path.name})"}
+    if own is not None:
+        rows[_steps(own["budget"])] = own | {"measured by": "this chapter's model"}
+    if not rows:
+        return None
+    table = pd.DataFrame([rows[k] | {"steps": k} for k in sorted(rows)])
+    keep = ["steps", "budget", "SSIM to truth A", "SSIM to truth B", "gap closed A", "gap closed B"]
+    keep += ["margin over Nyul A", "margin over Nyul B", "translation", "measured by"]
+    return table[keep]
+
+
+def _steps(budget: str) -> int:
+    """The number of steps in a budget cell ("250 steps, 7.8 min")."""
+    return int(str(budget).split()[0])
