@@ -91,3 +91,40 @@ def test_combat_says_when_a_cohort_is_too_small_for_it():
     assert combat.not_applicable(np.repeat(["a", "b", "c"], 8), 5) is None
     assert "site c has 2" in combat.not_applicable(np.array(["a"] * 8 + ["b"] * 8 + ["c"] * 2), 5)
     assert "two sites" in combat.not_applicable(np.array(["a"] * 10), 5)
+
+
+def test_what_reproduced_shows_combat_beside_every_version_of_both_tables(tmp_path):
+    """Tables 3-4 side by side for the What-reproduced page: one row per version, ComBat and harmonizer + ComBat
+    among them, and which version the paper compared with."""
+    import pandas as pd
+
+    from harmlib.evaluation.claims import downstream_beside_combat
+
+    assert downstream_beside_combat(tmp_path) is None
+    versions = ["unharmonized", "A", "nyul", "ComBat", "harmonizer 1 (agnostic) + ComBat"]
+    for table, metrics in (("paper1_table3", ("mae", "rmse", "r2")), ("paper1_table4", ("auc", "balanced_accuracy"))):
+        rows = [{"metric": m, "version": v, "ours": f"{k}.0 ± 0.1"} for m in metrics for k, v in enumerate(versions)]
+        pd.DataFrame(rows).to_csv(tmp_path / f"{table}.csv", index=False)
+    out = downstream_beside_combat(tmp_path)
+    assert list(out["version"]) == [
+        "unharmonized",
+        "harmonizer 1 -> A",
+        "nyul",
+        "ComBat",
+        "harmonizer 1 (agnostic) + ComBat",
+    ]
+    assert list(out.columns[1:]) == [
+        "brain age MAE (years)",
+        "brain age R2",
+        "AD vs HC AUC",
+        "AD vs HC balanced accuracy",
+        "in the paper",
+    ]
+    assert out.loc[3, "AD vs HC AUC"] == "3.0 ± 0.1"
+    assert list(out["in the paper"]) == [
+        "the reference",
+        "compared with unharmonized",
+        "added here",
+        "added here",
+        "added here",
+    ]

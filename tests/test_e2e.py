@@ -393,6 +393,7 @@ def test_what_reproduced_page_lists_every_claim(built_book):
     assert claims["ours"].notna().all() and claims["compared"].notna().all()  # both sides of every comparison
     assert claims["why"].str.contains(" vs | < | > | = ").all()  # each reason quotes the numbers of both sides
     assert "compared with" in page  # the table's header
+    assert "Downstream beside ComBat" in page and "harmonizer 1 -&gt; agnostic" in page  # Tables 3-4 side by side
     assert (
         'profile = "cpu"      # tiny' not in page
     )  # the notebook's own defaults, overridden by papermill, are not shown

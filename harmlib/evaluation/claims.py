@@ -431,3 +431,34 @@ def key_result(cfg: Any, tables: Any = (), models: Any = (), lines: Any = ()) ->
         out.append(f"- **{r.verdict}**: {r.claim}{sides}")
     out += [f"- {line}" for line in lines]
     return "\n".join(out) or "- nothing measured yet"
+
+
+# The downstream numbers a practitioner compares first: per version, each task's headline metrics (Tables 3-4).
+DOWNSTREAM = {
+    "paper1_table3": {"mae": "brain age MAE (years)", "r2": "brain age R2"},
+    "paper1_table4": {"auc": "AD vs HC AUC", "balanced_accuracy": "AD vs HC balanced accuracy"},
+}
+
+
+def downstream_beside_combat(cfg: Any) -> pd.DataFrame | None:
+    """Paper 1's Tables 3-4 side by side, one row per version (unharmonized, the harmonizer's targets, the classical
+    baselines, ComBat and harmonizer 1 + ComBat), mean ± SD over the folds, and which version the paper compared
+    with (the unharmonized data; ComBat is this book's addition). None before chapter 08 ran."""
+    cols = {}
+    for table, metrics in DOWNSTREAM.items():
+        path = tables_dir(cfg) / f"{table}.csv"
+        if not path.is_file():
+            continue
+        df = pd.read_csv(path, dtype=str, keep_default_na=False)
+        if "note" in df.columns:
+            continue
+        for metric, name in metrics.items():
+            rows = df[df["metric"] == metric]
+            cols[name] = dict(zip(rows["version"], rows["ours"]))
+    if not cols:
+        return None
+    out = pd.DataFrame(cols).fillna("").rename_axis("version").reset_index()
+    paper = {UNH: "the reference", **{t: "compared with unharmonized" for t in ("A", "B", "agnostic")}}
+    out["in the paper"] = [paper.get(v, "added here") for v in out["version"]]
+    out["version"] = [f"harmonizer 1 -> {v}" if v in ("A", "B", "agnostic") else v for v in out["version"]]
+    return out
