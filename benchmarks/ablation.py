@@ -3,6 +3,7 @@
     .venv/bin/python benchmarks/ablation.py harmonizer      # harmonizer 1 (100 steps): paper G, + residual, + curve, + field
     .venv/bin/python benchmarks/ablation.py slices          # DRIT++ / GMM-DRIT (150 steps): paper G vs the cpu levers
     .venv/bin/python benchmarks/ablation.py harmonizer --steps 1000 --only 3   # the budget probe: the profile's row, 10x
+    .venv/bin/python benchmarks/ablation.py harmonizer --steps 250 --only 3 --set harmonizer.width=16 --tag width16
 
 Each row trains from scratch (seed ``--seed``) under ``runs/<profile>/ablation/<rows>/<n>/`` and runs the model's
 quality gate without the native-resolution rows (they cost minutes per row and do not depend on the levers' kind);
@@ -75,6 +76,8 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--only", type=int, nargs="*", help="row numbers to run (default all)")
     ap.add_argument("--copy", type=Path, help="also write the table here (e.g. benchmarks/results/)")
+    ap.add_argument("--set", default="", help="a probe: overrides on top of each row (dotted=value, comma-separated)")
+    ap.add_argument("--tag", default="", help="the probe's name in its folders and table (required with --set)")
     ap.add_argument(
         "--gmvae-steps", type=int, default=1000, help="steps of the slice-view GM-VAE (GMM-DRIT, paper's G)"
     )
@@ -85,8 +88,11 @@ def main() -> None:
     base = harmlib.load_config(args.profile, {"seed": args.seed, "gate.native_mm": 0})
     man = read_manifest(base.data_dir / "manifest.csv")
     out_dir = base.run_dir / "ablation" / args.rows
+    if bool(args.set) != bool(args.tag):
+        ap.error("--set and --tag go together: a probe's rows are kept apart under its tag")
     args.steps = args.steps or STEPS[args.rows]
-    budget = f"_steps{args.steps}" if args.steps != STEPS[args.rows] else ""
+    budget = (f"_steps{args.steps}" if args.steps != STEPS[args.rows] else "") + (f"_{args.tag}" if args.tag else "")
+    probe = harmlib.config.parse_overrides(args.set) if args.set else {}
     results = []
     for n, (name, row) in enumerate(rows.items()):
         if args.only and n not in args.only:
@@ -98,7 +104,7 @@ def main() -> None:
         extra = {}
         if section == "drit" and not row.get("site_field_mm", 1):  # no levers, no field: the GM-VAE reads slices
             extra = {"gmvae.view": "slice", "gmvae.field_mm": 0.0}
-        cfg = base.replace(overrides(section, row) | steps | extra)
+        cfg = base.replace(overrides(section, row) | steps | extra | probe)
         run = out_dir / (f"{n}_{variant or 'harmonizer'}" + (f"_seed{args.seed}" if args.seed else "") + budget)
         done = run / "ablation_row.csv"
         if done.is_file():

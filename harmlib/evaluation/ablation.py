@@ -114,12 +114,13 @@ def budget_table(cfg, own: dict | None = None, root: str | Path = ".") -> pd.Dat
     """How harmonizer 1's gate moves with its training budget: the cpu profile's model (the ablation's last row) at
     every budget measured (``benchmarks/ablation.py harmonizer --steps N --only 3``, this run's tables first, then
     the repository's) and ``own``, this run's model (an :func:`ablation_row`); one row per number of steps, sorted.
-    Seeds other than 0 are left out (they are the ablation's spread, not its budget); None when nothing is measured."""
+    Other seeds and probes (``--tag``) are left out: they are the spread and other settings, not the budget; None when
+    nothing is measured."""
     rows = {}
     for base in (Path(root) / COMMITTED, Path(root) / cfg.run_dir / "tables"):  # this run's replace the repository's
         for path in sorted(base.glob("ablation_harmonizer*.csv")):
-            if "_seed" in path.name:
-                continue
+            if not re.fullmatch(r"ablation_harmonizer(_steps\d+)?(_rows[\d-]+)?\.csv", path.name):
+                continue  # another seed (the ablation's spread) or a probe (another setting), not a budget
             df = pd.read_csv(path)
             for rec in df[df["model"] == PROFILE_ROW].to_dict("records"):
                 rows[_steps(rec["budget"])] = rec | {"measured by": f"benchmarks/ablation.py ({path.name})"}
