@@ -44,9 +44,8 @@ def test_the_budget_table_has_the_profiles_model_at_every_budget_this_runs_first
     )
     _write(committed / "ablation_harmonizer_steps1000_rows3.csv", [(PROFILE_ROW, "1000 steps, 30 min", 0.969)])
     _write(run / "ablation_harmonizer_steps1000_rows3.csv", [(PROFILE_ROW, "1000 steps, 29 min", 0.970)])
-    _write(
-        run / "ablation_harmonizer_seed1_rows3.csv", [(PROFILE_ROW, "100 steps, 3 min", 0.5)]
-    )  # a seed, not a budget
+    _write(run / "ablation_harmonizer_seed1_rows3.csv", [(PROFILE_ROW, "100 steps, 3 min", 0.5)])  # a seed
+    _write(run / "ablation_harmonizer_steps250_width16_rows3.csv", [(PROFILE_ROW, "250 steps, 9 min", 0.5)])  # a probe
     own = ablation_row("this chapter", _sceptic(0.968, 0.04, 0.85), _trav(), 250, 8.0)
     table = budget_table(cfg, own, root=tmp_path)
     assert list(table["steps"]) == [100, 250, 1000]
