@@ -263,10 +263,8 @@ class VolumeViewer:
         return self.html
 
     def save(self, path: Path) -> Path:
-        """Written atomically: a page that includes it never reads half a viewer."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp")
-        tmp.write_text(self.html)
-        tmp.replace(path)
-        return path
+        """Written atomically (`harmlib.data.io.write_text_atomic`): a page that includes it never reads half a viewer."""
+        from harmlib.data.io import write_text_atomic
+
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        return write_text_atomic(path, self.html)

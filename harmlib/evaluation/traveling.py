@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -106,11 +107,11 @@ class TravelingExample:
 
 
 def traveling_example(
-    manifest: Manifest, models: Mapping[str, Path], target: str, label: str, seed: int, index: int = 0
+    manifest: Manifest, models: Mapping[str, Any], target: str, label: str, seed: int, index: int = 0
 ) -> TravelingExample | None:
     """The ``index``-th traveling test subject harmonized to ``target`` (a domain, shown as ``label``) by each model
-    file in ``models`` ({shown name: path}) and by Nyul fitted to the target's training scans; None when the cohort
-    has no truth."""
+    in ``models`` ({shown name: a model file, or a harmonizer a chapter already loaded}) and by Nyul fitted to the
+    target's training scans; None when the cohort has no truth."""
     from harmlib.data.io import voxel_sizes
     from harmlib.evaluation.gate import target_nyul
     from harmlib.harmonize import harmonize_volume, load_harmonizer
@@ -121,8 +122,9 @@ def traveling_example(
     img = load_volume(test.path(index))
     vol = img.get_fdata(dtype=np.float32)
     versions = {"input": vol}
-    for name, path in models.items():
-        versions[f"{name} -> {label}"] = harmonize_volume(load_harmonizer(path), vol, img.affine, target, seed)
+    for name, model in models.items():
+        h = load_harmonizer(model) if isinstance(model, str | Path) else model
+        versions[f"{name} -> {label}"] = harmonize_volume(h, vol, img.affine, target, seed)
     versions[f"Nyul -> {label}"] = target_nyul(manifest, {label: target}).harmonize(vol, target)
     versions[f"truth at {label}"] = load_volume(test.truth(index, target)).get_fdata(dtype=np.float32)
     row = test.df.iloc[index]
