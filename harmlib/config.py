@@ -202,6 +202,8 @@ class AGUITWeights(Section):
     hist: float = weight(0.0)
     # L_field (ours, not in the paper): x_{u->l}'s smooth intensity field vs site l's mean field
     field: float = weight(0.0)
+    # L_tex (ours, not in the paper): x_{u->l}'s local texture statistics (noise level, fine detail) vs x_l's
+    tex: float = weight(0.0)
 
 
 @dataclass(frozen=True)

@@ -1,5 +1,5 @@
 """Loss terms that more than one model family plays with: the least-squares GAN, a BCE against site labels,
-L_hist (ours) on Nyul landmarks and L_field (ours) on the site field's maps. Each family's objective (``harmlib.<family>.losses``) uses them."""
+L_hist (ours) on Nyul landmarks, L_field (ours) on the site field's maps and L_tex (ours) on local texture statistics. Each family's objective (``harmlib.<family>.losses``) uses them."""
 
 from __future__ import annotations
 
@@ -30,3 +30,43 @@ def l_hist(landmarks_ul: torch.Tensor, landmarks_l: torch.Tensor) -> torch.Tenso
     training scans): the translation's intensity distribution against the site's, whatever the anatomy
     and wherever the training crop lies."""
     return (landmarks_ul.float() - landmarks_l.float()).abs().mean()
+
+
+def _box(x: torch.Tensor) -> torch.Tensor:
+    """The 3^d box mean (same size): the low-pass of the texture statistics."""
+    pool = F.avg_pool2d if x.ndim == 4 else F.avg_pool3d
+    return pool(x, 3, stride=1, padding=1, count_include_pad=False)
+
+
+def _erode(mask: torch.Tensor) -> torch.Tensor:
+    pool = F.max_pool2d if mask.ndim == 4 else F.max_pool3d
+    return 1 - pool(1 - mask, 5, stride=1, padding=2)
+
+
+def texture_stats(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """(N, 2): each image's robust size of its finest detail (x minus its 3^d box mean: noise, ringing) and of the
+    detail one scale up (the box mean minus its own box mean: resolution), inside its brain eroded by two voxels.
+    Robust: the mean of the lower half of |band| there, so that tissue edges (the upper half) do not set it; its
+    gradient reaches every voxel of that half (a median would move one)."""
+    low = _box(x.float())
+    bands = (x.float() - low, low - _box(low))
+    inner = _erode(mask.float()) > 0.5
+    out = []
+    for i in range(x.shape[0]):
+        row = []
+        for band in bands:
+            v = band[i][inner[i]].abs()
+            if v.numel() < 2:  # a crop with almost no brain inside: nothing to match
+                v = band[i].abs().flatten()
+            row.append(torch.topk(v, v.numel() // 2, largest=False).values.mean())
+        out.append(torch.stack(row))
+    return torch.stack(out)
+
+
+def l_tex(x_ul: torch.Tensor, mask_ul: torch.Tensor, x_l: torch.Tensor, mask_l: torch.Tensor) -> torch.Tensor:
+    """Feature matching on local statistics: mean |log| ratio of x_{u->l}'s texture statistics (noise level and
+    fine detail, :func:`texture_stats`) to those of the real x_l of the same site in the batch (detached): the
+    local appearance a curve and a smooth field do not set."""
+    fake = texture_stats(x_ul, mask_ul).clamp_min(1e-6).log()
+    real = texture_stats(x_l.detach(), mask_l).clamp_min(1e-6).log()
+    return (fake - real).abs().mean()

@@ -8,6 +8,8 @@ Paper 1's terms (Sec. 2), on the models' images in [-1, 1]; SSIM terms see them 
     L_cla^s    E_s predicts x_l's label              L_lat    E_b, E_s recover c_u and n_r from x_{u->l}
     L_hist     (ours; 0 in the paper profile) 1-D Wasserstein of the whole x_{u->l}'s brain intensities and site l's
     L_field    (ours; 0 in the paper profile) the whole x_{u->l}'s smooth log intensity field vs site l's mean field
+    L_tex      (ours; 0 in both profiles, a probe) x_{u->l}'s local texture statistics (noise level, fine detail)
+               vs the real x_l's: feature matching on what a curve and a field leave
     L_adv^x    LSGAN of D_a^x on x_{u->l}            L_pre^{x,G}  D_p^x reads label l from x_{u->l}
     L_pre^{x,D} D_p^x reads the label of real x_l    L_adv^b, L_pre^b  the content discriminator's games
     KL         the noise part of E_s(x_u) towards N(0, 1)
@@ -29,7 +31,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from harmlib.config import AGUITWeights, SSIMConfig
-from harmlib.losses import l_field, l_hist, label_bce, lsgan
+from harmlib.losses import l_field, l_hist, l_tex, label_bce, lsgan
 from harmlib.models.levers import Where
 from harmlib.ssim import ssim_components
 
@@ -154,6 +156,10 @@ def aguit_generator_loss(
         terms["hist"] = l_hist(f.landing_ul.landmarks, f.site_l.landmarks)
     if w.field:
         terms["field"] = l_field(f.landing_ul.field, f.site_l.field, nets["levers"].field.valid)
+    if w.tex:
+        terms["tex"] = l_tex(
+            f.x_ul, brain_mask(f.x_u) if m_u is None else m_u, f.x_l, brain_mask(f.x_l) if m_l is None else m_l
+        )
     total = sum(getattr(w, k) * v for k, v in terms.items())
     return total, {k: float(v.detach()) for k, v in terms.items()}
 
