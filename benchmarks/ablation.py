@@ -27,15 +27,12 @@ import harmlib
 from harmlib.data import read_manifest
 from harmlib.data.io import write_text_atomic
 from harmlib.data.synthetic import TARGET_A, TARGET_B
-from harmlib.evaluation.ablation import HARMONIZER_ROWS, SLICE_ROWS, ablation_row, overrides
+from harmlib.evaluation.ablation import HARMONIZER_ROWS, SLICE_ROWS, STEPS, ablation_row, overrides
 from harmlib.evaluation.gate import evaluate_gate
 from harmlib.harmonize import harmonize_volume, load_harmonizer
 from harmlib.train.loop import fit
 
 TARGETS = {"A": TARGET_A.domain, "B": TARGET_B.domain}
-# The ablations' budgets (the chapters show these tables); a run at another budget (the budget probe: how the gate
-# moves with the steps) keeps its own rows and table.
-STEPS = {"harmonizer": 100, "slices": 150}
 
 
 def train_row(cfg, man, section: str, variant: str | None, run: Path, gmvae: Path) -> tuple[Path, int, float]:
@@ -122,6 +119,9 @@ def main() -> None:
         recon = None if section == "harmonizer" else TARGETS
         table, trav = evaluate_gate(variant or "ssim_harmonizer", cfg, man, fn, TARGETS, extra, recon, gate)
         rec = ablation_row(name, table, trav, n_steps, minutes) | {"seed": args.seed, "profile": cfg.profile}
+        if args.set:
+            rec["probe"] = f"{args.tag}: {args.set}"
+        write_text_atomic(run / "gate.csv", table.to_csv(index=False))  # the whole gate, beside the row
         write_text_atomic(done, pd.DataFrame([rec]).to_csv(index=False))
         results.append(rec)
         print(pd.DataFrame([rec]).round(4).to_string(index=False), flush=True)

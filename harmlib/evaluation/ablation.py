@@ -22,6 +22,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+STEPS = {"harmonizer": 100, "slices": 150}  # the ablations' budgets (benchmarks/ablation.py's default --steps)
+
 NO_LEVERS = {
     "residual": False,
     "landmark_curve": False,
@@ -70,9 +72,12 @@ def _si(table: pd.DataFrame, target: str) -> float:
 def ablation_row(name: str, table: pd.DataFrame, trav: pd.DataFrame, steps: int, minutes: float) -> dict:
     """One row of an ablation table from a model's gate table and its per-case traveling table."""
     free = trav[trav["target"].isin(["scanner-free", "agnostic"])]["structure vs original"]
+    verdicts = table["passed"].astype(str)
+    criteria = verdicts.isin(["True", "False"])
     return {
         "model": name,
         "budget": f"{steps} steps, {minutes:.1f} min",
+        "criteria missed": f"{int((verdicts[criteria] == 'False').sum())} of {int(criteria.sum())}",
         "reconstruction": _value(table, r"^reconstruction SSIM"),
         "translation": _value(table, r"^translation accuracy"),
         "SSIM to truth A": _si(table, "A"),
@@ -132,6 +137,68 @@ def budget_table(cfg, own: dict | None = None, root: str | Path = ".") -> pd.Dat
     keep = ["steps", "budget", "SSIM to truth A", "SSIM to truth B", "gap closed A", "gap closed B"]
     keep += ["margin over Nyul A", "margin over Nyul B", "translation", "measured by"]
     return table[keep]
+
+
+SEED_MODELS = {"harmonizer": [PROFILE_ROW], "slices": [m for m, (_, row) in SLICE_ROWS.items() if row is CPU]}
+SEED_COLUMNS = [
+    "model", "seed", "budget", "criteria missed", "SSIM to truth A", "SSIM to truth B", "gap closed A", "gap closed B",
+    "margin over Nyul A", "margin over Nyul B", "translation", "tissue margin over Nyul", "structure",
+]  # fmt: skip
+
+
+def seed_table(cfg, rows: str, root: str | Path = ".") -> pd.DataFrame | None:
+    """How much the gate moves between seeds: the cpu profile's model(s) of ``rows`` at the profile's own budget,
+    trained from scratch with each seed measured (``benchmarks/ablation.py <rows> --steps <the profile's> --seed k``;
+    the repository's tables, then this run's), one row per (model, seed), then per model the mean over the seeds and
+    their spread (max - min). None when fewer than two seeds are measured. Probes (``--tag``) are left out."""
+    steps = (cfg.harmonizer if rows == "harmonizer" else cfg.drit).train.iterations
+    pattern = rf"ablation_{rows}(_seed(\d+))?_steps{steps}(_rows[\d-]+)?\.csv"
+    if steps == STEPS[rows]:  # the profile's budget is the ablation's own: its files carry no _steps part
+        pattern = rf"ablation_{rows}(_seed(\d+))?(_rows[\d-]+)?\.csv"
+    found = {}
+    for base in (Path(root) / COMMITTED, Path(root) / cfg.run_dir / "tables"):
+        for path in sorted(base.glob(f"ablation_{rows}*.csv")):
+            if re.fullmatch(pattern, path.name):
+                for rec in pd.read_csv(path).to_dict("records"):
+                    if rec["model"] in SEED_MODELS[rows]:
+                        found[(rec["model"], int(rec.get("seed", 0)))] = rec
+    if len({seed for _, seed in found}) < 2:
+        return None
+    table = pd.DataFrame([found[k] for k in sorted(found)]).reindex(columns=SEED_COLUMNS)
+    numeric = [c for c in SEED_COLUMNS[4:]]
+    summary = []
+    for model, g in table.groupby("model", sort=False):
+        summary.append(g.assign(seed=g["seed"].astype(str)))
+        values = g[numeric].apply(pd.to_numeric, errors="coerce")
+        mean = {"model": model, "seed": f"mean of {len(g)}", **values.mean().to_dict()}
+        spread = {"model": model, "seed": "spread (max - min)", **(values.max() - values.min()).to_dict()}
+        summary.append(pd.DataFrame([mean, spread]))
+    return pd.concat(summary, ignore_index=True).reindex(columns=SEED_COLUMNS)
+
+
+def probe_table(cfg, rows: str = "harmonizer", root: str | Path = ".") -> pd.DataFrame | None:
+    """Every probe measured on the cpu profile's model(s) (``benchmarks/ablation.py <rows> --set ... --tag T``): one
+    row per probe with its setting, budget and the gate's numbers, after the profile's own rows (probe "none") at the
+    budgets the probes ran at, seed 0. None when no probe is measured."""
+    probes, plain = {}, {}
+    for base in (Path(root) / COMMITTED, Path(root) / cfg.run_dir / "tables"):
+        for path in sorted(base.glob(f"ablation_{rows}*.csv")):
+            m = re.fullmatch(rf"ablation_{rows}(_seed\d+)?(_steps\d+)?(_(?!rows|seed|steps)[a-z][\w.-]*?)?(_rows[\d-]+)?\.csv", path.name)
+            if not m:
+                continue
+            tag = (m.group(3) or "")[1:]
+            for rec in pd.read_csv(path).to_dict("records"):
+                if tag:
+                    rec["probe"] = rec.get("probe") if isinstance(rec.get("probe"), str) else tag
+                    probes[(tag, rec["model"], int(rec.get("seed", 0)))] = rec
+                elif int(rec.get("seed", 0)) == 0 and rec["model"] in SEED_MODELS[rows]:
+                    plain[(_steps(rec["budget"]), rec["model"])] = rec | {"probe": "none (the profile)"}
+    if not probes:
+        return None
+    budgets = {_steps(r["budget"]) for r in probes.values()}
+    refs = [plain[k] for k in sorted(plain) if k[0] in budgets]
+    keep = ["probe", "model", "seed", "budget", "criteria missed", *SEED_COLUMNS[4:]]
+    return pd.DataFrame(refs + [probes[k] for k in sorted(probes)]).reindex(columns=keep)
 
 
 def _steps(budget: str) -> int:
