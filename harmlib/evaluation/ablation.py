@@ -150,7 +150,8 @@ def seed_table(cfg, rows: str, root: str | Path = ".") -> pd.DataFrame | None:
     """How much the gate moves between seeds: the cpu profile's model(s) of ``rows`` at the profile's own budget,
     trained from scratch with each seed measured (``benchmarks/ablation.py <rows> --steps <the profile's> --seed k``;
     the repository's tables, then this run's), one row per (model, seed), then per model the mean over the seeds and
-    their spread (max - min). None when fewer than two seeds are measured. Probes (``--tag``) are left out."""
+    their spread (max - min). None when fewer than two seeds are measured. Probes (``--tag``) and other profiles' rows
+    are left out."""
     steps = (cfg.harmonizer if rows == "harmonizer" else cfg.drit).train.iterations
     pattern = rf"ablation_{rows}(_seed(\d+))?_steps{steps}(_rows[\d-]+)?\.csv"
     if steps == STEPS[rows]:  # the profile's budget is the ablation's own: its files carry no _steps part
@@ -160,7 +161,7 @@ def seed_table(cfg, rows: str, root: str | Path = ".") -> pd.DataFrame | None:
         for path in sorted(base.glob(f"ablation_{rows}*.csv")):
             if re.fullmatch(pattern, path.name):
                 for rec in pd.read_csv(path).to_dict("records"):
-                    if rec["model"] in SEED_MODELS[rows]:
+                    if rec["model"] in SEED_MODELS[rows] and rec.get("profile", cfg.profile) == cfg.profile:
                         found[(rec["model"], int(rec.get("seed", 0)))] = rec
     if len({seed for _, seed in found}) < 2:
         return None
@@ -179,15 +180,20 @@ def seed_table(cfg, rows: str, root: str | Path = ".") -> pd.DataFrame | None:
 def probe_table(cfg, rows: str = "harmonizer", root: str | Path = ".") -> pd.DataFrame | None:
     """Every probe measured on the cpu profile's model(s) (``benchmarks/ablation.py <rows> --set ... --tag T``): one
     row per probe with its setting, budget and the gate's numbers, after the profile's own rows (probe "none") at the
-    budgets the probes ran at, seed 0. None when no probe is measured."""
+    budgets the probes ran at, seed 0; this profile's only. None when no probe is measured."""
     probes, plain = {}, {}
     for base in (Path(root) / COMMITTED, Path(root) / cfg.run_dir / "tables"):
         for path in sorted(base.glob(f"ablation_{rows}*.csv")):
-            m = re.fullmatch(rf"ablation_{rows}(_seed\d+)?(_steps\d+)?(_(?!rows|seed|steps)[a-z][\w.-]*?)?(_rows[\d-]+)?\.csv", path.name)
+            m = re.fullmatch(
+                rf"ablation_{rows}(_seed\d+)?(_steps\d+)?(_(?!rows|seed|steps)[a-z][\w.-]*?)?(_rows[\d-]+)?\.csv",
+                path.name,
+            )
             if not m:
                 continue
             tag = (m.group(3) or "")[1:]
             for rec in pd.read_csv(path).to_dict("records"):
+                if rec.get("profile", cfg.profile) != cfg.profile:  # another profile's probe
+                    continue
                 if tag:
                     rec["probe"] = rec.get("probe") if isinstance(rec.get("probe"), str) else tag
                     probes[(tag, rec["model"], int(rec.get("seed", 0)))] = rec
