@@ -14,6 +14,7 @@ from harmlib.evaluation.ablation import (
     PROFILE_ROW,
     SEED_MODELS,
     ablation_row,
+    ablation_summary,
     ablation_table,
     budget_table,
     probe_table,
@@ -127,3 +128,20 @@ def test_the_probe_table_puts_each_probe_beside_the_profiles_row_at_its_budget(t
     table = probe_table(cfg, root=tmp_path)
     assert list(table["probe"]) == ["none (the profile)", probe, "width16"]  # a probe's setting, else its tag
     assert list(table["SSIM to truth A"]) == pytest.approx([0.967, 0.966, 0.965])
+
+
+def test_the_summary_holds_the_ablations_the_seeds_as_mean_and_spread_and_the_probes(tmp_path):
+    cfg = harmlib.load_config("cpu")
+    assert ablation_summary(cfg, root=tmp_path) == {}
+    run = tmp_path / cfg.run_dir / "tables"
+    _write(run / "ablation_harmonizer.csv", [("+ residual (y = x + G)", "100 steps, 4 min", 0.96)])
+    for seed, a in ((0, 0.967), (1, 0.969)):
+        name = "ablation_harmonizer" + (f"_seed{seed}" if seed else "") + "_steps250_rows3.csv"
+        _write(run / name, [(PROFILE_ROW, "250 steps, 8 min", a)], seed=seed)
+    _write(run / "ablation_harmonizer_steps250_tex10_rows3.csv", [(PROFILE_ROW, "250 steps, 9 min", 0.966)])
+    summary = ablation_summary(cfg, root=tmp_path)
+    ablation, seeds, probes = summary.values()
+    assert list(ablation["SSIM to truth A"]) == pytest.approx([0.96])
+    assert list(seeds["budget"]) == ["mean of 2, 250 steps each", "spread (max - min), 250 steps each"]
+    assert list(seeds["SSIM to truth A"]) == pytest.approx([0.968, 0.002])
+    assert list(probes["model"]) == ["none (the profile)", "tex10"]

@@ -207,6 +207,35 @@ def probe_table(cfg, rows: str = "harmonizer", root: str | Path = ".") -> pd.Dat
     return pd.DataFrame(refs + [probes[k] for k in sorted(probes)]).reindex(columns=keep)
 
 
+SUMMARY_COLUMNS = [
+    "model", "budget", "SSIM to truth A", "SSIM to truth B", "margin over Nyul A", "margin over Nyul B",
+    "gap closed A", "gap closed B", "translation",
+]  # fmt: skip
+
+
+def ablation_summary(cfg, root: str | Path = ".") -> dict[str, pd.DataFrame]:
+    """The What-reproduced page's digest of the ablations, the seeds and the probes: {caption: table}, each with the
+    gate's headline columns (SSIM to the truth, the margin over Nyul, the gap closed, translation) and its budget;
+    the seeds as each model's mean over them and their spread; only the tables that are measured."""
+    out = {}
+    for rows, what in (("harmonizer", "harmonizer 1"), ("slices", "DRIT++ and GMM-DRIT")):
+        table, _ = ablation_table(cfg, rows, root)
+        if table is not None:
+            out[f"What each part of {what} adds (ablation)"] = table.reindex(columns=SUMMARY_COLUMNS)
+    for rows in ("harmonizer", "slices"):
+        seeds = seed_table(cfg, rows, root)
+        if seeds is not None:
+            steps = _steps(seeds["budget"].dropna().iloc[0])
+            kept = seeds[~seeds["seed"].astype(str).str.fullmatch(r"\d+")]
+            kept = kept.assign(budget=[f"{label}, {steps} steps each" for label in kept["seed"]])
+            what = "harmonizer 1" if rows == "harmonizer" else "2D models"
+            out[f"How much the seeds move the cpu profile's {what}"] = kept[SUMMARY_COLUMNS]
+    probes = probe_table(cfg, "harmonizer", root)
+    if probes is not None:
+        out["Probes on harmonizer 1 (one setting changed)"] = probes.assign(model=probes["probe"])[SUMMARY_COLUMNS]
+    return out
+
+
 def _steps(budget: str) -> int:
     """The number of steps in a budget cell ("250 steps, 7.8 min")."""
     return int(str(budget).split()[0])
