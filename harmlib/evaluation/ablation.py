@@ -180,7 +180,7 @@ def seed_table(cfg, rows: str, root: str | Path = ".") -> pd.DataFrame | None:
 def probe_table(cfg, rows: str = "harmonizer", root: str | Path = ".") -> pd.DataFrame | None:
     """Every probe measured on the cpu profile's model(s) (``benchmarks/ablation.py <rows> --set ... --tag T``): one
     row per probe with its setting, budget and the gate's numbers, after the profile's own rows (probe "none") at the
-    budgets the probes ran at, seed 0; this profile's only. None when no probe is measured."""
+    budgets and seeds the probes ran at; this profile's only. None when no probe is measured."""
     probes, plain = {}, {}
     for base in (Path(root) / COMMITTED, Path(root) / cfg.run_dir / "tables"):
         for path in sorted(base.glob(f"ablation_{rows}*.csv")):
@@ -197,12 +197,14 @@ def probe_table(cfg, rows: str = "harmonizer", root: str | Path = ".") -> pd.Dat
                 if tag:
                     rec["probe"] = rec.get("probe") if isinstance(rec.get("probe"), str) else tag
                     probes[(tag, rec["model"], int(rec.get("seed", 0)))] = rec
-                elif int(rec.get("seed", 0)) == 0 and rec["model"] in SEED_MODELS[rows]:
-                    plain[(_steps(rec["budget"]), rec["model"])] = rec | {"probe": "none (the profile)"}
+                elif rec["model"] in SEED_MODELS[rows]:
+                    plain[(_steps(rec["budget"]), int(rec.get("seed", 0)), rec["model"])] = rec | {
+                        "probe": "none (the profile)"
+                    }
     if not probes:
         return None
-    budgets = {_steps(r["budget"]) for r in probes.values()}
-    refs = [plain[k] for k in sorted(plain) if k[0] in budgets]
+    runs = {(_steps(r["budget"]), int(r.get("seed", 0))) for r in probes.values()}
+    refs = [plain[k] for k in sorted(plain) if k[:2] in runs]
     keep = ["probe", "model", "seed", "budget", "criteria missed", *SEED_COLUMNS[4:]]
     return pd.DataFrame(refs + [probes[k] for k in sorted(probes)]).reindex(columns=keep)
 
