@@ -484,6 +484,30 @@ def test_the_landmark_curve_maps_an_image_onto_its_styles_landmarks():
     assert torch.allclose(curve(x[crop], style, src), y[crop])
 
 
+def test_l_tex_reads_noise_and_detail_and_its_gradient_reaches_g(cohort):
+    """L_tex (ours): the texture statistics grow with the noise and fall with smoothing, the term is 0 between an image
+    and itself; with harmonizer.weights.tex > 0 its gradient reaches G's last conv and the G step logs it."""
+    from harmlib.losses import l_tex, texture_stats
+
+    gen = torch.Generator().manual_seed(0)
+    brain = torch.zeros(2, 1, 20, 20, 20)
+    brain[:, :, 3:17, 3:17, 3:17] = 0.5
+    mask = (brain > 0).float()
+    quiet, noisy = (brain + s * torch.randn(brain.shape, generator=gen) for s in (0.01, 0.05))
+    assert (texture_stats(noisy, mask) > 3 * texture_stats(quiet, mask)).all()
+    smooth = torch.nn.functional.avg_pool3d(noisy, 3, stride=1, padding=1, count_include_pad=False)
+    assert (texture_stats(smooth, mask) < texture_stats(noisy, mask)).all()
+    assert float(l_tex(noisy, mask, noisy, mask)) == pytest.approx(0.0, abs=1e-6)
+    cfg, man = cohort
+    task, _ = build_task(cfg.replace({"harmonizer.weights.tex": 1.0, "harmonizer.train.warmup": 0}), man)
+    f = task.forward(task.batch(0))
+    last = task.nets["G"].out.conv.weight  # zero at init (residual G): only the last conv's weights see a gradient
+    (grad,) = torch.autograd.grad(l_tex(f.x_ul, f.mask_u, f.x_l, f.mask_l), last)
+    assert float(grad.abs().sum()) > 0
+    _, terms = task.g_step(f)
+    assert terms["tex"] > 0
+
+
 def test_a_landmark_curve_without_a_residual_generator_is_refused():
     with pytest.raises(ValueError, match="harmonizer.landmark_curve"):
         harmlib.load_config("tiny", {"harmonizer.residual": False, "harmonizer.landmark_curve": True})
