@@ -166,7 +166,7 @@ def seed_table(cfg, rows: str, root: str | Path = ".") -> pd.DataFrame | None:
     if len({seed for _, seed in found}) < 2:
         return None
     table = pd.DataFrame([found[k] for k in sorted(found)]).reindex(columns=SEED_COLUMNS)
-    numeric = [c for c in SEED_COLUMNS[4:]]
+    numeric = SEED_COLUMNS[4:]
     summary = []
     for model, g in table.groupby("model", sort=False):
         summary.append(g.assign(seed=g["seed"].astype(str)))
