@@ -137,7 +137,7 @@ def test_the_summary_holds_the_ablations_the_seeds_as_mean_and_spread_and_the_pr
     cfg = harmlib.load_config("cpu")
     assert ablation_summary(cfg, root=tmp_path) == {}
     run = tmp_path / cfg.run_dir / "tables"
-    _write(run / "ablation_harmonizer.csv", [("+ residual (y = x + G)", "100 steps, 4 min", 0.96)])
+    _write(run / "ablation_harmonizer.csv", [("+ residual (y = x + G)", "100 steps, 4 min", 0.96)], profile="cpu")
     for seed, a in ((0, 0.967), (1, 0.969)):
         name = "ablation_harmonizer" + (f"_seed{seed}" if seed else "") + "_steps250_rows3.csv"
         _write(run / name, [(PROFILE_ROW, "250 steps, 8 min", a)], seed=seed)
@@ -148,3 +148,4 @@ def test_the_summary_holds_the_ablations_the_seeds_as_mean_and_spread_and_the_pr
     assert list(seeds["budget"]) == ["mean of 2, 250 steps each", "spread (max - min), 250 steps each"]
     assert list(seeds["SSIM to truth A"]) == pytest.approx([0.968, 0.002])
     assert list(probes["model"]) == ["none (the profile)", "tex10"]
+    assert all((t["profile"] == "cpu").all() for t in summary.values())  # each table says which profile made it

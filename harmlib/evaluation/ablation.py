@@ -211,14 +211,15 @@ def probe_table(cfg, rows: str = "harmonizer", root: str | Path = ".") -> pd.Dat
 
 SUMMARY_COLUMNS = [
     "model", "budget", "SSIM to truth A", "SSIM to truth B", "margin over Nyul A", "margin over Nyul B",
-    "gap closed A", "gap closed B", "translation",
+    "gap closed A", "gap closed B", "translation", "profile",
 ]  # fmt: skip
 
 
 def ablation_summary(cfg, root: str | Path = ".") -> dict[str, pd.DataFrame]:
     """The What-reproduced page's digest of the ablations, the seeds and the probes: {caption: table}, each with the
-    gate's headline columns (SSIM to the truth, the margin over Nyul, the gap closed, translation) and its budget;
-    the seeds as each model's mean over them and their spread; only the tables that are measured."""
+    gate's headline columns (SSIM to the truth, the margin over Nyul, the gap closed, translation), its budget and the
+    profile that made it (an ablation falls back to the repository's, measured on the cpu profile); the seeds as each
+    model's mean over them and their spread; only the tables that are measured."""
     out = {}
     for rows, what in (("harmonizer", "harmonizer 1"), ("slices", "DRIT++ and GMM-DRIT")):
         table, _ = ablation_table(cfg, rows, root)
@@ -229,12 +230,13 @@ def ablation_summary(cfg, root: str | Path = ".") -> dict[str, pd.DataFrame]:
         if seeds is not None:
             steps = _steps(seeds["budget"].dropna().iloc[0])
             kept = seeds[~seeds["seed"].astype(str).str.fullmatch(r"\d+")]
-            kept = kept.assign(budget=[f"{label}, {steps} steps each" for label in kept["seed"]])
+            kept = kept.assign(budget=[f"{label}, {steps} steps each" for label in kept["seed"]], profile=cfg.profile)
             what = "harmonizer 1" if rows == "harmonizer" else "2D models"
             out[f"How much the seeds move the cpu profile's {what}"] = kept[SUMMARY_COLUMNS]
     probes = probe_table(cfg, "harmonizer", root)
     if probes is not None:
-        out["Probes on harmonizer 1 (one setting changed)"] = probes.assign(model=probes["probe"])[SUMMARY_COLUMNS]
+        probes = probes.assign(model=probes["probe"], profile=cfg.profile)
+        out["Probes on harmonizer 1 (one setting changed)"] = probes[SUMMARY_COLUMNS]
     return out
 
 
