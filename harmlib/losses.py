@@ -56,7 +56,7 @@ def texture_stats(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         row = []
         for band in bands:
             v = band[i][inner[i]].abs()
-            if v.numel() < 2:  # a crop with almost no brain inside: nothing to match
+            if v.numel() < 2:  # a crop with almost no brain inside: the whole crop stands in for it
                 v = band[i].abs().flatten()
             row.append(torch.topk(v, v.numel() // 2, largest=False).values.mean())
         out.append(torch.stack(row))
