@@ -27,7 +27,15 @@ import harmlib
 from harmlib.data import read_manifest
 from harmlib.data.io import write_text_atomic
 from harmlib.data.synthetic import TARGET_A, TARGET_B
-from harmlib.evaluation.ablation import HARMONIZER_ROWS, SLICE_ROWS, STEPS, ablation_row, overrides
+from harmlib.evaluation.ablation import (
+    HARMONIZER_ROWS,
+    SLICE_ROWS,
+    STEPS,
+    ablation_row,
+    overrides,
+    run_suffix,
+    table_name,
+)
 from harmlib.evaluation.gate import evaluate_gate
 from harmlib.harmonize import harmonize_volume, load_harmonizer
 from harmlib.train.loop import fit
@@ -88,7 +96,7 @@ def main() -> None:
     if bool(args.set) != bool(args.tag):
         ap.error("--set and --tag go together: a probe's rows are kept apart under its tag")
     args.steps = args.steps or STEPS[args.rows]
-    budget = (f"_steps{args.steps}" if args.steps != STEPS[args.rows] else "") + (f"_{args.tag}" if args.tag else "")
+    suffix = run_suffix(args.rows, args.seed, args.steps, args.tag)
     probe = harmlib.config.parse_overrides(args.set) if args.set else {}
     results = []
     for n, (name, row) in enumerate(rows.items()):
@@ -102,7 +110,7 @@ def main() -> None:
         if section == "drit" and not row.get("site_field_mm", 1):  # no levers, no field: the GM-VAE reads slices
             extra = {"gmvae.view": "slice", "gmvae.field_mm": 0.0}
         cfg = base.replace(overrides(section, row) | steps | extra | probe)
-        run = out_dir / (f"{n}_{variant or 'harmonizer'}" + (f"_seed{args.seed}" if args.seed else "") + budget)
+        run = out_dir / (f"{n}_{variant or 'harmonizer'}" + suffix)
         done = run / "ablation_row.csv"
         if done.is_file():
             results.append(pd.read_csv(done).iloc[0].to_dict())
@@ -126,12 +134,9 @@ def main() -> None:
         results.append(rec)
         print(pd.DataFrame([rec]).round(4).to_string(index=False), flush=True)
     df = pd.DataFrame(results)
-    suffix = (
-        (f"_seed{args.seed}" if args.seed else "")
-        + budget
-        + ("_rows" + "-".join(map(str, args.only)) if args.only else "")
-    )
-    path = base.run_dir / "tables" / f"ablation_{args.rows}{suffix}.csv"  # a partial or other-seed run keeps its own
+    path = (
+        base.run_dir / "tables" / table_name(args.rows, args.seed, args.steps, args.tag, args.only)
+    )  # each run its own
     path.parent.mkdir(parents=True, exist_ok=True)
     write_text_atomic(path, df.to_csv(index=False))
     if args.copy:

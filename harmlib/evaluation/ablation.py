@@ -72,12 +72,12 @@ def _si(table: pd.DataFrame, target: str) -> float:
 def ablation_row(name: str, table: pd.DataFrame, trav: pd.DataFrame, steps: int, minutes: float) -> dict:
     """One row of an ablation table from a model's gate table and its per-case traveling table."""
     free = trav[trav["target"].isin(["scanner-free", "agnostic"])]["structure vs original"]
-    verdicts = table["passed"].astype(str)
-    criteria = verdicts.isin(["True", "False"])
+    from harmlib.evaluation.gate import gate_criteria, gate_failures  # the gate's own reading of its table
+
     return {
         "model": name,
         "budget": f"{steps} steps, {minutes:.1f} min",
-        "criteria missed": f"{int((verdicts[criteria] == 'False').sum())} of {int(criteria.sum())}",
+        "criteria missed": f"{len(gate_failures(table))} of {len(gate_criteria(table))}",
         "reconstruction": _value(table, r"^reconstruction SSIM"),
         "translation": _value(table, r"^translation accuracy"),
         "SSIM to truth A": _si(table, "A"),
@@ -93,6 +93,45 @@ def ablation_row(name: str, table: pd.DataFrame, trav: pd.DataFrame, steps: int,
 
 
 COMMITTED = Path("benchmarks") / "results"  # the measured tables that ship with the repository (dated by git)
+
+
+def run_suffix(rows: str, seed: int, steps: int, tag: str = "") -> str:
+    """What tells one ablation run from another in its folder and table names: the seed (none for 0), the budget
+    (none for the ablation's own, ``STEPS``) and a probe's tag."""
+    return (
+        (f"_seed{seed}" if seed else "")
+        + (f"_steps{steps}" if steps != STEPS[rows] else "")
+        + (f"_{tag}" if tag else "")
+    )
+
+
+def table_name(rows: str, seed: int, steps: int, tag: str = "", only: list[int] | None = None) -> str:
+    """The table ``benchmarks/ablation.py`` writes for one run (``only``: the rows it ran, when not all)."""
+    return (
+        f"ablation_{rows}{run_suffix(rows, seed, steps, tag)}"
+        + ("_rows" + "-".join(map(str, only)) if only else "")
+        + ".csv"
+    )
+
+
+def parse_table_name(rows: str, name: str) -> tuple[int, int, str] | None:
+    """(seed, steps, tag) of a table :func:`table_name` wrote for ``rows``; None for any other file."""
+    m = re.fullmatch(
+        rf"ablation_{rows}(?:_seed(\d+))?(?:_steps(\d+))?(?:_(?!rows|seed|steps)([a-z][\w.-]*?))?(?:_rows[\d-]+)?\.csv",
+        name,
+    )
+    return None if m is None else (int(m[1] or 0), int(m[2] or STEPS[rows]), m[3] or "")
+
+
+def measured_tables(cfg, rows: str, root: str | Path = ".") -> list[tuple[tuple[int, int, str], Path]]:
+    """Every ablation table of ``rows`` with its (seed, steps, tag): the repository's, then this run's (which replace
+    them where a caller keys by run)."""
+    found = []
+    for base in (Path(root) / COMMITTED, Path(root) / cfg.run_dir / "tables"):
+        for path in sorted(base.glob(f"ablation_{rows}*.csv")):
+            if (key := parse_table_name(rows, path.name)) is not None:
+                found.append((key, path))
+    return found
 
 
 def ablation_table(cfg, rows: str, root: str | Path = ".") -> tuple[pd.DataFrame | None, str]:
@@ -122,13 +161,12 @@ def budget_table(cfg, own: dict | None = None, root: str | Path = ".") -> pd.Dat
     Other seeds and probes (``--tag``) are left out: they are the spread and other settings, not the budget; None when
     nothing is measured."""
     rows = {}
-    for base in (Path(root) / COMMITTED, Path(root) / cfg.run_dir / "tables"):  # this run's replace the repository's
-        for path in sorted(base.glob("ablation_harmonizer*.csv")):
-            if not re.fullmatch(r"ablation_harmonizer(_steps\d+)?(_rows[\d-]+)?\.csv", path.name):
-                continue  # another seed (the ablation's spread) or a probe (another setting), not a budget
-            df = pd.read_csv(path)
-            for rec in df[df["model"] == PROFILE_ROW].to_dict("records"):
-                rows[_steps(rec["budget"])] = rec | {"measured by": f"benchmarks/ablation.py ({path.name})"}
+    for (seed, _, tag), path in measured_tables(cfg, "harmonizer", root):  # this run's replace the repository's
+        if seed or tag:
+            continue  # another seed (the ablation's spread) or a probe (another setting), not a budget
+        df = pd.read_csv(path)
+        for rec in df[df["model"] == PROFILE_ROW].to_dict("records"):
+            rows[_steps(rec["budget"])] = rec | {"measured by": f"benchmarks/ablation.py ({path.name})"}
     if own is not None:
         rows[_steps(own["budget"])] = own | {"measured by": "this chapter's model"}
     if not rows:
@@ -153,16 +191,13 @@ def seed_table(cfg, rows: str, root: str | Path = ".") -> pd.DataFrame | None:
     their spread (max - min). None when fewer than two seeds are measured. Probes (``--tag``) and other profiles' rows
     are left out."""
     steps = (cfg.harmonizer if rows == "harmonizer" else cfg.drit).train.iterations
-    pattern = rf"ablation_{rows}(_seed(\d+))?_steps{steps}(_rows[\d-]+)?\.csv"
-    if steps == STEPS[rows]:  # the profile's budget is the ablation's own: its files carry no _steps part
-        pattern = rf"ablation_{rows}(_seed(\d+))?(_rows[\d-]+)?\.csv"
     found = {}
-    for base in (Path(root) / COMMITTED, Path(root) / cfg.run_dir / "tables"):
-        for path in sorted(base.glob(f"ablation_{rows}*.csv")):
-            if re.fullmatch(pattern, path.name):
-                for rec in pd.read_csv(path).to_dict("records"):
-                    if rec["model"] in SEED_MODELS[rows] and rec.get("profile", cfg.profile) == cfg.profile:
-                        found[(rec["model"], int(rec.get("seed", 0)))] = rec
+    for (_, at, tag), path in measured_tables(cfg, rows, root):
+        if at != steps or tag:
+            continue
+        for rec in pd.read_csv(path).to_dict("records"):
+            if rec["model"] in SEED_MODELS[rows] and rec.get("profile", cfg.profile) == cfg.profile:
+                found[(rec["model"], int(rec.get("seed", 0)))] = rec
     if len({seed for _, seed in found}) < 2:
         return None
     table = pd.DataFrame([found[k] for k in sorted(found)]).reindex(columns=SEED_COLUMNS)
@@ -182,25 +217,17 @@ def probe_table(cfg, rows: str = "harmonizer", root: str | Path = ".") -> pd.Dat
     row per probe with its setting, budget and the gate's numbers, after the profile's own rows (probe "none") at the
     budgets and seeds the probes ran at; this profile's only. None when no probe is measured."""
     probes, plain = {}, {}
-    for base in (Path(root) / COMMITTED, Path(root) / cfg.run_dir / "tables"):
-        for path in sorted(base.glob(f"ablation_{rows}*.csv")):
-            m = re.fullmatch(
-                rf"ablation_{rows}(_seed\d+)?(_steps\d+)?(_(?!rows|seed|steps)[a-z][\w.-]*?)?(_rows[\d-]+)?\.csv",
-                path.name,
-            )
-            if not m:
+    for (_, _, tag), path in measured_tables(cfg, rows, root):
+        for rec in pd.read_csv(path).to_dict("records"):
+            if rec.get("profile", cfg.profile) != cfg.profile:  # another profile's probe
                 continue
-            tag = (m.group(3) or "")[1:]
-            for rec in pd.read_csv(path).to_dict("records"):
-                if rec.get("profile", cfg.profile) != cfg.profile:  # another profile's probe
-                    continue
-                if tag:
-                    rec["probe"] = rec.get("probe") if isinstance(rec.get("probe"), str) else tag
-                    probes[(tag, rec["model"], int(rec.get("seed", 0)))] = rec
-                elif rec["model"] in SEED_MODELS[rows]:
-                    plain[(_steps(rec["budget"]), int(rec.get("seed", 0)), rec["model"])] = rec | {
-                        "probe": "none (the profile)"
-                    }
+            if tag:
+                rec["probe"] = rec.get("probe") if isinstance(rec.get("probe"), str) else tag
+                probes[(tag, rec["model"], int(rec.get("seed", 0)))] = rec
+            elif rec["model"] in SEED_MODELS[rows]:
+                plain[(_steps(rec["budget"]), int(rec.get("seed", 0)), rec["model"])] = rec | {
+                    "probe": "none (the profile)"
+                }
     if not probes:
         return None
     runs = {(_steps(r["budget"]), int(r.get("seed", 0))) for r in probes.values()}

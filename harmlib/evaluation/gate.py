@@ -549,15 +549,20 @@ def clustering_gate(
     return _gate_frame(model, profile, rows, info)
 
 
+def gate_criteria(table: pd.DataFrame) -> pd.DataFrame:
+    """The rows of a gate table that are criteria (they have a threshold); the others are context."""
+    return table[table["threshold"].astype(str) != ""]
+
+
 def gate_passed(table: pd.DataFrame) -> bool:
     """Whether every criterion with a threshold holds."""
-    crit = table[table["threshold"].astype(str) != ""]
+    crit = gate_criteria(table)
     return bool(len(crit)) and bool(crit["passed"].astype(str).eq("True").all())
 
 
 def gate_failures(table: pd.DataFrame) -> list[str]:
     """The failing criteria as 'criterion value < threshold' lines (the reason a claim is not judged)."""
-    crit = table[table["threshold"].astype(str) != ""]
+    crit = gate_criteria(table)
     return [
         f"{r.criterion} {f'{float(r.value):.3f}'.replace('-0.000', '0.000')} < {float(r.threshold):.2f}"
         for r in crit.itertuples()
