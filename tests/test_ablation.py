@@ -126,7 +126,11 @@ def test_the_probe_table_puts_each_probe_beside_the_profiles_row_at_its_budget(t
     _write(run / "ablation_harmonizer_steps250_width16_rows3.csv", [(PROFILE_ROW, "250 steps, 11 min", 0.965)])
     _write(run / "ablation_harmonizer_steps250_wide_rows3.csv", [(PROFILE_ROW, "250 steps", 0.5)], profile="tiny")
     table = probe_table(cfg, root=tmp_path)
-    assert list(table["probe"]) == ["none (the profile)", probe, "width16"]  # a probe's setting, else its tag
+    assert list(table["probe"]) == [
+        "none (the profile's settings)",
+        probe,
+        "width16",
+    ]  # a probe's setting, else its tag
     assert list(table["SSIM to truth A"]) == pytest.approx([0.967, 0.966, 0.965])
     _write(run / "ablation_harmonizer_seed1_steps250_tex10_rows3.csv", [(PROFILE_ROW, "250 steps", 0.91)], seed=1)
     table = probe_table(cfg, root=tmp_path)  # the probe's seed 1 brings the profile's seed 1 beside it
@@ -147,5 +151,5 @@ def test_the_summary_holds_the_ablations_the_seeds_as_mean_and_spread_and_the_pr
     assert list(ablation["SSIM to truth A"]) == pytest.approx([0.96])
     assert list(seeds["budget"]) == ["mean of 2, 250 steps each", "spread (max - min), 250 steps each"]
     assert list(seeds["SSIM to truth A"]) == pytest.approx([0.968, 0.002])
-    assert list(probes["model"]) == ["none (the profile)", "tex10"]
+    assert list(probes["model"]) == ["none (the profile's settings)", "tex10"]
     assert all((t["profile"] == "cpu").all() for t in summary.values())  # each table says which profile made it

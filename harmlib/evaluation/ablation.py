@@ -226,7 +226,7 @@ def probe_table(cfg, rows: str = "harmonizer", root: str | Path = ".") -> pd.Dat
                 probes[(tag, rec["model"], int(rec.get("seed", 0)))] = rec
             elif rec["model"] in SEED_MODELS[rows]:
                 plain[(_steps(rec["budget"]), int(rec.get("seed", 0)), rec["model"])] = rec | {
-                    "probe": "none (the profile)"
+                    "probe": "none (the profile's settings)"
                 }
     if not probes:
         return None
