@@ -22,6 +22,8 @@ from harmlib.evaluation.ablation import (
 )
 from harmlib.plots import plot_budget
 
+AT_250 = {"harmonizer.train.iterations": 250}  # the tables below are written at 250 steps, whatever the profile's
+
 
 def _trav() -> pd.DataFrame:
     return pd.DataFrame({"target": ["A", "agnostic"], "structure vs original": [0.99, 0.97]})
@@ -86,7 +88,7 @@ def test_the_ablation_table_prefers_this_runs_and_says_where_it_came_from(tmp_pa
 def test_the_seed_table_is_the_profiles_model_at_its_budget_with_mean_and_spread(tmp_path):
     """Seeds 0, 1, 2 of the profile's model at the profile's 250 steps: one row each, then the mean and the spread;
     another budget, another model and a probe stay out; one seed alone is no spread."""
-    cfg = harmlib.load_config("cpu")
+    cfg = harmlib.load_config("cpu", AT_250)
     run = tmp_path / cfg.run_dir / "tables"
     _write(run / "ablation_harmonizer_steps250_rows3.csv", [(PROFILE_ROW, "250 steps, 8 min", 0.967)], seed=0)
     assert seed_table(cfg, "harmonizer", root=tmp_path) is None
@@ -138,7 +140,7 @@ def test_the_probe_table_puts_each_probe_beside_the_profiles_row_at_its_budget(t
 
 
 def test_the_summary_holds_the_ablations_the_seeds_as_mean_and_spread_and_the_probes(tmp_path):
-    cfg = harmlib.load_config("cpu")
+    cfg = harmlib.load_config("cpu", AT_250)
     assert ablation_summary(cfg, root=tmp_path) == {}
     run = tmp_path / cfg.run_dir / "tables"
     _write(run / "ablation_harmonizer.csv", [("+ residual (y = x + G)", "100 steps, 4 min", 0.96)], profile="cpu")
