@@ -22,6 +22,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from harmlib.evaluation.gate import gate_criteria, gate_failures  # the gate's own reading of its table
+
 STEPS = {"harmonizer": 100, "slices": 150}  # the ablations' budgets (benchmarks/ablation.py's default --steps)
 
 NO_LEVERS = {
@@ -72,8 +74,6 @@ def _si(table: pd.DataFrame, target: str) -> float:
 def ablation_row(name: str, table: pd.DataFrame, trav: pd.DataFrame, steps: int, minutes: float) -> dict:
     """One row of an ablation table from a model's gate table and its per-case traveling table."""
     free = trav[trav["target"].isin(["scanner-free", "agnostic"])]["structure vs original"]
-    from harmlib.evaluation.gate import gate_criteria, gate_failures  # the gate's own reading of its table
-
     return {
         "model": name,
         "budget": f"{steps} steps, {minutes:.1f} min",
