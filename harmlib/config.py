@@ -397,6 +397,11 @@ class GMVAEConfig(GMVAEArch):
     view_size: int = 32  # field view: the planes resampled to view_size^2 (divisible by 2**n_down)
     # field view: the log field (a few hundredths) times this into [-1, 1]
     view_scale: float = rule(10.0, lambda v: math.isfinite(v) and v > 0, "use a positive multiplier, e.g. 10")
+    # field view: the weight of the volume's log stored scale (its Normalizer's high over the cohort's median),
+    # added to its planes; normalizing divides the scale out, and it is what tells cohort v2's sites apart most
+    scale_weight: float = rule(
+        0.0, lambda v: math.isfinite(v) and v >= 0, "use 0 (off) or a weight >= 0 of the log scale, e.g. 0.5"
+    )
     slices: SliceConfig = field(default_factory=SliceConfig)
     weights: GMVAEWeights = field(default_factory=GMVAEWeights)
     train: TrainConfig = field(default_factory=lambda: TrainConfig(batch_size=64, lr=1e-3, beta1=0.9, weight_decay=0.0))

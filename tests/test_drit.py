@@ -146,7 +146,7 @@ def test_self_reconstruction_uses_each_slices_own_attribute(trained, variant):
     shape = [s + a + b for s, (a, b) in zip(h.slice_shape, h.pads)]
     x = torch.rand(3, 1, *shape) * 2 - 1
     g = h.nets["levers"].field  # a model with the site field reads each slice's plane of its volume's field
-    where = None if g is None else Where(None, torch.randn(3, *g.grid) * 0.05, torch.zeros(3))
+    where = None if g is None else Where(None, torch.randn(3, *g.grid) * 0.05, torch.zeros(3), torch.ones(3))
     own = translate_slices(h, x, "self:Guys", where=where)
     assert own.shape == x.shape and torch.isfinite(own).all()
     assert not torch.allclose(own, translate_slices(h, x, "Guys", seed=0, where=where))  # not the site's sampled z^a
@@ -156,7 +156,7 @@ def test_self_reconstruction_uses_each_slices_own_attribute(trained, variant):
 
 def test_a_field_view_gmm_drit_reads_each_slices_field_plane_not_the_slice(trained, tmp_path):
     """GMM-DRIT on a field-view GM-VAE (the tiny and cpu profiles): a slice's own z^a comes from its plane of its
-    volume's field, whatever the slice's intensities; one reference slice carries no field, so it is refused; a
+    volume's field and the volume's stored scale, whatever the slice's intensities; one reference slice carries no field, so it is refused; a
     GM-VAE that read another field than stage 2's G moves is refused with the fix."""
     from harmlib.drit.harmonizer import own_attribute
 
@@ -168,9 +168,11 @@ def test_a_field_view_gmm_drit_reads_each_slices_field_plane_not_the_slice(train
     x = torch.rand(3, 1, *shape) * 2 - 1
     planes = torch.randn(3, g.grid[0], g.grid[2]) * 0.05
     c = h.code("Guys", 3)
-    z = own_attribute(h, x, c, planes)
-    assert torch.allclose(z, own_attribute(h, torch.rand_like(x), c, planes))
-    assert not torch.allclose(z, own_attribute(h, x, c, -planes))
+    scale = torch.full((3,), h.nets["E_a"].spec.scale_ref)
+    z = own_attribute(h, x, c, planes, scale)
+    assert torch.allclose(z, own_attribute(h, torch.rand_like(x), c, planes, scale))
+    assert not torch.allclose(z, own_attribute(h, x, c, -planes, scale))
+    assert not torch.allclose(z, own_attribute(h, x, c, planes, scale * 1.2))  # and its volume's stored scale
     with pytest.raises(DataError, match="one reference slice does not carry"):
         translate_slices(h, x, "Guys", reference=x[0])
     with pytest.raises(CheckpointError, match=r"reads site-field planes .* re-run the GM-VAE pretraining"):
@@ -411,10 +413,12 @@ def test_a_2d_batch_carries_its_slices_planes_of_their_volumes_fields(trained, v
     data = meta["dataset"]
     every = []
     for v in range(len(data.volumes)):
-        vol = data.volumes.normalized(v)[0]
-        every.append(own_planes(h, volume_where(h, volume_read(h, vol), data.slices)))
+        vol, params = data.volumes.normalized(v)
+        every.append(own_planes(h, volume_where(h, volume_read(h, vol, params["high"]), data.slices)))
     every = torch.cat(every)
     assert all(any(torch.allclose(o, e, atol=1e-5) for e in every) for o in own)
+    highs = torch.tensor([data.volumes.normalized(v)[1]["high"] for v in range(len(data.volumes))])
+    assert all(torch.isclose(highs, s).any() for s in b.where_a.scale)  # and its volume's stored scale
     f = task.forward(b)
     assert f.field_pred.shape[1:] == levers.field.grid and torch.allclose(f.field_pred, torch.zeros_like(f.field_pred))
     assert "field" in trained[variant]["log"].columns
@@ -442,3 +446,22 @@ def test_slice_models_keep_a_finer_scans_resolution_and_detail(trained, brain_pa
     change = h.change(on_grid, target)
     assert change.knots is not None and change.log_field is not None and np.abs(change.delta).max() > 0.01
     assert np.allclose(change.apply(on_grid), h.harmonize(on_grid, target))
+
+
+def test_a_translation_lands_on_its_codes_stored_scale(trained):
+    """What a field-view GM-VAE re-encodes of a translation (the cross-cycle): the field the levers put it on and
+    the stored scale of its code (the geometric mean of the training slices' with that code; scanner-free: the
+    codes' mean), as a slice of the target's own volume would carry."""
+    from harmlib.drit.task import lever_terms
+
+    task, meta = train_drit.build_task(trained["cfg"], trained["man"], "gmm_drit", trained["gmvae"])
+    means = task.forward.keywords["means"]
+    k, nz, b = len(means.scale), meta["spec"]["nz"], task.batch(0)
+    n = len(b.x_a)
+    c = torch.zeros(2 * n, k)
+    for i in range(1, 2 * n):
+        c[i, i % k] = 1.0  # row 0 is scanner-free
+    terms = lever_terms(task.nets, torch.randn(2 * n, nz), c, b.where_a, means)
+    want = torch.stack([means.scale.log().mean().exp(), *[means.scale[i % k] for i in range(1, n)]])
+    assert torch.allclose(terms.landing.scale, want, rtol=1e-5)
+    assert (means.scale > 0).all() and means.scale.shape == (k,)

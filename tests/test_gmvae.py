@@ -201,6 +201,7 @@ def test_kl_warmup_weight_from_the_step(cohort):
         ({"gmvae.view": "volume"}, "gmvae.view"),
         ({"gmvae.view_size": 36}, "gmvae.view_size"),  # not a multiple of 2**n_down = 8
         ({"gmvae.view_scale": 0.0}, "gmvae.view_scale"),
+        ({"gmvae.scale_weight": -0.5}, "gmvae.scale_weight"),
         ({"gmvae.view": "field", "drit.site_field_mm": 0, "drit.weights.field": 0}, "gmvae.view"),
     ],
 )
@@ -294,10 +295,37 @@ def test_the_field_view_reads_the_planes_stage_2s_site_field_reads(cohort):
     assert meta["field"] == {"sigma_mm": cfg.drit.site_field_mm, "volume": list(field.shape)}
     b = drit.batch(0)
     planes = field.plane(b.where_a.field, b.where_a.region)
-    for x in m.view_input(b.x_a, planes):  # each batch slice's view is one of the GM-VAE's inputs
+    for x in m.view_input(b.x_a, planes, b.where_a.scale):  # each batch slice's view is one of the GM-VAE's inputs
         assert min(float((x - y).abs().max()) for y in meta["inputs"]) < 1e-5
     assert not torch.equal(meta["inputs"][0], meta["inputs"][-1])
     with pytest.raises(ValueError, match="pass planes"):
         m.view_input(b.x_a)
     plain, pmeta = build_task(cfg.replace({"gmvae.view": "slice"}), man)
     assert plain.fingerprint != task.fingerprint and pmeta["field"] == {}
+    assert plain.nets["gmvae"].spec.scale_weight == 0  # the slice view reads the slices, whose scale is divided out
+
+
+def test_the_field_view_reads_each_volumes_stored_scale_beside_its_planes(cohort):
+    """gmvae.scale_weight: each volume's log stored scale (its Normalizer's high, which normalizing divides out)
+    over the cohort's median, times the weight, is added to its planes: doubling a volume's scale moves its view by
+    view_scale * weight * log 2 (before clipping); with weight 0 the scale is not read."""
+    from harmlib.gmvae.task import volume_scales
+
+    cfg, man = cohort
+    w = 0.5
+    task, meta = build_task(cfg.replace({"gmvae.view": "field", "gmvae.scale_weight": w}), man)
+    m, data = task.nets["gmvae"], meta["dataset"]
+    highs = [data.volumes.normalized(v)[1]["high"] for v in range(len(data.volumes))]
+    assert torch.allclose(volume_scales(data), torch.tensor(highs))
+    assert m.spec.scale_ref == pytest.approx(float(np.median(highs)), rel=1e-6)
+    planes = torch.zeros(2, 5, 5)
+    scale = torch.full((2,), m.spec.scale_ref)
+    base, doubled = m.field_input(planes, scale), m.field_input(planes, 2 * scale)
+    assert torch.allclose(base, torch.zeros_like(base)) and torch.allclose(
+        doubled, torch.full_like(doubled, min(1.0, m.spec.view_scale * w * math.log(2)))
+    )
+    with pytest.raises(ValueError, match="pass scale"):
+        m.field_input(planes)
+    off, ometa = build_task(cfg.replace({"gmvae.view": "field", "gmvae.scale_weight": 0.0}), man)
+    assert torch.equal(off.nets["gmvae"].field_input(planes), off.nets["gmvae"].field_input(planes, 2 * scale))
+    assert not torch.equal(ometa["inputs"], meta["inputs"]) and off.fingerprint != task.fingerprint

@@ -25,7 +25,7 @@ a volume on the model's grid), so a 1 mm scan comes back with its 1 mm detail.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -121,12 +121,16 @@ class SliceHarmonizer:
 
 
 def own_attribute(
-    h: SliceHarmonizer, x: torch.Tensor, c: torch.Tensor, planes: torch.Tensor | None = None
+    h: SliceHarmonizer,
+    x: torch.Tensor,
+    c: torch.Tensor,
+    planes: torch.Tensor | None = None,
+    scale: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Each slice's own z^a: the mean of q(z^a|x) (DRIT++'s E^a with the site's code ``c``; the GM-VAE's posterior,
-    which with the field view reads the slices' ``planes`` of their volume's own field)."""
+    which with the field view reads the slices' ``planes`` of their volume's own field and its stored ``scale``)."""
     if h.kind == GMM_DRIT:
-        return h.nets["E_a"].attribute(h.nets["E_a"].view_input(x, planes))[0]
+        return h.nets["E_a"].attribute(h.nets["E_a"].view_input(x, planes, scale))[0]
     return h.nets["E_a"](x, c)[0]
 
 
@@ -204,7 +208,11 @@ def translate_slices(
         xb = x[start : start + batch_size].to(h.device)
         c = codes[start : start + batch_size]
         wb = None if where is None else _rows(where, start, len(xb)).to(h.device)
-        z = own_attribute(h, xb, c, own_planes(h, wb)) if t.own else z_a.expand(xb.shape[0], -1)
+        z = (
+            own_attribute(h, xb, c, own_planes(h, wb), None if wb is None else wb.scale)
+            if t.own
+            else z_a.expand(xb.shape[0], -1)
+        )
         out.append(generate(h.nets, h.nets["E_c"](xb), z, c, xb, wb).float().cpu())
     return torch.cat(out) if out else x.new_zeros(x.shape)
 
@@ -217,17 +225,18 @@ def _rows(where: Where, start: int, n: int) -> Where:
             return None
         return v.expand(n, *v.shape[1:]) if len(v) == 1 else v[start : start + n]
 
-    return Where(take(where.landmarks), take(where.field), take(where.region))
+    return Where(take(where.landmarks), take(where.field), take(where.region), take(where.scale))
 
 
-def volume_read(h: SliceHarmonizer, x: np.ndarray) -> Where | None:
-    """A normalized volume's (X, Y, Z) landmarks (1, L) and own field (1, *grid) for the cpu levers (None without
-    the landmark curve): read once, for all its slices and for its change."""
+def volume_read(h: SliceHarmonizer, x: np.ndarray, high: float) -> Where | None:
+    """A normalized volume's (X, Y, Z) landmarks (1, L), own field (1, *grid) and stored scale ``high`` (its
+    Normalizer's, (1,)) for the cpu levers (None without the landmark curve): read once, for all its slices and for
+    its change."""
     levers = h.nets.get("levers")
     if levers is None or levers.curve is None:
         return None
     landmarks = array_landmarks(x, levers.curve.percentiles)
-    return levers.read(slab_volume(x, h.pads), landmarks)
+    return replace(levers.read(slab_volume(x, h.pads), landmarks), scale=torch.tensor([float(high)]))
 
 
 def volume_where(h: SliceHarmonizer, volume: Where | None, coronal: Sequence[int]) -> Where | None:
@@ -235,7 +244,7 @@ def volume_where(h: SliceHarmonizer, volume: Where | None, coronal: Sequence[int
     if volume is None:
         return None
     idx = torch.as_tensor(list(coronal))
-    return slice_where(h.nets["levers"], volume.landmarks, volume.field, idx)
+    return slice_where(h.nets["levers"], volume.landmarks, volume.field, idx, volume.scale)
 
 
 def harmonize_slices(h: SliceHarmonizer, vol: np.ndarray, target: str | Target, seed: int = 0) -> np.ndarray:
@@ -262,7 +271,7 @@ def slice_change(h: SliceHarmonizer, vol: np.ndarray, target: str | Target, seed
         (np.moveaxis(vol, 1, 0) > 0).reshape(vol.shape[1], -1).any(1)
     )  # planes outside the head stay background
     out = np.full_like(slices, -1.0)
-    volume = volume_read(h, x)  # once: its slices and its change
+    volume = volume_read(h, x, params["high"])  # once: its slices and its change
     if brain.size:
         xp = F.pad(
             torch.from_numpy(slices[brain])[:, None],
@@ -299,7 +308,13 @@ def translate_dataset(
     where = None
     levers = h.nets.get("levers")
     if items and levers is not None and levers.curve is not None:  # each slice with its whole volume's, as in training
-        volumes = {r: volume_read(h, data.volumes.normalized(r)[0]) for r in sorted({it["index"] for it in items})}
+        volumes = {r: volume_read(h, *_normalized(data, r)) for r in sorted({it["index"] for it in items})}
         where = cat([volume_where(h, volumes[it["index"]], [it["slice"]]) for it in items])
     y = translate_slices(h, x, target, seed, where=where)
     return crop_pads(x, h.pads).numpy()[:, 0], crop_pads(y, h.pads).numpy()[:, 0]
+
+
+def _normalized(data: Any, r: int) -> tuple[np.ndarray, float]:
+    """Volume ``r`` of a dataset normalized, and its stored scale (the Normalizer's high)."""
+    x, params = data.volumes.normalized(r)
+    return x, params["high"]

@@ -219,9 +219,13 @@ def build_drit(spec: DRITSpec, attribute_encoder: nn.Module | None = None) -> di
 
 
 def slice_where(
-    levers: Levers, landmarks: torch.Tensor | None, own: torch.Tensor | None, coronal: torch.Tensor
+    levers: Levers,
+    landmarks: torch.Tensor | None,
+    own: torch.Tensor | None,
+    coronal: torch.Tensor,
+    scale: torch.Tensor | None = None,
 ) -> Where:
-    """Where slices sit in their volumes: their volumes' landmarks (N, L) and own fields (N, *grid), and the slices'
-    positions on the field's grid from their coronal indices (N,)."""
+    """Where slices sit in their volumes: their volumes' landmarks (N, L), own fields (N, *grid) and stored scales
+    (N,), and the slices' positions on the field's grid from their coronal indices (N,)."""
     at = None if levers.field is None else levers.field.coronal_position(coronal)
-    return Where(landmarks, own, at)
+    return Where(landmarks, own, at, scale)

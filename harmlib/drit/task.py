@@ -30,7 +30,7 @@ from harmlib.data.datasets import DomainPairs, SliceDataset, slab_shape, slice_v
 from harmlib.data.manifest import Manifest
 from harmlib.drit.losses import AttributePosterior, DRITForward, drit_discriminator_loss, drit_generator_loss
 from harmlib.drit.model import DRIT, VARIANTS, DRITSpec, build_drit, generate, slice_where
-from harmlib.gmvae.task import load_gmvae, slice_dataset
+from harmlib.gmvae.task import load_gmvae, slice_dataset, volume_scales
 from harmlib.models.levers import Levers, Where, cat
 from harmlib.train.loop import PairBatches, Task, export_payload, fingerprint
 
@@ -63,19 +63,25 @@ class Batches(PairBatches):
         where_a = where_b = None
         if self.volumes is not None:  # inference maps a volume's slices with the volume's landmarks and field
             v_a, v_b = self.volumes[a["index"]], self.volumes[b["index"]]
-            where_a = slice_where(self.levers, v_a.landmarks, v_a.field, a["slice"])
-            where_b = slice_where(self.levers, v_b.landmarks, v_b.field, b["slice"])
+            where_a = slice_where(self.levers, v_a.landmarks, v_a.field, a["slice"], v_a.scale)
+            where_b = slice_where(self.levers, v_b.landmarks, v_b.field, b["slice"], v_b.scale)
         return DRITBatch(a["image"], b["image"], a["domain_index"], b["domain_index"], where_a, where_b)
 
 
 # --------------------------------------------------------------------------- one forward pass
 def _attribute(
-    nets: dict, x: torch.Tensor, c_true: torch.Tensor, gmm: bool, planes: torch.Tensor | None = None
+    nets: dict,
+    x: torch.Tensor,
+    c_true: torch.Tensor,
+    gmm: bool,
+    planes: torch.Tensor | None = None,
+    scale: torch.Tensor | None = None,
 ) -> dict[str, torch.Tensor]:
     """(z^a, c) of a batch; DRIT++ also returns (mu, logvar) and samples z^a = mu + sigma * eps. A GM-VAE with the
-    field view reads the slices' ``planes`` of their site fields instead of the slices."""
+    field view reads the slices' ``planes`` of their site fields (and their volumes' stored ``scale``) instead of
+    the slices."""
     if gmm:
-        z, c = nets["E_a"].attribute(nets["E_a"].view_input(x, planes))
+        z, c = nets["E_a"].attribute(nets["E_a"].view_input(x, planes, scale))
         return {"z": z, "c": c}
     mu, logvar = nets["E_a"](x, c_true)
     return {"z": mu + (0.5 * logvar).exp() * torch.randn_like(mu), "c": c_true, "mu": mu, "logvar": logvar}
@@ -107,6 +113,9 @@ def lever_terms(nets: dict, z: torch.Tensor, c: torch.Tensor, where: Where, mean
     landing = nets["levers"].landing(torch.cat([z, c.to(z.dtype)], 1), where.repeat(2))
     coded = c.sum(1) > 0
     code = c.float()
+    if means.scale is not None:  # a translation takes its code's stored scale (scanner-free: the codes' mean)
+        log = means.scale.log()
+        landing = replace(landing, scale=(code @ log + (~coded).float() * log.mean()).exp())
     field_target = None
     if landing.field is not None:
         field_target = (code @ means.field.flatten(1)).view(-1, *means.field.shape[1:])[coded]
@@ -128,7 +137,8 @@ def forward(nets: dict, b: DRITBatch, spec: DRITSpec, gmm: bool, means: Where | 
     z_c = nets["E_c"](x)
     where = None if b.where_a is None else cat([b.where_a, b.where_b])
     own_planes = _planes(nets, None if where is None else where.field, where)
-    att = _attribute(nets, x, F.one_hot(torch.cat([b.d_a, b.d_b]), spec.n_domains).float(), gmm, own_planes)
+    c_true = F.one_hot(torch.cat([b.d_a, b.d_b]), spec.n_domains).float()
+    att = _attribute(nets, x, c_true, gmm, own_planes, None if where is None else where.scale)
     z_aa, z_ab, c_a, c_b = att["z"][:n], att["z"][n:], att["c"][:n], att["c"][n:]
     z_rand = torch.randn(n, spec.nz, device=x.device)
     c_rand_a, c_rand_b = (torch.zeros_like(c_a), torch.zeros_like(c_b)) if gmm else (c_b, c_a)
@@ -184,7 +194,8 @@ def cycle(
     z_c_re = nets["E_c"](torch.cat([x_ab, x_ba]))
     re_in = torch.cat([x_ab, x_ba]) if gmm else torch.cat([x_ab, x_ba, x_a_rand, x_b_rand])
     re_planes = _planes(nets, None if terms is None else terms.landing.field, where)
-    att_re = _attribute(nets, re_in, torch.cat([c_b, c_a] if gmm else [c_b, c_a, c_b, c_a]), gmm, re_planes)
+    re_scale = None if terms is None else terms.landing.scale
+    att_re = _attribute(nets, re_in, torch.cat([c_b, c_a] if gmm else [c_b, c_a, c_b, c_a]), gmm, re_planes, re_scale)
     z_a = torch.cat([att_re["z"][n : 2 * n], att_re["z"][:n]])
     back = None if terms is None else terms.landing.detach()
     return generate(nets, z_c_re, z_a, torch.cat([c_a, c_b]), torch.cat([x_ab, x_ba]), back), att_re
@@ -203,11 +214,16 @@ def posterior(att: dict[str, torch.Tensor], att_re: dict[str, torch.Tensor], n: 
 
 
 @torch.no_grad()
-def slice_codes(gmvae: torch.nn.Module, data: SliceDataset, planes: torch.Tensor | None = None) -> torch.Tensor:
+def slice_codes(
+    gmvae: torch.nn.Module,
+    data: SliceDataset,
+    planes: torch.Tensor | None = None,
+    scale: torch.Tensor | None = None,
+) -> torch.Tensor:
     """GMM-DRIT's code of every training slice: the argmax of the frozen GM-VAE's q(y|x), as in training (a
-    field-view GM-VAE reads the slices' ``planes`` of their volumes' own fields)."""
+    field-view GM-VAE reads the slices' ``planes`` of their volumes' own fields and their volumes' ``scale``)."""
     x = torch.stack([data[i]["image"] for i in range(len(data))])
-    x = gmvae.view_input(x, planes)
+    x = gmvae.view_input(x, planes, scale)
     return torch.cat([gmvae.attribute(x[i : i + 64])[1].argmax(1) for i in range(0, len(x), 64)])
 
 
@@ -280,19 +296,24 @@ def lever_statistics(nets: dict, data: SliceDataset, gmm: bool, k: int) -> tuple
     targets; GMM-DRIT's codes are the frozen GM-VAE's components of the training slices)."""
     levers = nets["levers"]
     slabs, landmarks = volume_slabs(data)
-    volumes = levers.fit_cohort(slabs, landmarks)
+    volumes = replace(levers.fit_cohort(slabs, landmarks), scale=volume_scales(data))
     volume, coronal = slice_volume_index(data)
     slices = slice_where(
-        levers, volumes.landmarks[volume], None if volumes.field is None else volumes.field[volume], coronal
+        levers,
+        volumes.landmarks[volume],
+        None if volumes.field is None else volumes.field[volume],
+        coronal,
+        volumes.scale[volume],
     )
     planes = _planes(nets, slices.field, slices)
-    codes = slice_codes(nets["E_a"], data, planes) if gmm else torch.as_tensor(data.domain_indices)
+    codes = slice_codes(nets["E_a"], data, planes, slices.scale) if gmm else torch.as_tensor(data.domain_indices)
     field = (
         None
         if slices.field is None
         else code_means(slices.field.flatten(1), codes, k).view(-1, *slices.field.shape[1:])
     )
-    return volumes, Where(code_means(slices.landmarks, codes, k), field)
+    scale = code_means(slices.scale.log()[:, None], codes, k)[:, 0].exp()  # each code's (geometric) mean scale
+    return volumes, Where(code_means(slices.landmarks, codes, k), field, None, scale)
 
 
 def model_metadata(cfg: Config, variant: str, spec: DRITSpec, data: SliceDataset, extra: dict) -> dict[str, Any]:

@@ -12,7 +12,8 @@ After pretraining, the inference network is GMM-DRIT's attribute encoder E^a:
 What x is (``GMVAESpec.view``): ``slice``, the thesis's, the coronal slice itself; ``field`` (ours, the cpu
 profile), the slice's plane of its volume's smooth intensity field, relative to the training cohort's
 (``models.blocks.SiteField``, the 2D models' site field on the same grid), resampled to ``size`` and scaled by
-``view_scale`` into [-1, 1] (:meth:`GMVAE.view_input`). A slice's intensities barely tell its scanner (a supervised
+``view_scale`` into [-1, 1] (:meth:`GMVAE.view_input`); with ``scale_weight`` the volume's log stored scale (the
+Normalizer's high over the cohort's median, which normalizing divides out) is added to the planes. A slice's intensities barely tell its scanner (a supervised
 reader of slice histograms: 0.76 on the cpu cohort) while its volume's field separates the sites (k-means 1.00).
 """
 
@@ -39,6 +40,8 @@ class GMVAESpec(GMVAEArch):
     n_components: int = 5
     view: str = "slice"  # what x is: the slice (the thesis) or its plane of its volume's site field (``field``)
     view_scale: float = 1.0  # field view: the log field's multiplier into [-1, 1]
+    scale_weight: float = 0.0  # field view: the weight of the log stored scale over ``scale_ref`` added to the planes
+    scale_ref: float = 1.0  # field view: the training cohort's median stored scale (the Normalizer's high)
 
     @property
     def bottleneck(self) -> tuple[int, int, int]:
@@ -174,18 +177,29 @@ class GMVAE(nn.Module):
             "x_logits": self.decoder(z),
         }
 
-    def view_input(self, x: torch.Tensor, planes: torch.Tensor | None = None) -> torch.Tensor:
+    def view_input(
+        self, x: torch.Tensor, planes: torch.Tensor | None = None, scale: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """The GM-VAE's x for slices ``x`` (N, 1, H, W): the slices themselves (``slice`` view), or (``field``
-        view) :meth:`field_input` of their planes ``planes`` (N, gx, gz) of their volumes' own log fields."""
+        view) :meth:`field_input` of their planes ``planes`` (N, gx, gz) of their volumes' own log fields and
+        their volumes' stored ``scale`` (N,)."""
         if self.spec.view == "slice":
             return x
         if planes is None:
             raise ValueError("this GM-VAE reads the slices' site-field planes (view 'field'); pass planes")
-        return self.field_input(planes)
+        return self.field_input(planes, scale)
 
-    def field_input(self, planes: torch.Tensor) -> torch.Tensor:
-        """Field view: planes (N, gx, gz) resampled to ``size`` and scaled by ``view_scale``, clipped to [-1, 1]
-        (the decoder's range)."""
+    def field_input(self, planes: torch.Tensor, scale: torch.Tensor | None = None) -> torch.Tensor:
+        """Field view: planes (N, gx, gz) plus ``scale_weight`` * log(scale / scale_ref) (each volume's stored
+        scale, (N,), which normalizing divides out), resampled to ``size`` and scaled by ``view_scale``, clipped to
+        [-1, 1] (the decoder's range)."""
+        if self.spec.scale_weight:
+            if scale is None:
+                raise ValueError(
+                    "this GM-VAE reads each volume's stored scale beside its field (scale_weight); pass scale"
+                )
+            log = (scale.to(planes).clamp_min(1e-12) / self.spec.scale_ref).log()
+            planes = planes + self.spec.scale_weight * log[:, None, None]
         p = F.interpolate(planes[:, None].float(), size=self.spec.size, mode="bilinear", align_corners=True)
         return (p * self.spec.view_scale).clamp(-1, 1)
 

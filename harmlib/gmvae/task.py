@@ -14,7 +14,8 @@ The exported ``gmvae.pt`` carries the nets, K and the domains, and the cluster -
 With ``gmvae.view: field`` x is each training slice's plane of its volume's site field (``GMVAE.view_input``),
 read as stage 2's levers read it: the volumes padded as stage 2's slices (``gmvae.field_pad``), sigma
 ``gmvae.field_mm`` (the config checks both against the ``drit`` section), relative to the cohort's mean field;
-the model file records that grid (``field``) and stage 2 refuses a GM-VAE read on another.
+with ``gmvae.scale_weight``, plus the weighted log of the volume's stored scale over the cohort's median (its
+``scale_ref``, in the spec); the model file records that grid (``field``) and stage 2 refuses a GM-VAE read on another.
 """
 
 from __future__ import annotations
@@ -88,7 +89,15 @@ def view_inputs(cfg: Config, model: GMVAE, data: SliceDataset) -> tuple[torch.Te
     own = reader.fit_cohort(torch.cat(slabs), landmarks)
     volume, coronal = slice_volume_index(data)
     planes = reader.plane(own[volume], reader.coronal_position(coronal))
-    return model.field_input(planes), {"sigma_mm": cfg.gmvae.field_mm, "volume": list(reader.shape)}
+    return model.field_input(planes, volume_scales(data)[volume]), {
+        "sigma_mm": cfg.gmvae.field_mm,
+        "volume": list(reader.shape),
+    }
+
+
+def volume_scales(data: SliceDataset) -> torch.Tensor:
+    """(V,) each volume's stored intensity scale: the Normalizer's ``high``, which normalizing divides out."""
+    return torch.tensor([data.volumes.normalized(v)[1]["high"] for v in range(len(data.volumes))])
 
 
 def build_task(cfg: Config, manifest: Manifest) -> tuple[Task, dict[str, Any]]:
@@ -111,6 +120,8 @@ def build_task(cfg: Config, manifest: Manifest) -> tuple[Task, dict[str, Any]]:
         n_components=len(domains),
         view=g.view,
         view_scale=g.view_scale if field else 1.0,
+        scale_weight=g.scale_weight if field else 0.0,
+        scale_ref=float(np.median(volume_scales(data).numpy())) if field and g.scale_weight else 1.0,
         **arch_fields(g, GMVAEArch),
     )
     torch.manual_seed(cfg.seed)

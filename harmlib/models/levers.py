@@ -73,11 +73,14 @@ class Where:
     field: (N, *grid) each whole volume's own field relative to the cohort's (:meth:`SiteField.own`).
     region: 3D, (N, 3) each crop's start in the whole volume (None: the images are whole);
         2D, (N,) each slice's coronal position on the field's grid (:meth:`SiteField.coronal_position`).
+    scale: (N,) each whole volume's stored intensity scale (the Normalizer's ``high``, which normalizing divides
+        out): the levers do not use it; a field-view GM-VAE with ``scale_weight`` reads it beside the field.
     """
 
     landmarks: torch.Tensor | None = None
     field: torch.Tensor | None = None
     region: torch.Tensor | None = None
+    scale: torch.Tensor | None = None
 
     def __getitem__(self, i: slice | torch.Tensor) -> Where:
         return Where(*[None if v is None else v[i] for v in self._values()])
