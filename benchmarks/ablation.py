@@ -10,12 +10,15 @@ quality gate without the native-resolution rows (they cost minutes per row and d
 the table goes to ``runs/<profile>/tables/ablation_<rows>.csv`` (and ``--copy`` to a committed file) with each
 row's budget. The 2D rows use the run's trained GM-VAE (``runs/<profile>/models/gmvae.pt``, chapter 04); without the levers there is
 no site field to read, so GMM-DRIT with the paper's G gets a slice-view GM-VAE (the thesis's) trained here once.
-A killed run resumes: each row's training resumes from its checkpoint, a row whose gate is written is skipped.
+A killed run resumes: each row's training resumes from its checkpoint, a row whose gate is written is skipped; a row
+trained with another config, another harmlib or another GM-VAE (its ``key.txt``) is trained and measured again.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
+import shutil
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -38,7 +41,8 @@ from harmlib.evaluation.ablation import (
 )
 from harmlib.evaluation.gate import evaluate_gate
 from harmlib.harmonize import harmonize_volume, load_harmonizer
-from harmlib.train.loop import fit
+from harmlib.pipeline import library_hash
+from harmlib.train.loop import fingerprint, fit
 
 TARGETS = {"A": TARGET_A.domain, "B": TARGET_B.domain}
 
@@ -71,6 +75,12 @@ def slice_gmvae(cfg, man, run: Path, steps: int) -> Path:
     fit(task, cfg.gmvae.train, cfg.runtime, run / "train", seed=cfg.seed)
     export_model(task, meta, path)
     return path
+
+
+def row_key(cfg, gmvae: Path | None) -> str:
+    """What a measured row depends on: its config, harmlib's source and (GMM-DRIT) its GM-VAE's model file."""
+    weights = hashlib.sha256(gmvae.read_bytes()).hexdigest() if gmvae is not None else ""
+    return fingerprint([harmlib.config.to_dict(cfg), library_hash(), weights])
 
 
 def main() -> None:
@@ -112,13 +122,18 @@ def main() -> None:
         cfg = base.replace(overrides(section, row) | steps | extra | probe)
         run = out_dir / (f"{n}_{variant or 'harmonizer'}" + suffix)
         done = run / "ablation_row.csv"
+        gmvae = base.run_dir / "models" / "gmvae.pt"
+        if variant == "gmm_drit" and cfg.gmvae.view == "slice":  # the thesis's GM-VAE, trained here once
+            gmvae = slice_gmvae(cfg, man, out_dir / "gmvae_slice", args.gmvae_steps)
+        key = row_key(cfg, gmvae if variant == "gmm_drit" else None)
+        if run.exists() and not ((run / "key.txt").is_file() and (run / "key.txt").read_text() == key):
+            shutil.rmtree(run)  # trained or measured with another config, harmlib or GM-VAE: from scratch
         if done.is_file():
             results.append(pd.read_csv(done).iloc[0].to_dict())
             print(f"{name}: done before ({done})")
             continue
-        gmvae = base.run_dir / "models" / "gmvae.pt"
-        if variant == "gmm_drit" and cfg.gmvae.view == "slice":  # the thesis's GM-VAE, trained here once
-            gmvae = slice_gmvae(cfg, man, out_dir / "gmvae_slice", args.gmvae_steps)
+        run.mkdir(parents=True, exist_ok=True)
+        write_text_atomic(run / "key.txt", key)
         model, n_steps, minutes = train_row(cfg, man, section, variant, run, gmvae)
         h = load_harmonizer(model)
         fn = lambda v, aff, t, h=h, seed=cfg.seed: harmonize_volume(h, v, aff, t, seed)  # noqa: E731
