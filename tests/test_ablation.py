@@ -137,6 +137,9 @@ def test_the_probe_table_puts_each_probe_beside_the_profiles_row_at_its_budget(t
     _write(run / "ablation_harmonizer_seed1_steps250_tex10_rows3.csv", [(PROFILE_ROW, "250 steps", 0.91)], seed=1)
     table = probe_table(cfg, root=tmp_path)  # the probe's seed 1 brings the profile's seed 1 beside it
     assert list(table["SSIM to truth A"]) == pytest.approx([0.967, 0.9, 0.966, 0.91, 0.965])
+    _write(run / "ablation_harmonizer_steps1000_tex10_rows3.csv", [(PROFILE_ROW, "1000 steps", 0.969)], probe=probe)
+    table = probe_table(cfg, root=tmp_path)  # the same probe at another budget is another row, beside its reference
+    assert list(table["SSIM to truth A"]) == pytest.approx([0.967, 0.9, 0.968, 0.966, 0.969, 0.91, 0.965])
 
 
 def test_the_summary_holds_the_ablations_the_seeds_as_mean_and_spread_and_the_probes(tmp_path):

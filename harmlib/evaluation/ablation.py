@@ -223,7 +223,7 @@ def probe_table(cfg, rows: str = "harmonizer", root: str | Path = ".") -> pd.Dat
                 continue
             if tag:
                 rec["probe"] = rec.get("probe") if isinstance(rec.get("probe"), str) else tag
-                probes[(tag, rec["model"], int(rec.get("seed", 0)))] = rec
+                probes[(tag, rec["model"], int(rec.get("seed", 0)), _steps(rec["budget"]))] = rec
             elif rec["model"] in SEED_MODELS[rows]:
                 plain[(_steps(rec["budget"]), int(rec.get("seed", 0)), rec["model"])] = rec | {
                     "probe": "none (the profile's settings)"
