@@ -13,8 +13,10 @@ What x is (``GMVAESpec.view``): ``slice``, the thesis's, the coronal slice itsel
 profile), the slice's plane of its volume's smooth intensity field, relative to the training cohort's
 (``models.blocks.SiteField``, the 2D models' site field on the same grid), resampled to ``size`` and scaled by
 ``view_scale`` into [-1, 1] (:meth:`GMVAE.view_input`); with ``scale_weight`` the volume's log stored scale (the
-Normalizer's high over the cohort's median, which normalizing divides out) is added to the planes. A slice's intensities barely tell its scanner (a supervised
-reader of slice histograms: 0.76 on the cpu cohort) while its volume's field separates the sites (k-means 1.00).
+Normalizer's high over the cohort's median, which normalizing divides out) is added to the planes. A slice's
+intensities barely tell its scanner (a supervised reader of slice histograms: 0.76 on the cpu cohort v1) while its
+volume's field separated cohort v1's sites (k-means 1.00); on cohort v2 the field alone does not (k-means 0.37-0.42),
+the field with the stored scale does (0.98; `book/cpu_notes.md`).
 """
 
 from __future__ import annotations
