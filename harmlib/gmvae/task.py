@@ -78,10 +78,13 @@ def field_reader(cfg: Config, data: SliceDataset) -> SiteField:
     return SiteField(1, 1, slab_shape(data), cfg.gmvae.field_mm / voxel_mm)
 
 
-def view_inputs(cfg: Config, model: GMVAE, data: SliceDataset) -> tuple[torch.Tensor, dict[str, Any]]:
+def view_inputs(
+    cfg: Config, model: GMVAE, data: SliceDataset, scales: torch.Tensor | None = None
+) -> tuple[torch.Tensor, dict[str, Any]]:
     """x of every slice of ``data`` in the model's view (N, 1, *size), and for the field view the grid it was
     read on (the model file's ``field``: sigma in mm, the padded volume's shape). The field view reads each volume
-    once, for its field only (not its slices)."""
+    once, for its field only (not its slices); ``scales``: the volumes' stored scales (:func:`volume_scales`), when
+    the caller has them."""
     if model.spec.view == "slice":
         return torch.stack([data[i]["image"] for i in range(len(data))]), {}
     reader = field_reader(cfg, data)
@@ -89,7 +92,8 @@ def view_inputs(cfg: Config, model: GMVAE, data: SliceDataset) -> tuple[torch.Te
     own = reader.fit_cohort(torch.cat(slabs), landmarks)
     volume, coronal = slice_volume_index(data)
     planes = reader.plane(own[volume], reader.coronal_position(coronal))
-    return model.field_input(planes, volume_scales(data)[volume]), {
+    scales = volume_scales(data) if scales is None and model.spec.scale_weight else scales
+    return model.field_input(planes, None if scales is None else scales[volume]), {
         "sigma_mm": cfg.gmvae.field_mm,
         "volume": list(reader.shape),
     }
@@ -115,18 +119,19 @@ def build_task(cfg: Config, manifest: Manifest) -> tuple[Task, dict[str, Any]]:
     field = g.view == "field"  # the planes of stage 2's slab volumes, padded as its slices
     data = slice_dataset(manifest, g.slices, domains, g.field_pad if field else pad_multiple(g.n_down))
     size = (g.view_size,) * 2 if field else tuple(s + a + b for s, (a, b) in zip(data.shape, data.pads))
+    scales = volume_scales(data) if field and g.scale_weight else None  # read once: the reference and the view
     spec = GMVAESpec(
         size=size,
         n_components=len(domains),
         view=g.view,
         view_scale=g.view_scale if field else 1.0,
         scale_weight=g.scale_weight if field else 0.0,
-        scale_ref=float(np.median(volume_scales(data).numpy())) if field and g.scale_weight else 1.0,
+        scale_ref=1.0 if scales is None else float(np.median(scales.numpy())),
         **arch_fields(g, GMVAEArch),
     )
     torch.manual_seed(cfg.seed)
     nets = {"gmvae": GMVAE(spec)}
-    inputs, grid = view_inputs(cfg, nets["gmvae"], data)
+    inputs, grid = view_inputs(cfg, nets["gmvae"], data, scales)
     nets["gmvae"].init_output(inputs.mean(0)[0])
     if g.init_kmeans:
         kmeans_prior_means(nets["gmvae"], inputs, cfg.seed)
