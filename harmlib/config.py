@@ -388,6 +388,8 @@ class GMVAEConfig(GMVAEArch):
     # L_cat = max(batch-mean KL(q(y|x) || uniform), free_bits) nats (Nat-D/GMVAE -lambda, 0.5 there); 0 = off
     free_bits: float = rule(0.0, lambda v: math.isfinite(v) and v >= 0, "use 0 (off) or a floor in nats >= 0, e.g. 0.5")
     kl_warmup: int = 0  # steps over which the weights of L_gauss and L_cat ramp linearly from 0; 0 = off
+    # + balance * KL(batch-mean q(y|x) || uniform): an emptied component costs; 0 = off (the thesis)
+    balance: float = rule(0.0, lambda v: math.isfinite(v) and v >= 0, "use 0 (off) or a weight >= 0, e.g. 10")
     init_kmeans: bool = False  # seed the mixture from k-means (K) of the inputs: q(y|x) fitted to the clusters, p(z|y)'s means at their codes
     # x: the slice (the thesis) or ``field``: its plane of its volume's site field (field_mm)
     view: str = one_of("slice", ("slice", "field"), "use slice or field")

@@ -184,6 +184,7 @@ CASES: dict[str, Case] = {
     "crop too small": lambda t, m: (["synth", "--set", "harmonizer.crop=8"], "harmonizer.crop"),
     "warm-up longer than the run": lambda t, m: (["synth", "--set", "harmonizer.train.warmup=100000"], "train.warmup"),
     "free bits below 0": lambda t, m: (["synth", "--set", "gmvae.free_bits=-1.0"], "gmvae.free_bits"),
+    "balance weight below 0": lambda t, m: (["synth", "--set", "gmvae.balance=-1.0"], "gmvae.balance"),
     "KL warm-up longer than the run": lambda t, m: (["synth", "--set", "gmvae.kl_warmup=100000"], "gmvae.kl_warmup"),
     "synth out is a file": lambda t, m: (
         ["synth", "--profile", "tiny", "--out", str(_text(t / "f", "x"))],

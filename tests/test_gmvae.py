@@ -16,6 +16,7 @@ from harmlib.data.manifest import Manifest
 from harmlib.data.synthetic import write_cohort
 from harmlib.evaluation.clustering import cluster_accuracy, clustering_scores, histogram_kmeans, match_clusters, pca_2d
 from harmlib.gmvae.losses import (
+    balance_kl,
     categorical_kl,
     free_bits,
     gaussian_kl,
@@ -85,7 +86,7 @@ def test_gaussian_and_reconstruction_terms():
     model = GMVAE(GMVAESpec(size=(16, 16), n_components=2, gaussian_size=4, width=2, n_down=2, hidden=8))
     xb = torch.rand(3, 1, 16, 16) * 2 - 1
     loss, terms = gmvae_loss(model(xb, 1.0), xb, harmlib.config.GMVAEWeights())
-    assert torch.isfinite(loss) and set(terms) == {"rec", "gauss", "cat"}
+    assert torch.isfinite(loss) and set(terms) == {"rec", "gauss", "cat", "balance"}
     assert math.isclose(loss.item(), 0.7 * terms["rec"] + 2.0 * terms["gauss"] + 1.0 * terms["cat"], rel_tol=1e-4)
 
 
@@ -172,6 +173,27 @@ def test_free_bits_clamps_a_small_kl_and_leaves_a_large_one():
     assert t["cat"] > 0.5  # the confident case was above the floor, so unchanged
 
 
+def test_balance_costs_an_emptied_component_and_not_a_confident_assignment():
+    k = 4
+    confident_spread = torch.eye(k).repeat(2, 1) * 30  # every x sure of its own component, all used
+    one_taken = torch.tensor([[30.0, 0, 0, 0]] * 8)  # every x sure of component 0: three left empty
+    assert balance_kl(confident_spread).item() == pytest.approx(0.0, abs=1e-6)
+    assert balance_kl(one_taken).item() == pytest.approx(math.log(k), rel=1e-4)
+    # L_cat cannot tell the two apart (each q(y|x) is as far from uniform); L_bal can
+    assert categorical_kl(confident_spread).item() == pytest.approx(categorical_kl(one_taken).item(), rel=1e-4)
+    # its gradient moves mass towards the empty components, and the loss adds it only when weighted
+    logits = one_taken.clone().requires_grad_(True)
+    balance_kl(logits / 30).backward()
+    assert (logits.grad[:, 0] > 0).all() and (logits.grad[:, 1:] < 0).all()
+    model = GMVAE(GMVAESpec(size=(16, 16), n_components=k, gaussian_size=4, width=2, n_down=2, hidden=8))
+    xb = torch.rand(8, 1, 16, 16) * 2 - 1
+    f = {**model(xb, 1.0), "logits": one_taken}
+    w = harmlib.config.GMVAEWeights()
+    base, t = gmvae_loss(f, xb, w)
+    weighted, _ = gmvae_loss(f, xb, w, balance=10.0)
+    assert weighted.item() == pytest.approx(base.item() + 10.0 * t["balance"], rel=1e-5)
+
+
 def test_kl_warmup_weight_from_the_step(cohort):
     assert kl_warmup_scale(0, 100) == 0.0 and kl_warmup_scale(50, 100) == 0.5
     assert kl_warmup_scale(100, 100) == 1.0 and kl_warmup_scale(250, 100) == 1.0
@@ -180,12 +202,14 @@ def test_kl_warmup_weight_from_the_step(cohort):
     cfg = cfg.replace({"gmvae.train.iterations": 4, "gmvae.kl_warmup": 2})
     task, _ = build_task(cfg, man)
     assert [task.batch(s)["kl_scale"] for s in range(4)] == [0.0, 0.5, 1.0, 1.0]
+    w, bal = cfg.gmvae.weights, cfg.gmvae.balance  # L_bal is no term of the ELBO: not under the warm-up
     loss, terms = task.g_step(task.batch(0))  # step 0: the KL terms weigh nothing
-    assert terms["kl_scale"] == 0.0 and loss.item() == pytest.approx(cfg.gmvae.weights.rec * terms["rec"], rel=1e-5)
+    assert terms["kl_scale"] == 0.0
+    assert loss.item() == pytest.approx(w.rec * terms["rec"] + bal * terms["balance"], rel=1e-5)
     loss, terms = task.g_step(task.batch(1))
-    w = cfg.gmvae.weights
     assert loss.item() == pytest.approx(
-        w.rec * terms["rec"] + 0.5 * (w.gauss * terms["gauss"] + w.cat * terms["cat"]), rel=1e-4
+        w.rec * terms["rec"] + 0.5 * (w.gauss * terms["gauss"] + w.cat * terms["cat"]) + bal * terms["balance"],
+        rel=1e-4,
     )
 
 

@@ -21,6 +21,11 @@ Levers beyond the thesis (each off by default, so the paper profile keeps the th
   the term has no gradient. The log shows the KL itself.
 * ``gmvae.kl_warmup``: the weights of L_gauss and L_cat are multiplied by min(1, step / kl_warmup),
   a function of the step only (as the Gumbel temperature), so a resumed run is identical.
+* ``gmvae.balance``: + balance * L_bal, L_bal = KL(q(y) || Cat(1/K)) with q(y) the batch mean of q(y|x).
+  L_cat's expectation splits into I(x; y) + KL(q(y) || p(y)) (Hoffman & Johnson's ELBO surgery): L_cat
+  pulls every q(y|x) towards uniform, which a component left empty does not feel; L_bal weighs only the
+  second part, the mixture's use of its components, so an emptied component costs (the aggregate-posterior
+  term of clustering objectives such as IMSAT). Not under the warm-up: it is not a term of the ELBO.
 """
 
 from __future__ import annotations
@@ -60,6 +65,14 @@ def categorical_kl(logits: torch.Tensor) -> torch.Tensor:
     return (log_q.exp() * log_q).sum(1).mean() - math.log(1.0 / k)
 
 
+def balance_kl(logits: torch.Tensor) -> torch.Tensor:
+    """L_bal = KL(q(y) || uniform over K), q(y) = the batch mean of q(y|x): 0 when the batch uses every component
+    equally, log K when one component takes it all."""
+    k = logits.shape[1]
+    q = logits.float().softmax(1).mean(0)
+    return (q * (q.clamp_min(1e-12).log() - math.log(1.0 / k))).sum()
+
+
 def reconstruction_gaussian(x_logits: torch.Tensor, x: torch.Tensor, sigma: float) -> torch.Tensor:
     """L_rec as -log N((x + 1) / 2; sigmoid(logits), sigma^2), summed per image, averaged over the batch."""
     target = ((x.float() + 1) / 2).clamp(0, 1)
@@ -87,11 +100,12 @@ def gmvae_loss(
     sigma: float = 0.1,
     free_bits_floor: float = 0.0,
     kl_scale: float = 1.0,
+    balance: float = 0.0,
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """L_GMVAE on one forward pass ``f`` of :class:`harmlib.gmvae.model.GMVAE`.
 
-    The defaults are the thesis's objective; ``likelihood``, ``sigma``, ``free_bits_floor`` and ``kl_scale``
-    (the warm-up factor of this step) are the levers of ``gmvae.*``. The returned terms are the raw ones.
+    The defaults are the thesis's objective; ``likelihood``, ``sigma``, ``free_bits_floor``, ``kl_scale``
+    (the warm-up factor of this step) and ``balance`` (the weight of L_bal) are the levers of ``gmvae.*``. The returned terms are the raw ones.
     """
     if likelihood == "bce":
         rec = reconstruction_bce(f["x_logits"], x)
@@ -103,8 +117,11 @@ def gmvae_loss(
         "rec": rec,
         "gauss": gaussian_kl(f["z"], f["mu"], f["var"], f["mu_prior"], f["var_prior"]),
         "cat": categorical_kl(f["logits"]),
+        "balance": balance_kl(f["logits"]),
     }
     total = w.rec * terms["rec"] + kl_scale * (
         w.gauss * terms["gauss"] + w.cat * free_bits(terms["cat"], free_bits_floor)
     )
+    if balance > 0:
+        total = total + balance * terms["balance"]
     return total, {k: float(v.detach()) for k, v in terms.items()}

@@ -185,6 +185,7 @@ def step(b: dict[str, Any], nets: dict, g: GMVAEConfig) -> tuple[torch.Tensor, d
         sigma=g.sigma,
         free_bits_floor=g.free_bits,
         kl_scale=b["kl_scale"],
+        balance=g.balance,
     )
     return loss, terms | {"temperature": b["tau"], "kl_scale": b["kl_scale"]}
 
