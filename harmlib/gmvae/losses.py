@@ -105,7 +105,8 @@ def gmvae_loss(
     """L_GMVAE on one forward pass ``f`` of :class:`harmlib.gmvae.model.GMVAE`.
 
     The defaults are the thesis's objective; ``likelihood``, ``sigma``, ``free_bits_floor``, ``kl_scale``
-    (the warm-up factor of this step) and ``balance`` (the weight of L_bal) are the levers of ``gmvae.*``. The returned terms are the raw ones.
+    (the warm-up factor of this step) and ``balance`` (the weight of L_bal) are the levers of ``gmvae.*``.
+    The returned terms are the raw ones.
     """
     if likelihood == "bce":
         rec = reconstruction_bce(f["x_logits"], x)
